@@ -1,0 +1,23 @@
+//! Gradient with respect to the bias: the sum of the output gradient over batch and plane.
+
+use rayon::prelude::*;
+
+use super::rows::sum;
+use crate::element::Accumulator;
+
+/// `grad_b[c] = sum_{n, y, x} grad_out[n, c, y, x]` for `grad_out` of `batch` images with
+/// `grad_b.len()` channels, overwriting `grad_b`.
+pub(crate) fn backward_bias<A: Accumulator>(grad_out: &[A], batch: usize, grad_b: &mut [A]) {
+    let channels = grad_b.len();
+    let plane = match batch * channels {
+        0 => 0,
+        images => grad_out.len() / images,
+    };
+    grad_b.par_iter_mut().enumerate().for_each(|(c, gb)| {
+        let mut acc = A::ZERO;
+        for n in 0..batch {
+            acc += sum(&grad_out[(n * channels + c) * plane..][..plane]);
+        }
+        *gb = acc;
+    });
+}

@@ -1,0 +1,57 @@
+//! # conv2d
+//!
+//! PyTorch's 2D convolution for Rust, reproduced exactly: `torch.nn.functional.conv2d`,
+//! `conv_transpose2d`, `nn.Conv2d` and `nn.ConvTranspose2d`, forward and backward, every
+//! parameter (stride, padding including `'same'`/`'valid'`, dilation, groups,
+//! output_padding, output_size, padding modes) and the dtypes `f32`, `f64`, `f16`, `bf16`,
+//! `Complex<f32>` and `Complex<f64>`.
+//!
+//! Three layers, each calling only downward:
+//! - [`nn`]: layers that own weights, with PyTorch's constructor arguments and initialisation;
+//! - the functional `ndarray` API: [`conv2d`], [`conv_transpose2d`], [`conv2d_backward`],
+//!   [`conv_transpose2d_backward`], taking views of any layout, rank 3 (unbatched) or 4;
+//! - plans on contiguous NCHW slices, [`Conv2dPlan`] and [`ConvTranspose2dPlan`], validated
+//!   once and writing into the caller's buffers: the zero-copy entry for frameworks.
+//!
+//! Every invalid argument returns a [`ConvError`] naming the values; nothing panics.
+//!
+//! ```
+//! use conv2d::{conv2d, Conv2dOptions, Same};
+//! use ndarray::Array4;
+//!
+//! let x = Array4::<f32>::ones((1, 4, 5, 5));
+//! let w = Array4::<f32>::ones((8, 4, 2, 2));
+//! let y = conv2d(&x, &w, None, &Conv2dOptions::default().padding(Same))?;
+//! assert_eq!(y.shape(), &[1, 8, 5, 5]); // 'same' with an even kernel pads one extra at the end
+//! # Ok::<(), conv2d::ConvError>(())
+//! ```
+//!
+//! ## Threads and determinism
+//! Calls run on a pool of [`num_threads`] threads ([`set_num_threads`], or the environment
+//! variable `CONV2D_NUM_THREADS`). Every output element is summed by one thread in a fixed
+//! order, so results are bitwise identical across runs and thread counts.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod element;
+mod error;
+mod functional;
+mod geometry;
+mod kernels;
+pub mod nn;
+mod options;
+mod padding_mode;
+mod plan;
+mod threading;
+
+pub use element::{Accumulator, Element};
+pub use error::{ConvError, ErrorKind, Result};
+pub use functional::{
+    conv2d, conv2d_backward, conv_transpose2d, conv_transpose2d_backward, Gradients,
+};
+pub use nn::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
+pub use options::{
+    Conv2dOptions, ConvTranspose2dOptions, GradMask, Padding, PaddingMode, Pair, Same, Valid,
+};
+pub use plan::{Conv2dPlan, ConvTranspose2dPlan};
+pub use threading::{num_threads, set_num_threads, NUM_THREADS_ENV};

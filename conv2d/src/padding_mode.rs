@@ -1,0 +1,132 @@
+//! `reflect`, `replicate` and `circular` padding, as `nn.Conv2d` applies them with `F.pad`
+//! before a zero-padding convolution, and the adjoint that folds gradients back.
+
+use rayon::prelude::*;
+
+use crate::element::Accumulator;
+use crate::error::{fmt_shape, try_filled, ConvError, Result};
+use crate::options::PaddingMode;
+
+/// Explicit amounts on each side, and the mode that fills them. Invariant (from
+/// [`Border::new`]): every padded coordinate maps to a pixel of the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Border {
+    pub mode: PaddingMode,
+    pub top: usize,
+    pub bottom: usize,
+    pub left: usize,
+    pub right: usize,
+}
+
+impl Border {
+    /// Checks the amounts against the input `[n, c, h, w]` as PyTorch's `F.pad` does.
+    pub fn new(
+        mode: PaddingMode,
+        [top, bottom, left, right]: [usize; 4],
+        input_shape: [usize; 4],
+    ) -> Result<Self> {
+        let [_, _, h, w] = input_shape;
+        for (dim, size, before, after) in [(3, w, left, right), (2, h, top, bottom)] {
+            let largest = before.max(after);
+            let bad = match mode {
+                PaddingMode::Zeros => false,
+                PaddingMode::Reflect => largest >= size && largest > 0,
+                PaddingMode::Replicate => size == 0 && largest > 0,
+                PaddingMode::Circular => largest > size,
+            };
+            if bad {
+                let rule = match mode {
+                    PaddingMode::Reflect => "should be less than",
+                    PaddingMode::Circular => {
+                        "should not exceed (it would wrap around more than once)"
+                    }
+                    _ => "needs a non-empty",
+                };
+                return Err(ConvError::shape(format!(
+                    "{} padding size {rule} the corresponding input dimension, but got: \
+                     padding ({before}, {after}) at dimension {dim} of input {}",
+                    mode.as_str(),
+                    fmt_shape(&input_shape)
+                )));
+            }
+        }
+        Ok(Self {
+            mode,
+            top,
+            bottom,
+            left,
+            right,
+        })
+    }
+
+    pub fn padded_hw(&self, h: usize, w: usize) -> (usize, usize) {
+        (h + self.top + self.bottom, w + self.left + self.right)
+    }
+
+    /// The input coordinate that padded coordinate `p` (with `before` pixels of padding)
+    /// copies, on an axis of `len` pixels.
+    fn source(&self, p: usize, before: usize, len: usize) -> usize {
+        let i = p as isize - before as isize;
+        let n = len as isize;
+        let s = match self.mode {
+            PaddingMode::Zeros | PaddingMode::Replicate => i.clamp(0, n - 1),
+            PaddingMode::Reflect if i < 0 => -i,
+            PaddingMode::Reflect if i >= n => 2 * (n - 1) - i,
+            PaddingMode::Circular if i < 0 => i + n,
+            PaddingMode::Circular if i >= n => i - n,
+            PaddingMode::Reflect | PaddingMode::Circular => i,
+        };
+        s as usize
+    }
+
+    fn sources(&self, padded: usize, before: usize, len: usize) -> Vec<usize> {
+        (0..padded).map(|p| self.source(p, before, len)).collect()
+    }
+
+    /// The padded copy of `planes` planes of `h x w` pixels.
+    pub fn pad<A: Accumulator>(&self, input: &[A], h: usize, w: usize) -> Result<Vec<A>> {
+        let (ph, pw) = self.padded_hw(h, w);
+        let mut out = try_filled(input.len() / (h * w).max(1) * ph * pw, A::ZERO)?;
+        if h * w == 0 {
+            return Ok(out);
+        }
+        let (ys, xs) = (
+            self.sources(ph, self.top, h),
+            self.sources(pw, self.left, w),
+        );
+        out.par_chunks_mut(ph * pw)
+            .zip(input.par_chunks(h * w))
+            .for_each(|(dst, src)| {
+                for (dst_row, &y) in dst.chunks_exact_mut(pw).zip(&ys) {
+                    for (d, &x) in dst_row.iter_mut().zip(&xs) {
+                        *d = src[y * w + x];
+                    }
+                }
+            });
+        Ok(out)
+    }
+
+    /// The adjoint of [`Border::pad`]: sums each padded pixel's gradient into the input pixel
+    /// it copies, writing every element of `grad_in`.
+    pub fn fold<A: Accumulator>(&self, grad_padded: &[A], h: usize, w: usize, grad_in: &mut [A]) {
+        let (ph, pw) = self.padded_hw(h, w);
+        if h * w == 0 {
+            return;
+        }
+        let (ys, xs) = (
+            self.sources(ph, self.top, h),
+            self.sources(pw, self.left, w),
+        );
+        grad_in
+            .par_chunks_mut(h * w)
+            .zip(grad_padded.par_chunks(ph * pw))
+            .for_each(|(dst, src)| {
+                dst.fill(A::ZERO);
+                for (src_row, &y) in src.chunks_exact(pw).zip(&ys) {
+                    for (&s, &x) in src_row.iter().zip(&xs) {
+                        dst[y * w + x] += s;
+                    }
+                }
+            });
+    }
+}

@@ -1,0 +1,92 @@
+//! Validated, reusable descriptions of one convolution, run on contiguous NCHW slices.
+//!
+//! This is the zero-copy layer frameworks call: shapes and options are checked once when a
+//! plan is built, then each run only checks buffer lengths.
+
+mod conv2d;
+mod conv_transpose2d;
+
+pub use conv2d::Conv2dPlan;
+pub use conv_transpose2d::ConvTranspose2dPlan;
+
+use std::borrow::Cow;
+
+use crate::element::{Accumulator, Element};
+use crate::error::{fmt_shape, ConvError, ErrorKind, Result};
+use crate::options::Pair;
+
+/// Checks the arguments PyTorch rejects before it looks at shapes.
+fn check_positive(stride: Pair, dilation: Pair, groups: usize) -> Result<()> {
+    if stride.h == 0 || stride.w == 0 {
+        return Err(ConvError::invalid(format!(
+            "non-positive stride is not supported, but got stride={stride}"
+        )));
+    }
+    if dilation.h == 0 || dilation.w == 0 {
+        return Err(ConvError::invalid(format!(
+            "dilation should be greater than zero, but got dilation={dilation}"
+        )));
+    }
+    if groups == 0 {
+        return Err(ConvError::invalid(
+            "non-positive groups is not supported, but got groups=0",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that dimension 0 of the weight is a positive multiple of `groups`.
+fn check_weight_groups(weight_shape: [usize; 4], groups: usize) -> Result<()> {
+    if weight_shape[0] == 0 || weight_shape[0] % groups != 0 {
+        return Err(ConvError::shape(format!(
+            "Given groups={groups}, expected weight to be divisible by {groups} at dimension 0 \
+             (and at least {groups}), but got weight of size {} instead",
+            fmt_shape(&weight_shape)
+        )));
+    }
+    Ok(())
+}
+
+fn check_bias(bias_len: Option<usize>, expected: usize, weight_shape: [usize; 4]) -> Result<()> {
+    match bias_len {
+        Some(len) if len != expected => Err(ConvError::shape(format!(
+            "Given weight of size {}, expected bias to be 1-dimensional with {expected} elements, \
+             but got bias of size [{len}] instead",
+            fmt_shape(&weight_shape)
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Checks that a caller's slice has the length its shape implies.
+fn check_len(what: &str, len: usize, shape: [usize; 4]) -> Result<()> {
+    let expected: usize = shape.iter().product();
+    if len != expected {
+        return Err(ConvError::new(
+            ErrorKind::BufferLength,
+            format!(
+                "{what} has {len} elements, but its shape {} needs {expected}",
+                fmt_shape(&shape)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The weight in the accumulator type, conjugated when `conjugate` and the type is complex
+/// (gradients of complex convolutions use the conjugated weight, as PyTorch's autograd does).
+fn prepared_weight<T: Element>(weight: &[T], conjugate: bool) -> Result<Cow<'_, [T::Acc]>> {
+    let acc = T::acc_slice(weight)?;
+    if conjugate && T::IS_COMPLEX {
+        Ok(Cow::Owned(acc.iter().map(|w| w.conj()).collect()))
+    } else {
+        Ok(acc)
+    }
+}
+
+/// Conjugates in place (a no-op for real types).
+fn conjugate_in_place<A: Accumulator>(values: &mut [A]) {
+    for v in values {
+        *v = v.conj();
+    }
+}
