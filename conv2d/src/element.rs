@@ -109,8 +109,8 @@ macro_rules! accumulator {
 
 accumulator!(f32, 0.0, |x| x);
 accumulator!(f64, 0.0, |x| x);
-accumulator!(Complex<f32>, Complex::new(0.0, 0.0), |x| x.conj());
-accumulator!(Complex<f64>, Complex::new(0.0, 0.0), |x| x.conj());
+accumulator!(Complex<f32>, Complex::new(0.0, 0.0), |x| Complex::conj(&x));
+accumulator!(Complex<f64>, Complex::new(0.0, 0.0), |x| Complex::conj(&x));
 
 macro_rules! self_accumulating {
     ($t:ty, $name:literal, $complex:literal, $from:expr, $to:expr) => {

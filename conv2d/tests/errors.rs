@@ -1,0 +1,525 @@
+//! Every invalid argument returns an `Err` whose message names the offending values.
+
+use conv2d::nn::{Conv2dConfig, ConvTranspose2dConfig};
+use conv2d::{
+    conv2d, conv2d_backward, conv_transpose2d, Conv2dOptions, Conv2dPlan, ConvTranspose2dOptions,
+    ConvTranspose2dPlan, ErrorKind, GradMask, PaddingMode, Same,
+};
+use ndarray::{Array, Array1, Array4, IxDyn};
+
+fn zeros(shape: [usize; 4]) -> Array4<f32> {
+    Array4::zeros(shape)
+}
+
+/// The error of a conv2d call, with its message required to contain every fragment.
+fn conv_err(x: [usize; 4], w: [usize; 4], opts: Conv2dOptions, fragments: &[&str]) -> ErrorKind {
+    let err = conv2d(&zeros(x), &zeros(w), None, &opts).expect_err("must be rejected");
+    for f in fragments {
+        assert!(err.to_string().contains(f), "{err:?} lacks {f:?}");
+    }
+    err.kind()
+}
+
+fn transpose_err(
+    x: [usize; 4],
+    w: [usize; 4],
+    opts: ConvTranspose2dOptions,
+    fragments: &[&str],
+) -> ErrorKind {
+    let err = conv_transpose2d(&zeros(x), &zeros(w), None, &opts).expect_err("must be rejected");
+    for f in fragments {
+        assert!(err.to_string().contains(f), "{err:?} lacks {f:?}");
+    }
+    err.kind()
+}
+
+#[test]
+fn groups_not_dividing_out_channels() {
+    let kind = conv_err(
+        [1, 4, 8, 8],
+        [6, 1, 3, 3],
+        Conv2dOptions::default().groups(4),
+        &["groups=4", "[6, 1, 3, 3]"],
+    );
+    assert_eq!(kind, ErrorKind::ShapeMismatch);
+}
+
+#[test]
+fn input_channels_not_matching_weight_and_groups() {
+    conv_err(
+        [1, 5, 8, 8],
+        [8, 4, 3, 3],
+        Conv2dOptions::default(),
+        &["to have 4 channels", "got 5 channels", "[1, 5, 8, 8]"],
+    );
+    conv_err(
+        [1, 8, 8, 8],
+        [8, 2, 3, 3],
+        Conv2dOptions::default().groups(2),
+        &["to have 4 channels", "got 8 channels", "groups=2"],
+    );
+}
+
+#[test]
+fn wrong_input_ranks() {
+    let w = zeros([8, 4, 3, 3]);
+    for shape in [&[4, 8][..], &[1, 1, 4, 8, 8][..], &[][..]] {
+        let x = Array::<f32, _>::zeros(IxDyn(shape));
+        let err = conv2d(&x, &w, None, &Conv2dOptions::default()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("Expected 3D (unbatched) or 4D (batched) input to conv2d"),
+            "{err}"
+        );
+        assert!(err.to_string().contains(&format!("{shape:?}")), "{err}");
+        let err = conv_transpose2d(&x, &w, None, &ConvTranspose2dOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("conv_transpose2d"), "{err}");
+    }
+}
+
+#[test]
+fn zero_stride_dilation_or_groups() {
+    let (x, w) = ([1, 4, 8, 8], [8, 4, 3, 3]);
+    conv_err(
+        x,
+        w,
+        Conv2dOptions::default().stride((1, 0)),
+        &["non-positive stride", "(1, 0)"],
+    );
+    conv_err(
+        x,
+        w,
+        Conv2dOptions::default().dilation(0),
+        &["dilation should be greater than zero", "(0, 0)"],
+    );
+    conv_err(
+        x,
+        w,
+        Conv2dOptions::default().groups(0),
+        &["non-positive groups", "groups=0"],
+    );
+    let t = ConvTranspose2dOptions::default();
+    transpose_err(
+        [1, 8, 4, 4],
+        [8, 4, 3, 3],
+        t.clone().stride(0),
+        &["non-positive stride"],
+    );
+    transpose_err(
+        [1, 8, 4, 4],
+        [8, 4, 3, 3],
+        t.clone().dilation((0, 1)),
+        &["dilation should be greater than zero"],
+    );
+    transpose_err(
+        [1, 8, 4, 4],
+        [8, 4, 3, 3],
+        t.groups(0),
+        &["non-positive groups"],
+    );
+}
+
+#[test]
+fn same_padding_with_stride() {
+    let kind = conv_err(
+        [1, 4, 8, 8],
+        [8, 4, 3, 3],
+        Conv2dOptions::default().padding(Same).stride((1, 2)),
+        &["padding='same'", "strided", "(1, 2)"],
+    );
+    assert_eq!(kind, ErrorKind::InvalidArgument);
+    let err = Conv2dConfig::new(4, 8, 3)
+        .padding(Same)
+        .stride(2)
+        .init_seeded::<f32>(0)
+        .unwrap_err();
+    assert!(err.to_string().contains("padding='same'"), "{err}");
+}
+
+#[test]
+fn kernel_larger_than_padded_input() {
+    conv_err(
+        [1, 1, 2, 4],
+        [1, 1, 3, 3],
+        Conv2dOptions::default(),
+        &[
+            "padded input size per channel: (2 x 4)",
+            "Kernel size: (3 x 3)",
+        ],
+    );
+    // Dilation makes a 3x3 kernel reach 5x5.
+    conv_err(
+        [1, 1, 4, 4],
+        [1, 1, 3, 3],
+        Conv2dOptions::default().dilation(2).padding((0, 1)),
+        &["(4 x 6)", "Kernel size: (5 x 5)"],
+    );
+    conv_err(
+        [1, 1, 0, 4],
+        [1, 1, 1, 1],
+        Conv2dOptions::default(),
+        &["(0 x 4)"],
+    );
+}
+
+#[test]
+fn output_padding_not_smaller_than_stride_or_dilation() {
+    let t = ConvTranspose2dOptions::default()
+        .stride(2)
+        .output_padding((0, 2));
+    let kind = transpose_err(
+        [1, 4, 4, 4],
+        [4, 4, 3, 3],
+        t,
+        &[
+            "output padding must be smaller than either stride or dilation",
+            "output_padding_width: 2",
+            "stride_width: 2",
+        ],
+    );
+    assert_eq!(kind, ErrorKind::InvalidArgument);
+    // Allowed when smaller than the dilation, as in PyTorch.
+    let ok = ConvTranspose2dOptions::default()
+        .dilation(2)
+        .output_padding(1);
+    assert_eq!(
+        conv_transpose2d(&zeros([1, 4, 4, 4]), &zeros([4, 4, 3, 3]), None, &ok)
+            .unwrap()
+            .dim(),
+        (1, 4, 9, 9)
+    );
+}
+
+#[test]
+fn output_size_outside_the_valid_range_or_of_wrong_length() {
+    let t = ConvTranspose2dOptions::default().stride(2).padding(1);
+    transpose_err(
+        [1, 4, 6, 6],
+        [4, 4, 3, 3],
+        t.clone().output_size([13, 12]),
+        &[
+            "requested an output size of [13, 12]",
+            "from [11, 11] to [12, 12]",
+            "[6, 6]",
+        ],
+    );
+    transpose_err(
+        [1, 4, 6, 6],
+        [4, 4, 3, 3],
+        t.clone().output_size([10, 11]),
+        &["[10, 11]"],
+    );
+    transpose_err(
+        [1, 4, 6, 6],
+        [4, 4, 3, 3],
+        t.clone().output_size([1, 1, 4, 12, 12]),
+        &["must have 2 or 4 elements (got 5)"],
+    );
+    let x3 = Array::<f32, _>::zeros((4, 6, 6));
+    let err = conv_transpose2d(
+        &x3,
+        &zeros([4, 4, 3, 3]),
+        None,
+        &t.clone().output_size([1, 4, 12, 12]),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("for 3D input, output_size must have 2 or 3 elements (got 4)"),
+        "{err}"
+    );
+    assert_eq!(
+        conv_transpose2d(&x3, &zeros([4, 4, 3, 3]), None, &t.output_size([4, 12, 12]))
+            .unwrap()
+            .dim(),
+        (4, 12, 12)
+    );
+}
+
+#[test]
+fn transposed_output_that_would_be_empty() {
+    transpose_err(
+        [1, 4, 1, 1],
+        [4, 4, 1, 1],
+        ConvTranspose2dOptions::default().padding(1),
+        &["(1 x 1)", "(-1 x -1)", "too small"],
+    );
+}
+
+#[test]
+fn bias_of_the_wrong_length() {
+    let b = Array1::<f32>::zeros(7);
+    let err = conv2d(
+        &zeros([1, 4, 5, 5]),
+        &zeros([8, 4, 3, 3]),
+        Some(b.view()),
+        &Conv2dOptions::default(),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("expected bias to be 1-dimensional with 8 elements"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("[7]"), "{err}");
+    let err = conv_transpose2d(
+        &zeros([1, 4, 5, 5]),
+        &zeros([4, 2, 3, 3]),
+        Some(b.view()),
+        &ConvTranspose2dOptions::default().groups(2),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("with 4 elements"), "{err}");
+}
+
+#[test]
+fn reflect_and_circular_padding_too_large() {
+    let reflect = Conv2dOptions::default()
+        .padding((1, 3))
+        .padding_mode(PaddingMode::Reflect);
+    conv_err(
+        [1, 1, 5, 3],
+        [1, 1, 1, 1],
+        reflect,
+        &[
+            "reflect padding",
+            "padding (3, 3) at dimension 3",
+            "[1, 1, 5, 3]",
+        ],
+    );
+    let circular = Conv2dOptions::default()
+        .padding((6, 0))
+        .padding_mode(PaddingMode::Circular);
+    conv_err(
+        [1, 1, 5, 3],
+        [1, 1, 1, 1],
+        circular,
+        &[
+            "circular padding",
+            "wrap around more than once",
+            "padding (6, 6) at dimension 2",
+        ],
+    );
+    // The limits themselves are allowed: reflect up to size-1, circular up to size.
+    let ok = Conv2dOptions::default()
+        .padding((4, 2))
+        .padding_mode(PaddingMode::Reflect);
+    assert_eq!(
+        conv2d(&zeros([1, 1, 5, 3]), &zeros([1, 1, 1, 1]), None, &ok)
+            .unwrap()
+            .dim(),
+        (1, 1, 13, 7)
+    );
+    let ok = Conv2dOptions::default()
+        .padding((5, 3))
+        .padding_mode(PaddingMode::Circular);
+    assert_eq!(
+        conv2d(&zeros([1, 1, 5, 3]), &zeros([1, 1, 1, 1]), None, &ok)
+            .unwrap()
+            .dim(),
+        (1, 1, 15, 9)
+    );
+}
+
+#[test]
+fn padding_modes_on_the_transposed_layer() {
+    for mode in [
+        PaddingMode::Reflect,
+        PaddingMode::Replicate,
+        PaddingMode::Circular,
+    ] {
+        let err = ConvTranspose2dConfig::new(4, 4, 3)
+            .padding_mode(mode)
+            .init_seeded::<f32>(0)
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("Only \"zeros\" padding mode is supported for ConvTranspose2d"),
+            "{err}"
+        );
+        assert!(err.to_string().contains(mode.as_str()), "{err}");
+    }
+}
+
+#[test]
+fn layer_constructor_arguments() {
+    let err = Conv2dConfig::new(5, 4, 3)
+        .groups(2)
+        .init_seeded::<f32>(0)
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("in_channels must be divisible by groups")
+            && err.to_string().contains("in_channels=5"),
+        "{err}"
+    );
+    let err = ConvTranspose2dConfig::new(4, 5, 3)
+        .groups(2)
+        .init_seeded::<f32>(0)
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("out_channels must be divisible by groups")
+            && err.to_string().contains("out_channels=5"),
+        "{err}"
+    );
+    let err = Conv2dConfig::new(4, 4, 3)
+        .groups(0)
+        .init_seeded::<f32>(0)
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("groups must be a positive integer"),
+        "{err}"
+    );
+    let err = Conv2dConfig::new(4, 4, (3, 0))
+        .init_seeded::<f32>(0)
+        .unwrap_err();
+    assert!(err.to_string().contains("kernel_size=(3, 0)"), "{err}");
+}
+
+#[test]
+fn weight_with_no_output_channels() {
+    conv_err(
+        [1, 4, 5, 5],
+        [0, 4, 3, 3],
+        Conv2dOptions::default(),
+        &["[0, 4, 3, 3]"],
+    );
+}
+
+#[test]
+fn grad_output_of_the_wrong_shape() {
+    let err = conv2d_backward(
+        &zeros([1, 4, 5, 5]),
+        &zeros([8, 4, 3, 3]),
+        &zeros([1, 8, 4, 3]),
+        &Conv2dOptions::default(),
+        GradMask::ALL,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("[1, 8, 4, 3]") && err.to_string().contains("[1, 8, 3, 3]"),
+        "{err}"
+    );
+}
+
+#[test]
+fn buffers_of_the_wrong_length() {
+    let plan = Conv2dPlan::new([1, 2, 4, 4], [3, 2, 3, 3], &Conv2dOptions::default()).unwrap();
+    let err = plan
+        .forward_into(&[0.0f32; 32], &[0.0; 54], None, &mut [0.0; 11])
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::BufferLength);
+    assert!(
+        err.to_string().contains("output has 11 elements") && err.to_string().contains("needs 12"),
+        "{err}"
+    );
+    assert!(plan
+        .forward_into(&[0.0f32; 31], &[0.0; 54], None, &mut [0.0; 12])
+        .is_err());
+    assert!(plan
+        .backward_weight_into(&[0.0f32; 32], &[0.0; 12], &mut [0.0; 53])
+        .is_err());
+    assert!(plan
+        .backward_bias_into(&[0.0f32; 12], &mut [0.0; 2])
+        .is_err());
+    let tplan = ConvTranspose2dPlan::new(
+        [1, 2, 4, 4],
+        [2, 3, 3, 3],
+        &ConvTranspose2dOptions::default(),
+    )
+    .unwrap();
+    assert!(tplan
+        .backward_input_into(&[0.0f32; 108], &[0.0; 54], &mut [0.0; 31])
+        .is_err());
+}
+
+#[test]
+fn sizes_that_overflow() {
+    let huge = usize::MAX / 2;
+    let err =
+        Conv2dPlan::new([huge, 4, 8, 8], [8, 4, 3, 3], &Conv2dOptions::default()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Overflow, "{err}");
+    let err =
+        Conv2dPlan::new([1, 1, huge, huge], [1, 1, 1, 1], &Conv2dOptions::default()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Overflow, "{err}");
+    let err = Conv2dPlan::new(
+        [1, 1, 8, 8],
+        [1, 1, huge, 1],
+        &Conv2dOptions::default().dilation(4),
+    )
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Overflow, "{err}");
+    let err = Conv2dPlan::new(
+        [1, 1, usize::MAX, 8],
+        [1, 1, 1, 1],
+        &Conv2dOptions::default().padding(1),
+    )
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Overflow, "{err}");
+    let err = ConvTranspose2dPlan::new(
+        [1, 1, huge, huge],
+        [1, 1, 1, 1],
+        &ConvTranspose2dOptions::default().stride(4),
+    )
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Overflow, "{err}");
+}
+
+#[test]
+fn an_allocation_that_cannot_be_had_is_an_error() {
+    // Valid shapes whose output needs 2^62 bytes.
+    let plan = Conv2dPlan::new(
+        [1 << 20, 1, 1 << 20, 1 << 20],
+        [1, 1, 1, 1],
+        &Conv2dOptions::default(),
+    )
+    .unwrap();
+    let err = plan.forward::<f32>(&[], &[0.0], None).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Allocation, "{err}");
+    assert!(
+        err.to_string().contains(&(1usize << 60).to_string()),
+        "{err}"
+    );
+    // A weight gradient of 2^60 elements.
+    let plan = Conv2dPlan::new(
+        [1, 1, 1, 1],
+        [1 << 30, 1, 1 << 15, 1 << 15],
+        &Conv2dOptions::default().padding(1 << 15),
+    )
+    .unwrap();
+    let err = plan.backward_weight::<f32>(&[0.0], &[]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Allocation, "{err}");
+}
+
+#[test]
+fn empty_batch_works() {
+    let y = conv2d(
+        &zeros([0, 4, 5, 5]),
+        &zeros([8, 4, 3, 3]),
+        None,
+        &Conv2dOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(y.dim(), (0, 8, 3, 3));
+    let g = conv2d_backward(
+        &zeros([0, 4, 5, 5]),
+        &Array4::ones((8, 4, 3, 3)),
+        &zeros([0, 8, 3, 3]),
+        &Conv2dOptions::default(),
+        GradMask::ALL,
+    )
+    .unwrap();
+    assert_eq!(g.input.unwrap().dim(), (0, 4, 5, 5));
+    assert!(g.weight.unwrap().iter().all(|&v| v == 0.0));
+    assert!(g.bias.unwrap().iter().all(|&v| v == 0.0));
+    let y = conv_transpose2d(
+        &zeros([0, 4, 5, 5]),
+        &zeros([4, 2, 3, 3]),
+        None,
+        &ConvTranspose2dOptions::default().stride(2),
+    )
+    .unwrap();
+    assert_eq!(y.dim(), (0, 2, 11, 11));
+}

@@ -1,0 +1,354 @@
+//! Property tests: the fast paths against the oracle on random shapes, adjointness of
+//! conv2d and conv_transpose2d, finite-difference gradients, and thread-count independence.
+
+mod support;
+
+use conv2d::{
+    conv2d, conv2d_backward, conv_transpose2d, conv_transpose2d_backward, Conv2dOptions,
+    Conv2dPlan, ConvTranspose2dOptions, Element, GradMask, Padding, PaddingMode,
+};
+use half::{bf16, f16};
+use ndarray::{Array1, Array4};
+use num_complex::Complex;
+use proptest::prelude::*;
+use rand::{rngs::StdRng, SeedableRng};
+use support::reference::{self, ConvSpec, Mode};
+use support::{check_close, random_vec, to_tensor};
+
+/// A random, valid conv2d problem.
+#[derive(Debug, Clone)]
+struct Problem {
+    n: usize,
+    groups: usize,
+    cin_g: usize,
+    cout_g: usize,
+    h: usize,
+    w: usize,
+    k: (usize, usize),
+    stride: (usize, usize),
+    dilation: (usize, usize),
+    pad: (usize, usize),
+    mode: u8,
+    bias: bool,
+    seed: u64,
+}
+
+fn problems() -> impl Strategy<Value = Problem> {
+    (
+        (0usize..3, 1usize..4, 1usize..4, 1usize..4),
+        (1usize..12, 1usize..12, (1usize..5, 1usize..5)),
+        (
+            (1usize..4, 1usize..4),
+            (1usize..4, 1usize..4),
+            (0usize..4, 0usize..4),
+        ),
+        (0u8..4, any::<bool>(), any::<u64>()),
+    )
+        .prop_map(
+            |(
+                (n, groups, cin_g, cout_g),
+                (h, w, k),
+                (stride, dilation, pad),
+                (mode, bias, seed),
+            )| {
+                Problem {
+                    n,
+                    groups,
+                    cin_g,
+                    cout_g,
+                    h,
+                    w,
+                    k,
+                    stride,
+                    dilation,
+                    pad,
+                    mode,
+                    bias,
+                    seed,
+                }
+            },
+        )
+        .prop_filter("kernel must fit the padded input", |p| {
+            p.h + 2 * p.pad.0 > p.dilation.0 * (p.k.0 - 1)
+                && p.w + 2 * p.pad.1 > p.dilation.1 * (p.k.1 - 1)
+        })
+}
+
+impl Problem {
+    fn padding_mode(&self) -> (PaddingMode, Mode) {
+        match self.mode {
+            1 if self.pad.0 < self.h && self.pad.1 < self.w => {
+                (PaddingMode::Reflect, Mode::Reflect)
+            }
+            2 => (PaddingMode::Replicate, Mode::Replicate),
+            3 if self.pad.0 <= self.h && self.pad.1 <= self.w => {
+                (PaddingMode::Circular, Mode::Circular)
+            }
+            _ => (PaddingMode::Zeros, Mode::Zeros),
+        }
+    }
+    fn options(&self) -> Conv2dOptions {
+        Conv2dOptions::default()
+            .stride(self.stride)
+            .padding(self.pad)
+            .dilation(self.dilation)
+            .groups(self.groups)
+            .padding_mode(self.padding_mode().0)
+    }
+    fn spec(&self) -> ConvSpec {
+        ConvSpec {
+            stride: [self.stride.0, self.stride.1],
+            pads: [self.pad.0, self.pad.0, self.pad.1, self.pad.1],
+            dilation: [self.dilation.0, self.dilation.1],
+            groups: self.groups,
+            mode: self.padding_mode().1,
+        }
+    }
+    fn input_shape(&self) -> [usize; 4] {
+        [self.n, self.cin_g * self.groups, self.h, self.w]
+    }
+    fn weight_shape(&self) -> [usize; 4] {
+        [self.cout_g * self.groups, self.cin_g, self.k.0, self.k.1]
+    }
+}
+
+/// Forward and all gradients of conv2d for `p` in type `T`, against the oracle.
+fn conv2d_matches_reference<T: Element>(p: &Problem) -> Result<(), String> {
+    let mut rng = StdRng::seed_from_u64(p.seed);
+    let x = Array4::from_shape_vec(
+        p.input_shape(),
+        random_vec::<T>(p.input_shape().iter().product(), &mut rng),
+    )
+    .unwrap();
+    let w = Array4::from_shape_vec(
+        p.weight_shape(),
+        random_vec::<T>(p.weight_shape().iter().product(), &mut rng),
+    )
+    .unwrap();
+    let b = Array1::from(random_vec::<T>(p.weight_shape()[0], &mut rng));
+    let opts = p.options();
+    let y = conv2d(&x, &w, p.bias.then(|| b.view()), &opts).map_err(|e| e.to_string())?;
+    let gy_vals = random_vec::<T>(y.len(), &mut rng);
+    let gy = Array4::from_shape_vec(y.dim(), gy_vals).unwrap();
+    let g = conv2d_backward(&x, &w, &gy, &opts, GradMask::ALL).map_err(|e| e.to_string())?;
+    let bt = to_tensor(&[b.len()], b.as_slice().unwrap());
+    let oracle = reference::conv2d(
+        &to_tensor(x.shape(), x.as_slice().unwrap()),
+        &to_tensor(w.shape(), w.as_slice().unwrap()),
+        p.bias.then_some(&bt),
+        &p.spec(),
+        Some(&to_tensor(gy.shape(), gy.as_slice().unwrap())),
+    );
+    if y.shape() != oracle.output_shape {
+        return Err(format!(
+            "shape {:?} vs {:?}",
+            y.shape(),
+            oracle.output_shape
+        ));
+    }
+    check_close("output", y.as_slice().unwrap(), &oracle.output)?;
+    check_close(
+        "grad_input",
+        g.input.unwrap().as_slice().unwrap(),
+        &oracle.grad_input,
+    )?;
+    check_close(
+        "grad_weight",
+        g.weight.unwrap().as_slice().unwrap(),
+        &oracle.grad_weight,
+    )?;
+    check_close(
+        "grad_bias",
+        g.bias.unwrap().as_slice().unwrap(),
+        &oracle.grad_bias,
+    )
+}
+
+/// conv_transpose2d for `p` read as a transposed problem (channels swapped), against the oracle.
+fn conv_transpose2d_matches_reference<T: Element>(p: &Problem) -> Result<(), String> {
+    let mut rng = StdRng::seed_from_u64(p.seed ^ 0x5eed);
+    let cin = p.cin_g * p.groups;
+    let x_shape = [p.n, cin, p.h, p.w];
+    let w_shape = [cin, p.cout_g, p.k.0, p.k.1];
+    let out_pad = (
+        p.seed as usize % p.stride.0.max(p.dilation.0),
+        (p.seed as usize / 7) % p.stride.1.max(p.dilation.1),
+    );
+    let x = Array4::from_shape_vec(x_shape, random_vec::<T>(x_shape.iter().product(), &mut rng))
+        .unwrap();
+    let w = Array4::from_shape_vec(w_shape, random_vec::<T>(w_shape.iter().product(), &mut rng))
+        .unwrap();
+    let b = Array1::from(random_vec::<T>(p.cout_g * p.groups, &mut rng));
+    let opts = ConvTranspose2dOptions::default()
+        .stride(p.stride)
+        .padding(p.pad)
+        .dilation(p.dilation)
+        .groups(p.groups)
+        .output_padding(out_pad);
+    let y = match conv_transpose2d(&x, &w, p.bias.then(|| b.view()), &opts) {
+        Ok(y) => y,
+        // Padding can make the output empty; PyTorch rejects that too.
+        Err(e) if e.to_string().contains("too small") => return Ok(()),
+        Err(e) => return Err(e.to_string()),
+    };
+    let gy = Array4::from_shape_vec(y.dim(), random_vec::<T>(y.len(), &mut rng)).unwrap();
+    let g =
+        conv_transpose2d_backward(&x, &w, &gy, &opts, GradMask::ALL).map_err(|e| e.to_string())?;
+    let bt = to_tensor(&[b.len()], b.as_slice().unwrap());
+    let oracle = reference::conv_transpose2d(
+        &to_tensor(x.shape(), x.as_slice().unwrap()),
+        &to_tensor(w.shape(), w.as_slice().unwrap()),
+        p.bias.then_some(&bt),
+        [p.stride.0, p.stride.1],
+        [p.pad.0, p.pad.1],
+        [p.dilation.0, p.dilation.1],
+        p.groups,
+        [y.dim().2, y.dim().3],
+        Some(&to_tensor(gy.shape(), gy.as_slice().unwrap())),
+    );
+    let expect_h = (p.h as isize - 1) * p.stride.0 as isize - 2 * p.pad.0 as isize
+        + (p.dilation.0 * (p.k.0 - 1)) as isize
+        + out_pad.0 as isize
+        + 1;
+    if y.dim().2 as isize != expect_h {
+        return Err(format!("output height {} vs formula {expect_h}", y.dim().2));
+    }
+    check_close("output", y.as_slice().unwrap(), &oracle.output)?;
+    check_close(
+        "grad_input",
+        g.input.unwrap().as_slice().unwrap(),
+        &oracle.grad_input,
+    )?;
+    check_close(
+        "grad_weight",
+        g.weight.unwrap().as_slice().unwrap(),
+        &oracle.grad_weight,
+    )?;
+    check_close(
+        "grad_bias",
+        g.bias.unwrap().as_slice().unwrap(),
+        &oracle.grad_bias,
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn conv2d_f32_matches_reference(p in problems()) {
+        conv2d_matches_reference::<f32>(&p).map_err(TestCaseError::fail)?;
+    }
+
+    #[test]
+    fn conv2d_f64_matches_reference(p in problems()) {
+        conv2d_matches_reference::<f64>(&p).map_err(TestCaseError::fail)?;
+    }
+
+    #[test]
+    fn conv2d_half_and_complex_match_reference(p in problems()) {
+        conv2d_matches_reference::<f16>(&p).map_err(TestCaseError::fail)?;
+        conv2d_matches_reference::<bf16>(&p).map_err(TestCaseError::fail)?;
+        conv2d_matches_reference::<Complex<f32>>(&p).map_err(TestCaseError::fail)?;
+        conv2d_matches_reference::<Complex<f64>>(&p).map_err(TestCaseError::fail)?;
+    }
+
+    #[test]
+    fn conv_transpose2d_matches_reference_all_dtypes(p in problems()) {
+        conv_transpose2d_matches_reference::<f32>(&p).map_err(TestCaseError::fail)?;
+        conv_transpose2d_matches_reference::<f64>(&p).map_err(TestCaseError::fail)?;
+        conv_transpose2d_matches_reference::<bf16>(&p).map_err(TestCaseError::fail)?;
+        conv_transpose2d_matches_reference::<Complex<f64>>(&p).map_err(TestCaseError::fail)?;
+    }
+
+    /// <conv2d(x, w), y> == <x, conv_transpose2d(y, w)> with the same stride, padding,
+    /// dilation and groups, and output_size = x's size.
+    #[test]
+    fn conv_transpose2d_is_the_adjoint_of_conv2d(mut p in problems()) {
+        p.mode = 0;
+        let mut rng = StdRng::seed_from_u64(p.seed);
+        let x = Array4::from_shape_vec(p.input_shape(), random_vec::<f64>(p.input_shape().iter().product(), &mut rng)).unwrap();
+        let w = Array4::from_shape_vec(p.weight_shape(), random_vec::<f64>(p.weight_shape().iter().product(), &mut rng)).unwrap();
+        let cx = conv2d(&x, &w, None, &p.options()).unwrap();
+        let y = Array4::from_shape_vec(cx.dim(), random_vec::<f64>(cx.len(), &mut rng)).unwrap();
+        let t_opts = ConvTranspose2dOptions::default()
+            .stride(p.stride).padding(p.pad).dilation(p.dilation).groups(p.groups)
+            .output_size([p.h, p.w]);
+        let ty = conv_transpose2d(&y, &w, None, &t_opts).unwrap();
+        prop_assert_eq!(ty.dim(), x.dim());
+        let lhs: f64 = (&cx * &y).sum();
+        let rhs: f64 = (&x * &ty).sum();
+        let scale: f64 = cx.iter().map(|v| v.abs()).sum::<f64>() * 4.0 + 1.0;
+        prop_assert!((lhs - rhs).abs() <= 1e-13 * scale, "{} vs {}", lhs, rhs);
+    }
+
+    /// The threads split work differently; every element must come out bit-identical.
+    #[test]
+    fn results_do_not_depend_on_the_thread_count(p in problems()) {
+        let mut rng = StdRng::seed_from_u64(p.seed);
+        let plan = Conv2dPlan::new(p.input_shape(), p.weight_shape(), &p.options()).unwrap();
+        let x = random_vec::<f32>(p.input_shape().iter().product(), &mut rng);
+        let w = random_vec::<f32>(p.weight_shape().iter().product(), &mut rng);
+        let gy = random_vec::<f32>(plan.output_shape().iter().product(), &mut rng);
+        let run = || (plan.forward(&x, &w, None).unwrap(), plan.backward_input(&gy, &w).unwrap(), plan.backward_weight(&x, &gy).unwrap());
+        let pool1 = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        let one = pool1.install(|| { conv2d::set_num_threads(1).unwrap(); run() });
+        conv2d::set_num_threads(3).unwrap();
+        let three = run();
+        prop_assert_eq!(one, three);
+    }
+}
+
+/// Central differences of `L = <conv2d(x, w, b), gy>` against the analytic gradients, in f64.
+#[test]
+fn gradients_match_finite_differences() {
+    let mut rng = StdRng::seed_from_u64(11);
+    let opts = Conv2dOptions::default()
+        .stride((2, 1))
+        .padding(Padding::Explicit((1, 2).into()))
+        .dilation((1, 2))
+        .groups(2)
+        .padding_mode(PaddingMode::Reflect);
+    let x =
+        Array4::from_shape_vec((2, 4, 7, 6), random_vec::<f64>(2 * 4 * 7 * 6, &mut rng)).unwrap();
+    let w =
+        Array4::from_shape_vec((6, 2, 3, 2), random_vec::<f64>(6 * 2 * 3 * 2, &mut rng)).unwrap();
+    let b = Array1::from(random_vec::<f64>(6, &mut rng));
+    let y = conv2d(&x, &w, Some(b.view()), &opts).unwrap();
+    let gy = Array4::from_shape_vec(y.dim(), random_vec::<f64>(y.len(), &mut rng)).unwrap();
+    let loss = |x: &Array4<f64>, w: &Array4<f64>, b: &Array1<f64>| {
+        (&conv2d(x, w, Some(b.view()), &opts).unwrap() * &gy).sum()
+    };
+    let g = conv2d_backward(&x, &w, &gy, &opts, GradMask::ALL).unwrap();
+    let eps = 1e-6;
+    let (gx, gw, gb) = (g.input.unwrap(), g.weight.unwrap(), g.bias.unwrap());
+    for (i, idx) in [(0, 0, 0, 0), (1, 3, 6, 5), (0, 2, 3, 0), (1, 1, 0, 3)]
+        .into_iter()
+        .enumerate()
+    {
+        let (mut xp, mut xm) = (x.clone(), x.clone());
+        xp[idx] += eps;
+        xm[idx] -= eps;
+        let fd = (loss(&xp, &w, &b) - loss(&xm, &w, &b)) / (2.0 * eps);
+        assert!(
+            (fd - gx[idx]).abs() < 1e-7,
+            "input {i}: {fd} vs {}",
+            gx[idx]
+        );
+    }
+    for idx in [(0, 0, 0, 0), (5, 1, 2, 1), (3, 0, 1, 1)] {
+        let (mut wp, mut wm) = (w.clone(), w.clone());
+        wp[idx] += eps;
+        wm[idx] -= eps;
+        let fd = (loss(&x, &wp, &b) - loss(&x, &wm, &b)) / (2.0 * eps);
+        assert!(
+            (fd - gw[idx]).abs() < 1e-7,
+            "weight {idx:?}: {fd} vs {}",
+            gw[idx]
+        );
+    }
+    let (mut bp, mut bm) = (b.clone(), b.clone());
+    bp[4] += eps;
+    bm[4] -= eps;
+    let fd = (loss(&x, &w, &bp) - loss(&x, &w, &bm)) / (2.0 * eps);
+    assert!((fd - gb[4]).abs() < 1e-7, "bias: {fd} vs {}", gb[4]);
+}

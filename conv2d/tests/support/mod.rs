@@ -1,0 +1,72 @@
+//! Shared test support: the reference oracle, tolerances derived from it, random data and
+//! the PyTorch fixture reader.
+#![allow(dead_code)]
+
+pub mod fixtures;
+pub mod reference;
+
+use conv2d::Element;
+use rand::Rng;
+use reference::{Acc, Tensor, C64};
+
+/// Unit roundoff of the type a value is stored in, and of the type it is summed in.
+pub fn roundoffs<T: Element>() -> (f64, f64) {
+    match T::DTYPE_NAME {
+        "float16" => (2f64.powi(-11), 2f64.powi(-24)),
+        "bfloat16" => (2f64.powi(-8), 2f64.powi(-24)),
+        "float32" | "complex64" => (2f64.powi(-24), 2f64.powi(-24)),
+        "float64" | "complex128" => (2f64.powi(-53), 2f64.powi(-53)),
+        other => panic!("no roundoff known for {other}"),
+    }
+}
+
+/// How far a computed element may stray from the exact one: one rounding of the result to
+/// the storage type (twice, for two implementations that each round once), plus summation
+/// error growing as `sqrt(terms)` times the magnitude of the summed terms (the probabilistic
+/// bound of Higham & Mary; complex products add a few roundings each).
+pub fn tolerance<T: Element>(want: &Acc) -> f64 {
+    let (u_out, u_acc) = roundoffs::<T>();
+    let complex = if T::IS_COMPLEX { 4.0 } else { 1.0 };
+    2.0 * u_out * want.value.norm()
+        + 4.0 * complex * ((want.terms + 1) as f64).sqrt() * u_acc * want.magnitude
+}
+
+/// Checks `got` against the oracle element by element; the error names the first offender.
+pub fn check_close<T: Element>(what: &str, got: &[T], want: &[Acc]) -> Result<(), String> {
+    if got.len() != want.len() {
+        return Err(format!(
+            "{what}: {} elements, expected {}",
+            got.len(),
+            want.len()
+        ));
+    }
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let g = g.to_complex64();
+        let err = (g - w.value).norm();
+        let tol = tolerance::<T>(w);
+        if !(err <= tol) {
+            return Err(format!(
+                "{what}[{i}]: got {g}, expected {} (error {err:.3e} > tolerance {tol:.3e}; \
+                 {} terms of total magnitude {:.3e})",
+                w.value, w.terms, w.magnitude
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub fn to_tensor<T: Element>(shape: &[usize], data: &[T]) -> Tensor {
+    Tensor::new(shape, data.iter().map(|v| v.to_complex64()).collect())
+}
+
+/// `len` values uniform in (-1, 1), rounded to `T` (both parts for complex types).
+pub fn random_vec<T: Element>(len: usize, rng: &mut impl Rng) -> Vec<T> {
+    (0..len)
+        .map(|_| T::from_parts(rng.random_range(-1.0..1.0), rng.random_range(-1.0..1.0)))
+        .collect()
+}
+
+/// Values of `T` as the oracle's complex numbers.
+pub fn complex_of<T: Element>(data: &[T]) -> Vec<C64> {
+    data.iter().map(|v| v.to_complex64()).collect()
+}

@@ -1,0 +1,257 @@
+//! The oracle: convolution written straight from its definition, in `Complex<f64>`.
+//!
+//! Every output and gradient element carries its value, the sum of the magnitudes of the
+//! terms it adds up, and how many terms there were, from which tolerances are derived.
+//! Gradients are the literal chain rule of the forward loops (PyTorch's convention for
+//! complex: the gradient of `w*x` sends `conj(w)*g` to `x`).
+
+use num_complex::Complex;
+
+pub type C64 = Complex<f64>;
+
+/// One accumulated element: value, sum of |terms|, number of terms.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Acc {
+    pub value: C64,
+    pub magnitude: f64,
+    pub terms: usize,
+}
+
+impl Acc {
+    fn add(&mut self, a: C64, b: C64) {
+        self.value += a * b;
+        self.magnitude += a.norm() * b.norm();
+        self.terms += 1;
+    }
+    fn add_one(&mut self, a: C64) {
+        self.value += a;
+        self.magnitude += a.norm();
+        self.terms += 1;
+    }
+}
+
+/// A dense NCHW (or any rank) tensor of complex values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<C64>,
+}
+
+impl Tensor {
+    pub fn new(shape: &[usize], data: Vec<C64>) -> Self {
+        assert_eq!(shape.iter().product::<usize>(), data.len());
+        Self {
+            shape: shape.to_vec(),
+            data,
+        }
+    }
+}
+
+fn index4(shape: &[usize], i: [usize; 4]) -> usize {
+    ((i[0] * shape[1] + i[1]) * shape[2] + i[2]) * shape[3] + i[3]
+}
+
+/// Padding of one axis: before, after, and the mode's rule for what a padded pixel copies.
+#[derive(Debug, Clone, Copy)]
+pub enum Mode {
+    Zeros,
+    Reflect,
+    Replicate,
+    Circular,
+}
+
+/// The input pixel a (possibly out-of-range) coordinate reads, or `None` for a zero.
+fn source(i: isize, len: usize, mode: Mode) -> Option<usize> {
+    let n = len as isize;
+    if (0..n).contains(&i) {
+        return Some(i as usize);
+    }
+    let j = match mode {
+        Mode::Zeros => return None,
+        Mode::Reflect => {
+            if i < 0 {
+                -i
+            } else {
+                2 * (n - 1) - i
+            }
+        }
+        Mode::Replicate => i.clamp(0, n - 1),
+        Mode::Circular => i.rem_euclid(n),
+    };
+    assert!((0..n).contains(&j), "padding wraps more than once");
+    Some(j as usize)
+}
+
+/// A conv2d problem in full generality.
+#[derive(Debug, Clone)]
+pub struct ConvSpec {
+    pub stride: [usize; 2],
+    /// top, bottom, left, right
+    pub pads: [usize; 4],
+    pub dilation: [usize; 2],
+    pub groups: usize,
+    pub mode: Mode,
+}
+
+pub struct ConvResult {
+    pub output: Vec<Acc>,
+    pub output_shape: [usize; 4],
+    pub grad_input: Vec<Acc>,
+    pub grad_weight: Vec<Acc>,
+    pub grad_bias: Vec<Acc>,
+}
+
+/// conv2d of `x` (NCHW) by `w` (Cout, Cin/g, kh, kw), and the three gradients for `gy`
+/// (ignored when `None`: only the output is computed).
+pub fn conv2d(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    spec: &ConvSpec,
+    gy: Option<&Tensor>,
+) -> ConvResult {
+    let [n, _, h, wd] = [x.shape[0], x.shape[1], x.shape[2], x.shape[3]];
+    let [cout, cin_g, kh, kw] = [w.shape[0], w.shape[1], w.shape[2], w.shape[3]];
+    let g = spec.groups;
+    let [pt, pb, pl, pr] = spec.pads;
+    let oh = (h + pt + pb - spec.dilation[0] * (kh - 1) - 1) / spec.stride[0] + 1;
+    let ow = (wd + pl + pr - spec.dilation[1] * (kw - 1) - 1) / spec.stride[1] + 1;
+    let out_shape = [n, cout, oh, ow];
+    let mut out = vec![Acc::default(); n * cout * oh * ow];
+    let mut gx = vec![Acc::default(); x.data.len()];
+    let mut gw = vec![Acc::default(); w.data.len()];
+    let mut gb = vec![Acc::default(); cout];
+    for bi in 0..n {
+        for co in 0..cout {
+            let grp = co / (cout / g);
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let o = index4(&out_shape, [bi, co, oy, ox]);
+                    if let Some(b) = b {
+                        out[o].add_one(b.data[co]);
+                    }
+                    let gyv = gy.map(|t| t.data[o]);
+                    if let Some(gyv) = gyv {
+                        gb[co].add_one(gyv);
+                    }
+                    for cil in 0..cin_g {
+                        let ci = grp * cin_g + cil;
+                        for ky in 0..kh {
+                            let iy = (oy * spec.stride[0] + ky * spec.dilation[0]) as isize
+                                - pt as isize;
+                            let Some(sy) = source(iy, h, spec.mode) else {
+                                continue;
+                            };
+                            for kx in 0..kw {
+                                let ix = (ox * spec.stride[1] + kx * spec.dilation[1]) as isize
+                                    - pl as isize;
+                                let Some(sx) = source(ix, wd, spec.mode) else {
+                                    continue;
+                                };
+                                let xi = index4(&x.shape, [bi, ci, sy, sx]);
+                                let wi = index4(&w.shape, [co, cil, ky, kx]);
+                                out[o].add(w.data[wi], x.data[xi]);
+                                if let Some(gyv) = gyv {
+                                    gx[xi].add(w.data[wi].conj(), gyv);
+                                    gw[wi].add(x.data[xi].conj(), gyv);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    ConvResult {
+        output: out,
+        output_shape: out_shape,
+        grad_input: gx,
+        grad_weight: gw,
+        grad_bias: gb,
+    }
+}
+
+/// conv_transpose2d of `x` (NCHW) by `w` (Cin, Cout/g, kh, kw) with output size `(oh, ow)`,
+/// straight from its definition: input pixel `(iy, ix)` adds `w * x` to output pixel
+/// `(iy*stride - pad + ky*dilation, ...)`.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_transpose2d(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    stride: [usize; 2],
+    padding: [usize; 2],
+    dilation: [usize; 2],
+    groups: usize,
+    out_hw: [usize; 2],
+    gy: Option<&Tensor>,
+) -> ConvResult {
+    let [n, cin, h, wd] = [x.shape[0], x.shape[1], x.shape[2], x.shape[3]];
+    let [_, cout_g, kh, kw] = [w.shape[0], w.shape[1], w.shape[2], w.shape[3]];
+    let cout = cout_g * groups;
+    let cin_g = cin / groups;
+    let out_shape = [n, cout, out_hw[0], out_hw[1]];
+    let mut out = vec![Acc::default(); out_shape.iter().product()];
+    let mut gx = vec![Acc::default(); x.data.len()];
+    let mut gw = vec![Acc::default(); w.data.len()];
+    let mut gb = vec![Acc::default(); cout];
+    for bi in 0..n {
+        if let Some(b) = b {
+            for co in 0..cout {
+                for oy in 0..out_hw[0] {
+                    for ox in 0..out_hw[1] {
+                        out[index4(&out_shape, [bi, co, oy, ox])].add_one(b.data[co]);
+                    }
+                }
+            }
+        }
+        if let Some(gy) = gy {
+            for co in 0..cout {
+                for oy in 0..out_hw[0] {
+                    for ox in 0..out_hw[1] {
+                        gb[co].add_one(gy.data[index4(&out_shape, [bi, co, oy, ox])]);
+                    }
+                }
+            }
+        }
+        for ci in 0..cin {
+            let grp = ci / cin_g;
+            for col in 0..cout_g {
+                let co = grp * cout_g + col;
+                for iy in 0..h {
+                    for ix in 0..wd {
+                        let xi = index4(&x.shape, [bi, ci, iy, ix]);
+                        for ky in 0..kh {
+                            let oy =
+                                (iy * stride[0] + ky * dilation[0]) as isize - padding[0] as isize;
+                            if oy < 0 || oy as usize >= out_hw[0] {
+                                continue;
+                            }
+                            for kx in 0..kw {
+                                let ox = (ix * stride[1] + kx * dilation[1]) as isize
+                                    - padding[1] as isize;
+                                if ox < 0 || ox as usize >= out_hw[1] {
+                                    continue;
+                                }
+                                let o = index4(&out_shape, [bi, co, oy as usize, ox as usize]);
+                                let wi = index4(&w.shape, [ci, col, ky, kx]);
+                                out[o].add(w.data[wi], x.data[xi]);
+                                if let Some(gy) = gy {
+                                    gx[xi].add(w.data[wi].conj(), gy.data[o]);
+                                    gw[wi].add(x.data[xi].conj(), gy.data[o]);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    ConvResult {
+        output: out,
+        output_shape: out_shape,
+        grad_input: gx,
+        grad_weight: gw,
+        grad_bias: gb,
+    }
+}
