@@ -41,11 +41,14 @@ struct Case<T> {
     weight: Array4<T>,
     bias: Option<Array1<T>>,
     grad_output: ArrayD<T>,
-    /// PyTorch's output and gradients, with their shapes.
-    torch: [(Vec<usize>, Vec<T>); 3],
-    torch_output: (Vec<usize>, Vec<T>),
+    /// PyTorch's results, with their shapes.
+    torch_output: Tensor<T>,
+    torch_grad_input: Tensor<T>,
+    torch_grad_weight: Tensor<T>,
     torch_grad_bias: Option<Vec<T>>,
 }
+
+type Tensor<T> = (Vec<usize>, Vec<T>);
 
 fn load<T: Element>(file: &FixtureFile, i: usize) -> Case<T> {
     let get = |name: &str| file.tensor::<T>(&format!("{i}.{name}"));
@@ -58,8 +61,9 @@ fn load<T: Element>(file: &FixtureFile, i: usize) -> Case<T> {
         weight: Array4::from_shape_vec([ws[0], ws[1], ws[2], ws[3]], w).unwrap(),
         bias: get("bias").map(|(_, b)| Array1::from(b)),
         grad_output: ArrayD::from_shape_vec(IxDyn(&gs), gy).unwrap(),
-        torch: [need("grad_input"), need("grad_weight"), need("output")],
         torch_output: need("output"),
+        torch_grad_input: need("grad_input"),
+        torch_grad_weight: need("grad_weight"),
         torch_grad_bias: get("grad_bias").map(|(_, b)| b),
     }
 }
@@ -168,8 +172,9 @@ fn run_case<T: Element>(file: &FixtureFile, i: usize, case: &Value) -> Result<()
         }
         other => panic!("unknown op {other}"),
     };
-    let [(gx_shape, torch_gx), (gw_shape, torch_gw), _] = &c.torch;
     let (out_shape, torch_out) = &c.torch_output;
+    let (gx_shape, torch_gx) = &c.torch_grad_input;
+    let (gw_shape, torch_gw) = &c.torch_grad_weight;
     if ours_out.shape() != out_shape.as_slice() {
         return Err(format!(
             "output shape {:?}, PyTorch {:?}",
@@ -182,19 +187,10 @@ fn run_case<T: Element>(file: &FixtureFile, i: usize, case: &Value) -> Result<()
     if gx.shape() != gx_shape.as_slice() || gw.shape() != gw_shape.as_slice() {
         return Err(format!("gradient shapes {:?} {:?}", gx.shape(), gw.shape()));
     }
-    let checks: [(&str, Vec<T>, &Vec<T>, &[reference::Acc]); 3] = [
-        (
-            "output",
-            ours_out.iter().copied().collect(),
-            torch_out,
-            &oracle.output,
-        ),
-        (
-            "grad_input",
-            gx.iter().copied().collect(),
-            torch_gx,
-            &oracle.grad_input,
-        ),
+    let flat = |v: ndarray::iter::Iter<'_, T, _>| v.copied().collect::<Vec<T>>();
+    let checks = [
+        ("output", flat(ours_out.iter()), torch_out, &oracle.output),
+        ("grad_input", flat(gx.iter()), torch_gx, &oracle.grad_input),
         (
             "grad_weight",
             gw.iter().copied().collect(),

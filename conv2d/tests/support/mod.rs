@@ -44,7 +44,7 @@ pub fn check_close<T: Element>(what: &str, got: &[T], want: &[Acc]) -> Result<()
         let g = g.to_complex64();
         let err = (g - w.value).norm();
         let tol = tolerance::<T>(w);
-        if !(err <= tol) {
+        if err.is_nan() || err > tol {
             return Err(format!(
                 "{what}[{i}]: got {g}, expected {} (error {err:.3e} > tolerance {tol:.3e}; \
                  {} terms of total magnitude {:.3e})",

@@ -5,6 +5,9 @@
 //! Gradients are the literal chain rule of the forward loops (PyTorch's convention for
 //! complex: the gradient of `w*x` sends `conj(w)*g` to `x`).
 
+// Index loops are the point here: the oracle reads like the formula.
+#![allow(clippy::needless_range_loop)]
+
 use num_complex::Complex;
 
 pub type C64 = Complex<f64>;
@@ -197,19 +200,19 @@ pub fn conv_transpose2d(
     let mut gb = vec![Acc::default(); cout];
     for bi in 0..n {
         if let Some(b) = b {
-            for co in 0..cout {
+            for (co, &bv) in b.data.iter().enumerate() {
                 for oy in 0..out_hw[0] {
                     for ox in 0..out_hw[1] {
-                        out[index4(&out_shape, [bi, co, oy, ox])].add_one(b.data[co]);
+                        out[index4(&out_shape, [bi, co, oy, ox])].add_one(bv);
                     }
                 }
             }
         }
         if let Some(gy) = gy {
-            for co in 0..cout {
+            for (co, gb) in gb.iter_mut().enumerate() {
                 for oy in 0..out_hw[0] {
                     for ox in 0..out_hw[1] {
-                        gb[co].add_one(gy.data[index4(&out_shape, [bi, co, oy, ox])]);
+                        gb.add_one(gy.data[index4(&out_shape, [bi, co, oy, ox])]);
                     }
                 }
             }
