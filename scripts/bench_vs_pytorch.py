@@ -1,0 +1,88 @@
+#!/usr/bin/env python3
+"""Times PyTorch and conv2d-bench on the same suite in one run and prints the ratios.
+
+    python scripts/bench_vs_pytorch.py [--threads N] [--suite FILE]
+
+Needs torch (pip install torch==2.15.0). Both sides: float32 NCHW, two warm-up calls, then
+calls until at least 20 calls and 0.5 s, median reported. Ratio = PyTorch time / our time
+(above 1: we are faster).
+"""
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def median_seconds(fn):
+    for _ in range(2):
+        fn()
+    samples = []
+    start = time.perf_counter()
+    while len(samples) < 20 or time.perf_counter() - start < 0.5:
+        t = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t)
+    samples.sort()
+    return samples[len(samples) // 2]
+
+
+def torch_call(case):
+    n, cin, h, w, cout, g = (case[k] for k in ("n", "cin", "h", "w", "cout", "groups"))
+    k, s, p, d = case["k"], case["stride"], case["padding"], case["dilation"]
+    x = torch.randn(n, cin, h, w)
+    if case["op"] == "conv_transpose2d":
+        wt = torch.randn(cin, cout // g, *k)
+        op = case.get("output_padding", [0, 0])
+        return lambda: torch.nn.functional.conv_transpose2d(x, wt, None, s, p, op, g, d)
+    wt = torch.randn(cout, cin // g, *k)
+    y = torch.nn.functional.conv2d(x, wt, None, s, p, d, g)
+    gy = torch.randn_like(y)
+    if case["op"] == "conv2d":
+        return lambda: torch.nn.functional.conv2d(x, wt, None, s, p, d, g)
+    mask = [True, False, False] if case["op"] == "conv2d_bwd_input" else [False, True, False]
+    return lambda: torch.ops.aten.convolution_backward(
+        gy, x, wt, None, s, p, d, False, [0, 0], g, mask)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--suite", default=os.path.join(ROOT, "conv2d-bench", "suite.json"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    cases = json.load(open(args.suite))["cases"]
+    torch_ms = {}
+    with torch.no_grad():
+        for c in cases:
+            torch_ms[c["name"]] = median_seconds(torch_call(c)) * 1e3
+            print(f"torch {c['name']}: {torch_ms[c['name']]:.3f} ms", file=sys.stderr)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "rust.json")
+        subprocess.run(["cargo", "run", "-q", "--release", "-p", "conv2d-bench", "--",
+                        "--suite", args.suite, "--threads", str(args.threads), "--json", out],
+                       cwd=ROOT, check=True, stdout=sys.stderr)
+        ours = {r["case"]: r for r in json.load(open(out))["results"]}
+    print(f"torch {torch.__version__}, {args.threads} threads, {time.strftime('%Y-%m-%d')}")
+    print(f"| case | op | PyTorch ms | conv2d ms | ratio | algorithm |")
+    print(f"|---|---|---:|---:|---:|---|")
+    logs = []
+    for c in cases:
+        r = ours[c["name"]]
+        ratio = torch_ms[c["name"]] / r["median_ms"]
+        logs.append(math.log(ratio))
+        print(f"| {c['name']} | {c['op']} | {torch_ms[c['name']]:.3f} | {r['median_ms']:.3f} "
+              f"| {ratio:.2f}x | {r['algorithm']} |")
+    print(f"\ngeomean ratio: {math.exp(sum(logs) / len(logs)):.3f}x "
+          f"(min {math.exp(min(logs)):.2f}x, max {math.exp(max(logs)):.2f}x)")
+
+
+if __name__ == "__main__":
+    main()
