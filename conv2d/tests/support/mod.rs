@@ -20,19 +20,45 @@ pub fn roundoffs<T: Element>() -> (f64, f64) {
     }
 }
 
+/// The precision partial sums are carried in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sums {
+    /// In the accumulator type, rounded once at the end: what this library does.
+    Accumulator,
+    /// Possibly rounded to the storage type along the way: what PyTorch does for `f16` and
+    /// `bf16` in several places (the gradient of a padding mode, `col2im` in transposed
+    /// convolutions and input gradients). Equals `Accumulator` for the other types.
+    Storage,
+}
+
 /// How far a computed element may stray from the exact one: one rounding of the result to
 /// the storage type (twice, for two implementations that each round once), plus summation
 /// error growing as `sqrt(terms)` times the magnitude of the summed terms (the probabilistic
 /// bound of Higham & Mary; complex products add a few roundings each).
-pub fn tolerance<T: Element>(want: &Acc) -> f64 {
+pub fn tolerance<T: Element>(want: &Acc, sums: Sums) -> f64 {
     let (u_out, u_acc) = roundoffs::<T>();
+    let u_sum = match sums {
+        Sums::Accumulator => u_acc,
+        Sums::Storage => u_out,
+    };
     let complex = if T::IS_COMPLEX { 4.0 } else { 1.0 };
     2.0 * u_out * want.value.norm()
-        + 4.0 * complex * ((want.terms + 1) as f64).sqrt() * u_acc * want.magnitude
+        + 4.0 * complex * ((want.terms + 1) as f64).sqrt() * u_sum * want.magnitude
 }
 
-/// Checks `got` against the oracle element by element; the error names the first offender.
+/// Checks `got` against the oracle element by element, with sums carried in the
+/// accumulator type; the error names the first offender.
 pub fn check_close<T: Element>(what: &str, got: &[T], want: &[Acc]) -> Result<(), String> {
+    check_close_with(what, got, want, Sums::Accumulator)
+}
+
+/// [`check_close`] with the summation precision stated.
+pub fn check_close_with<T: Element>(
+    what: &str,
+    got: &[T],
+    want: &[Acc],
+    sums: Sums,
+) -> Result<(), String> {
     if got.len() != want.len() {
         return Err(format!(
             "{what}: {} elements, expected {}",
@@ -43,7 +69,7 @@ pub fn check_close<T: Element>(what: &str, got: &[T], want: &[Acc]) -> Result<()
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         let g = g.to_complex64();
         let err = (g - w.value).norm();
-        let tol = tolerance::<T>(w);
+        let tol = tolerance::<T>(w, sums);
         if err.is_nan() || err > tol {
             return Err(format!(
                 "{what}[{i}]: got {g}, expected {} (error {err:.3e} > tolerance {tol:.3e}; \
