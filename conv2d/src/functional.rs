@@ -175,20 +175,13 @@ where
     let plan = Conv2dPlan::new(shape, dim4(weight), options)?;
     check_grad_output(grad_output.shape(), plan.output_shape(), rank)?;
     let gy = contiguous(grad_output);
-    let x = mask.weight.then(|| contiguous(input));
-    let w = mask.input.then(|| contiguous(weight));
-    Ok(Gradients {
-        input: w
-            .map(|w| shaped(plan.backward_input(&gy, &w)?, shape, rank))
-            .transpose()?,
-        weight: x
-            .map(|x| shaped(plan.backward_weight(&x, &gy)?, plan.weight_shape(), 4))
-            .transpose()?,
-        bias: mask
-            .bias
-            .then(|| plan.backward_bias(&gy).map(Array1::from))
-            .transpose()?,
-    })
+    gradients(
+        mask,
+        (shape, rank, plan.weight_shape()),
+        || plan.backward_input(&gy, &contiguous(weight)),
+        || plan.backward_weight(&contiguous(input), &gy),
+        || plan.backward_bias(&gy),
+    )
 }
 
 /// Gradients of [`conv_transpose2d`] with respect to its input, weight and bias, given the
@@ -233,19 +226,34 @@ where
     let plan = ConvTranspose2dPlan::with_batch_rank(shape, dim4(weight), options, rank)?;
     check_grad_output(grad_output.shape(), plan.output_shape(), rank)?;
     let gy = contiguous(grad_output);
-    let x = mask.weight.then(|| contiguous(input));
-    let w = mask.input.then(|| contiguous(weight));
+    gradients(
+        mask,
+        (shape, rank, plan.weight_shape()),
+        || plan.backward_input(&gy, &contiguous(weight)),
+        || plan.backward_weight(&contiguous(input), &gy),
+        || plan.backward_bias(&gy),
+    )
+}
+
+/// Runs the gradient computations `mask` asks for and shapes their results: the input
+/// gradient as the batched `input_shape` at `rank`, the weight gradient as `weight_shape`.
+fn gradients<T, D: Dimension>(
+    mask: GradMask,
+    (input_shape, rank, weight_shape): ([usize; 4], usize, [usize; 4]),
+    input: impl FnOnce() -> Result<Vec<T>>,
+    weight: impl FnOnce() -> Result<Vec<T>>,
+    bias: impl FnOnce() -> Result<Vec<T>>,
+) -> Result<Gradients<T, D>> {
     Ok(Gradients {
-        input: w
-            .map(|w| shaped(plan.backward_input(&gy, &w)?, shape, rank))
+        input: mask
+            .input
+            .then(|| shaped(input()?, input_shape, rank))
             .transpose()?,
-        weight: x
-            .map(|x| shaped(plan.backward_weight(&x, &gy)?, plan.weight_shape(), 4))
+        weight: mask
+            .weight
+            .then(|| shaped(weight()?, weight_shape, 4))
             .transpose()?,
-        bias: mask
-            .bias
-            .then(|| plan.backward_bias(&gy).map(Array1::from))
-            .transpose()?,
+        bias: mask.bias.then(|| bias().map(Array1::from)).transpose()?,
     })
 }
 
