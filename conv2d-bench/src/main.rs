@@ -12,10 +12,6 @@ use std::time::{Duration, Instant};
 use conv2d::{Conv2dOptions, Conv2dPlan, ConvTranspose2dOptions, ConvTranspose2dPlan};
 use serde_json::{json, Value};
 
-/// The one algorithm the library has today; reported so that tables stay comparable when
-/// more arrive.
-const ALGORITHM: &str = "direct-rows";
-
 struct Args {
     suite: String,
     threads: Option<usize>,
@@ -67,7 +63,10 @@ fn num(case: &Value, key: &str) -> Result<usize, String> {
 /// A prepared call of one case, and its FLOP count.
 type Runner = Box<dyn FnMut() -> Result<(), conv2d::ConvError>>;
 
-fn prepare(case: &Value) -> Result<(Runner, f64), String> {
+/// What a case runs: the call, its FLOP count and the algorithm name.
+type Prepared = (Runner, f64, &'static str);
+
+fn prepare(case: &Value) -> Result<Prepared, String> {
     let (n, cin, h, w, cout, groups) = (
         num(case, "n")?,
         num(case, "cin")?,
@@ -102,10 +101,10 @@ fn prepare(case: &Value) -> Result<(Runner, f64), String> {
         let wt = filled(plan.weight_shape().iter().product(), 2);
         let mut y = vec![0.0f32; plan.output_shape().iter().product()];
         let flops = 2.0 * (n * cin * h * w) as f64 * (cout / groups * k.0 * k.1) as f64;
-        return Ok((
-            Box::new(move || plan.forward_into(&x, &wt, None, &mut y)),
-            flops,
-        ));
+        let runner: Runner = Box::new(move || plan.forward_into(&x, &wt, None, &mut y));
+        // The transposed forward pass runs the direct kernel (the plan's algorithm is for
+        // its input gradient).
+        return Ok((runner, flops, "direct-rows"));
     }
     let opts = Conv2dOptions::default()
         .stride(stride)
@@ -118,6 +117,10 @@ fn prepare(case: &Value) -> Result<(Runner, f64), String> {
     let x = filled(n * cin * h * w, 1);
     let wt = filled(plan.weight_shape().iter().product(), 2);
     let gy = filled(plan.output_shape().iter().product(), 3);
+    let algorithm = match op {
+        "conv2d" => plan.algorithm().name(),
+        _ => "direct-rows",
+    };
     let runner: Runner = match op {
         "conv2d" => {
             let mut y = vec![0.0f32; gy.len()];
@@ -133,7 +136,7 @@ fn prepare(case: &Value) -> Result<(Runner, f64), String> {
         }
         other => return Err(format!("unknown op {other}")),
     };
-    Ok((runner, flops))
+    Ok((runner, flops, algorithm))
 }
 
 /// Median seconds per call.
@@ -169,17 +172,17 @@ fn main() -> Result<(), String> {
     for (i, case) in cases.iter().enumerate() {
         let name = case["name"].as_str().unwrap_or("?");
         eprint!("[{}/{}] {name}...\r", i + 1, cases.len());
-        let (mut run, flops) = prepare(case)?;
+        let (mut run, flops, algorithm) = prepare(case)?;
         let secs = time(&mut run)?;
         let gflops = flops / secs / 1e9;
         let op = case["op"].as_str().unwrap_or("?");
         println!(
-            "{name:<22} {op:<18} {:>10.3} {gflops:>9.1}  {ALGORITHM}",
+            "{name:<22} {op:<18} {:>10.3} {gflops:>9.1}  {algorithm}",
             secs * 1e3
         );
         results.push(json!({
             "case": name, "op": op, "threads": threads,
-            "median_ms": secs * 1e3, "gflops": gflops, "algorithm": ALGORITHM,
+            "median_ms": secs * 1e3, "gflops": gflops, "algorithm": algorithm,
         }));
     }
     if let Some(path) = args.json {

@@ -30,6 +30,8 @@ pub trait Accumulator:
 {
     /// The additive identity.
     const ZERO: Self;
+    /// The multiplicative identity.
+    const ONE: Self;
     /// The complex conjugate; the identity for real types.
     fn conj(self) -> Self;
 }
@@ -94,10 +96,11 @@ pub trait Element: sealed::Sealed + Copy + Send + Sync + Debug + PartialEq + 'st
 }
 
 macro_rules! accumulator {
-    ($t:ty, $zero:expr, $conj:expr) => {
+    ($t:ty, $zero:expr, $one:expr, $conj:expr) => {
         impl sealed::Sealed for $t {}
         impl Accumulator for $t {
             const ZERO: Self = $zero;
+            const ONE: Self = $one;
             #[inline(always)]
             fn conj(self) -> Self {
                 let f: fn($t) -> $t = $conj;
@@ -107,10 +110,20 @@ macro_rules! accumulator {
     };
 }
 
-accumulator!(f32, 0.0, |x| x);
-accumulator!(f64, 0.0, |x| x);
-accumulator!(Complex<f32>, Complex::new(0.0, 0.0), |x| Complex::conj(&x));
-accumulator!(Complex<f64>, Complex::new(0.0, 0.0), |x| Complex::conj(&x));
+accumulator!(f32, 0.0, 1.0, |x| x);
+accumulator!(f64, 0.0, 1.0, |x| x);
+accumulator!(
+    Complex<f32>,
+    Complex::new(0.0, 0.0),
+    Complex::new(1.0, 0.0),
+    |x| Complex::conj(&x)
+);
+accumulator!(
+    Complex<f64>,
+    Complex::new(0.0, 0.0),
+    Complex::new(1.0, 0.0),
+    |x| Complex::conj(&x)
+);
 
 macro_rules! self_accumulating {
     ($t:ty, $name:literal, $complex:literal, $from:expr, $to:expr) => {

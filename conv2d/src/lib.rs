@@ -30,9 +30,10 @@
 //! Calls run on a pool of [`num_threads`] threads ([`set_num_threads`], or the environment
 //! variable `CONV2D_NUM_THREADS`). Every output element is summed by one thread in a fixed
 //! order, so results are bitwise identical across runs and thread counts.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+mod algorithm;
 mod element;
 mod error;
 mod functional;
@@ -44,6 +45,7 @@ mod padding_mode;
 mod plan;
 mod threading;
 
+pub use algorithm::Algorithm;
 pub use element::{Accumulator, Element};
 pub use error::{ConvError, ErrorKind, Result};
 pub use functional::{

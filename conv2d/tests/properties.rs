@@ -4,9 +4,12 @@
 mod support;
 
 use conv2d::{
-    conv2d, conv2d_backward, conv_transpose2d, conv_transpose2d_backward, Conv2dOptions,
-    Conv2dPlan, ConvTranspose2dOptions, Element, GradMask, Padding, PaddingMode,
+    conv2d, conv2d_backward, conv_transpose2d, conv_transpose2d_backward, Algorithm, Conv2dOptions,
+    Conv2dPlan, ConvTranspose2dOptions, ConvTranspose2dPlan, Element, GradMask, Padding,
+    PaddingMode,
 };
+
+const ALGORITHMS: [Algorithm; 2] = [Algorithm::DirectRows, Algorithm::Im2colGemm];
 use half::{bf16, f16};
 use ndarray::{Array1, Array4};
 use num_complex::Complex;
@@ -231,8 +234,82 @@ fn conv_transpose2d_matches_reference<T: Element>(p: &Problem) -> Result<(), Str
     )
 }
 
+/// Every algorithm's forward pass (and the transposed plan's input gradient, the same
+/// computation) against the oracle.
+fn every_algorithm_matches_reference<T: Element>(p: &Problem) -> Result<(), String> {
+    let mut rng = StdRng::seed_from_u64(p.seed);
+    let (xs, ws) = (p.input_shape(), p.weight_shape());
+    let x = random_vec::<T>(xs.iter().product(), &mut rng);
+    let w = random_vec::<T>(ws.iter().product(), &mut rng);
+    let b = random_vec::<T>(ws[0], &mut rng);
+    let bias = p.bias.then_some(&b[..]);
+    let plan = Conv2dPlan::new(xs, ws, &p.options()).map_err(|e| e.to_string())?;
+    let bt = to_tensor(&[b.len()], &b);
+    let oracle = reference::conv2d(
+        &to_tensor(&xs, &x),
+        &to_tensor(&ws, &w),
+        p.bias.then_some(&bt),
+        &p.spec(),
+        None,
+    );
+    // The transposed plan whose input gradient is this forward pass (zero padding only).
+    let t_opts = ConvTranspose2dOptions::default()
+        .stride(p.stride)
+        .padding(p.pad)
+        .dilation(p.dilation)
+        .groups(p.groups)
+        .output_size([p.h, p.w]);
+    let t_weight = [ws[0], ws[1], ws[2], ws[3]];
+    let tplan = ConvTranspose2dPlan::new(plan.output_shape(), t_weight, &t_opts);
+    for algorithm in ALGORITHMS {
+        let y = plan
+            .clone()
+            .with_algorithm(algorithm)
+            .forward(&x, &w, bias)
+            .map_err(|e| e.to_string())?;
+        check_close(&format!("{} output", algorithm.name()), &y, &oracle.output)?;
+        if let (Ok(tplan), PaddingMode::Zeros) = (&tplan, p.padding_mode().0) {
+            let no_bias = reference::conv2d(
+                &to_tensor(&xs, &x),
+                &to_tensor(&ws, &w),
+                None,
+                &p.spec(),
+                None,
+            );
+            // conv_transpose2d's input gradient is conv2d with the conjugated weight.
+            let wc: Vec<T> = w
+                .iter()
+                .map(|v| {
+                    let c = v.to_complex64().conj();
+                    T::from_parts(c.re, c.im)
+                })
+                .collect();
+            let gx = tplan
+                .clone()
+                .with_algorithm(algorithm)
+                .backward_input(&x, &wc)
+                .map_err(|e| e.to_string())?;
+            check_close(
+                &format!("{} transposed input gradient", algorithm.name()),
+                &gx,
+                &no_bias.output,
+            )?;
+        }
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_algorithm_matches_reference_all_dtypes(p in problems()) {
+        every_algorithm_matches_reference::<f32>(&p).map_err(TestCaseError::fail)?;
+        every_algorithm_matches_reference::<f64>(&p).map_err(TestCaseError::fail)?;
+        every_algorithm_matches_reference::<f16>(&p).map_err(TestCaseError::fail)?;
+        every_algorithm_matches_reference::<Complex<f32>>(&p).map_err(TestCaseError::fail)?;
+        every_algorithm_matches_reference::<Complex<f64>>(&p).map_err(TestCaseError::fail)?;
+    }
 
     #[test]
     fn conv2d_f32_matches_reference(p in problems()) {
@@ -289,7 +366,11 @@ proptest! {
         let x = random_vec::<f32>(p.input_shape().iter().product(), &mut rng);
         let w = random_vec::<f32>(p.weight_shape().iter().product(), &mut rng);
         let gy = random_vec::<f32>(plan.output_shape().iter().product(), &mut rng);
-        let run = || (plan.forward(&x, &w, None).unwrap(), plan.backward_input(&gy, &w).unwrap(), plan.backward_weight(&x, &gy).unwrap());
+        let run = || (
+            ALGORITHMS.map(|a| plan.clone().with_algorithm(a).forward(&x, &w, None).unwrap()),
+            plan.backward_input(&gy, &w).unwrap(),
+            plan.backward_weight(&x, &gy).unwrap(),
+        );
         let pool1 = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
         let one = pool1.install(|| { conv2d::set_num_threads(1).unwrap(); run() });
         conv2d::set_num_threads(3).unwrap();

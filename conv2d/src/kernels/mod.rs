@@ -8,12 +8,31 @@ mod backward_bias;
 mod backward_input;
 mod backward_weight;
 mod forward;
+#[allow(unsafe_code)] // raw-buffer code: GEMM writes disjoint output blocks through one pointer
+mod im2col_gemm;
 mod rows;
 
 pub(crate) use backward_bias::backward_bias;
 pub(crate) use backward_input::backward_input;
 pub(crate) use backward_weight::backward_weight;
-pub(crate) use forward::forward;
+
+use crate::algorithm::Algorithm;
+use crate::geometry::Geometry;
+
+/// `out = conv2d(input, weight) + bias` by `algorithm`, overwriting every element of `out`.
+pub(crate) fn forward<A: Accumulator>(
+    algorithm: Algorithm,
+    g: &Geometry,
+    input: &[A],
+    weight: &[A],
+    bias: Option<&[A]>,
+    out: &mut [A],
+) {
+    match algorithm {
+        Algorithm::DirectRows => forward::forward(g, input, weight, bias, out),
+        Algorithm::Im2colGemm => im2col_gemm::forward(g, input, weight, bias, out),
+    }
+}
 
 use rayon::prelude::*;
 

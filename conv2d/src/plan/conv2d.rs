@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 
 use super::{check_bias, check_len, check_positive, check_weight_groups, prepared_weight};
+use crate::algorithm::Algorithm;
 use crate::element::Element;
 use crate::error::{fmt_shape, try_filled, ConvError, Result};
 use crate::geometry::Geometry;
@@ -40,6 +41,7 @@ pub struct Conv2dPlan {
     /// Present for the non-zero padding modes; then `geometry` runs on the padded input.
     border: Option<Border>,
     geometry: Geometry,
+    algorithm: Algorithm,
 }
 
 impl Conv2dPlan {
@@ -159,7 +161,37 @@ impl Conv2dPlan {
             input_shape,
             border,
             geometry,
+            algorithm: Algorithm::choose(&geometry),
         })
+    }
+
+    /// The algorithm the forward pass uses (chosen from the shape when the plan is built).
+    ///
+    /// # Example
+    /// ```
+    /// let plan = conv2d::Conv2dPlan::new([1, 3, 8, 8], [4, 3, 3, 3], &Default::default())?;
+    /// println!("{}", plan.algorithm().name());
+    /// # Ok::<(), conv2d::ConvError>(())
+    /// ```
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    /// The same plan, computing its forward pass with `algorithm`.
+    ///
+    /// # Example
+    /// ```
+    /// use conv2d::{Algorithm, Conv2dPlan};
+    /// let plan = Conv2dPlan::new([1, 3, 8, 8], [4, 3, 3, 3], &Default::default())?;
+    /// let gemm = plan.clone().with_algorithm(Algorithm::Im2colGemm);
+    /// let (x, w) = (vec![1.0f64; 192], vec![0.5; 108]);
+    /// let (a, b) = (plan.forward(&x, &w, None)?, gemm.forward(&x, &w, None)?);
+    /// assert!(a.iter().zip(&b).all(|(a, b)| (a - b).abs() < 1e-12));
+    /// # Ok::<(), conv2d::ConvError>(())
+    /// ```
+    pub fn with_algorithm(mut self, algorithm: Algorithm) -> Self {
+        self.algorithm = algorithm;
+        self
     }
 
     /// The input shape `[n, cin, h, w]` the plan was built for.
@@ -253,7 +285,7 @@ impl Conv2dPlan {
         let w = prepared_weight(weight, false)?;
         let b = bias.map(T::acc_slice).transpose()?;
         T::fill_from_acc(out, |out| {
-            install(|| kernels::forward(g, &x, &w, b.as_deref(), out))
+            install(|| kernels::forward(self.algorithm, g, &x, &w, b.as_deref(), out))
         })
     }
 

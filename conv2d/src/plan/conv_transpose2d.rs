@@ -5,6 +5,7 @@
 
 use super::prepared_weight;
 use super::{check_bias, check_len, check_positive, check_weight_groups, conjugate_in_place};
+use crate::algorithm::Algorithm;
 use crate::element::Element;
 use crate::error::{fmt_shape, try_filled, ConvError, Result};
 use crate::geometry::Geometry;
@@ -33,6 +34,8 @@ pub struct ConvTranspose2dPlan {
     /// The convolution whose input-gradient this is: its `cin`/`h`/`w` are our output's, its
     /// `cout`/`oh`/`ow` our input's.
     geometry: Geometry,
+    /// How the input gradient (that convolution's forward pass) is computed.
+    algorithm: Algorithm,
 }
 
 impl ConvTranspose2dPlan {
@@ -178,7 +181,36 @@ impl ConvTranspose2dPlan {
             oh: h,
             ow: w,
         })?;
-        Ok(Self { geometry })
+        Ok(Self {
+            geometry,
+            algorithm: Algorithm::choose(&geometry),
+        })
+    }
+
+    /// The algorithm the input gradient uses (a convolution of `grad_output`).
+    ///
+    /// # Example
+    /// ```
+    /// let plan = conv2d::ConvTranspose2dPlan::new([1, 4, 3, 3], [4, 2, 2, 2], &Default::default())?;
+    /// println!("{}", plan.algorithm().name());
+    /// # Ok::<(), conv2d::ConvError>(())
+    /// ```
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    /// The same plan, computing its input gradient with `algorithm`.
+    ///
+    /// # Example
+    /// ```
+    /// use conv2d::{Algorithm, ConvTranspose2dPlan};
+    /// let plan = ConvTranspose2dPlan::new([1, 4, 3, 3], [4, 2, 2, 2], &Default::default())?;
+    /// assert_eq!(plan.with_algorithm(Algorithm::Im2colGemm).algorithm(), Algorithm::Im2colGemm);
+    /// # Ok::<(), conv2d::ConvError>(())
+    /// ```
+    pub fn with_algorithm(mut self, algorithm: Algorithm) -> Self {
+        self.algorithm = algorithm;
+        self
     }
 
     /// The input shape `[n, cin, h, w]`.
@@ -325,7 +357,7 @@ impl ConvTranspose2dPlan {
         let gy = T::acc_slice(grad_output)?;
         let w = prepared_weight(weight, true)?;
         T::fill_from_acc(grad_input, |gx| {
-            install(|| kernels::forward(g, &gy, &w, None, gx))
+            install(|| kernels::forward(self.algorithm, g, &gy, &w, None, gx))
         })
     }
 

@@ -1,0 +1,57 @@
+//! Which algorithm computes a convolution, chosen from its shape or forced by the caller.
+
+use crate::geometry::Geometry;
+
+/// How a plan computes the forward convolution (and, for a transposed convolution, its
+/// input gradient, which is the same computation).
+///
+/// Plans choose from the shape; [`Conv2dPlan::with_algorithm`](crate::Conv2dPlan::with_algorithm)
+/// forces one (every algorithm is exact to the same tolerance; they may differ in the last
+/// bits, as summation orders differ).
+///
+/// # Example
+/// ```
+/// use conv2d::{Algorithm, Conv2dOptions, Conv2dPlan};
+///
+/// let depthwise = Conv2dPlan::new([1, 32, 28, 28], [32, 1, 3, 3], &Conv2dOptions::default().groups(32))?;
+/// assert_eq!(depthwise.algorithm(), Algorithm::DirectRows);
+/// let dense = Conv2dPlan::new([1, 64, 28, 28], [64, 64, 3, 3], &Conv2dOptions::default())?;
+/// assert_eq!(dense.algorithm(), Algorithm::Im2colGemm);
+/// # Ok::<(), conv2d::ConvError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Algorithm {
+    /// Direct convolution, one output row at a time: best when each output sums few terms
+    /// or few output channels share an input (depthwise, small groups).
+    DirectRows,
+    /// Patches of a bounded block of output pixels unrolled into a column buffer, then one
+    /// GEMM with the group's weight panel: best for many channels.
+    Im2colGemm,
+}
+
+impl Algorithm {
+    /// A short name for tables and logs.
+    ///
+    /// # Example
+    /// ```
+    /// assert_eq!(conv2d::Algorithm::Im2colGemm.name(), "im2col-gemm");
+    /// ```
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::DirectRows => "direct-rows",
+            Algorithm::Im2colGemm => "im2col-gemm",
+        }
+    }
+
+    /// The choice for a shape: a GEMM pays off once the weight panel has enough rows
+    /// (output channels per group) and columns (terms per output).
+    pub(crate) fn choose(g: &Geometry) -> Self {
+        let terms = g.cin_per_group() * g.kh * g.kw;
+        if g.cout_per_group() >= 8 && terms >= 16 {
+            Algorithm::Im2colGemm
+        } else {
+            Algorithm::DirectRows
+        }
+    }
+}
