@@ -245,12 +245,13 @@ fn every_algorithm_matches_reference<T: Element>(p: &Problem) -> Result<(), Stri
     let bias = p.bias.then_some(&b[..]);
     let plan = Conv2dPlan::new(xs, ws, &p.options()).map_err(|e| e.to_string())?;
     let bt = to_tensor(&[b.len()], &b);
+    let gy = random_vec::<T>(plan.output_shape().iter().product(), &mut rng);
     let oracle = reference::conv2d(
         &to_tensor(&xs, &x),
         &to_tensor(&ws, &w),
         p.bias.then_some(&bt),
         &p.spec(),
-        None,
+        Some(&to_tensor(&plan.output_shape(), &gy)),
     );
     // The transposed plan whose input gradient is this forward pass (zero padding only).
     let t_opts = ConvTranspose2dOptions::default()
@@ -268,6 +269,19 @@ fn every_algorithm_matches_reference<T: Element>(p: &Problem) -> Result<(), Stri
             .forward(&x, &w, bias)
             .map_err(|e| e.to_string())?;
         check_close(&format!("{} output", algorithm.name()), &y, &oracle.output)?;
+        let forced = plan.clone().with_algorithm(algorithm);
+        let gx = forced.backward_input(&gy, &w).map_err(|e| e.to_string())?;
+        check_close(
+            &format!("{} grad_input", algorithm.name()),
+            &gx,
+            &oracle.grad_input,
+        )?;
+        let gw = forced.backward_weight(&x, &gy).map_err(|e| e.to_string())?;
+        check_close(
+            &format!("{} grad_weight", algorithm.name()),
+            &gw,
+            &oracle.grad_weight,
+        )?;
         if let (Ok(tplan), PaddingMode::Zeros) = (&tplan, p.padding_mode().0) {
             let no_bias = reference::conv2d(
                 &to_tensor(&xs, &x),

@@ -111,8 +111,220 @@ pub(crate) fn forward<A: Accumulator>(
     );
 }
 
-/// Unrolls the patches of output pixels `p0..p0+width` of one group's input `x`
-/// (`cin_g` planes) into `col`, row `(ci, ky, kx)`, zeros where a tap falls in the padding.
+/// Blocking of the backward passes: output pixels per block, and input channels per task
+/// (a divisor of `cin/groups`, so that tasks own whole, aligned channel ranges).
+fn backward_blocking(g: &Geometry) -> (usize, usize) {
+    let taps = (g.kh * g.kw).max(1);
+    let block = ((COLUMN_BUDGET / taps).max(16) / 16 * 16)
+        .min(g.oh * g.ow)
+        .max(1);
+    let target = (COLUMN_BUDGET / (taps * block)).max(1);
+    let cin_g = g.cin_per_group();
+    let ci_block = (1..=target.min(cin_g))
+        .rev()
+        .find(|d| cin_g % d == 0)
+        .unwrap_or(1);
+    (block, ci_block)
+}
+
+/// The input gradient by GEMM and col2im: each task owns `ci_block` input-gradient planes of
+/// one image, and for each block of output pixels computes their column rows
+/// (`weight^T * grad_out`) and adds them back into the pixels they came from. Overwrites
+/// every element of `grad_in`; no conjugation (callers pass the conjugated weight).
+pub(crate) fn backward_input<A: Accumulator>(
+    g: &Geometry,
+    grad_out: &[A],
+    weight: &[A],
+    grad_in: &mut [A],
+) {
+    let in_plane = g.h * g.w;
+    let plane = g.oh * g.ow;
+    if in_plane == 0 || grad_in.is_empty() {
+        return;
+    }
+    assert_eq!(
+        grad_out.len(),
+        g.output_len(),
+        "grad_output length checked by the plan"
+    );
+    assert_eq!(
+        weight.len(),
+        g.weight_len(),
+        "weight length checked by the plan"
+    );
+    let (cin_g, cout_g, taps) = (g.cin_per_group(), g.cout_per_group(), g.kh * g.kw);
+    let k = cin_g * taps;
+    let (block, ci_block) = backward_blocking(g);
+    let rows = ci_block * taps;
+    grad_in
+        .par_chunks_mut(ci_block * in_plane)
+        .enumerate()
+        .for_each_init(
+            || vec![A::ZERO; rows * block],
+            |col, (task, gx)| {
+                gx.fill(A::ZERO);
+                let (image, ci0) = (task * ci_block / g.cin, task * ci_block % g.cin);
+                let (group, ci_in_group) = (ci0 / cin_g, ci0 % cin_g);
+                for p0 in (0..plane).step_by(block) {
+                    let width = block.min(plane - p0);
+                    let gy = &grad_out[(image * g.cout + group * cout_g) * plane + p0..];
+                    let w = &weight[group * cout_g * k + ci_in_group * taps..];
+                    // SAFETY: `col` holds `rows * width` elements written with row stride
+                    // `width`. `w` reads `(kk, co)` at `kk + co*k` for `kk < rows`,
+                    // `co < cout_g`: inside the group's `cout_g x k` panel from its column
+                    // `ci_in_group*taps`, since `ci_in_group*taps + rows <= k`. `gy` reads
+                    // `(co, j)` at `co*plane + j` for `j < width <= plane - p0`: inside the
+                    // group's output-gradient planes of `image`. Lengths asserted above.
+                    unsafe {
+                        gemm::gemm(
+                            rows,
+                            width,
+                            cout_g,
+                            col.as_mut_ptr(),
+                            1,
+                            width as isize,
+                            false,
+                            w.as_ptr(),
+                            k as isize,
+                            1,
+                            gy.as_ptr(),
+                            1,
+                            plane as isize,
+                            A::ZERO,
+                            A::ONE,
+                            false,
+                            false,
+                            false,
+                            gemm::Parallelism::None,
+                        );
+                    }
+                    scatter_columns(g, &col[..rows * width], p0, width, gx);
+                }
+            },
+        );
+}
+
+/// The weight gradient by im2col and GEMM: each task owns the columns of `ci_block` input
+/// channels of one group's `cout/groups x K` gradient and sums `grad_out * conj(col)^T` over
+/// the batch and the pixel blocks, in a fixed order. Overwrites every element of `grad_w`.
+pub(crate) fn backward_weight<A: Accumulator>(
+    g: &Geometry,
+    input: &[A],
+    grad_out: &[A],
+    grad_w: &mut [A],
+) {
+    let plane = g.oh * g.ow;
+    let in_plane = g.h * g.w;
+    if g.n == 0 || plane == 0 || in_plane == 0 {
+        grad_w.fill(A::ZERO);
+        return;
+    }
+    assert_eq!(
+        grad_w.len(),
+        g.weight_len(),
+        "grad_weight length checked by the plan"
+    );
+    assert_eq!(
+        grad_out.len(),
+        g.output_len(),
+        "grad_output length checked by the plan"
+    );
+    assert_eq!(
+        input.len(),
+        g.input_len(),
+        "input length checked by the plan"
+    );
+    let (cin_g, cout_g, taps) = (g.cin_per_group(), g.cout_per_group(), g.kh * g.kw);
+    let k = cin_g * taps;
+    let (block, ci_block) = backward_blocking(g);
+    let rows = ci_block * taps;
+    let per_group = cin_g / ci_block;
+    let gw_ptr = OutPtr(grad_w.as_mut_ptr());
+    (0..g.groups * per_group).into_par_iter().for_each_init(
+        || vec![A::ZERO; rows * block],
+        |col, task| {
+            let (group, ci_in_group) = (task / per_group, task % per_group * ci_block);
+            let mut first = true;
+            for image in 0..g.n {
+                let x = &input[(image * g.cin + group * cin_g + ci_in_group) * in_plane..]
+                    [..ci_block * in_plane];
+                for p0 in (0..plane).step_by(block) {
+                    let width = block.min(plane - p0);
+                    fill_columns(g, x, p0, width, &mut col[..rows * width]);
+                    let gy = &grad_out[(image * g.cout + group * cout_g) * plane + p0..];
+                    let dst = group * cout_g * k + ci_in_group * taps;
+                    // SAFETY: `dst` addresses rows `group*cout_g..+cout_g` (stride `k`) and
+                    // columns `ci_in_group*taps..+rows` of `grad_w` (length asserted): inside
+                    // it, and disjoint from every other task's, which differ in group or
+                    // channel block. `gy` reads `(co, j)` at `co*plane + j`, `j < width`:
+                    // inside the group's planes of `image`. `col` is `rows x width`, read
+                    // transposed. The first product overwrites, later ones accumulate.
+                    unsafe {
+                        gemm::gemm(
+                            cout_g,
+                            rows,
+                            width,
+                            gw_ptr.get().add(dst),
+                            1,
+                            k as isize,
+                            !first,
+                            gy.as_ptr(),
+                            1,
+                            plane as isize,
+                            col.as_ptr(),
+                            width as isize,
+                            1,
+                            A::ONE,
+                            A::ONE,
+                            false,
+                            false,
+                            true,
+                            gemm::Parallelism::None,
+                        );
+                    }
+                    first = false;
+                }
+            }
+        },
+    );
+}
+
+/// Visits the pixels `p0..p0+width` of the output plane for tap `(ky, kx)` in row segments:
+/// `visit(j, len, source)` covers block columns `j..j+len`, whose taps read input row `iy`
+/// from column `ix` on with the stride (`source = Some((iy, ix))`), or fall in the padding
+/// (`None`).
+fn for_each_segment(
+    g: &Geometry,
+    p0: usize,
+    width: usize,
+    (ky, kx): (usize, usize),
+    mut visit: impl FnMut(usize, usize, Option<(usize, usize)>),
+) {
+    let tap = kx * g.dilation.w;
+    let (lo, hi) = valid_range(g.ow, g.stride.w, tap, g.pad_left, g.w);
+    let mut j = 0;
+    while j < width {
+        let (oy, ox0) = ((p0 + j) / g.ow, (p0 + j) % g.ow);
+        let seg = (g.ow - ox0).min(width - j);
+        let iy = (oy * g.stride.h + ky * g.dilation.h)
+            .checked_sub(g.pad_top)
+            .filter(|&iy| iy < g.h);
+        let (a, b) = (lo.clamp(ox0, ox0 + seg), hi.clamp(ox0, ox0 + seg));
+        match iy.filter(|_| a < b) {
+            None => visit(j, seg, None),
+            Some(iy) => {
+                visit(j, a - ox0, None);
+                let ix = a * g.stride.w + tap - g.pad_left;
+                visit(j + a - ox0, b - a, Some((iy, ix)));
+                visit(j + b - ox0, ox0 + seg - b, None);
+            }
+        }
+        j += seg;
+    }
+}
+
+/// Unrolls the patches of output pixels `p0..p0+width` of input planes `x` (one per input
+/// channel) into `col`, row `(ci, ky, kx)`, zeros where a tap falls in the padding.
 fn fill_columns<A: Accumulator>(g: &Geometry, x: &[A], p0: usize, width: usize, col: &mut [A]) {
     let in_plane = g.h * g.w;
     let mut rows = col.chunks_exact_mut(width);
@@ -120,31 +332,40 @@ fn fill_columns<A: Accumulator>(g: &Geometry, x: &[A], p0: usize, width: usize, 
         for ky in 0..g.kh {
             for kx in 0..g.kw {
                 let Some(row) = rows.next() else { return };
-                let tap = kx * g.dilation.w;
-                let (lo, hi) = valid_range(g.ow, g.stride.w, tap, g.pad_left, g.w);
-                let mut j = 0;
-                while j < width {
-                    let (oy, ox0) = ((p0 + j) / g.ow, (p0 + j) % g.ow);
-                    let seg = (g.ow - ox0).min(width - j);
-                    let dst = &mut row[j..j + seg];
-                    j += seg;
-                    let iy = (oy * g.stride.h + ky * g.dilation.h)
-                        .checked_sub(g.pad_top)
-                        .filter(|&iy| iy < g.h);
-                    let (a, b) = (lo.clamp(ox0, ox0 + seg), hi.clamp(ox0, ox0 + seg));
-                    let Some(iy) = iy.filter(|_| a < b) else {
-                        dst.fill(A::ZERO);
-                        continue;
-                    };
-                    dst[..a - ox0].fill(A::ZERO);
-                    dst[b - ox0..].fill(A::ZERO);
-                    let x_row = &x_c[iy * g.w..][..g.w];
-                    let start = a * g.stride.w + tap - g.pad_left;
-                    let src = x_row[start..].iter().step_by(g.stride.w);
-                    for (d, &s) in dst[a - ox0..b - ox0].iter_mut().zip(src) {
-                        *d = s;
+                for_each_segment(g, p0, width, (ky, kx), |j, len, source| {
+                    let dst = &mut row[j..j + len];
+                    match source {
+                        None => dst.fill(A::ZERO),
+                        Some((iy, ix)) => {
+                            let src = x_c[iy * g.w + ix..].iter().step_by(g.stride.w);
+                            for (d, &s) in dst.iter_mut().zip(src) {
+                                *d = s;
+                            }
+                        }
                     }
-                }
+                });
+            }
+        }
+    }
+}
+
+/// The adjoint of [`fill_columns`]: adds each column entry into the input pixel it was
+/// read from, for input-gradient planes `gx` (one per input channel).
+fn scatter_columns<A: Accumulator>(g: &Geometry, col: &[A], p0: usize, width: usize, gx: &mut [A]) {
+    let in_plane = g.h * g.w;
+    let mut rows = col.chunks_exact(width);
+    for gx_c in gx.chunks_exact_mut(in_plane) {
+        for ky in 0..g.kh {
+            for kx in 0..g.kw {
+                let Some(row) = rows.next() else { return };
+                for_each_segment(g, p0, width, (ky, kx), |j, len, source| {
+                    if let Some((iy, ix)) = source {
+                        let dst = gx_c[iy * g.w + ix..].iter_mut().step_by(g.stride.w);
+                        for (d, &s) in dst.zip(&row[j..j + len]) {
+                            *d += s;
+                        }
+                    }
+                });
             }
         }
     }

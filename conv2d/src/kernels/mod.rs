@@ -13,8 +13,6 @@ mod im2col_gemm;
 mod rows;
 
 pub(crate) use backward_bias::backward_bias;
-pub(crate) use backward_input::backward_input;
-pub(crate) use backward_weight::backward_weight;
 
 use crate::algorithm::Algorithm;
 use crate::geometry::Geometry;
@@ -31,6 +29,35 @@ pub(crate) fn forward<A: Accumulator>(
     match algorithm {
         Algorithm::DirectRows => forward::forward(g, input, weight, bias, out),
         Algorithm::Im2colGemm => im2col_gemm::forward(g, input, weight, bias, out),
+    }
+}
+
+/// The input gradient by `algorithm`, overwriting every element of `grad_in`; callers pass
+/// the conjugated weight for complex gradients.
+pub(crate) fn backward_input<A: Accumulator>(
+    algorithm: Algorithm,
+    g: &Geometry,
+    grad_out: &[A],
+    weight: &[A],
+    grad_in: &mut [A],
+) {
+    match algorithm {
+        Algorithm::DirectRows => backward_input::backward_input(g, grad_out, weight, grad_in),
+        Algorithm::Im2colGemm => im2col_gemm::backward_input(g, grad_out, weight, grad_in),
+    }
+}
+
+/// `grad_w = sum conj(input) * grad_out` by `algorithm`, overwriting every element.
+pub(crate) fn backward_weight<A: Accumulator>(
+    algorithm: Algorithm,
+    g: &Geometry,
+    input: &[A],
+    grad_out: &[A],
+    grad_w: &mut [A],
+) {
+    match algorithm {
+        Algorithm::DirectRows => backward_weight::backward_weight(g, input, grad_out, grad_w),
+        Algorithm::Im2colGemm => im2col_gemm::backward_weight(g, input, grad_out, grad_w),
     }
 }
 

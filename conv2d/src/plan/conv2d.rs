@@ -337,14 +337,14 @@ impl Conv2dPlan {
         let w = prepared_weight(weight, true)?;
         match &self.border {
             None => T::fill_from_acc(grad_input, |gx| {
-                install(|| kernels::backward_input(g, &gy, &w, gx))
+                install(|| kernels::backward_input(self.algorithm, g, &gy, &w, gx))
             }),
             Some(border) => {
                 let mut padded = try_filled(g.input_len(), <T::Acc as crate::Accumulator>::ZERO)?;
                 let [_, _, h, w_] = self.input_shape;
                 T::fill_from_acc(grad_input, |gx| {
                     install(|| {
-                        kernels::backward_input(g, &gy, &w, &mut padded);
+                        kernels::backward_input(self.algorithm, g, &gy, &w, &mut padded);
                         border.fold(&padded, h, w_, gx);
                     })
                 })
@@ -397,7 +397,7 @@ impl Conv2dPlan {
         let x = self.padded_input(input)?;
         let gy = T::acc_slice(grad_output)?;
         T::fill_from_acc(grad_weight, |gw| {
-            install(|| kernels::backward_weight(g, &x, &gy, gw))
+            install(|| kernels::backward_weight(self.algorithm, g, &x, &gy, gw))
         })
     }
 

@@ -303,7 +303,7 @@ impl ConvTranspose2dPlan {
         let b = bias.map(T::acc_slice).transpose()?;
         T::fill_from_acc(out, |out| {
             install(|| {
-                kernels::backward_input(g, &x, &w, out);
+                kernels::backward_input(self.algorithm, g, &x, &w, out);
                 if let Some(b) = &b {
                     kernels::add_bias(out, b, g.h * g.w);
                 }
@@ -409,7 +409,7 @@ impl ConvTranspose2dPlan {
         // The kernel sums conj(its input) * (its output gradient) = conj(gy) * x here;
         // PyTorch's convention wants conj(x) * gy, the conjugate of that.
         T::fill_from_acc(grad_weight, |gw| {
-            install(|| kernels::backward_weight(g, &gy, &x, gw));
+            install(|| kernels::backward_weight(self.algorithm, g, &gy, &x, gw));
             conjugate_in_place(gw);
         })
     }

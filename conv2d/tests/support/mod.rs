@@ -34,7 +34,8 @@ pub enum Sums {
 /// How far a computed element may stray from the exact one: one rounding of the result to
 /// the storage type (twice, for two implementations that each round once), plus summation
 /// error growing as `sqrt(terms)` times the magnitude of the summed terms (the probabilistic
-/// bound of Higham & Mary; complex products add a few roundings each).
+/// bound of Higham & Mary; complex products add a few roundings each), plus the absolute
+/// rounding error of results in the subnormal range.
 pub fn tolerance<T: Element>(want: &Acc, sums: Sums) -> f64 {
     let (u_out, u_acc) = roundoffs::<T>();
     let u_sum = match sums {
@@ -44,6 +45,17 @@ pub fn tolerance<T: Element>(want: &Acc, sums: Sums) -> f64 {
     let complex = if T::IS_COMPLEX { 4.0 } else { 1.0 };
     2.0 * u_out * want.value.norm()
         + 4.0 * complex * ((want.terms + 1) as f64).sqrt() * u_sum * want.magnitude
+        + 2.0 * smallest_subnormal::<T>()
+}
+
+/// Below the normal range rounding errors are absolute: half the smallest subnormal.
+fn smallest_subnormal<T: Element>() -> f64 {
+    match T::DTYPE_NAME {
+        "float16" => 2f64.powi(-24),
+        "bfloat16" => 2f64.powi(-133),
+        "float32" | "complex64" => 2f64.powi(-149),
+        _ => f64::from_bits(1),
+    }
 }
 
 /// Checks `got` against the oracle element by element, with sums carried in the
