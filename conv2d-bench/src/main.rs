@@ -101,10 +101,9 @@ fn prepare(case: &Value) -> Result<Prepared, String> {
         let wt = filled(plan.weight_shape().iter().product(), 2);
         let mut y = vec![0.0f32; plan.output_shape().iter().product()];
         let flops = 2.0 * (n * cin * h * w) as f64 * (cout / groups * k.0 * k.1) as f64;
+        let algorithm = plan.algorithm().name();
         let runner: Runner = Box::new(move || plan.forward_into(&x, &wt, None, &mut y));
-        // The transposed forward pass runs the direct kernel (the plan's algorithm is for
-        // its input gradient).
-        return Ok((runner, flops, "direct-rows"));
+        return Ok((runner, flops, algorithm));
     }
     let opts = Conv2dOptions::default()
         .stride(stride)
@@ -117,10 +116,7 @@ fn prepare(case: &Value) -> Result<Prepared, String> {
     let x = filled(n * cin * h * w, 1);
     let wt = filled(plan.weight_shape().iter().product(), 2);
     let gy = filled(plan.output_shape().iter().product(), 3);
-    let algorithm = match op {
-        "conv2d" => plan.algorithm().name(),
-        _ => "direct-rows",
-    };
+    let algorithm = plan.algorithm().name();
     let runner: Runner = match op {
         "conv2d" => {
             let mut y = vec![0.0f32; gy.len()];
