@@ -12,9 +12,14 @@ use rayon::prelude::*;
 use super::rows::valid_range;
 use crate::element::Accumulator;
 use crate::geometry::Geometry;
+use crate::options::Pair;
 
-/// Elements of one task's column buffer (256 KiB of `f32`, within a Zen 4 core's L2).
-pub(crate) const COLUMN_BUDGET: usize = 64 * 1024;
+/// Tasks a pass is split into at least, where the shape allows (independent of the thread
+/// count, so that results are too).
+const MIN_TASKS: usize = 4;
+
+/// Elements of one task's column buffer (512 KiB of `f32`, half a Zen 4 core's L2).
+pub(crate) const COLUMN_BUDGET: usize = 128 * 1024;
 
 /// A raw output pointer that tasks writing disjoint elements share.
 #[derive(Clone, Copy)]
@@ -66,49 +71,76 @@ pub(crate) fn forward<A: Accumulator>(
         out_plane.fill(bias.map_or(A::ZERO, |b| b[p % g.cout]));
     }
     let out_ptr = OutPtr(out.as_mut_ptr());
-    let tasks = g.n * g.groups * blocks;
-    (0..tasks).into_par_iter().for_each_init(
-        || vec![A::ZERO; k * block],
-        |col, task| {
-            let (image, rest) = (task / (g.groups * blocks), task % (g.groups * blocks));
-            let (group, b) = (rest / blocks, rest % blocks);
-            let p0 = b * block;
-            let width = block.min(plane - p0);
-            let x = &input[(image * g.cin + group * cin_g) * g.h * g.w..][..cin_g * g.h * g.w];
-            fill_columns(g, x, p0, width, &mut col[..k * width]);
-            let w = &weight[group * cout_g * k..][..cout_g * k];
-            let dst_offset = (image * g.cout + group * cout_g) * plane + p0;
-            // SAFETY: `dst` addresses rows `group*cout_g..(group+1)*cout_g` and columns
-            // `p0..p0+width` of image `image`'s output planes: inside `out` (its length is
-            // `output_len`, asserted above), and disjoint from every other task's elements
-            // since tasks differ in image, group or pixel block. `w` is `cout_g x k` with row
-            // stride `k`, `col` is `k x width` with row stride `width`; both are live slices
-            // of those lengths. The accumulator types are exactly the ones `gemm` supports.
-            unsafe {
-                gemm::gemm(
-                    cout_g,
-                    width,
-                    k,
-                    out_ptr.get().add(dst_offset),
-                    1,
-                    plane as isize,
-                    true,
-                    w.as_ptr(),
-                    1,
-                    k as isize,
-                    col.as_ptr(),
-                    1,
-                    width as isize,
-                    A::ONE,
-                    A::ONE,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
-        },
-    );
+    // Few pixel blocks (small maps with many channels): split the output channels too, so
+    // that there are tasks for every core. A function of the shape only, like the blocks.
+    let spatial_tasks = g.n * g.groups * blocks;
+    let co_chunks = MIN_TASKS
+        .div_ceil(spatial_tasks)
+        .min(cout_g.div_ceil(8))
+        .max(1);
+    let co_block = cout_g.div_ceil(co_chunks);
+    let co_chunks = cout_g.div_ceil(co_block);
+    // A 1x1 kernel with stride 1 and no padding reads its columns straight from the input.
+    let pointwise = k == cin_g
+        && g.stride == Pair::new(1, 1)
+        && g.pad_top == 0
+        && g.pad_left == 0
+        && g.oh == g.h
+        && g.ow == g.w;
+    (0..spatial_tasks * co_chunks)
+        .into_par_iter()
+        .for_each_init(
+            || vec![A::ZERO; if pointwise { 0 } else { k * block }],
+            |col, task| {
+                let (spatial, chunk) = (task / co_chunks, task % co_chunks);
+                let (image, rest) = (spatial / (g.groups * blocks), spatial % (g.groups * blocks));
+                let (group, b) = (rest / blocks, rest % blocks);
+                let p0 = b * block;
+                let width = block.min(plane - p0);
+                let co0 = chunk * co_block;
+                let rows = co_block.min(cout_g - co0);
+                let x = &input[(image * g.cin + group * cin_g) * g.h * g.w..][..cin_g * g.h * g.w];
+                let (columns, col_row_stride) = if pointwise {
+                    (&x[p0..], plane)
+                } else {
+                    fill_columns(g, x, p0, width, &mut col[..k * width]);
+                    (&col[..], width)
+                };
+                let w = &weight[(group * cout_g + co0) * k..][..rows * k];
+                let dst_offset = (image * g.cout + group * cout_g + co0) * plane + p0;
+                // SAFETY: `dst` addresses rows `co0..co0+rows` of the group's output channels and
+                // columns `p0..p0+width` of image `image`'s planes: inside `out` (its length is
+                // `output_len`, asserted above), and disjoint from every other task's elements
+                // since tasks differ in image, group, pixel block or channel chunk. `w` is
+                // `rows x k` with row stride `k`; `columns` is `k x width` with row stride
+                // `col_row_stride` (the column buffer, or the input planes themselves, whose
+                // last row ends at `(k-1)*plane + p0 + width <= k*plane`). The accumulator
+                // types are exactly the ones `gemm` supports.
+                unsafe {
+                    gemm::gemm(
+                        rows,
+                        width,
+                        k,
+                        out_ptr.get().add(dst_offset),
+                        1,
+                        plane as isize,
+                        true,
+                        w.as_ptr(),
+                        1,
+                        k as isize,
+                        columns.as_ptr(),
+                        1,
+                        col_row_stride as isize,
+                        A::ONE,
+                        A::ONE,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+            },
+        );
 }
 
 /// Blocking of the backward passes: output pixels per block, and input channels per task
