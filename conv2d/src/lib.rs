@@ -34,10 +34,13 @@
 #![warn(missing_docs)]
 
 mod algorithm;
+#[allow(unsafe_code)] // target-feature builds of the row kernels
+mod arch;
 mod element;
 mod error;
 mod functional;
 mod geometry;
+mod isa;
 mod kernels;
 pub mod nn;
 mod options;
@@ -51,6 +54,7 @@ pub use error::{ConvError, ErrorKind, Result};
 pub use functional::{
     conv2d, conv2d_backward, conv_transpose2d, conv_transpose2d_backward, Gradients,
 };
+pub use isa::{detected_isa, isa, Isa, ISA_ENV};
 pub use nn::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
 pub use options::{
     Conv2dOptions, ConvTranspose2dOptions, GradMask, Padding, PaddingMode, Pair, Same, Valid,

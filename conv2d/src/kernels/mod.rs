@@ -10,7 +10,8 @@ mod backward_weight;
 mod forward;
 #[allow(unsafe_code)] // raw-buffer code: GEMM writes disjoint output blocks through one pointer
 mod im2col_gemm;
-mod rows;
+#[allow(unsafe_code)] // dispatch to the target-feature builds in `crate::arch`
+pub(crate) mod rows;
 
 pub(crate) use backward_bias::backward_bias;
 

@@ -1,0 +1,107 @@
+//! The instruction set the row kernels run with: detected once, and lowerable for testing.
+
+use std::sync::OnceLock;
+
+/// The environment variable that lowers the instruction set (`scalar`, `avx2`, `avx512`),
+/// read once, at first use; it never raises it above what the CPU has.
+pub const ISA_ENV: &str = "CONV2D_ISA";
+
+/// An instruction-set level for the library's own kernels, lowest first.
+///
+/// Every level gives bitwise the same results (the kernels keep one summation order and
+/// never contract a multiply and an add into an FMA); only speed differs. The GEMM-based
+/// algorithm dispatches on its own, inside the `gemm` crate.
+///
+/// # Example
+/// ```
+/// use conv2d::{detected_isa, isa, Isa};
+///
+/// assert!(isa() <= detected_isa());
+/// assert!(Isa::Scalar < Isa::Avx512);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum Isa {
+    /// The target's baseline (SSE2 on x86-64), vectorised by the compiler.
+    Scalar,
+    /// AVX2 and FMA (x86-64).
+    Avx2,
+    /// AVX-512 F/VL/BW/DQ (x86-64).
+    Avx512,
+}
+
+impl Isa {
+    /// The name `CONV2D_ISA` accepts.
+    ///
+    /// # Example
+    /// ```
+    /// assert_eq!(conv2d::Isa::Avx2.name(), "avx2");
+    /// ```
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        [Isa::Scalar, Isa::Avx2, Isa::Avx512]
+            .into_iter()
+            .find(|isa| isa.name() == name.trim().to_ascii_lowercase())
+    }
+}
+
+/// The highest level this CPU supports.
+///
+/// # Example
+/// ```
+/// println!("this CPU runs {}", conv2d::detected_isa().name());
+/// ```
+pub fn detected_isa() -> Isa {
+    static DETECTED: OnceLock<Isa> = OnceLock::new();
+    *DETECTED.get_or_init(detect)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn detect() -> Isa {
+    let has = |f: &str| match f {
+        "avx512" => {
+            std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512vl")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512dq")
+        }
+        _ => {
+            std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+        }
+    };
+    if has("avx2") && has("avx512") {
+        Isa::Avx512
+    } else if has("avx2") {
+        Isa::Avx2
+    } else {
+        Isa::Scalar
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn detect() -> Isa {
+    Isa::Scalar
+}
+
+/// The level the kernels use: [`detected_isa`], lowered by `CONV2D_ISA` if that names a
+/// lower one (an unknown name is ignored).
+///
+/// # Example
+/// ```
+/// assert!(conv2d::isa() <= conv2d::detected_isa());
+/// ```
+pub fn isa() -> Isa {
+    static CHOSEN: OnceLock<Isa> = OnceLock::new();
+    *CHOSEN.get_or_init(|| {
+        let requested = std::env::var(ISA_ENV).ok().and_then(|v| Isa::from_name(&v));
+        requested.map_or(detected_isa(), |r| r.min(detected_isa()))
+    })
+}
