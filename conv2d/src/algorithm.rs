@@ -14,7 +14,7 @@ use crate::geometry::Geometry;
 /// use conv2d::{Algorithm, Conv2dOptions, Conv2dPlan};
 ///
 /// let depthwise = Conv2dPlan::new([1, 32, 28, 28], [32, 1, 3, 3], &Conv2dOptions::default().groups(32))?;
-/// assert_eq!(depthwise.algorithm(), Algorithm::DirectRows);
+/// assert_eq!(depthwise.algorithm(), Algorithm::Depthwise);
 /// let dense = Conv2dPlan::new([1, 64, 28, 28], [64, 64, 3, 3], &Conv2dOptions::default())?;
 /// assert_eq!(dense.algorithm(), Algorithm::Im2colGemm);
 /// # Ok::<(), conv2d::ConvError>(())
@@ -28,6 +28,10 @@ pub enum Algorithm {
     /// Patches of a bounded block of output pixels unrolled into a column buffer, then one
     /// GEMM with the group's weight panel: best for many channels.
     Im2colGemm,
+    /// Each output channel reads one input channel (depthwise, any multiplier): a padded
+    /// slab of input rows, 16 outputs at a time with the sums in registers. Where
+    /// `in_channels != groups`, and for the backward passes, it runs [`Algorithm::DirectRows`].
+    Depthwise,
 }
 
 impl Algorithm {
@@ -41,6 +45,7 @@ impl Algorithm {
         match self {
             Algorithm::DirectRows => "direct-rows",
             Algorithm::Im2colGemm => "im2col-gemm",
+            Algorithm::Depthwise => "depthwise",
         }
     }
 
@@ -48,7 +53,9 @@ impl Algorithm {
     /// (output channels per group) and columns (terms per output).
     pub(crate) fn choose(g: &Geometry) -> Self {
         let terms = g.cin_per_group() * g.kh * g.kw;
-        if g.cout_per_group() >= 8 && terms >= 16 {
+        if g.cin_per_group() == 1 {
+            Algorithm::Depthwise
+        } else if g.cout_per_group() >= 8 && terms >= 16 {
             Algorithm::Im2colGemm
         } else {
             Algorithm::DirectRows

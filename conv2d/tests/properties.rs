@@ -9,7 +9,11 @@ use conv2d::{
     PaddingMode,
 };
 
-const ALGORITHMS: [Algorithm; 2] = [Algorithm::DirectRows, Algorithm::Im2colGemm];
+const ALGORITHMS: [Algorithm; 3] = [
+    Algorithm::DirectRows,
+    Algorithm::Im2colGemm,
+    Algorithm::Depthwise,
+];
 use half::{bf16, f16};
 use ndarray::{Array1, Array4};
 use num_complex::Complex;
@@ -39,7 +43,7 @@ struct Problem {
 fn problems() -> impl Strategy<Value = Problem> {
     (
         (0usize..3, 1usize..4, 1usize..4, 1usize..4),
-        (1usize..12, 1usize..12, (1usize..5, 1usize..5)),
+        (1usize..12, 1usize..40, (1usize..5, 1usize..5)),
         (
             (1usize..4, 1usize..4),
             (1usize..4, 1usize..4),

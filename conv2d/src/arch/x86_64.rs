@@ -3,6 +3,7 @@
 //! the wider registers. Callers must have checked the CPU (see `crate::isa`).
 
 use crate::element::Accumulator;
+use crate::kernels::depthwise::{self, Band};
 use crate::kernels::rows::generic;
 
 macro_rules! stamp {
@@ -58,3 +59,21 @@ stamp!(
     axpy_scattered_avx512,
     dot_conj_avx512
 );
+
+/// The depthwise band kernel with AVX2 and FMA.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn depthwise_band_avx2<A: Accumulator>(job: &mut Band<'_, A>) {
+    depthwise::band(job)
+}
+
+/// The depthwise band kernel with AVX-512.
+///
+/// # Safety
+/// The CPU must support AVX-512 F/VL/BW/DQ.
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+pub(crate) unsafe fn depthwise_band_avx512<A: Accumulator>(job: &mut Band<'_, A>) {
+    depthwise::band(job)
+}
