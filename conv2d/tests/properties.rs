@@ -451,3 +451,16 @@ fn gradients_match_finite_differences() {
     let fd = (loss(&x, &w, &bp) - loss(&x, &w, &bm)) / (2.0 * eps);
     assert!((fd - gb[4]).abs() < 1e-7, "bias: {fd} vs {}", gb[4]);
 }
+
+/// Under `CONV2D_ISA` (as CI runs this suite), the kernels run the requested level, or the
+/// CPU's own when that is lower: so the suite above really tested that level.
+#[test]
+fn the_requested_instruction_set_is_in_force() {
+    use conv2d::{detected_isa, isa, Isa, ISA_ENV};
+    let requested = match std::env::var(ISA_ENV).as_deref() {
+        Ok("scalar") => Isa::Scalar,
+        Ok("avx2") => Isa::Avx2,
+        _ => Isa::Avx512,
+    };
+    assert_eq!(isa(), requested.min(detected_isa()));
+}
