@@ -14,7 +14,7 @@ use crate::geometry::Geometry;
 /// use conv2d::{Algorithm, Conv2dOptions, Conv2dPlan};
 ///
 /// let depthwise = Conv2dPlan::new([1, 32, 28, 28], [32, 1, 3, 3], &Conv2dOptions::default().groups(32))?;
-/// assert_eq!(depthwise.algorithm(), Algorithm::Depthwise);
+/// assert_eq!(depthwise.algorithm(), Algorithm::Direct);
 /// let dense = Conv2dPlan::new([1, 64, 28, 28], [64, 64, 3, 3], &Conv2dOptions::default())?;
 /// assert_eq!(dense.algorithm(), Algorithm::Im2colGemm);
 /// # Ok::<(), conv2d::ConvError>(())
@@ -22,16 +22,17 @@ use crate::geometry::Geometry;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Algorithm {
-    /// Direct convolution, one output row at a time: best when each output sums few terms
-    /// or few output channels share an input (depthwise, small groups).
+    /// Direct convolution, one output row and one tap at a time: the simplest kernel, and
+    /// the backward passes of [`Algorithm::Direct`].
     DirectRows,
     /// Patches of a bounded block of output pixels unrolled into a column buffer, then one
     /// GEMM with the group's weight panel: best for many channels.
     Im2colGemm,
-    /// Each output channel reads one input channel (depthwise, any multiplier): a padded
-    /// slab of input rows, 16 outputs at a time with the sums in registers. Where
-    /// `in_channels != groups`, and for the backward passes, it runs [`Algorithm::DirectRows`].
-    Depthwise,
+    /// Direct convolution with the sums in registers: the input rows a band of output rows
+    /// reads, zero-padded and split by stride phase, then 64 outputs at a time, tap after
+    /// tap: best for depthwise and small grouped convolutions. Its backward passes run
+    /// [`Algorithm::DirectRows`].
+    Direct,
 }
 
 impl Algorithm {
@@ -45,7 +46,7 @@ impl Algorithm {
         match self {
             Algorithm::DirectRows => "direct-rows",
             Algorithm::Im2colGemm => "im2col-gemm",
-            Algorithm::Depthwise => "depthwise",
+            Algorithm::Direct => "direct",
         }
     }
 
@@ -53,12 +54,10 @@ impl Algorithm {
     /// (output channels per group) and columns (terms per output).
     pub(crate) fn choose(g: &Geometry) -> Self {
         let terms = g.cin_per_group() * g.kh * g.kw;
-        if g.cin_per_group() == 1 {
-            Algorithm::Depthwise
-        } else if g.cout_per_group() >= 8 && terms >= 16 {
+        if g.cout_per_group() >= 8 && terms >= 16 {
             Algorithm::Im2colGemm
         } else {
-            Algorithm::DirectRows
+            Algorithm::Direct
         }
     }
 }

@@ -12,7 +12,7 @@ use conv2d::{
 const ALGORITHMS: [Algorithm; 3] = [
     Algorithm::DirectRows,
     Algorithm::Im2colGemm,
-    Algorithm::Depthwise,
+    Algorithm::Direct,
 ];
 use half::{bf16, f16};
 use ndarray::{Array1, Array4};

@@ -3,7 +3,7 @@
 //! the wider registers. Callers must have checked the CPU (see `crate::isa`).
 
 use crate::element::Accumulator;
-use crate::kernels::depthwise::{self, Band};
+use crate::kernels::direct::{self, Band};
 use crate::kernels::rows::generic;
 
 macro_rules! stamp {
@@ -60,20 +60,20 @@ stamp!(
     dot_conj_avx512
 );
 
-/// The depthwise band kernel with AVX2 and FMA.
+/// The direct band kernel with AVX2 and FMA.
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
-pub(crate) unsafe fn depthwise_band_avx2<A: Accumulator>(job: &mut Band<'_, A>) {
-    depthwise::band(job)
+pub(crate) unsafe fn direct_band_avx2<A: Accumulator>(job: &mut Band<'_, A>) {
+    direct::band(job)
 }
 
-/// The depthwise band kernel with AVX-512.
+/// The direct band kernel with AVX-512.
 ///
 /// # Safety
 /// The CPU must support AVX-512 F/VL/BW/DQ.
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
-pub(crate) unsafe fn depthwise_band_avx512<A: Accumulator>(job: &mut Band<'_, A>) {
-    depthwise::band(job)
+pub(crate) unsafe fn direct_band_avx512<A: Accumulator>(job: &mut Band<'_, A>) {
+    direct::band(job)
 }

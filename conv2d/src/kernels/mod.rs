@@ -8,7 +8,7 @@ mod backward_bias;
 mod backward_input;
 mod backward_weight;
 #[allow(unsafe_code)] // dispatch to the target-feature builds in `crate::arch`
-pub(crate) mod depthwise;
+pub(crate) mod direct;
 mod forward;
 #[allow(unsafe_code)] // raw-buffer code: GEMM writes disjoint output blocks through one pointer
 mod im2col_gemm;
@@ -30,12 +30,8 @@ pub(crate) fn forward<A: Accumulator>(
     out: &mut [A],
 ) {
     match algorithm {
-        Algorithm::Depthwise if g.cin_per_group() == 1 => {
-            depthwise::forward(g, input, weight, bias, out)
-        }
-        Algorithm::DirectRows | Algorithm::Depthwise => {
-            forward::forward(g, input, weight, bias, out)
-        }
+        Algorithm::Direct => direct::forward(g, input, weight, bias, out),
+        Algorithm::DirectRows => forward::forward(g, input, weight, bias, out),
         Algorithm::Im2colGemm => im2col_gemm::forward(g, input, weight, bias, out),
     }
 }
@@ -50,7 +46,7 @@ pub(crate) fn backward_input<A: Accumulator>(
     grad_in: &mut [A],
 ) {
     match algorithm {
-        Algorithm::DirectRows | Algorithm::Depthwise => {
+        Algorithm::DirectRows | Algorithm::Direct => {
             backward_input::backward_input(g, grad_out, weight, grad_in)
         }
         Algorithm::Im2colGemm => im2col_gemm::backward_input(g, grad_out, weight, grad_in),
@@ -66,7 +62,7 @@ pub(crate) fn backward_weight<A: Accumulator>(
     grad_w: &mut [A],
 ) {
     match algorithm {
-        Algorithm::DirectRows | Algorithm::Depthwise => {
+        Algorithm::DirectRows | Algorithm::Direct => {
             backward_weight::backward_weight(g, input, grad_out, grad_w)
         }
         Algorithm::Im2colGemm => im2col_gemm::backward_weight(g, input, grad_out, grad_w),

@@ -1,0 +1,208 @@
+//! Direct forward convolution with the sums in registers. Each task pads the input rows its
+//! band of output rows reads (for each input channel of the group) into a small slab, split
+//! into `stride` column phases so that every tap reads contiguous pixels; then it computes
+//! four vectors of 16 output pixels at a time, tap after tap.
+
+use rayon::prelude::*;
+
+use super::rows::band_rows;
+use crate::element::Accumulator;
+use crate::geometry::Geometry;
+use crate::isa::{isa, Isa};
+
+/// Output pixels in one vector of sums.
+const LANES: usize = 16;
+
+/// The padded input of one band: for each input channel of the group, `height` rows of
+/// `stride.w` phases of `phase_width` pixels; phase `p` of a row holds padded columns
+/// `p, p + stride.w, p + 2*stride.w, ...`.
+pub(crate) struct Slab<A> {
+    data: Vec<A>,
+    height: usize,
+    phase_width: usize,
+}
+
+impl<A: Accumulator> Slab<A> {
+    fn row_len(&self, g: &Geometry) -> usize {
+        self.phase_width * g.stride.w
+    }
+}
+
+/// One band of output rows of one plane, with its slab and its output channel's weights.
+pub(crate) struct Band<'a, A> {
+    pub g: &'a Geometry,
+    pub slab: &'a Slab<A>,
+    /// The `cin/groups * kh * kw` weights of the plane's output channel.
+    pub taps: &'a [A],
+    pub init: A,
+    /// `rows * ow` outputs.
+    pub out: &'a mut [A],
+}
+
+/// `out = conv2d(input, weight) + bias`, overwriting every element of `out`.
+pub(crate) fn forward<A: Accumulator>(
+    g: &Geometry,
+    input: &[A],
+    weight: &[A],
+    bias: Option<&[A]>,
+    out: &mut [A],
+) {
+    let plane = g.oh * g.ow;
+    if plane == 0 || out.is_empty() {
+        return;
+    }
+    let cin_g = g.cin_per_group();
+    let taps = cin_g * g.kh * g.kw;
+    let band = band_rows(g.n * g.cout, g.oh);
+    out.par_chunks_mut(plane)
+        .enumerate()
+        .for_each(|(p, out_plane)| {
+            let (n, co) = (p / g.cout, p % g.cout);
+            let ci0 = co / g.cout_per_group() * cin_g;
+            let x = &input[(n * g.cin + ci0) * g.h * g.w..][..cin_g * g.h * g.w];
+            out_plane
+                .par_chunks_mut(band * g.ow)
+                .enumerate()
+                .for_each(|(b, rows)| {
+                    let slab = padded_slab(g, x, b * band, rows.len() / g.ow);
+                    let mut job = Band {
+                        g,
+                        slab: &slab,
+                        taps: &weight[co * taps..][..taps],
+                        init: bias.map_or(A::ZERO, |b| b[co]),
+                        out: rows,
+                    };
+                    run(&mut job);
+                });
+        });
+}
+
+/// The input rows output rows `oy0..oy0+rows` read, of every plane of `x`, zero-padded on
+/// every side and split into column phases.
+fn padded_slab<A: Accumulator>(g: &Geometry, x: &[A], oy0: usize, rows: usize) -> Slab<A> {
+    let s = g.stride.w;
+    let width = (g.ow - 1) * s + (g.kw - 1) * g.dilation.w + 1;
+    let height = (rows - 1) * g.stride.h + (g.kh - 1) * g.dilation.h + 1;
+    let phase_width = width.div_ceil(s);
+    let row_len = phase_width * s;
+    let planes = x.len() / (g.h * g.w).max(1);
+    let mut data = vec![A::ZERO; planes * height * row_len];
+    for (x_c, slab_c) in x
+        .chunks_exact(g.h * g.w)
+        .zip(data.chunks_exact_mut(height * row_len))
+    {
+        for (r, dst) in slab_c.chunks_exact_mut(row_len).enumerate() {
+            let Some(iy) = (oy0 * g.stride.h + r).checked_sub(g.pad_top) else {
+                continue;
+            };
+            if iy >= g.h {
+                continue;
+            }
+            // Padded column c (input column c - pad_left) goes to phase c % s, slot c / s.
+            let first = g.pad_left.min(width);
+            let count = g.w.min(width - first);
+            let src = &x_c[iy * g.w..][..count];
+            if s == 1 {
+                dst[first..first + count].copy_from_slice(src);
+                continue;
+            }
+            for (p, phase) in dst.chunks_exact_mut(phase_width).enumerate() {
+                // Slot j of phase p holds padded column j*s + p; the first one at or after
+                // `first` is slot ceil((first - p) / s).
+                let j0 = first.saturating_sub(p).div_ceil(s);
+                let src_start = j0 * s + p - first;
+                if src_start >= count {
+                    continue;
+                }
+                for (d, c) in phase[j0..].iter_mut().zip(src[src_start..].chunks(s)) {
+                    *d = c[0];
+                }
+            }
+        }
+    }
+    Slab {
+        data,
+        height,
+        phase_width,
+    }
+}
+
+/// Runs a band on the ISA [`isa`] selects.
+fn run<A: Accumulator>(job: &mut Band<'_, A>) {
+    match isa() {
+        // SAFETY: `isa()` returns a level only if the CPU supports it.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { crate::arch::x86_64::direct_band_avx512(job) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { crate::arch::x86_64::direct_band_avx2(job) },
+        _ => band(job),
+    }
+}
+
+/// The band kernel, inlined into each ISA's build of it. Rows of at least [`LANES`] pixels
+/// go four vectors of sums at a time, kept in registers (fixed-size arrays the compiler
+/// maps onto vector registers); the last vector overlaps the one before rather than leaving
+/// a scalar tail. Narrower rows accumulate tap after tap in the output row itself. Either
+/// way each output sums its taps in the same order.
+#[inline(always)]
+pub(crate) fn band<A: Accumulator>(job: &mut Band<'_, A>) {
+    let g = job.g;
+    let slab = job.slab;
+    let (sh, s, dh, dw) = (g.stride.h, g.stride.w, g.dilation.h, g.dilation.w);
+    let (row_len, plane_len) = (slab.row_len(g), slab.height * slab.row_len(g));
+    // Where each tap (ci, ky, kx) of output row 0, pixel 0, starts in the slab; row r
+    // starts `r * stride.h` slab rows further.
+    let starts: Vec<usize> = (0..g.cin_per_group())
+        .flat_map(|ci| (0..g.kh).flat_map(move |ky| (0..g.kw).map(move |kx| (ci, ky, kx))))
+        .map(|(ci, ky, kx)| {
+            let c = kx * dw;
+            ci * plane_len + ky * dh * row_len + (c % s) * slab.phase_width + c / s
+        })
+        .collect();
+    for (r, out_row) in job.out.chunks_exact_mut(g.ow).enumerate() {
+        if g.ow < LANES {
+            out_row.fill(job.init);
+            for (&w, &start) in job.taps.iter().zip(&starts) {
+                let x = &slab.data[r * sh * row_len + start..];
+                for (out, &v) in out_row.iter_mut().zip(x) {
+                    *out += w * v;
+                }
+            }
+            continue;
+        }
+        // Four vectors at once, so that independent sums hide the add latency; starts past
+        // the row end repeat the last (overlapping) vector.
+        let last = g.ow - LANES;
+        let start = |i: usize| (i * LANES).min(last);
+        for first in (0..g.ow.div_ceil(LANES)).step_by(4) {
+            let o = [
+                start(first),
+                start(first + 1),
+                start(first + 2),
+                start(first + 3),
+            ];
+            let mut acc = [[job.init; LANES]; 4];
+            let [a0, a1, a2, a3] = &mut acc;
+            for (&w, &start) in job.taps.iter().zip(&starts) {
+                let x = &slab.data[r * sh * row_len + start..];
+                // In bounds: each phase is as wide as the row's last tap reaches.
+                multiply_add(a0, w, &x[o[0]..o[0] + LANES]);
+                multiply_add(a1, w, &x[o[1]..o[1] + LANES]);
+                multiply_add(a2, w, &x[o[2]..o[2] + LANES]);
+                multiply_add(a3, w, &x[o[3]..o[3] + LANES]);
+            }
+            for (acc, &ox) in acc.iter().zip(&o) {
+                out_row[ox..ox + LANES].copy_from_slice(acc);
+            }
+        }
+    }
+}
+
+/// `acc[l] += w * x[l]` for the [`LANES`] pixels of one vector.
+#[inline(always)]
+fn multiply_add<A: Accumulator>(acc: &mut [A; LANES], w: A, x: &[A]) {
+    for (a, &v) in acc.iter_mut().zip(x) {
+        *a += w * v;
+    }
+}
