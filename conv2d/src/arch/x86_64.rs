@@ -3,7 +3,7 @@
 //! the wider registers. Callers must have checked the CPU (see `crate::isa`).
 
 use crate::element::Accumulator;
-use crate::kernels::direct::{self, Band};
+use crate::kernels::direct::{self, Band, WeightJob};
 use crate::kernels::rows::generic;
 
 macro_rules! stamp {
@@ -76,4 +76,22 @@ pub(crate) unsafe fn direct_band_avx2<A: Accumulator>(job: &mut Band<'_, A>) {
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
 pub(crate) unsafe fn direct_band_avx512<A: Accumulator>(job: &mut Band<'_, A>) {
     direct::band(job)
+}
+
+/// The direct weight-gradient kernel with AVX2 and FMA.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn direct_weight_avx2<A: Accumulator>(job: &mut WeightJob<'_, A>) {
+    direct::weight(job)
+}
+
+/// The direct weight-gradient kernel with AVX-512.
+///
+/// # Safety
+/// The CPU must support AVX-512 F/VL/BW/DQ.
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+pub(crate) unsafe fn direct_weight_avx512<A: Accumulator>(job: &mut WeightJob<'_, A>) {
+    direct::weight(job)
 }

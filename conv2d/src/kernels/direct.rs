@@ -26,6 +26,21 @@ impl<A: Accumulator> Slab<A> {
     fn row_len(&self, g: &Geometry) -> usize {
         self.phase_width * g.stride.w
     }
+
+    /// Where each tap `(ci, ky, kx)` of output row 0, pixel 0, starts in the slab, for every
+    /// channel the slab holds; output row `r` starts `r * stride.h` slab rows further.
+    fn tap_starts(&self, g: &Geometry) -> Vec<usize> {
+        let (s, row_len) = (g.stride.w, self.row_len(g));
+        let plane_len = self.height * row_len;
+        let channels = self.data.len() / plane_len.max(1);
+        (0..channels)
+            .flat_map(|ci| (0..g.kh).flat_map(move |ky| (0..g.kw).map(move |kx| (ci, ky, kx))))
+            .map(|(ci, ky, kx)| {
+                let c = kx * g.dilation.w;
+                ci * plane_len + ky * g.dilation.h * row_len + (c % s) * self.phase_width + c / s
+            })
+            .collect()
+    }
 }
 
 /// One band of output rows of one plane, with its slab and its output channel's weights.
@@ -149,17 +164,8 @@ fn run<A: Accumulator>(job: &mut Band<'_, A>) {
 pub(crate) fn band<A: Accumulator>(job: &mut Band<'_, A>) {
     let g = job.g;
     let slab = job.slab;
-    let (sh, s, dh, dw) = (g.stride.h, g.stride.w, g.dilation.h, g.dilation.w);
-    let (row_len, plane_len) = (slab.row_len(g), slab.height * slab.row_len(g));
-    // Where each tap (ci, ky, kx) of output row 0, pixel 0, starts in the slab; row r
-    // starts `r * stride.h` slab rows further.
-    let starts: Vec<usize> = (0..g.cin_per_group())
-        .flat_map(|ci| (0..g.kh).flat_map(move |ky| (0..g.kw).map(move |kx| (ci, ky, kx))))
-        .map(|(ci, ky, kx)| {
-            let c = kx * dw;
-            ci * plane_len + ky * dh * row_len + (c % s) * slab.phase_width + c / s
-        })
-        .collect();
+    let (sh, row_len) = (g.stride.h, slab.row_len(g));
+    let starts = slab.tap_starts(g);
     for (r, out_row) in job.out.chunks_exact_mut(g.ow).enumerate() {
         if g.ow < LANES {
             out_row.fill(job.init);
@@ -205,4 +211,142 @@ fn multiply_add<A: Accumulator>(acc: &mut [A; LANES], w: A, x: &[A]) {
     for (a, &v) in acc.iter_mut().zip(x) {
         *a += w * v;
     }
+}
+
+/// `grad_w = sum conj(input) * grad_out`, overwriting every element: each task owns the
+/// `kh * kw` taps of one (output channel, input channel) pair and, image by image, pads that
+/// input channel into a slab and reduces each tap's window against the output gradient in
+/// vectors of partial sums (a fixed order, whatever the thread count).
+pub(crate) fn backward_weight<A: Accumulator>(
+    g: &Geometry,
+    input: &[A],
+    grad_out: &[A],
+    grad_w: &mut [A],
+) {
+    let taps = g.kh * g.kw;
+    if taps == 0 {
+        return;
+    }
+    let (plane, in_plane) = (g.oh * g.ow, g.h * g.w);
+    let cin_g = g.cin_per_group();
+    grad_w
+        .par_chunks_mut(taps)
+        .enumerate()
+        .for_each(|(pair, gw)| {
+            let (co, ci_in_group) = (pair / cin_g, pair % cin_g);
+            let ci = co / g.cout_per_group() * cin_g + ci_in_group;
+            let mut sums = vec![[A::ZERO; LANES]; taps];
+            if plane > 0 && in_plane > 0 {
+                for n in 0..g.n {
+                    let x = &input[(n * g.cin + ci) * in_plane..][..in_plane];
+                    let slab = padded_slab(g, x, 0, g.oh);
+                    let mut job = WeightJob {
+                        g,
+                        starts: &slab.tap_starts(g),
+                        slab: &slab,
+                        grad_out: &grad_out[(n * g.cout + co) * plane..][..plane],
+                        sums: &mut sums,
+                    };
+                    run_weight(&mut job);
+                }
+            }
+            for (gw, lanes) in gw.iter_mut().zip(&sums) {
+                *gw = sum_lanes(lanes);
+            }
+        });
+}
+
+/// One image's contribution to one channel pair's weight gradient.
+pub(crate) struct WeightJob<'a, A> {
+    pub g: &'a Geometry,
+    pub slab: &'a Slab<A>,
+    pub starts: &'a [usize],
+    /// The output-gradient plane of the pair's output channel.
+    pub grad_out: &'a [A],
+    /// Per tap: the vector of partial sums the job adds to.
+    pub sums: &'a mut [[A; LANES]],
+}
+
+/// Runs a weight-gradient job on the ISA [`isa`] selects.
+fn run_weight<A: Accumulator>(job: &mut WeightJob<'_, A>) {
+    match isa() {
+        // SAFETY: `isa()` returns a level only if the CPU supports it.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { crate::arch::x86_64::direct_weight_avx512(job) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { crate::arch::x86_64::direct_weight_avx2(job) },
+        _ => weight(job),
+    }
+}
+
+/// The weight-gradient kernel, inlined into each ISA's build of it. Per tap, two vectors
+/// of partial sums take alternate groups of [`LANES`] pixels (independent sums hide the add
+/// latency); a row's last, partial group is zero-padded into a vector too.
+#[inline(always)]
+pub(crate) fn weight<A: Accumulator>(job: &mut WeightJob<'_, A>) {
+    let g = job.g;
+    let row_len = job.slab.row_len(g);
+    let full = g.ow / LANES * LANES;
+    for (sum, &start) in job.sums.iter_mut().zip(job.starts) {
+        let mut acc = [[A::ZERO; LANES]; 2];
+        let [a0, a1] = &mut acc;
+        for (oy, gy) in job.grad_out.chunks_exact(g.ow).enumerate() {
+            let x = &job.slab.data[oy * g.stride.h * row_len + start..][..g.ow];
+            let mut xs = x[..full].chunks_exact(LANES);
+            let mut ys = gy[..full].chunks_exact(LANES);
+            while let (Some(x0), Some(y0)) = (xs.next(), ys.next()) {
+                conj_multiply_add(a0, x0, y0);
+                if let (Some(x1), Some(y1)) = (xs.next(), ys.next()) {
+                    conj_multiply_add(a1, x1, y1);
+                }
+            }
+            if full < g.ow && g.ow >= LANES {
+                // The last vector overlaps the one before; its lanes already counted are
+                // selected away (a select, not a multiply by zero, so that an infinity in
+                // them cannot turn into a NaN).
+                let tail = g.ow - LANES;
+                conj_multiply_add_masked(a1, &x[tail..], &gy[tail..], full - tail);
+            } else if full < g.ow {
+                let (mut xt, mut yt) = ([A::ZERO; LANES], [A::ZERO; LANES]);
+                xt[..g.ow - full].copy_from_slice(&x[full..]);
+                yt[..g.ow - full].copy_from_slice(&gy[full..]);
+                conj_multiply_add(a1, &xt, &yt);
+            }
+        }
+        for l in 0..LANES {
+            sum[l] += a0[l] + a1[l];
+        }
+    }
+}
+
+/// `acc[l] += conj(x[l]) * y[l]` for the lanes `l >= skip` of one vector.
+#[inline(always)]
+fn conj_multiply_add_masked<A: Accumulator>(acc: &mut [A; LANES], x: &[A], y: &[A], skip: usize) {
+    for (l, ((a, &xv), &yv)) in acc.iter_mut().zip(x).zip(y).enumerate() {
+        let product = xv.conj() * yv;
+        *a += if l >= skip { product } else { A::ZERO };
+    }
+}
+
+/// `acc[l] += conj(x[l]) * y[l]` for the [`LANES`] pixels of one vector.
+#[inline(always)]
+fn conj_multiply_add<A: Accumulator>(acc: &mut [A; LANES], x: &[A], y: &[A]) {
+    for ((a, &xv), &yv) in acc.iter_mut().zip(x).zip(y) {
+        *a += xv.conj() * yv;
+    }
+}
+
+/// The sum of a vector of partial sums, in a fixed tree order.
+fn sum_lanes<A: Accumulator>(lanes: &[A; LANES]) -> A {
+    let mut width = LANES;
+    let mut v = *lanes;
+    while width > 1 {
+        width /= 2;
+        for l in 0..width {
+            let upper = v[l + width];
+            v[l] += upper;
+        }
+    }
+    v[0]
 }

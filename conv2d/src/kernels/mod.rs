@@ -62,9 +62,8 @@ pub(crate) fn backward_weight<A: Accumulator>(
     grad_w: &mut [A],
 ) {
     match algorithm {
-        Algorithm::DirectRows | Algorithm::Direct => {
-            backward_weight::backward_weight(g, input, grad_out, grad_w)
-        }
+        Algorithm::DirectRows => backward_weight::backward_weight(g, input, grad_out, grad_w),
+        Algorithm::Direct => direct::backward_weight(g, input, grad_out, grad_w),
         Algorithm::Im2colGemm => im2col_gemm::backward_weight(g, input, grad_out, grad_w),
     }
 }
