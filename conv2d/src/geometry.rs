@@ -81,6 +81,13 @@ impl Geometry {
         self.cout * self.cin_per_group() * self.kh * self.kw
     }
 
+    /// Multiply-adds of one pass (saturating): what decides whether threads pay off.
+    pub fn work(&self) -> usize {
+        self.output_len()
+            .saturating_mul(self.cin_per_group())
+            .saturating_mul(self.kh * self.kw)
+    }
+
     pub fn input_shape(&self) -> [usize; 4] {
         [self.n, self.cin, self.h, self.w]
     }

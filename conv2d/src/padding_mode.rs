@@ -1,7 +1,7 @@
 //! `reflect`, `replicate` and `circular` padding, as `nn.Conv2d` applies them with `F.pad`
 //! before a zero-padding convolution, and the adjoint that folds gradients back.
 
-use rayon::prelude::*;
+use crate::threading::for_each_chunk;
 
 use crate::element::Accumulator;
 use crate::error::{fmt_shape, try_filled, ConvError, Result};
@@ -94,15 +94,14 @@ impl Border {
             self.sources(ph, self.top, h),
             self.sources(pw, self.left, w),
         );
-        out.par_chunks_mut(ph * pw)
-            .zip(input.par_chunks(h * w))
-            .for_each(|(dst, src)| {
-                for (dst_row, &y) in dst.chunks_exact_mut(pw).zip(&ys) {
-                    for (d, &x) in dst_row.iter_mut().zip(&xs) {
-                        *d = src[y * w + x];
-                    }
+        for_each_chunk(&mut out, ph * pw, |plane, dst| {
+            let src = &input[plane * h * w..][..h * w];
+            for (dst_row, &y) in dst.chunks_exact_mut(pw).zip(&ys) {
+                for (d, &x) in dst_row.iter_mut().zip(&xs) {
+                    *d = src[y * w + x];
                 }
-            });
+            }
+        });
         Ok(out)
     }
 
@@ -117,16 +116,14 @@ impl Border {
             self.sources(ph, self.top, h),
             self.sources(pw, self.left, w),
         );
-        grad_in
-            .par_chunks_mut(h * w)
-            .zip(grad_padded.par_chunks(ph * pw))
-            .for_each(|(dst, src)| {
-                dst.fill(A::ZERO);
-                for (src_row, &y) in src.chunks_exact(pw).zip(&ys) {
-                    for (&s, &x) in src_row.iter().zip(&xs) {
-                        dst[y * w + x] += s;
-                    }
+        for_each_chunk(grad_in, h * w, |plane, dst| {
+            let src = &grad_padded[plane * ph * pw..][..ph * pw];
+            dst.fill(A::ZERO);
+            for (src_row, &y) in src.chunks_exact(pw).zip(&ys) {
+                for (&s, &x) in src_row.iter().zip(&xs) {
+                    dst[y * w + x] += s;
                 }
-            });
+            }
+        });
     }
 }

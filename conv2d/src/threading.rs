@@ -1,8 +1,10 @@
 //! The library's thread pool and its size, the counterpart of `torch.set_num_threads`.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use rayon::prelude::*;
 use rayon::ThreadPool;
 
 use crate::error::{ConvError, Result};
@@ -63,10 +65,23 @@ pub fn num_threads() -> usize {
     }
 }
 
-/// Runs `op` inside the pool of [`num_threads`] threads (rebuilt when the count changes).
-/// If no pool can be built, `op` runs on rayon's global pool instead.
-pub(crate) fn install<R: Send>(op: impl FnOnce() -> R + Send) -> R {
+/// Multiply-adds below which a call runs on the caller's thread: waking the pool would cost
+/// more than it saves.
+const INLINE_WORK: usize = 1 << 16;
+
+thread_local! {
+    /// Set while a call runs on the caller's thread: the task helpers below then loop.
+    static INLINE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `op`, which does about `work` multiply-adds, inside the pool of [`num_threads`]
+/// threads (rebuilt when the count changes), or on the caller's thread when there is one
+/// thread or little work. If no pool can be built, `op` runs on the caller's thread too.
+pub(crate) fn install<R: Send>(work: usize, op: impl FnOnce() -> R + Send) -> R {
     let threads = num_threads();
+    if threads == 1 || work < INLINE_WORK {
+        return inline(op);
+    }
     let pool = {
         let mut guard = POOL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         match guard.as_ref() {
@@ -87,6 +102,77 @@ pub(crate) fn install<R: Send>(op: impl FnOnce() -> R + Send) -> R {
     };
     match pool {
         Some(pool) => pool.install(op),
-        None => op(),
+        None => inline(op),
+    }
+}
+
+/// Runs `op` on this thread with the task helpers looping, restoring the previous mode
+/// afterwards (even if `op` panics).
+fn inline<R>(op: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            INLINE.with(|f| f.set(self.0));
+        }
+    }
+    let _restore = Restore(INLINE.with(|f| f.replace(true)));
+    op()
+}
+
+fn is_inline() -> bool {
+    INLINE.with(Cell::get)
+}
+
+/// `f(i, chunk)` for each `size`-element chunk of `data`, in parallel unless inline.
+pub(crate) fn for_each_chunk<T: Send>(
+    data: &mut [T],
+    size: usize,
+    f: impl Fn(usize, &mut [T]) + Sync + Send,
+) {
+    if size == 0 {
+        return;
+    }
+    if is_inline() {
+        data.chunks_mut(size).enumerate().for_each(|(i, c)| f(i, c));
+    } else {
+        data.par_chunks_mut(size)
+            .enumerate()
+            .for_each(|(i, c)| f(i, c));
+    }
+}
+
+/// [`for_each_chunk`] with per-worker scratch state made by `init`.
+pub(crate) fn for_each_chunk_init<T: Send, S>(
+    data: &mut [T],
+    size: usize,
+    init: impl Fn() -> S + Sync + Send,
+    f: impl Fn(&mut S, usize, &mut [T]) + Sync + Send,
+) {
+    if size == 0 {
+        return;
+    }
+    if is_inline() {
+        let mut state = init();
+        data.chunks_mut(size)
+            .enumerate()
+            .for_each(|(i, c)| f(&mut state, i, c));
+    } else {
+        data.par_chunks_mut(size)
+            .enumerate()
+            .for_each_init(init, |state, (i, c)| f(state, i, c));
+    }
+}
+
+/// `f(state, i)` for each `i` in `0..n`, with per-worker scratch state made by `init`.
+pub(crate) fn for_each_index_init<S>(
+    n: usize,
+    init: impl Fn() -> S + Sync + Send,
+    f: impl Fn(&mut S, usize) + Sync + Send,
+) {
+    if is_inline() {
+        let mut state = init();
+        (0..n).for_each(|i| f(&mut state, i));
+    } else {
+        (0..n).into_par_iter().for_each_init(init, f);
     }
 }

@@ -1,6 +1,6 @@
 //! Gradient with respect to the bias: the sum of the output gradient over batch and plane.
 
-use rayon::prelude::*;
+use crate::threading::for_each_chunk;
 
 use super::rows::sum;
 use crate::element::Accumulator;
@@ -13,7 +13,8 @@ pub(crate) fn backward_bias<A: Accumulator>(grad_out: &[A], batch: usize, grad_b
         0 => 0,
         images => grad_out.len() / images,
     };
-    grad_b.par_iter_mut().enumerate().for_each(|(c, gb)| {
+    for_each_chunk(grad_b, 1, |c, gb| {
+        let gb = &mut gb[0];
         let mut acc = A::ZERO;
         for n in 0..batch {
             acc += sum(&grad_out[(n * channels + c) * plane..][..plane]);

@@ -2,7 +2,7 @@
 //! each task fills a band of rows of one input-gradient plane, gathering from every output
 //! row that a kernel tap connects to it.
 
-use rayon::prelude::*;
+use crate::threading::for_each_chunk;
 
 use super::rows::{axpy_scattered, band_rows, valid_range};
 use crate::element::Accumulator;
@@ -23,18 +23,12 @@ pub(crate) fn backward_input<A: Accumulator>(
         return;
     }
     let band = band_rows(g.n * g.cin, g.h) * g.w;
-    grad_in
-        .par_chunks_mut(plane)
-        .enumerate()
-        .for_each(|(p, in_plane)| {
-            let (n, ci) = (p / g.cin, p % g.cin);
-            in_plane
-                .par_chunks_mut(band)
-                .enumerate()
-                .for_each(|(b, rows)| {
-                    backward_input_band(g, grad_out, weight, n, ci, b * band / g.w, rows);
-                });
+    for_each_chunk(grad_in, plane, |p, in_plane| {
+        let (n, ci) = (p / g.cin, p % g.cin);
+        for_each_chunk(in_plane, band, |b, rows| {
+            backward_input_band(g, grad_out, weight, n, ci, b * band / g.w, rows);
         });
+    });
 }
 
 /// Input-gradient rows `iy0..` of plane `(n, ci)`.

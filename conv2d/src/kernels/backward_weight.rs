@@ -1,7 +1,7 @@
 //! Gradient with respect to the weight: each task owns the `kh*kw` taps of one
 //! `(out channel, in channel)` pair and reduces over the batch and the output plane.
 
-use rayon::prelude::*;
+use crate::threading::for_each_chunk;
 
 use super::rows::{dot_conj, valid_range};
 use crate::element::Accumulator;
@@ -20,16 +20,13 @@ pub(crate) fn backward_weight<A: Accumulator>(
         return;
     }
     let cin_g = g.cin_per_group();
-    grad_w
-        .par_chunks_mut(taps)
-        .enumerate()
-        .for_each(|(pair, w_taps)| {
-            let (co, ci_in_group) = (pair / cin_g, pair % cin_g);
-            let ci = (co / g.cout_per_group()) * cin_g + ci_in_group;
-            for (t, gw) in w_taps.iter_mut().enumerate() {
-                *gw = tap_gradient(g, input, grad_out, co, ci, t / g.kw, t % g.kw);
-            }
-        });
+    for_each_chunk(grad_w, taps, |pair, w_taps| {
+        let (co, ci_in_group) = (pair / cin_g, pair % cin_g);
+        let ci = (co / g.cout_per_group()) * cin_g + ci_in_group;
+        for (t, gw) in w_taps.iter_mut().enumerate() {
+            *gw = tap_gradient(g, input, grad_out, co, ci, t / g.kw, t % g.kw);
+        }
+    });
 }
 
 fn tap_gradient<A: Accumulator>(

@@ -3,7 +3,7 @@
 //! into `stride` column phases so that every tap reads contiguous pixels; then it computes
 //! four vectors of 16 output pixels at a time, tap after tap.
 
-use rayon::prelude::*;
+use crate::threading::for_each_chunk;
 
 use super::rows::band_rows;
 use crate::element::Accumulator;
@@ -69,27 +69,22 @@ pub(crate) fn forward<A: Accumulator>(
     let cin_g = g.cin_per_group();
     let taps = cin_g * g.kh * g.kw;
     let band = band_rows(g.n * g.cout, g.oh);
-    out.par_chunks_mut(plane)
-        .enumerate()
-        .for_each(|(p, out_plane)| {
-            let (n, co) = (p / g.cout, p % g.cout);
-            let ci0 = co / g.cout_per_group() * cin_g;
-            let x = &input[(n * g.cin + ci0) * g.h * g.w..][..cin_g * g.h * g.w];
-            out_plane
-                .par_chunks_mut(band * g.ow)
-                .enumerate()
-                .for_each(|(b, rows)| {
-                    let slab = padded_slab(g, x, b * band, rows.len() / g.ow);
-                    let mut job = Band {
-                        g,
-                        slab: &slab,
-                        taps: &weight[co * taps..][..taps],
-                        init: bias.map_or(A::ZERO, |b| b[co]),
-                        out: rows,
-                    };
-                    run(&mut job);
-                });
+    for_each_chunk(out, plane, |p, out_plane| {
+        let (n, co) = (p / g.cout, p % g.cout);
+        let ci0 = co / g.cout_per_group() * cin_g;
+        let x = &input[(n * g.cin + ci0) * g.h * g.w..][..cin_g * g.h * g.w];
+        for_each_chunk(out_plane, band * g.ow, |b, rows| {
+            let slab = padded_slab(g, x, b * band, rows.len() / g.ow);
+            let mut job = Band {
+                g,
+                slab: &slab,
+                taps: &weight[co * taps..][..taps],
+                init: bias.map_or(A::ZERO, |b| b[co]),
+                out: rows,
+            };
+            run(&mut job);
         });
+    });
 }
 
 /// The input rows output rows `oy0..oy0+rows` read, of every plane of `x`, zero-padded on
@@ -229,31 +224,28 @@ pub(crate) fn backward_weight<A: Accumulator>(
     }
     let (plane, in_plane) = (g.oh * g.ow, g.h * g.w);
     let cin_g = g.cin_per_group();
-    grad_w
-        .par_chunks_mut(taps)
-        .enumerate()
-        .for_each(|(pair, gw)| {
-            let (co, ci_in_group) = (pair / cin_g, pair % cin_g);
-            let ci = co / g.cout_per_group() * cin_g + ci_in_group;
-            let mut sums = vec![[A::ZERO; LANES]; taps];
-            if plane > 0 && in_plane > 0 {
-                for n in 0..g.n {
-                    let x = &input[(n * g.cin + ci) * in_plane..][..in_plane];
-                    let slab = padded_slab(g, x, 0, g.oh);
-                    let mut job = WeightJob {
-                        g,
-                        starts: &slab.tap_starts(g),
-                        slab: &slab,
-                        grad_out: &grad_out[(n * g.cout + co) * plane..][..plane],
-                        sums: &mut sums,
-                    };
-                    run_weight(&mut job);
-                }
+    for_each_chunk(grad_w, taps, |pair, gw| {
+        let (co, ci_in_group) = (pair / cin_g, pair % cin_g);
+        let ci = co / g.cout_per_group() * cin_g + ci_in_group;
+        let mut sums = vec![[A::ZERO; LANES]; taps];
+        if plane > 0 && in_plane > 0 {
+            for n in 0..g.n {
+                let x = &input[(n * g.cin + ci) * in_plane..][..in_plane];
+                let slab = padded_slab(g, x, 0, g.oh);
+                let mut job = WeightJob {
+                    g,
+                    starts: &slab.tap_starts(g),
+                    slab: &slab,
+                    grad_out: &grad_out[(n * g.cout + co) * plane..][..plane],
+                    sums: &mut sums,
+                };
+                run_weight(&mut job);
             }
-            for (gw, lanes) in gw.iter_mut().zip(&sums) {
-                *gw = sum_lanes(lanes);
-            }
-        });
+        }
+        for (gw, lanes) in gw.iter_mut().zip(&sums) {
+            *gw = sum_lanes(lanes);
+        }
+    });
 }
 
 /// One image's contribution to one channel pair's weight gradient.

@@ -1,6 +1,6 @@
 //! Forward convolution: each task fills a band of rows of one output plane.
 
-use rayon::prelude::*;
+use crate::threading::for_each_chunk;
 
 use super::rows::{axpy_strided, band_rows, valid_range};
 use crate::element::Accumulator;
@@ -21,18 +21,13 @@ pub(crate) fn forward<A: Accumulator>(
         return;
     }
     let band = band_rows(g.n * g.cout, g.oh) * g.ow;
-    out.par_chunks_mut(plane)
-        .enumerate()
-        .for_each(|(p, out_plane)| {
-            let (n, co) = (p / g.cout, p % g.cout);
-            out_plane
-                .par_chunks_mut(band)
-                .enumerate()
-                .for_each(|(b, rows)| {
-                    let init = bias.map_or(A::ZERO, |b| b[co]);
-                    forward_band(g, input, weight, init, n, co, b * band / g.ow, rows);
-                });
+    for_each_chunk(out, plane, |p, out_plane| {
+        let (n, co) = (p / g.cout, p % g.cout);
+        for_each_chunk(out_plane, band, |b, rows| {
+            let init = bias.map_or(A::ZERO, |b| b[co]);
+            forward_band(g, input, weight, init, n, co, b * band / g.ow, rows);
         });
+    });
 }
 
 /// Output rows `oy0..` of plane `(n, co)`.

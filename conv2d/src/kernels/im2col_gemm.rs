@@ -7,7 +7,7 @@
 //! task. Block sizes depend on the shape only, not on the thread count, so every output
 //! element is summed in the same order for any number of threads.
 
-use rayon::prelude::*;
+use crate::threading::{for_each_chunk_init, for_each_index_init};
 
 use super::rows::valid_range;
 use crate::element::Accumulator;
@@ -87,60 +87,59 @@ pub(crate) fn forward<A: Accumulator>(
         && g.pad_left == 0
         && g.oh == g.h
         && g.ow == g.w;
-    (0..spatial_tasks * co_chunks)
-        .into_par_iter()
-        .for_each_init(
-            || vec![A::ZERO; if pointwise { 0 } else { k * block }],
-            |col, task| {
-                let (spatial, chunk) = (task / co_chunks, task % co_chunks);
-                let (image, rest) = (spatial / (g.groups * blocks), spatial % (g.groups * blocks));
-                let (group, b) = (rest / blocks, rest % blocks);
-                let p0 = b * block;
-                let width = block.min(plane - p0);
-                let co0 = chunk * co_block;
-                let rows = co_block.min(cout_g - co0);
-                let x = &input[(image * g.cin + group * cin_g) * g.h * g.w..][..cin_g * g.h * g.w];
-                let (columns, col_row_stride) = if pointwise {
-                    (&x[p0..], plane)
-                } else {
-                    fill_columns(g, x, p0, width, &mut col[..k * width]);
-                    (&col[..], width)
-                };
-                let w = &weight[(group * cout_g + co0) * k..][..rows * k];
-                let dst_offset = (image * g.cout + group * cout_g + co0) * plane + p0;
-                // SAFETY: `dst` addresses rows `co0..co0+rows` of the group's output channels and
-                // columns `p0..p0+width` of image `image`'s planes: inside `out` (its length is
-                // `output_len`, asserted above), and disjoint from every other task's elements
-                // since tasks differ in image, group, pixel block or channel chunk. `w` is
-                // `rows x k` with row stride `k`; `columns` is `k x width` with row stride
-                // `col_row_stride` (the column buffer, or the input planes themselves, whose
-                // last row ends at `(k-1)*plane + p0 + width <= k*plane`). The accumulator
-                // types are exactly the ones `gemm` supports.
-                unsafe {
-                    gemm::gemm(
-                        rows,
-                        width,
-                        k,
-                        out_ptr.get().add(dst_offset),
-                        1,
-                        plane as isize,
-                        true,
-                        w.as_ptr(),
-                        1,
-                        k as isize,
-                        columns.as_ptr(),
-                        1,
-                        col_row_stride as isize,
-                        A::ONE,
-                        A::ONE,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
-                }
-            },
-        );
+    for_each_index_init(
+        spatial_tasks * co_chunks,
+        || vec![A::ZERO; if pointwise { 0 } else { k * block }],
+        |col, task| {
+            let (spatial, chunk) = (task / co_chunks, task % co_chunks);
+            let (image, rest) = (spatial / (g.groups * blocks), spatial % (g.groups * blocks));
+            let (group, b) = (rest / blocks, rest % blocks);
+            let p0 = b * block;
+            let width = block.min(plane - p0);
+            let co0 = chunk * co_block;
+            let rows = co_block.min(cout_g - co0);
+            let x = &input[(image * g.cin + group * cin_g) * g.h * g.w..][..cin_g * g.h * g.w];
+            let (columns, col_row_stride) = if pointwise {
+                (&x[p0..], plane)
+            } else {
+                fill_columns(g, x, p0, width, &mut col[..k * width]);
+                (&col[..], width)
+            };
+            let w = &weight[(group * cout_g + co0) * k..][..rows * k];
+            let dst_offset = (image * g.cout + group * cout_g + co0) * plane + p0;
+            // SAFETY: `dst` addresses rows `co0..co0+rows` of the group's output channels and
+            // columns `p0..p0+width` of image `image`'s planes: inside `out` (its length is
+            // `output_len`, asserted above), and disjoint from every other task's elements
+            // since tasks differ in image, group, pixel block or channel chunk. `w` is
+            // `rows x k` with row stride `k`; `columns` is `k x width` with row stride
+            // `col_row_stride` (the column buffer, or the input planes themselves, whose
+            // last row ends at `(k-1)*plane + p0 + width <= k*plane`). The accumulator
+            // types are exactly the ones `gemm` supports.
+            unsafe {
+                gemm::gemm(
+                    rows,
+                    width,
+                    k,
+                    out_ptr.get().add(dst_offset),
+                    1,
+                    plane as isize,
+                    true,
+                    w.as_ptr(),
+                    1,
+                    k as isize,
+                    columns.as_ptr(),
+                    1,
+                    col_row_stride as isize,
+                    A::ONE,
+                    A::ONE,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        },
+    );
 }
 
 /// Blocking of the backward passes: output pixels per block, and input channels per task
@@ -154,7 +153,7 @@ fn backward_blocking(g: &Geometry) -> (usize, usize) {
     let cin_g = g.cin_per_group();
     let ci_block = (1..=target.min(cin_g))
         .rev()
-        .find(|d| cin_g % d == 0)
+        .find(|d| cin_g.is_multiple_of(*d))
         .unwrap_or(1);
     (block, ci_block)
 }
@@ -188,52 +187,51 @@ pub(crate) fn backward_input<A: Accumulator>(
     let k = cin_g * taps;
     let (block, ci_block) = backward_blocking(g);
     let rows = ci_block * taps;
-    grad_in
-        .par_chunks_mut(ci_block * in_plane)
-        .enumerate()
-        .for_each_init(
-            || vec![A::ZERO; rows * block],
-            |col, (task, gx)| {
-                gx.fill(A::ZERO);
-                let (image, ci0) = (task * ci_block / g.cin, task * ci_block % g.cin);
-                let (group, ci_in_group) = (ci0 / cin_g, ci0 % cin_g);
-                for p0 in (0..plane).step_by(block) {
-                    let width = block.min(plane - p0);
-                    let gy = &grad_out[(image * g.cout + group * cout_g) * plane + p0..];
-                    let w = &weight[group * cout_g * k + ci_in_group * taps..];
-                    // SAFETY: `col` holds `rows * width` elements written with row stride
-                    // `width`. `w` reads `(kk, co)` at `kk + co*k` for `kk < rows`,
-                    // `co < cout_g`: inside the group's `cout_g x k` panel from its column
-                    // `ci_in_group*taps`, since `ci_in_group*taps + rows <= k`. `gy` reads
-                    // `(co, j)` at `co*plane + j` for `j < width <= plane - p0`: inside the
-                    // group's output-gradient planes of `image`. Lengths asserted above.
-                    unsafe {
-                        gemm::gemm(
-                            rows,
-                            width,
-                            cout_g,
-                            col.as_mut_ptr(),
-                            1,
-                            width as isize,
-                            false,
-                            w.as_ptr(),
-                            k as isize,
-                            1,
-                            gy.as_ptr(),
-                            1,
-                            plane as isize,
-                            A::ZERO,
-                            A::ONE,
-                            false,
-                            false,
-                            false,
-                            gemm::Parallelism::None,
-                        );
-                    }
-                    scatter_columns(g, &col[..rows * width], p0, width, gx);
+    for_each_chunk_init(
+        grad_in,
+        ci_block * in_plane,
+        || vec![A::ZERO; rows * block],
+        |col, task, gx| {
+            gx.fill(A::ZERO);
+            let (image, ci0) = (task * ci_block / g.cin, task * ci_block % g.cin);
+            let (group, ci_in_group) = (ci0 / cin_g, ci0 % cin_g);
+            for p0 in (0..plane).step_by(block) {
+                let width = block.min(plane - p0);
+                let gy = &grad_out[(image * g.cout + group * cout_g) * plane + p0..];
+                let w = &weight[group * cout_g * k + ci_in_group * taps..];
+                // SAFETY: `col` holds `rows * width` elements written with row stride
+                // `width`. `w` reads `(kk, co)` at `kk + co*k` for `kk < rows`,
+                // `co < cout_g`: inside the group's `cout_g x k` panel from its column
+                // `ci_in_group*taps`, since `ci_in_group*taps + rows <= k`. `gy` reads
+                // `(co, j)` at `co*plane + j` for `j < width <= plane - p0`: inside the
+                // group's output-gradient planes of `image`. Lengths asserted above.
+                unsafe {
+                    gemm::gemm(
+                        rows,
+                        width,
+                        cout_g,
+                        col.as_mut_ptr(),
+                        1,
+                        width as isize,
+                        false,
+                        w.as_ptr(),
+                        k as isize,
+                        1,
+                        gy.as_ptr(),
+                        1,
+                        plane as isize,
+                        A::ZERO,
+                        A::ONE,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
                 }
-            },
-        );
+                scatter_columns(g, &col[..rows * width], p0, width, gx);
+            }
+        },
+    );
 }
 
 /// The weight gradient by im2col and GEMM: each task owns the columns of `ci_block` input
@@ -272,7 +270,8 @@ pub(crate) fn backward_weight<A: Accumulator>(
     let rows = ci_block * taps;
     let per_group = cin_g / ci_block;
     let gw_ptr = OutPtr(grad_w.as_mut_ptr());
-    (0..g.groups * per_group).into_par_iter().for_each_init(
+    for_each_index_init(
+        g.groups * per_group,
         || vec![A::ZERO; rows * block],
         |col, task| {
             let (group, ci_in_group) = (task / per_group, task % per_group * ci_block);

@@ -68,7 +68,7 @@ pub(crate) fn backward_weight<A: Accumulator>(
     }
 }
 
-use rayon::prelude::*;
+use crate::threading::for_each_chunk;
 
 use crate::element::Accumulator;
 
@@ -77,12 +77,10 @@ pub(crate) fn add_bias<A: Accumulator>(out: &mut [A], bias: &[A], plane: usize) 
     if plane == 0 || bias.is_empty() {
         return;
     }
-    out.par_chunks_mut(plane)
-        .enumerate()
-        .for_each(|(p, values)| {
-            let b = bias[p % bias.len()];
-            for v in values {
-                *v += b;
-            }
-        });
+    for_each_chunk(out, plane, |p, values| {
+        let b = bias[p % bias.len()];
+        for v in values {
+            *v += b;
+        }
+    });
 }

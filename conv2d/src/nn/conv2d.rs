@@ -234,12 +234,12 @@ pub(super) fn check_layer_args(
             "groups must be a positive integer, but got groups=0",
         ));
     }
-    if in_channels % groups != 0 {
+    if !in_channels.is_multiple_of(groups) {
         return Err(ConvError::invalid(format!(
             "in_channels must be divisible by groups, but got in_channels={in_channels}, groups={groups}"
         )));
     }
-    if out_channels % groups != 0 {
+    if !out_channels.is_multiple_of(groups) {
         return Err(ConvError::invalid(format!(
             "out_channels must be divisible by groups, but got out_channels={out_channels}, groups={groups}"
         )));

@@ -285,7 +285,9 @@ impl Conv2dPlan {
         let w = prepared_weight(weight, false)?;
         let b = bias.map(T::acc_slice).transpose()?;
         T::fill_from_acc(out, |out| {
-            install(|| kernels::forward(self.algorithm, g, &x, &w, b.as_deref(), out))
+            install(g.work(), || {
+                kernels::forward(self.algorithm, g, &x, &w, b.as_deref(), out)
+            })
         })
     }
 
@@ -337,13 +339,15 @@ impl Conv2dPlan {
         let w = prepared_weight(weight, true)?;
         match &self.border {
             None => T::fill_from_acc(grad_input, |gx| {
-                install(|| kernels::backward_input(self.algorithm, g, &gy, &w, gx))
+                install(g.work(), || {
+                    kernels::backward_input(self.algorithm, g, &gy, &w, gx)
+                })
             }),
             Some(border) => {
                 let mut padded = try_filled(g.input_len(), <T::Acc as crate::Accumulator>::ZERO)?;
                 let [_, _, h, w_] = self.input_shape;
                 T::fill_from_acc(grad_input, |gx| {
-                    install(|| {
+                    install(g.work(), || {
                         kernels::backward_input(self.algorithm, g, &gy, &w, &mut padded);
                         border.fold(&padded, h, w_, gx);
                     })
@@ -397,7 +401,9 @@ impl Conv2dPlan {
         let x = self.padded_input(input)?;
         let gy = T::acc_slice(grad_output)?;
         T::fill_from_acc(grad_weight, |gw| {
-            install(|| kernels::backward_weight(self.algorithm, g, &x, &gy, gw))
+            install(g.work(), || {
+                kernels::backward_weight(self.algorithm, g, &x, &gy, gw)
+            })
         })
     }
 
@@ -442,7 +448,7 @@ impl Conv2dPlan {
         check_len("grad_bias", grad_bias.len(), [1, g.cout, 1, 1])?;
         let gy = T::acc_slice(grad_output)?;
         T::fill_from_acc(grad_bias, |gb| {
-            install(|| kernels::backward_bias(&gy, g.n, gb))
+            install(g.output_len(), || kernels::backward_bias(&gy, g.n, gb))
         })
     }
 
@@ -453,7 +459,7 @@ impl Conv2dPlan {
             None => Ok(x),
             Some(border) => {
                 let [_, _, h, w] = self.input_shape;
-                Ok(Cow::Owned(install(|| border.pad(&x, h, w))?))
+                Ok(Cow::Owned(install(x.len(), || border.pad(&x, h, w))?))
             }
         }
     }

@@ -302,7 +302,7 @@ impl ConvTranspose2dPlan {
         let w = prepared_weight(weight, false)?;
         let b = bias.map(T::acc_slice).transpose()?;
         T::fill_from_acc(out, |out| {
-            install(|| {
+            install(g.work(), || {
                 kernels::backward_input(self.algorithm, g, &x, &w, out);
                 if let Some(b) = &b {
                     kernels::add_bias(out, b, g.h * g.w);
@@ -357,7 +357,9 @@ impl ConvTranspose2dPlan {
         let gy = T::acc_slice(grad_output)?;
         let w = prepared_weight(weight, true)?;
         T::fill_from_acc(grad_input, |gx| {
-            install(|| kernels::forward(self.algorithm, g, &gy, &w, None, gx))
+            install(g.work(), || {
+                kernels::forward(self.algorithm, g, &gy, &w, None, gx)
+            })
         })
     }
 
@@ -409,7 +411,9 @@ impl ConvTranspose2dPlan {
         // The kernel sums conj(its input) * (its output gradient) = conj(gy) * x here;
         // PyTorch's convention wants conj(x) * gy, the conjugate of that.
         T::fill_from_acc(grad_weight, |gw| {
-            install(|| kernels::backward_weight(self.algorithm, g, &gy, &x, gw));
+            install(g.work(), || {
+                kernels::backward_weight(self.algorithm, g, &gy, &x, gw)
+            });
             conjugate_in_place(gw);
         })
     }
@@ -455,7 +459,7 @@ impl ConvTranspose2dPlan {
         check_len("grad_bias", grad_bias.len(), [1, g.cin, 1, 1])?;
         let gy = T::acc_slice(grad_output)?;
         T::fill_from_acc(grad_bias, |gb| {
-            install(|| kernels::backward_bias(&gy, g.n, gb))
+            install(g.output_len(), || kernels::backward_bias(&gy, g.n, gb))
         })
     }
 }

@@ -37,7 +37,7 @@ fn check_positive(stride: Pair, dilation: Pair, groups: usize) -> Result<()> {
 
 /// Checks that dimension 0 of the weight is a positive multiple of `groups`.
 fn check_weight_groups(weight_shape: [usize; 4], groups: usize) -> Result<()> {
-    if weight_shape[0] == 0 || weight_shape[0] % groups != 0 {
+    if weight_shape[0] == 0 || !weight_shape[0].is_multiple_of(groups) {
         return Err(ConvError::shape(format!(
             "Given groups={groups}, expected weight to be divisible by {groups} at dimension 0 \
              (and at least {groups}), but got weight of size {} instead",
