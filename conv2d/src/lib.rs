@@ -26,10 +26,15 @@
 //! # Ok::<(), conv2d::ConvError>(())
 //! ```
 //!
-//! ## Threads and determinism
+//! ## Threads, instruction sets and determinism
 //! Calls run on a pool of [`num_threads`] threads ([`set_num_threads`], or the environment
-//! variable `CONV2D_NUM_THREADS`). Every output element is summed by one thread in a fixed
-//! order, so results are bitwise identical across runs and thread counts.
+//! variable `CONV2D_NUM_THREADS`); calls with little work, and all calls when there is one
+//! thread, run on the caller's thread. Every output element is summed by one thread in an
+//! order fixed by the shape and the [`Algorithm`], so on one machine results are bitwise
+//! identical across runs and thread counts. The library's kernels run on the instruction
+//! set [`isa`] picks (lowered with `CONV2D_ISA` for testing); they give the same bits on every
+//! level. The GEMM behind [`Algorithm::Im2colGemm`] picks its own kernels, so its last bits
+//! may differ between machines.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
