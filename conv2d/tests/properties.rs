@@ -464,3 +464,43 @@ fn the_requested_instruction_set_is_in_force() {
     };
     assert_eq!(isa(), requested.min(detected_isa()));
 }
+
+/// Shapes large enough that every algorithm splits its work: several pixel blocks and
+/// output-channel chunks in the GEMM forward pass, several channel blocks in its backward
+/// passes, a pointwise convolution reading its input in place, several groups of four
+/// vectors per row in the direct kernel, strided phases and masked last vectors.
+#[test]
+fn every_algorithm_matches_reference_on_shapes_that_split_into_blocks() {
+    let cases = [
+        // (n, groups, cin_g, cout_g, h, w, k, stride, dilation, pad)
+        (1, 1, 64, 16, 20, 20, (3, 3), (1, 1), (1, 1), (1, 1)),
+        (2, 2, 24, 12, 17, 23, (3, 2), (2, 1), (1, 2), (2, 1)),
+        (1, 1, 64, 8, 64, 64, (1, 1), (1, 1), (1, 1), (0, 0)),
+        (1, 1, 40, 24, 9, 9, (3, 3), (1, 1), (2, 2), (2, 2)),
+        (1, 6, 1, 2, 21, 100, (3, 3), (1, 1), (1, 1), (1, 1)),
+        (1, 4, 1, 1, 31, 70, (5, 3), (2, 3), (1, 1), (2, 1)),
+        (2, 8, 4, 4, 18, 37, (3, 3), (1, 1), (1, 1), (1, 1)),
+    ];
+    for (i, (n, groups, cin_g, cout_g, h, w, k, stride, dilation, pad)) in
+        cases.into_iter().enumerate()
+    {
+        let p = Problem {
+            n,
+            groups,
+            cin_g,
+            cout_g,
+            h,
+            w,
+            k,
+            stride,
+            dilation,
+            pad,
+            mode: 0,
+            bias: true,
+            seed: i as u64,
+        };
+        every_algorithm_matches_reference::<f32>(&p).unwrap_or_else(|e| panic!("case {i}: {e}"));
+        every_algorithm_matches_reference::<Complex<f64>>(&p)
+            .unwrap_or_else(|e| panic!("case {i}: {e}"));
+    }
+}
