@@ -3,7 +3,10 @@
 use ndarray::{Array, Array1, Array4, ArrayBase, Data, Dimension};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
+use safetensors::SafeTensors;
+
 use super::init::uniform_parameters;
+use super::state_dict::{load_parameters, parameters_state_dict, StateTensor};
 use crate::element::Element;
 use crate::error::{ConvError, Result};
 use crate::functional::{conv2d, conv2d_backward, Gradients};
@@ -177,6 +180,61 @@ impl Conv2dConfig {
     /// # Ok::<(), conv2d::ConvError>(())
     /// ```
     pub fn init<T: Element>(&self, rng: &mut impl Rng) -> Result<Conv2d<T>> {
+        let (weight, bias) = uniform_parameters(
+            self.weight_shape()?,
+            self.bias.then_some(self.out_channels),
+            rng,
+        )?;
+        Ok(Conv2d {
+            weight,
+            bias,
+            config: *self,
+        })
+    }
+
+    /// Builds the layer with the weight and bias a PyTorch `state_dict` holds under `prefix`
+    /// (`"features.0"` reads `features.0.weight` and `features.0.bias`; an empty prefix reads
+    /// `weight` and `bias`), from a file written by `safetensors.torch.save_file`. Values of
+    /// another floating-point dtype are converted, as `load_state_dict` does.
+    ///
+    /// # Errors
+    /// Those of [`init`](Conv2dConfig::init); a missing key; a `bias` key when the config
+    /// says `bias=false`; a tensor whose shape is not PyTorch's for this config; a
+    /// non-floating-point dtype.
+    ///
+    /// # Example
+    /// ```
+    /// use conv2d::nn::{serialize_state_dict, Conv2dConfig};
+    ///
+    /// let config = Conv2dConfig::new(3, 8, 3).padding(1);
+    /// let saved = config.init_seeded::<f32>(0)?;
+    /// let bytes = serialize_state_dict(&saved.state_dict("conv")?)?;
+    /// let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    /// let loaded = config.load::<half::f16>(&file, "conv")?;
+    /// assert_eq!(loaded.weight.dim(), (8, 3, 3, 3));
+    /// assert!(Conv2dConfig::new(3, 8, 5).load::<f32>(&file, "conv").is_err()); // wrong shape
+    /// # Ok::<(), conv2d::ConvError>(())
+    /// ```
+    pub fn load<T: Element>(
+        &self,
+        state_dict: &SafeTensors<'_>,
+        prefix: &str,
+    ) -> Result<Conv2d<T>> {
+        let (weight, bias) = load_parameters(
+            state_dict,
+            prefix,
+            self.weight_shape()?,
+            self.bias.then_some(self.out_channels),
+        )?;
+        Ok(Conv2d {
+            weight,
+            bias,
+            config: *self,
+        })
+    }
+
+    /// The weight shape PyTorch gives this layer, after the constructor's checks.
+    fn weight_shape(&self) -> Result<[usize; 4]> {
         check_layer_args(
             self.in_channels,
             self.out_channels,
@@ -189,19 +247,12 @@ impl Conv2dConfig {
                 self.stride
             )));
         }
-        let shape = [
+        Ok([
             self.out_channels,
             self.in_channels / self.groups,
             self.kernel_size.h,
             self.kernel_size.w,
-        ];
-        let (weight, bias) =
-            uniform_parameters(shape, self.bias.then_some(self.out_channels), rng)?;
-        Ok(Conv2d {
-            weight,
-            bias,
-            config: *self,
-        })
+        ])
     }
 
     /// [`init`](Conv2dConfig::init) with a `StdRng` seeded by `seed`.
@@ -289,6 +340,24 @@ impl<T: Element> Conv2d<T> {
     /// ```
     pub fn config(&self) -> &Conv2dConfig {
         &self.config
+    }
+
+    /// The layer's parameters under `prefix`, as PyTorch's `state_dict()` names them
+    /// (`{prefix}.weight`, and `{prefix}.bias` if the layer has one), for
+    /// [`serialize_state_dict`](crate::nn::serialize_state_dict).
+    ///
+    /// # Errors
+    /// Complex element types, which safetensors files from PyTorch cannot hold.
+    ///
+    /// # Example
+    /// ```
+    /// let m = conv2d::nn::Conv2dConfig::new(3, 8, 3).bias(false).init_seeded::<f32>(0)?;
+    /// let names: Vec<String> = m.state_dict("stem")?.into_iter().map(|(k, _)| k).collect();
+    /// assert_eq!(names, ["stem.weight"]);
+    /// # Ok::<(), conv2d::ConvError>(())
+    /// ```
+    pub fn state_dict(&self, prefix: &str) -> Result<Vec<(String, StateTensor)>> {
+        parameters_state_dict(prefix, &self.weight, self.bias.as_ref())
     }
 
     /// Applies the layer to a batched or unbatched input.

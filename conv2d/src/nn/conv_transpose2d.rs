@@ -4,7 +4,10 @@ use ndarray::{Array, Array1, Array4, ArrayBase, Data, Dimension};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 use super::conv2d::check_layer_args;
+use safetensors::SafeTensors;
+
 use super::init::uniform_parameters;
+use super::state_dict::{load_parameters, parameters_state_dict, StateTensor};
 use crate::element::Element;
 use crate::error::{ConvError, Result};
 use crate::functional::{conv_transpose2d, conv_transpose2d_backward, Gradients};
@@ -194,6 +197,55 @@ impl ConvTranspose2dConfig {
     /// # Ok::<(), conv2d::ConvError>(())
     /// ```
     pub fn init<T: Element>(&self, rng: &mut impl Rng) -> Result<ConvTranspose2d<T>> {
+        let (weight, bias) = uniform_parameters(
+            self.weight_shape()?,
+            self.bias.then_some(self.out_channels),
+            rng,
+        )?;
+        Ok(ConvTranspose2d {
+            weight,
+            bias,
+            config: *self,
+        })
+    }
+
+    /// Builds the layer with the weight and bias a PyTorch `state_dict` holds under `prefix`,
+    /// from a file written by `safetensors.torch.save_file`; see [`Conv2dConfig::load`](crate::nn::Conv2dConfig::load).
+    ///
+    /// # Errors
+    /// Those of [`init`](ConvTranspose2dConfig::init) and of [`Conv2dConfig::load`](crate::nn::Conv2dConfig::load).
+    ///
+    /// # Example
+    /// ```
+    /// use conv2d::nn::{serialize_state_dict, ConvTranspose2dConfig};
+    ///
+    /// let config = ConvTranspose2dConfig::new(8, 4, 4).stride(2).padding(1);
+    /// let bytes = serialize_state_dict(&config.init_seeded::<f32>(0)?.state_dict("up")?)?;
+    /// let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    /// assert_eq!(config.load::<f64>(&file, "up")?.weight.dim(), (8, 4, 4, 4));
+    /// assert!(config.load::<f64>(&file, "down").is_err()); // missing key
+    /// # Ok::<(), conv2d::ConvError>(())
+    /// ```
+    pub fn load<T: Element>(
+        &self,
+        state_dict: &SafeTensors<'_>,
+        prefix: &str,
+    ) -> Result<ConvTranspose2d<T>> {
+        let (weight, bias) = load_parameters(
+            state_dict,
+            prefix,
+            self.weight_shape()?,
+            self.bias.then_some(self.out_channels),
+        )?;
+        Ok(ConvTranspose2d {
+            weight,
+            bias,
+            config: *self,
+        })
+    }
+
+    /// The weight shape PyTorch gives this layer, after the constructor's checks.
+    fn weight_shape(&self) -> Result<[usize; 4]> {
         if self.padding_mode != PaddingMode::Zeros {
             return Err(ConvError::invalid(format!(
                 "Only \"zeros\" padding mode is supported for ConvTranspose2d, but got \
@@ -207,19 +259,12 @@ impl ConvTranspose2dConfig {
             self.kernel_size,
             self.groups,
         )?;
-        let shape = [
+        Ok([
             self.in_channels,
             self.out_channels / self.groups,
             self.kernel_size.h,
             self.kernel_size.w,
-        ];
-        let (weight, bias) =
-            uniform_parameters(shape, self.bias.then_some(self.out_channels), rng)?;
-        Ok(ConvTranspose2d {
-            weight,
-            bias,
-            config: *self,
-        })
+        ])
     }
 
     /// [`init`](ConvTranspose2dConfig::init) with a `StdRng` seeded by `seed`.
@@ -278,6 +323,22 @@ impl<T: Element> ConvTranspose2d<T> {
     /// ```
     pub fn config(&self) -> &ConvTranspose2dConfig {
         &self.config
+    }
+
+    /// The layer's parameters under `prefix`, as PyTorch's `state_dict()` names them; see
+    /// [`Conv2d::state_dict`](crate::nn::Conv2d::state_dict).
+    ///
+    /// # Errors
+    /// Complex element types, which safetensors files from PyTorch cannot hold.
+    ///
+    /// # Example
+    /// ```
+    /// let m = conv2d::nn::ConvTranspose2dConfig::new(8, 4, 2).init_seeded::<f32>(0)?;
+    /// assert_eq!(m.state_dict("up")?.len(), 2);
+    /// # Ok::<(), conv2d::ConvError>(())
+    /// ```
+    pub fn state_dict(&self, prefix: &str) -> Result<Vec<(String, StateTensor)>> {
+        parameters_state_dict(prefix, &self.weight, self.bias.as_ref())
     }
 
     /// Applies the layer, with the output size given by `output_padding`.

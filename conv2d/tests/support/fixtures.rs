@@ -29,12 +29,19 @@ impl FixtureFile {
                 path.display()
             )
         });
-        let (_, meta) = SafeTensors::read_metadata(&bytes).expect("safetensors header");
+        Self::open_raw(&bytes)
+    }
+
+    /// A fixture file from its bytes; `cases` is empty when its metadata has none.
+    pub fn open_raw(bytes: &[u8]) -> Self {
+        let (_, meta) = SafeTensors::read_metadata(bytes).expect("safetensors header");
         let meta: HashMap<String, String> = meta.metadata().clone().unwrap_or_default();
-        let cases: Vec<Value> =
-            serde_json::from_str(&meta["cases"]).expect("cases metadata is JSON");
+        let cases: Vec<Value> = meta
+            .get("cases")
+            .map(|c| serde_json::from_str(c).expect("cases metadata is JSON"))
+            .unwrap_or_default();
         Self {
-            bytes,
+            bytes: bytes.to_vec(),
             cases,
             torch_version: meta.get("torch_version").cloned().unwrap_or_default(),
         }
