@@ -39,7 +39,10 @@ fn groups_not_dividing_out_channels() {
         [1, 4, 8, 8],
         [6, 1, 3, 3],
         Conv2dOptions::default().groups(4),
-        &["groups=4", "[6, 1, 3, 3]"],
+        &[
+            "Given groups=4, expected weight to be divisible by 4 at dimension 0",
+            "[6, 1, 3, 3]",
+        ],
     );
     assert_eq!(kind, ErrorKind::ShapeMismatch);
 }

@@ -159,7 +159,7 @@ impl ConvTranspose2dPlan {
         let (oh, ow) = (mins[0] + extra[0], mins[1] + extra[1]);
         if oh <= 0 || ow <= 0 {
             return Err(ConvError::shape(format!(
-                "Given input size per channel: ({h} x {w}), calculated output size per channel: \
+                "Given input size per channel: ({h} x {w}). Calculated output size per channel: \
                  ({oh} x {ow}). Output size is too small"
             )));
         }

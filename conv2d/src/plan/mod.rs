@@ -37,14 +37,18 @@ fn check_positive(stride: Pair, dilation: Pair, groups: usize) -> Result<()> {
 
 /// Checks that dimension 0 of the weight is a positive multiple of `groups`.
 fn check_weight_groups(weight_shape: [usize; 4], groups: usize) -> Result<()> {
-    if weight_shape[0] == 0 || !weight_shape[0].is_multiple_of(groups) {
-        return Err(ConvError::shape(format!(
-            "Given groups={groups}, expected weight to be divisible by {groups} at dimension 0 \
-             (and at least {groups}), but got weight of size {} instead",
-            fmt_shape(&weight_shape)
-        )));
-    }
-    Ok(())
+    let problem = if weight_shape[0] < groups {
+        "be at least"
+    } else if !weight_shape[0].is_multiple_of(groups) {
+        "be divisible by"
+    } else {
+        return Ok(());
+    };
+    Err(ConvError::shape(format!(
+        "Given groups={groups}, expected weight to {problem} {groups} at dimension 0, but got \
+         weight of size {} instead",
+        fmt_shape(&weight_shape)
+    )))
 }
 
 fn check_bias(bias_len: Option<usize>, expected: usize, weight_shape: [usize; 4]) -> Result<()> {
