@@ -23,15 +23,16 @@ use crate::geometry::Geometry;
 #[non_exhaustive]
 pub enum Algorithm {
     /// Direct convolution, one output row and one tap at a time: the simplest kernel, and
-    /// the backward passes of [`Algorithm::Direct`].
+    /// the strided input gradient of [`Algorithm::Direct`].
     DirectRows,
     /// Patches of a bounded block of output pixels unrolled into a column buffer, then one
     /// GEMM with the group's weight panel: best for many channels.
     Im2colGemm,
     /// Direct convolution with the sums in registers: the input rows a band of output rows
     /// reads, zero-padded and split by stride phase, then 64 outputs at a time, tap after
-    /// tap: best for depthwise and small grouped convolutions. Its backward passes run
-    /// [`Algorithm::DirectRows`].
+    /// tap: best for depthwise and small grouped convolutions. Its weight gradient reduces
+    /// vectors of partial sums over the same slabs; its input gradient, with stride 1, is
+    /// the same kernel on the flipped weight (other strides run [`Algorithm::DirectRows`]).
     Direct,
 }
 

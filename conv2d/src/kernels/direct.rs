@@ -342,3 +342,47 @@ fn sum_lanes<A: Accumulator>(lanes: &[A; LANES]) -> A {
     }
     v[0]
 }
+
+/// The input gradient: with stride 1 it is a convolution of `grad_out` with the weight
+/// flipped in space and transposed in channels, padded by `dilation*(k-1) - padding`, which
+/// [`forward`] computes; other strides (and padding beyond the kernel's reach) run the row
+/// kernel. Overwrites every element of `grad_in`; no conjugation (callers pass the
+/// conjugated weight).
+pub(crate) fn backward_input<A: Accumulator>(
+    g: &Geometry,
+    grad_out: &[A],
+    weight: &[A],
+    grad_in: &mut [A],
+) {
+    let reach = |k: usize, d: usize| (k - 1) * d;
+    let flipped = match (
+        g.stride.h == 1 && g.stride.w == 1 && g.kh > 0 && g.kw > 0,
+        reach(g.kh.max(1), g.dilation.h).checked_sub(g.pad_top),
+        reach(g.kw.max(1), g.dilation.w).checked_sub(g.pad_left),
+    ) {
+        (true, Some(pad_top), Some(pad_left)) => Geometry {
+            cin: g.cout,
+            h: g.oh,
+            w: g.ow,
+            cout: g.cin,
+            pad_top,
+            pad_left,
+            oh: g.h,
+            ow: g.w,
+            ..*g
+        },
+        _ => return super::backward_input::backward_input(g, grad_out, weight, grad_in),
+    };
+    let (cin_g, cout_g, taps) = (g.cin_per_group(), g.cout_per_group(), g.kh * g.kw);
+    // w'[ci][co in group][ky'][kx'] = w[co][ci in group][kh-1-ky'][kw-1-kx']
+    let mut w = vec![A::ZERO; weight.len()];
+    for (i, dst) in w.iter_mut().enumerate() {
+        let (ci, rest) = (i / (cout_g * taps), i % (cout_g * taps));
+        let (co_in_group, t) = (rest / taps, rest % taps);
+        let (group, ci_in_group) = (ci / cin_g, ci % cin_g);
+        let co = group * cout_g + co_in_group;
+        let flipped_tap = (g.kh - 1 - t / g.kw) * g.kw + (g.kw - 1 - t % g.kw);
+        *dst = weight[(co * cin_g + ci_in_group) * taps + flipped_tap];
+    }
+    forward(&flipped, grad_out, &w, None, grad_in);
+}

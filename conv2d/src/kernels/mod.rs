@@ -46,9 +46,8 @@ pub(crate) fn backward_input<A: Accumulator>(
     grad_in: &mut [A],
 ) {
     match algorithm {
-        Algorithm::DirectRows | Algorithm::Direct => {
-            backward_input::backward_input(g, grad_out, weight, grad_in)
-        }
+        Algorithm::DirectRows => backward_input::backward_input(g, grad_out, weight, grad_in),
+        Algorithm::Direct => direct::backward_input(g, grad_out, weight, grad_in),
         Algorithm::Im2colGemm => im2col_gemm::backward_input(g, grad_out, weight, grad_in),
     }
 }
