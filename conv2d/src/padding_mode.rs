@@ -1,11 +1,10 @@
 //! `reflect`, `replicate` and `circular` padding, as `nn.Conv2d` applies them with `F.pad`
 //! before a zero-padding convolution, and the adjoint that folds gradients back.
 
-use crate::threading::for_each_chunk;
-
 use crate::element::Accumulator;
 use crate::error::{fmt_shape, try_filled, ConvError, Result};
 use crate::options::PaddingMode;
+use crate::threading::for_each_chunk;
 
 /// Explicit amounts on each side, and the mode that fills them. Invariant (from
 /// [`Border::new`]): every padded coordinate maps to a pixel of the input.

@@ -1,9 +1,8 @@
 //! Gradient with respect to the bias: the sum of the output gradient over batch and plane.
 
-use crate::threading::for_each_chunk;
-
 use super::rows::sum;
 use crate::element::Accumulator;
+use crate::threading::for_each_chunk;
 
 /// `grad_b[c] = sum_{n, y, x} grad_out[n, c, y, x]` for `grad_out` of `batch` images with
 /// `grad_b.len()` channels, overwriting `grad_b`.

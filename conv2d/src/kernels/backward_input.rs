@@ -2,11 +2,10 @@
 //! each task fills a band of rows of one input-gradient plane, gathering from every output
 //! row that a kernel tap connects to it.
 
-use crate::threading::for_each_chunk;
-
 use super::rows::{axpy_scattered, band_rows, valid_range};
 use crate::element::Accumulator;
 use crate::geometry::Geometry;
+use crate::threading::for_each_chunk;
 
 /// `grad_in[n, ci, iy, ix] = sum weight[co, ci, ky, kx] * grad_out[n, co, oy, ox]` over the
 /// taps with `iy = oy*stride + ky*dilation - pad`, overwriting every element of `grad_in`.

@@ -1,14 +1,15 @@
-//! Direct forward convolution with the sums in registers. Each task pads the input rows its
+//! Direct convolution with the sums in registers. Each forward task pads the input rows its
 //! band of output rows reads (for each input channel of the group) into a small slab, split
 //! into `stride` column phases so that every tap reads contiguous pixels; then it computes
-//! four vectors of 16 output pixels at a time, tap after tap.
-
-use crate::threading::for_each_chunk;
+//! four vectors of 16 output pixels at a time, tap after tap. The weight gradient reduces
+//! against the same slabs; the stride-1 input gradient is a forward pass on the flipped
+//! weight.
 
 use super::rows::band_rows;
 use crate::element::Accumulator;
 use crate::geometry::Geometry;
 use crate::isa::{isa, Isa};
+use crate::threading::for_each_chunk;
 
 /// Output pixels in one vector of sums.
 const LANES: usize = 16;

@@ -7,12 +7,11 @@
 //! task. Block sizes depend on the shape only, not on the thread count, so every output
 //! element is summed in the same order for any number of threads.
 
-use crate::threading::{for_each_chunk_init, for_each_index_init};
-
 use super::rows::valid_range;
 use crate::element::Accumulator;
 use crate::geometry::Geometry;
 use crate::options::Pair;
+use crate::threading::{for_each_chunk_init, for_each_index_init};
 
 /// Tasks a pass is split into at least, where the shape allows (independent of the thread
 /// count, so that results are too).

@@ -67,9 +67,8 @@ pub(crate) fn backward_weight<A: Accumulator>(
     }
 }
 
-use crate::threading::for_each_chunk;
-
 use crate::element::Accumulator;
+use crate::threading::for_each_chunk;
 
 /// `out[n, c, ..] += bias[c]` for an NCHW `out` whose planes hold `plane` elements.
 pub(crate) fn add_bias<A: Accumulator>(out: &mut [A], bias: &[A], plane: usize) {
