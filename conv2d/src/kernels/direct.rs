@@ -372,7 +372,7 @@ pub(crate) fn backward_input<A: Accumulator>(
             ow: g.w,
             ..*g
         },
-        _ => return super::backward_input::backward_input(g, grad_out, weight, grad_in),
+        _ => return super::direct_rows::backward_input(g, grad_out, weight, grad_in),
     };
     let (cin_g, cout_g, taps) = (g.cin_per_group(), g.cout_per_group(), g.kh * g.kw);
     // w'[ci][co in group][ky'][kx'] = w[co][ci in group][kh-1-ky'][kw-1-kx']

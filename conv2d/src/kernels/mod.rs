@@ -1,15 +1,14 @@
-//! The portable kernels, written once over [`Accumulator`](crate::element::Accumulator).
-//!
-//! One verb per file, all in conv2d orientation (see [`Geometry`](crate::geometry::Geometry)):
-//! a transposed convolution runs `backward_input` as its forward pass. Each output element is
-//! summed by one thread in a fixed order, so results do not depend on the thread count.
+//! The kernels, written once over [`Accumulator`](crate::element::Accumulator): one module
+//! per [`Algorithm`], each with the forward pass and both gradients, and the dispatchers
+//! below that pick one. All work in conv2d orientation (see
+//! [`Geometry`](crate::geometry::Geometry)): a transposed convolution runs `backward_input`
+//! as its forward pass. Each output element is summed by one thread in a fixed order, so
+//! results do not depend on the thread count.
 
 mod backward_bias;
-mod backward_input;
-mod backward_weight;
 #[allow(unsafe_code)] // dispatch to the target-feature builds in `crate::arch`
 pub(crate) mod direct;
-mod forward;
+mod direct_rows;
 #[allow(unsafe_code)] // raw-buffer code: GEMM writes disjoint output blocks through one pointer
 mod im2col_gemm;
 #[allow(unsafe_code)] // dispatch to the target-feature builds in `crate::arch`
@@ -31,7 +30,7 @@ pub(crate) fn forward<A: Accumulator>(
 ) {
     match algorithm {
         Algorithm::Direct => direct::forward(g, input, weight, bias, out),
-        Algorithm::DirectRows => forward::forward(g, input, weight, bias, out),
+        Algorithm::DirectRows => direct_rows::forward(g, input, weight, bias, out),
         Algorithm::Im2colGemm => im2col_gemm::forward(g, input, weight, bias, out),
     }
 }
@@ -46,7 +45,7 @@ pub(crate) fn backward_input<A: Accumulator>(
     grad_in: &mut [A],
 ) {
     match algorithm {
-        Algorithm::DirectRows => backward_input::backward_input(g, grad_out, weight, grad_in),
+        Algorithm::DirectRows => direct_rows::backward_input(g, grad_out, weight, grad_in),
         Algorithm::Direct => direct::backward_input(g, grad_out, weight, grad_in),
         Algorithm::Im2colGemm => im2col_gemm::backward_input(g, grad_out, weight, grad_in),
     }
@@ -61,7 +60,7 @@ pub(crate) fn backward_weight<A: Accumulator>(
     grad_w: &mut [A],
 ) {
     match algorithm {
-        Algorithm::DirectRows => backward_weight::backward_weight(g, input, grad_out, grad_w),
+        Algorithm::DirectRows => direct_rows::backward_weight(g, input, grad_out, grad_w),
         Algorithm::Direct => direct::backward_weight(g, input, grad_out, grad_w),
         Algorithm::Im2colGemm => im2col_gemm::backward_weight(g, input, grad_out, grad_w),
     }

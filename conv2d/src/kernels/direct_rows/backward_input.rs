@@ -2,9 +2,9 @@
 //! each task fills a band of rows of one input-gradient plane, gathering from every output
 //! row that a kernel tap connects to it.
 
-use super::rows::{axpy_scattered, band_rows, valid_range};
 use crate::element::Accumulator;
 use crate::geometry::Geometry;
+use crate::kernels::rows::{axpy_scattered, band_rows, valid_range};
 use crate::threading::for_each_chunk;
 
 /// `grad_in[n, ci, iy, ix] = sum weight[co, ci, ky, kx] * grad_out[n, co, oy, ox]` over the

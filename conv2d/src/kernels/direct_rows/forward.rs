@@ -1,8 +1,8 @@
 //! Forward convolution: each task fills a band of rows of one output plane.
 
-use super::rows::{axpy_strided, band_rows, valid_range};
 use crate::element::Accumulator;
 use crate::geometry::Geometry;
+use crate::kernels::rows::{axpy_strided, band_rows, valid_range};
 use crate::threading::for_each_chunk;
 
 /// `out = conv2d(input, weight) + bias`, overwriting every element of `out`.

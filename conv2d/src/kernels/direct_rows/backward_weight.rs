@@ -1,9 +1,9 @@
 //! Gradient with respect to the weight: each task owns the `kh*kw` taps of one
 //! `(out channel, in channel)` pair and reduces over the batch and the output plane.
 
-use super::rows::{dot_conj, valid_range};
 use crate::element::Accumulator;
 use crate::geometry::Geometry;
+use crate::kernels::rows::{dot_conj, valid_range};
 use crate::threading::for_each_chunk;
 
 /// `grad_w[co, ci, ky, kx] = sum conj(input[n, ci, iy, ix]) * grad_out[n, co, oy, ox]`,
