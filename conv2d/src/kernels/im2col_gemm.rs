@@ -366,6 +366,9 @@ fn fill_columns<A: Accumulator>(g: &Geometry, x: &[A], p0: usize, width: usize, 
                     let dst = &mut row[j..j + len];
                     match source {
                         None => dst.fill(A::ZERO),
+                        Some((iy, ix)) if g.stride.w == 1 => {
+                            dst.copy_from_slice(&x_c[iy * g.w + ix..][..len]);
+                        }
                         Some((iy, ix)) => {
                             let src = x_c[iy * g.w + ix..].iter().step_by(g.stride.w);
                             for (d, &s) in dst.iter_mut().zip(src) {
@@ -389,9 +392,15 @@ fn scatter_columns<A: Accumulator>(g: &Geometry, col: &[A], p0: usize, width: us
             for kx in 0..g.kw {
                 let Some(row) = rows.next() else { return };
                 for_each_segment(g, p0, width, (ky, kx), |j, len, source| {
-                    if let Some((iy, ix)) = source {
+                    let Some((iy, ix)) = source else { return };
+                    let src = &row[j..j + len];
+                    if g.stride.w == 1 {
+                        for (d, &s) in gx_c[iy * g.w + ix..][..len].iter_mut().zip(src) {
+                            *d += s;
+                        }
+                    } else {
                         let dst = gx_c[iy * g.w + ix..].iter_mut().step_by(g.stride.w);
-                        for (d, &s) in dst.zip(&row[j..j + len]) {
+                        for (d, &s) in dst.zip(src) {
                             *d += s;
                         }
                     }
