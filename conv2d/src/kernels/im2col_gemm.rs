@@ -370,9 +370,10 @@ fn fill_columns<A: Accumulator>(g: &Geometry, x: &[A], p0: usize, width: usize, 
                             dst.copy_from_slice(&x_c[iy * g.w + ix..][..len]);
                         }
                         Some((iy, ix)) => {
-                            let src = x_c[iy * g.w + ix..].iter().step_by(g.stride.w);
-                            for (d, &s) in dst.iter_mut().zip(src) {
-                                *d = s;
+                            // Every stride-th pixel: the first of each stride-wide chunk.
+                            let src = x_c[iy * g.w + ix..].chunks(g.stride.w);
+                            for (d, chunk) in dst.iter_mut().zip(src) {
+                                *d = chunk[0];
                             }
                         }
                     }
