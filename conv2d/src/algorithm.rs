@@ -26,13 +26,15 @@ pub enum Algorithm {
     /// the strided input gradient of [`Algorithm::Direct`].
     DirectRows,
     /// Patches of a bounded block of output pixels unrolled into a column buffer, then one
-    /// GEMM with the group's weight panel: best for many channels.
+    /// GEMM with the group's weight panel: best for many channels. Scratch: at most 128 Ki
+    /// elements of column buffer per task, plus the GEMM's packing buffers.
     Im2colGemm,
     /// Direct convolution with the sums in registers: the input rows a band of output rows
     /// reads, zero-padded and split by stride phase, then 64 outputs at a time, tap after
     /// tap: best for depthwise and small grouped convolutions. Its weight gradient reduces
     /// vectors of partial sums over the same slabs; its input gradient, with stride 1, is
     /// the same kernel on the flipped weight (other strides run [`Algorithm::DirectRows`]).
+    /// Scratch: per task, the padded rows of its band in each input channel of the group.
     Direct,
 }
 

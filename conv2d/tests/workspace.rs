@@ -1,0 +1,95 @@
+//! A call's scratch memory stays bounded: no im2col buffer of a whole image, let alone a
+//! batch. A counting allocator records the peak of live bytes during each call.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use conv2d::{Algorithm, Conv2dOptions, Conv2dPlan};
+
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every method forwards to the system allocator with the caller's arguments; the
+// counters are only bookkeeping.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let live = LIVE.fetch_add(layout.size(), Ordering::SeqCst) + layout.size();
+        PEAK.fetch_max(live, Ordering::SeqCst);
+        // SAFETY: forwarded unchanged; the caller upholds `alloc`'s contract.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::SeqCst);
+        // SAFETY: forwarded unchanged; `ptr` came from `alloc` with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Peak bytes allocated on top of what was live before `op` ran.
+fn peak_scratch(op: impl FnOnce()) -> usize {
+    let before = LIVE.load(Ordering::SeqCst);
+    PEAK.store(before, Ordering::SeqCst);
+    op();
+    PEAK.load(Ordering::SeqCst) - before
+}
+
+#[test]
+fn scratch_memory_is_bounded_far_below_a_whole_im2col() {
+    conv2d::set_num_threads(2).unwrap();
+    // An image whose full im2col would take 64*9 * 112*112 floats = 28.9 MB.
+    let shape = [2, 64, 112, 112];
+    let plan =
+        Conv2dPlan::new(shape, [64, 64, 3, 3], &Conv2dOptions::default().padding(1)).unwrap();
+    assert_eq!(plan.algorithm(), Algorithm::Im2colGemm);
+    let x = vec![0.5f32; shape.iter().product()];
+    let w = vec![0.25f32; 64 * 64 * 9];
+    let gy = vec![1.0f32; plan.output_shape().iter().product()];
+    let (mut y, mut gx, mut gw) = (
+        vec![0.0f32; gy.len()],
+        vec![0.0f32; x.len()],
+        vec![0.0f32; w.len()],
+    );
+    let whole_im2col = 64 * 9 * 112 * 112 * 4;
+    // Two threads, each with a column buffer of at most 128 Ki floats (512 KiB), plus the
+    // GEMM's packing buffers: a few MiB at most.
+    let bound = 8 << 20;
+    for (pass, peak) in [
+        (
+            "forward",
+            peak_scratch(|| plan.forward_into(&x, &w, None, &mut y).unwrap()),
+        ),
+        (
+            "backward_input",
+            peak_scratch(|| plan.backward_input_into(&gy, &w, &mut gx).unwrap()),
+        ),
+        (
+            "backward_weight",
+            peak_scratch(|| plan.backward_weight_into(&x, &gy, &mut gw).unwrap()),
+        ),
+    ] {
+        eprintln!("{pass}: peak scratch {peak} bytes");
+        assert!(
+            peak <= bound,
+            "{pass}: {peak} bytes of scratch, bound {bound}"
+        );
+        assert!(
+            peak * 3 < whole_im2col,
+            "{pass}: {peak} bytes is near a whole im2col"
+        );
+    }
+    // The direct algorithm pads, per task, the rows of its band in each input channel of the
+    // group: at most one padded image group per thread (it is chosen for small groups).
+    let direct = plan.clone().with_algorithm(Algorithm::Direct);
+    let peak = peak_scratch(|| direct.forward_into(&x, &w, None, &mut y).unwrap());
+    let slabs = 2 * 64 * 114 * 114 * 4 + (1 << 20);
+    eprintln!("direct forward: peak scratch {peak} bytes");
+    assert!(
+        peak <= slabs,
+        "direct forward: {peak} bytes of scratch, bound {slabs}"
+    );
+}
