@@ -67,12 +67,34 @@ pub(crate) fn forward<A: Accumulator>(
     if plane == 0 || out.is_empty() {
         return;
     }
-    let cin_g = g.cin_per_group();
+    let (cin_g, cout_g) = (g.cin_per_group(), g.cout_per_group());
     let taps = cin_g * g.kh * g.kw;
+    let bias_of = |co: usize| bias.map_or(A::ZERO, |b| b[co]);
+    if band_rows(g.n * g.groups, g.oh) == g.oh {
+        // Enough (image, group) pairs to keep every thread busy: each task pads its group's
+        // input once, for all the group's output channels.
+        for_each_chunk(out, cout_g * plane, |task, group_out| {
+            let (n, group) = (task / g.groups, task % g.groups);
+            let x = &input[(n * g.cin + group * cin_g) * g.h * g.w..][..cin_g * g.h * g.w];
+            let slab = padded_slab(g, x, 0, g.oh);
+            for (co_in_group, out_plane) in group_out.chunks_mut(plane).enumerate() {
+                let co = group * cout_g + co_in_group;
+                run(&mut Band {
+                    g,
+                    slab: &slab,
+                    taps: &weight[co * taps..][..taps],
+                    init: bias_of(co),
+                    out: out_plane,
+                });
+            }
+        });
+        return;
+    }
+    // Otherwise bands of rows of each output plane, each padding the rows it reads.
     let band = band_rows(g.n * g.cout, g.oh);
     for_each_chunk(out, plane, |p, out_plane| {
         let (n, co) = (p / g.cout, p % g.cout);
-        let ci0 = co / g.cout_per_group() * cin_g;
+        let ci0 = co / cout_g * cin_g;
         let x = &input[(n * g.cin + ci0) * g.h * g.w..][..cin_g * g.h * g.w];
         for_each_chunk(out_plane, band * g.ow, |b, rows| {
             let slab = padded_slab(g, x, b * band, rows.len() / g.ow);
@@ -80,7 +102,7 @@ pub(crate) fn forward<A: Accumulator>(
                 g,
                 slab: &slab,
                 taps: &weight[co * taps..][..taps],
-                init: bias.map_or(A::ZERO, |b| b[co]),
+                init: bias_of(co),
                 out: rows,
             };
             run(&mut job);
