@@ -526,3 +526,40 @@ fn empty_batch_works() {
     .unwrap();
     assert_eq!(y.dim(), (0, 2, 11, 11));
 }
+
+#[test]
+fn zero_sized_kernels_and_images() {
+    conv_err(
+        [1, 3, 6, 6],
+        [4, 3, 0, 3],
+        Conv2dOptions::default(),
+        &[
+            "kernel size should be greater than zero",
+            "kernel_height: 0 kernel_width: 3",
+        ],
+    );
+    // Without padding the kernel does not fit; with padding PyTorch still refuses an empty image.
+    conv_err(
+        [1, 3, 0, 6],
+        [4, 3, 3, 3],
+        Conv2dOptions::default(),
+        &["(0 x 6)"],
+    );
+    conv_err(
+        [1, 3, 0, 6],
+        [4, 3, 3, 3],
+        Conv2dOptions::default().padding(2),
+        &[
+            "Only zero batch or zero channel inputs are supported",
+            "[1, 3, 0, 6]",
+        ],
+    );
+    // An empty batch with an empty image is fine, as in PyTorch.
+    let y = conv2d(
+        &zeros([0, 3, 0, 6]),
+        &zeros([4, 3, 3, 3]),
+        None,
+        &Conv2dOptions::default().padding(2),
+    );
+    assert_eq!(y.unwrap().dim(), (0, 4, 2, 8));
+}

@@ -90,9 +90,15 @@ impl Conv2dPlan {
                 fmt_shape(&input_shape)
             )));
         }
+        if kh == 0 || kw == 0 {
+            return Err(ConvError::invalid(format!(
+                "kernel size should be greater than zero, but got kernel_height: {kh} \
+                 kernel_width: {kw}"
+            )));
+        }
         let reach = |k: usize, d: usize| {
-            k.checked_sub(1)
-                .and_then(|k1| k1.checked_mul(d))
+            (k - 1)
+                .checked_mul(d)
                 .ok_or_else(|| ConvError::overflow("the dilated kernel size"))
         };
         let (reach_h, reach_w) = (reach(kh, dilation.h)?, reach(kw, dilation.w)?);
@@ -123,6 +129,12 @@ impl Conv2dPlan {
                  Kernel size can't be greater than actual input size",
                 reach_h + 1,
                 reach_w + 1
+            )));
+        }
+        if n > 0 && cin > 0 && (h == 0 || w == 0) {
+            return Err(ConvError::shape(format!(
+                "Only zero batch or zero channel inputs are supported, but got input shape: {}",
+                fmt_shape(&input_shape)
             )));
         }
         let (oh, ow) = (
