@@ -180,27 +180,21 @@ pub(super) fn load_parameters<T: Element>(
 ) -> Result<(Array4<T>, Option<Array1<T>>)> {
     let key = |name: &str| param_key(prefix, name);
     let (weight_key, bias_key) = (key("weight"), key("bias"));
-    let weight = read::<T>(file, &weight_key, &shape)?
-        .ok_or_else(|| ConvError::invalid(format!("Missing key in state_dict: {weight_key:?}")))?;
-    let weight = Array4::from_shape_vec(shape, weight)
+    let require = |key: &str, shape: &[usize]| {
+        read::<T>(file, key, shape)?
+            .ok_or_else(|| ConvError::invalid(format!("Missing key in state_dict: {key:?}")))
+    };
+    let weight = Array4::from_shape_vec(shape, require(&weight_key, &shape)?)
         .map_err(|e| ConvError::shape(format!("cannot shape {weight_key}: {e}")))?;
-    let bias = match (
-        bias_len,
-        read::<T>(file, &bias_key, &[bias_len.unwrap_or(0)]),
-    ) {
-        (Some(_), Ok(Some(b))) => Some(Array1::from(b)),
-        (Some(_), Ok(None)) => {
+    let bias = match bias_len {
+        Some(len) => Some(Array1::from(require(&bias_key, &[len])?)),
+        None if file.tensor(&bias_key).is_ok() => {
             return Err(ConvError::invalid(format!(
-                "Missing key in state_dict: {bias_key:?}"
+                "Unexpected key in state_dict: {bias_key:?} (the layer was configured with \
+                 bias=false)"
             )))
         }
-        (Some(_), Err(e)) => return Err(e),
-        (None, _) if file.tensor(&bias_key).is_ok() => {
-            return Err(ConvError::invalid(format!(
-            "Unexpected key in state_dict: {bias_key:?} (the layer was configured with bias=false)"
-        )))
-        }
-        (None, _) => None,
+        None => None,
     };
     Ok((weight, bias))
 }
