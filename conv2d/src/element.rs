@@ -16,6 +16,15 @@ mod sealed {
 /// The type a computation accumulates in: `f32`, `f64`, `Complex<f32>` or `Complex<f64>`.
 ///
 /// Sealed: the kernels are written once over this trait and instantiated for these four.
+///
+/// # Example
+/// ```
+/// use conv2d::{Accumulator, Element};
+/// use half::bf16;
+/// // bf16 is summed in f32.
+/// let acc: <bf16 as Element>::Acc = bf16::from_f32(1.5).to_acc() + <f32 as Accumulator>::ONE;
+/// assert_eq!(acc, 2.5f32);
+/// ```
 pub trait Accumulator:
     sealed::Sealed
     + Copy

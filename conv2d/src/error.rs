@@ -115,6 +115,16 @@ impl fmt::Display for ConvError {
 impl std::error::Error for ConvError {}
 
 /// Shorthand for `Result<T, ConvError>`.
+///
+/// # Example
+/// ```
+/// fn output_channels() -> conv2d::Result<usize> {
+///     let plan = conv2d::Conv2dPlan::new([1, 3, 8, 8], [4, 3, 3, 3], &Default::default())?;
+///     Ok(plan.output_shape()[1])
+/// }
+/// assert_eq!(output_channels()?, 4);
+/// # Ok::<(), conv2d::ConvError>(())
+/// ```
 pub type Result<T> = std::result::Result<T, ConvError>;
 
 /// Formats a shape the way PyTorch prints `tensor.size()` in its messages: `[1, 4, 5, 5]`.

@@ -4,6 +4,13 @@ use std::sync::OnceLock;
 
 /// The environment variable that lowers the instruction set (`scalar`, `avx2`, `avx512`),
 /// read once, at first use; it never raises it above what the CPU has.
+///
+/// # Example
+/// ```
+/// // Set before the first convolution, e.g. `CONV2D_ISA=scalar cargo test`.
+/// assert_eq!(conv2d::ISA_ENV, "CONV2D_ISA");
+/// assert!(conv2d::isa() <= conv2d::detected_isa());
+/// ```
 pub const ISA_ENV: &str = "CONV2D_ISA";
 
 /// An instruction-set level for the library's own kernels, lowest first.

@@ -14,6 +14,7 @@
 //!   once and writing into the caller's buffers: the zero-copy entry for frameworks.
 //!
 //! Every invalid argument returns a [`ConvError`] naming the values; nothing panics.
+//! Coming from PyTorch? [`pytorch_guide`] maps every argument of its docs to this crate.
 //!
 //! ```
 //! use conv2d::{conv2d, Conv2dOptions, Same};
@@ -51,6 +52,8 @@ pub mod nn;
 mod options;
 mod padding_mode;
 mod plan;
+#[doc = include_str!("pytorch_guide.md")]
+pub mod pytorch_guide {}
 mod threading;
 
 pub use algorithm::Algorithm;

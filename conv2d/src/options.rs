@@ -370,6 +370,12 @@ pub struct GradMask {
 
 impl GradMask {
     /// All three gradients.
+    ///
+    /// # Example
+    /// ```
+    /// use conv2d::GradMask;
+    /// assert!(GradMask::ALL.input && GradMask::ALL.weight && GradMask::ALL.bias);
+    /// ```
     pub const ALL: GradMask = GradMask {
         input: true,
         weight: true,

@@ -10,6 +10,14 @@ use rayon::ThreadPool;
 use crate::error::{ConvError, Result};
 
 /// The environment variable read once, at first use, for the default thread count.
+///
+/// # Example
+/// ```
+/// // Set before the first convolution, e.g. `CONV2D_NUM_THREADS=1 cargo run`;
+/// // `set_num_threads` overrides it.
+/// assert_eq!(conv2d::NUM_THREADS_ENV, "CONV2D_NUM_THREADS");
+/// assert!(conv2d::num_threads() >= 1);
+/// ```
 pub const NUM_THREADS_ENV: &str = "CONV2D_NUM_THREADS";
 
 /// 0 means "not set in code": fall back to the environment, then to the machine.

@@ -362,6 +362,11 @@ impl<T: Element> Conv2d<T> {
 
     /// Applies the layer to a batched or unbatched input.
     ///
+    /// # Shapes
+    /// `input`: `[N, in_channels, H, W]` or unbatched `[in_channels, H, W]`; the result has the
+    /// same rank, `[N, out_channels, H_out, W_out]` with `H_out = (H + 2 * padding - dilation *
+    /// (kernel - 1) - 1) / stride + 1` (and likewise `W_out`), as in PyTorch's docs.
+    ///
     /// # Errors
     /// As [`conv2d`](crate::conv2d) (for example an input with the wrong channel count, or a
     /// `weight`/`bias` replaced by arrays of other shapes).
@@ -389,6 +394,10 @@ impl<T: Element> Conv2d<T> {
 
     /// Gradients with respect to the input, weight and bias (the last only when the layer has
     /// a bias), given the input of the forward call and the gradient of its output.
+    ///
+    /// # Shapes
+    /// `input` as in [`forward`](Conv2d::forward), `grad_output` the shape of its result; the
+    /// gradients have the shapes of `input`, `weight` and `bias`.
     ///
     /// # Errors
     /// As [`conv2d_backward`](crate::conv2d_backward).

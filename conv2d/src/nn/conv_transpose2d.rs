@@ -343,6 +343,11 @@ impl<T: Element> ConvTranspose2d<T> {
 
     /// Applies the layer, with the output size given by `output_padding`.
     ///
+    /// # Shapes
+    /// `input`: `[N, in_channels, H, W]` or unbatched `[in_channels, H, W]`; the result has the
+    /// same rank, `[N, out_channels, H_out, W_out]` with `H_out = (H - 1) * stride - 2 * padding +
+    /// dilation * (kernel - 1) + output_padding + 1` (and likewise `W_out`), as in PyTorch's docs.
+    ///
     /// # Errors
     /// As [`conv_transpose2d`](crate::conv_transpose2d).
     ///
@@ -365,6 +370,10 @@ impl<T: Element> ConvTranspose2d<T> {
 
     /// Applies the layer with an exact `output_size` (`[h, w]` or the full output shape), as
     /// `forward(input, output_size=...)` in PyTorch.
+    ///
+    /// # Shapes
+    /// As [`forward`](ConvTranspose2d::forward), with `H_out, W_out` taken from `output_size`
+    /// (which replaces `output_padding`).
     ///
     /// # Errors
     /// An `output_size` outside `[min, min + stride - 1]` per axis or of the wrong length, and
@@ -412,6 +421,10 @@ impl<T: Element> ConvTranspose2d<T> {
     /// Gradients with respect to the input, weight and bias (the last only when the layer has
     /// a bias). The output size is read from `grad_output`, so a forward call made with an
     /// `output_size` needs nothing more.
+    ///
+    /// # Shapes
+    /// `input` as in [`forward`](ConvTranspose2d::forward), `grad_output` the shape of its
+    /// result; the gradients have the shapes of `input`, `weight` and `bias`.
     ///
     /// # Errors
     /// As [`conv_transpose2d_backward`](crate::conv_transpose2d_backward); a `grad_output`

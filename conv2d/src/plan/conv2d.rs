@@ -246,6 +246,10 @@ impl Conv2dPlan {
 
     /// The output of [`forward_into`](Conv2dPlan::forward_into) in a new vector.
     ///
+    /// # Shapes
+    /// `input`: [`input_shape`](Conv2dPlan::input_shape), `weight`: [`weight_shape`](Conv2dPlan::weight_shape),
+    /// `bias`: `[out_channels]`; the result: [`output_shape`](Conv2dPlan::output_shape). All contiguous NCHW.
+    ///
     /// # Errors
     /// As [`forward_into`](Conv2dPlan::forward_into).
     ///
@@ -268,6 +272,10 @@ impl Conv2dPlan {
     }
 
     /// Writes `conv2d(input, weight, bias)` into `out`.
+    ///
+    /// # Shapes
+    /// `input`: [`input_shape`](Conv2dPlan::input_shape), `weight`: [`weight_shape`](Conv2dPlan::weight_shape),
+    /// `bias`: `[out_channels]`, `out`: [`output_shape`](Conv2dPlan::output_shape). All contiguous NCHW.
     ///
     /// # Errors
     /// A slice whose length differs from its shape's, or a bias whose length is not `cout`.
@@ -305,6 +313,10 @@ impl Conv2dPlan {
 
     /// The input gradient in a new vector; see [`backward_input_into`](Conv2dPlan::backward_input_into).
     ///
+    /// # Shapes
+    /// `grad_output`: [`output_shape`](Conv2dPlan::output_shape), `weight`: [`weight_shape`](Conv2dPlan::weight_shape);
+    /// the result: [`input_shape`](Conv2dPlan::input_shape).
+    ///
     /// # Errors
     /// As [`backward_input_into`](Conv2dPlan::backward_input_into).
     ///
@@ -325,6 +337,10 @@ impl Conv2dPlan {
     /// with respect to the output. Complex types use PyTorch's convention (the conjugated
     /// weight); gradients through reflect/replicate/circular padding accumulate into the
     /// pixels they copy.
+    ///
+    /// # Shapes
+    /// `grad_output`: [`output_shape`](Conv2dPlan::output_shape), `weight`: [`weight_shape`](Conv2dPlan::weight_shape),
+    /// `out`: [`input_shape`](Conv2dPlan::input_shape).
     ///
     /// # Errors
     /// A slice whose length differs from its shape's.
@@ -370,6 +386,10 @@ impl Conv2dPlan {
 
     /// The weight gradient in a new vector; see [`backward_weight_into`](Conv2dPlan::backward_weight_into).
     ///
+    /// # Shapes
+    /// `input`: [`input_shape`](Conv2dPlan::input_shape), `grad_output`: [`output_shape`](Conv2dPlan::output_shape);
+    /// the result: [`weight_shape`](Conv2dPlan::weight_shape).
+    ///
     /// # Errors
     /// As [`backward_weight_into`](Conv2dPlan::backward_weight_into).
     ///
@@ -388,6 +408,10 @@ impl Conv2dPlan {
 
     /// Writes the gradient with respect to the weight into `grad_weight` (for complex types,
     /// the sum of `conj(input) * grad_output`, as PyTorch).
+    ///
+    /// # Shapes
+    /// `input`: [`input_shape`](Conv2dPlan::input_shape), `grad_output`: [`output_shape`](Conv2dPlan::output_shape),
+    /// `out`: [`weight_shape`](Conv2dPlan::weight_shape).
     ///
     /// # Errors
     /// A slice whose length differs from its shape's.
@@ -421,6 +445,9 @@ impl Conv2dPlan {
 
     /// The bias gradient in a new vector; see [`backward_bias_into`](Conv2dPlan::backward_bias_into).
     ///
+    /// # Shapes
+    /// `grad_output`: [`output_shape`](Conv2dPlan::output_shape); the result: `[out_channels]`.
+    ///
     /// # Errors
     /// As [`backward_bias_into`](Conv2dPlan::backward_bias_into).
     ///
@@ -438,6 +465,9 @@ impl Conv2dPlan {
 
     /// Writes the gradient with respect to the bias (the sum of `grad_output` over batch and
     /// pixels) into `grad_bias`.
+    ///
+    /// # Shapes
+    /// `grad_output`: [`output_shape`](Conv2dPlan::output_shape), `out`: `[out_channels]`.
     ///
     /// # Errors
     /// A slice whose length differs from its shape's.

@@ -251,6 +251,10 @@ impl ConvTranspose2dPlan {
 
     /// The output of [`forward_into`](ConvTranspose2dPlan::forward_into) in a new vector.
     ///
+    /// # Shapes
+    /// `input`: [`input_shape`](ConvTranspose2dPlan::input_shape), `weight`: [`weight_shape`](ConvTranspose2dPlan::weight_shape),
+    /// `bias`: `[out_channels]`; the result: [`output_shape`](ConvTranspose2dPlan::output_shape). All contiguous NCHW.
+    ///
     /// # Errors
     /// As [`forward_into`](ConvTranspose2dPlan::forward_into).
     ///
@@ -273,6 +277,10 @@ impl ConvTranspose2dPlan {
     }
 
     /// Writes `conv_transpose2d(input, weight, bias)` into `out`.
+    ///
+    /// # Shapes
+    /// `input`: [`input_shape`](ConvTranspose2dPlan::input_shape), `weight`: [`weight_shape`](ConvTranspose2dPlan::weight_shape),
+    /// `bias`: `[out_channels]`, `out`: [`output_shape`](ConvTranspose2dPlan::output_shape). All contiguous NCHW.
     ///
     /// # Errors
     /// A slice whose length differs from its shape's, or a bias whose length is not `cout`.
@@ -314,6 +322,10 @@ impl ConvTranspose2dPlan {
     /// The input gradient in a new vector; see
     /// [`backward_input_into`](ConvTranspose2dPlan::backward_input_into).
     ///
+    /// # Shapes
+    /// `grad_output`: [`output_shape`](ConvTranspose2dPlan::output_shape), `weight`: [`weight_shape`](ConvTranspose2dPlan::weight_shape);
+    /// the result: [`input_shape`](ConvTranspose2dPlan::input_shape).
+    ///
     /// # Errors
     /// As [`backward_input_into`](ConvTranspose2dPlan::backward_input_into).
     ///
@@ -332,6 +344,10 @@ impl ConvTranspose2dPlan {
 
     /// Writes the gradient with respect to the input (a convolution of `grad_output` with the
     /// weight, conjugated for complex types) into `grad_input`.
+    ///
+    /// # Shapes
+    /// `grad_output`: [`output_shape`](ConvTranspose2dPlan::output_shape), `weight`: [`weight_shape`](ConvTranspose2dPlan::weight_shape),
+    /// `out`: [`input_shape`](ConvTranspose2dPlan::input_shape).
     ///
     /// # Errors
     /// A slice whose length differs from its shape's.
@@ -366,6 +382,10 @@ impl ConvTranspose2dPlan {
     /// The weight gradient in a new vector; see
     /// [`backward_weight_into`](ConvTranspose2dPlan::backward_weight_into).
     ///
+    /// # Shapes
+    /// `input`: [`input_shape`](ConvTranspose2dPlan::input_shape), `grad_output`: [`output_shape`](ConvTranspose2dPlan::output_shape);
+    /// the result: [`weight_shape`](ConvTranspose2dPlan::weight_shape).
+    ///
     /// # Errors
     /// As [`backward_weight_into`](ConvTranspose2dPlan::backward_weight_into).
     ///
@@ -384,6 +404,10 @@ impl ConvTranspose2dPlan {
 
     /// Writes the gradient with respect to the weight (for complex types, the sum of
     /// `conj(input) * grad_output`, as PyTorch) into `grad_weight`.
+    ///
+    /// # Shapes
+    /// `input`: [`input_shape`](ConvTranspose2dPlan::input_shape), `grad_output`: [`output_shape`](ConvTranspose2dPlan::output_shape),
+    /// `out`: [`weight_shape`](ConvTranspose2dPlan::weight_shape).
     ///
     /// # Errors
     /// A slice whose length differs from its shape's.
@@ -421,6 +445,9 @@ impl ConvTranspose2dPlan {
     /// The bias gradient in a new vector; see
     /// [`backward_bias_into`](ConvTranspose2dPlan::backward_bias_into).
     ///
+    /// # Shapes
+    /// `grad_output`: [`output_shape`](ConvTranspose2dPlan::output_shape); the result: `[out_channels]`.
+    ///
     /// # Errors
     /// As [`backward_bias_into`](ConvTranspose2dPlan::backward_bias_into).
     ///
@@ -437,6 +464,9 @@ impl ConvTranspose2dPlan {
     }
 
     /// Writes the gradient with respect to the bias into `grad_bias`.
+    ///
+    /// # Shapes
+    /// `grad_output`: [`output_shape`](ConvTranspose2dPlan::output_shape), `out`: `[out_channels]`.
     ///
     /// # Errors
     /// A slice whose length differs from its shape's.
