@@ -43,6 +43,8 @@ pub trait Accumulator:
     const ONE: Self;
     /// The complex conjugate; the identity for real types.
     fn conj(self) -> Self;
+    /// Neither NaN nor infinite (for complex types: neither part).
+    fn is_finite(self) -> bool;
 }
 
 /// An element type of tensors: `f32`, `f64`, `half::f16`, `half::bf16`,
@@ -105,7 +107,7 @@ pub trait Element: sealed::Sealed + Copy + Send + Sync + Debug + PartialEq + 'st
 }
 
 macro_rules! accumulator {
-    ($t:ty, $zero:expr, $one:expr, $conj:expr) => {
+    ($t:ty, $zero:expr, $one:expr, $conj:expr, $finite:expr) => {
         impl sealed::Sealed for $t {}
         impl Accumulator for $t {
             const ZERO: Self = $zero;
@@ -115,23 +117,30 @@ macro_rules! accumulator {
                 let f: fn($t) -> $t = $conj;
                 f(self)
             }
+            #[inline(always)]
+            fn is_finite(self) -> bool {
+                let f: fn($t) -> bool = $finite;
+                f(self)
+            }
         }
     };
 }
 
-accumulator!(f32, 0.0, 1.0, |x| x);
-accumulator!(f64, 0.0, 1.0, |x| x);
+accumulator!(f32, 0.0, 1.0, |x| x, f32::is_finite);
+accumulator!(f64, 0.0, 1.0, |x| x, f64::is_finite);
 accumulator!(
     Complex<f32>,
     Complex::new(0.0, 0.0),
     Complex::new(1.0, 0.0),
-    |x| Complex::conj(&x)
+    |x| Complex::conj(&x),
+    Complex::is_finite
 );
 accumulator!(
     Complex<f64>,
     Complex::new(0.0, 0.0),
     Complex::new(1.0, 0.0),
-    |x| Complex::conj(&x)
+    |x| Complex::conj(&x),
+    Complex::is_finite
 );
 
 macro_rules! self_accumulating {

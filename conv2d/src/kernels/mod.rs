@@ -4,6 +4,14 @@
 //! [`Geometry`](crate::geometry::Geometry)): a transposed convolution runs `backward_input`
 //! as its forward pass. Each output element is summed by one thread in a fixed order, so
 //! results do not depend on the thread count.
+//!
+//! Non-finite values follow PyTorch's definition of zero padding as a convolution of the
+//! padded input: in the forward pass and the weight gradient the padding contributes terms
+//! `0 * w` and `0 * grad_out`, so a non-finite weight (or output gradient) gives NaN where
+//! it meets the padding; the input gradient has no padding terms. `direct-rows` skips
+//! padded taps, and `direct`'s stride-1 input gradient sums over zero-padded gradients, so
+//! the dispatchers hand non-finite data from those to the algorithm that keeps the
+//! definition (checking costs one pass over the weight or the output gradient).
 
 mod backward_bias;
 #[allow(unsafe_code)] // dispatch to the target-feature builds in `crate::arch`
@@ -28,6 +36,10 @@ pub(crate) fn forward<A: Accumulator>(
     bias: Option<&[A]>,
     out: &mut [A],
 ) {
+    let algorithm = match algorithm {
+        Algorithm::DirectRows if !all_finite(weight) => Algorithm::Direct,
+        chosen => chosen,
+    };
     match algorithm {
         Algorithm::Direct => direct::forward(g, input, weight, bias, out),
         Algorithm::DirectRows => direct_rows::forward(g, input, weight, bias, out),
@@ -44,6 +56,10 @@ pub(crate) fn backward_input<A: Accumulator>(
     weight: &[A],
     grad_in: &mut [A],
 ) {
+    let algorithm = match algorithm {
+        Algorithm::Direct if !all_finite(weight) => Algorithm::DirectRows,
+        chosen => chosen,
+    };
     match algorithm {
         Algorithm::DirectRows => direct_rows::backward_input(g, grad_out, weight, grad_in),
         Algorithm::Direct => direct::backward_input(g, grad_out, weight, grad_in),
@@ -59,6 +75,10 @@ pub(crate) fn backward_weight<A: Accumulator>(
     grad_out: &[A],
     grad_w: &mut [A],
 ) {
+    let algorithm = match algorithm {
+        Algorithm::DirectRows if !all_finite(grad_out) => Algorithm::Direct,
+        chosen => chosen,
+    };
     match algorithm {
         Algorithm::DirectRows => direct_rows::backward_weight(g, input, grad_out, grad_w),
         Algorithm::Direct => direct::backward_weight(g, input, grad_out, grad_w),
@@ -68,6 +88,10 @@ pub(crate) fn backward_weight<A: Accumulator>(
 
 use crate::element::Accumulator;
 use crate::threading::for_each_chunk;
+
+fn all_finite<A: Accumulator>(values: &[A]) -> bool {
+    values.iter().all(|v| v.is_finite())
+}
 
 /// `out[n, c, ..] += bias[c]` for an NCHW `out` whose planes hold `plane` elements.
 pub(crate) fn add_bias<A: Accumulator>(out: &mut [A], bias: &[A], plane: usize) {
