@@ -103,7 +103,10 @@ pub trait Element: sealed::Sealed + Copy + Send + Sync + Debug + PartialEq + 'st
 
     /// Runs `fill` on an accumulator-typed view of `out`, converting afterwards when the types differ.
     #[doc(hidden)]
-    fn fill_from_acc(out: &mut [Self], fill: impl FnOnce(&mut [Self::Acc])) -> Result<()>;
+    fn fill_from_acc(
+        out: &mut [Self],
+        fill: impl FnOnce(&mut [Self::Acc]) -> Result<()>,
+    ) -> Result<()>;
 }
 
 macro_rules! accumulator {
@@ -170,9 +173,11 @@ macro_rules! self_accumulating {
             fn acc_slice(values: &[Self]) -> Result<Cow<'_, [Self::Acc]>> {
                 Ok(Cow::Borrowed(values))
             }
-            fn fill_from_acc(out: &mut [Self], fill: impl FnOnce(&mut [Self::Acc])) -> Result<()> {
-                fill(out);
-                Ok(())
+            fn fill_from_acc(
+                out: &mut [Self],
+                fill: impl FnOnce(&mut [Self::Acc]) -> Result<()>,
+            ) -> Result<()> {
+                fill(out)
             }
         }
     };
@@ -221,9 +226,12 @@ macro_rules! half_precision {
                 }
                 Ok(Cow::Owned(wide))
             }
-            fn fill_from_acc(out: &mut [Self], fill: impl FnOnce(&mut [f32])) -> Result<()> {
+            fn fill_from_acc(
+                out: &mut [Self],
+                fill: impl FnOnce(&mut [f32]) -> Result<()>,
+            ) -> Result<()> {
                 let mut wide = try_filled(out.len(), 0.0f32)?;
-                fill(&mut wide);
+                fill(&mut wide)?;
                 for (o, w) in out.iter_mut().zip(&wide) {
                     *o = <$t>::from_f32(*w);
                 }

@@ -2,8 +2,8 @@
 
 use conv2d::nn::{Conv2dConfig, ConvTranspose2dConfig};
 use conv2d::{
-    conv2d, conv2d_backward, conv_transpose2d, Conv2dOptions, Conv2dPlan, ConvTranspose2dOptions,
-    ConvTranspose2dPlan, ErrorKind, GradMask, PaddingMode, Same,
+    conv2d, conv2d_backward, conv_transpose2d, Algorithm, Conv2dOptions, Conv2dPlan,
+    ConvTranspose2dOptions, ConvTranspose2dPlan, ErrorKind, GradMask, PaddingMode, Same,
 };
 use ndarray::{Array, Array1, Array4, IxDyn};
 
@@ -494,6 +494,45 @@ fn an_allocation_that_cannot_be_had_is_an_error() {
     .unwrap();
     let err = plan.backward_weight::<f32>(&[0.0], &[]).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Allocation, "{err}");
+}
+
+#[test]
+fn scratch_that_cannot_be_had_is_an_error() {
+    // One input pixel, one output pixel, but a 2x2 kernel dilated by 2^31 over padding of
+    // 2^30: the padded window `direct` would build holds 2^62 elements. Each algorithm,
+    // each pass: an error (Allocation, or Overflow where the product does not fit), never
+    // an abort.
+    let opts = Conv2dOptions::default()
+        .padding(1 << 30)
+        .dilation(1usize << 31);
+    let plan = Conv2dPlan::new([1, 1, 1, 1], [1, 1, 2, 2], &opts).unwrap();
+    assert_eq!(plan.output_shape(), [1, 1, 1, 1]);
+    for algorithm in [
+        Algorithm::Direct,
+        Algorithm::Im2colGemm,
+        Algorithm::DirectRows,
+    ] {
+        let plan = plan.clone().with_algorithm(algorithm);
+        let results = [
+            plan.forward::<f32>(&[1.0], &[1.0; 4], None).map(drop),
+            plan.backward_weight::<f32>(&[1.0], &[1.0]).map(drop),
+            plan.backward_input::<f32>(&[1.0], &[1.0; 4]).map(drop),
+        ];
+        for (pass, result) in ["forward", "backward_weight", "backward_input"]
+            .iter()
+            .zip(results)
+        {
+            match result {
+                // Algorithms that never pad the whole window compute the one real term.
+                Ok(()) => assert_ne!(algorithm, Algorithm::Direct, "{pass}"),
+                Err(e) => assert!(
+                    matches!(e.kind(), ErrorKind::Allocation | ErrorKind::Overflow),
+                    "{}, {pass}: {e}",
+                    algorithm.name()
+                ),
+            }
+        }
+    }
 }
 
 #[test]

@@ -6,8 +6,9 @@
 //! weight.
 
 use super::rows::band_rows;
+use super::Scratch;
 use crate::element::Accumulator;
-use crate::geometry::Geometry;
+use crate::geometry::{checked_product, Geometry};
 use crate::isa::{isa, Isa};
 use crate::threading::for_each_chunk;
 
@@ -62,6 +63,7 @@ pub(crate) fn forward<A: Accumulator>(
     weight: &[A],
     bias: Option<&[A]>,
     out: &mut [A],
+    scratch: &Scratch,
 ) {
     let plane = g.oh * g.ow;
     if plane == 0 || out.is_empty() {
@@ -76,7 +78,9 @@ pub(crate) fn forward<A: Accumulator>(
         for_each_chunk(out, cout_g * plane, |task, group_out| {
             let (n, group) = (task / g.groups, task % g.groups);
             let x = &input[(n * g.cin + group * cin_g) * g.h * g.w..][..cin_g * g.h * g.w];
-            let slab = padded_slab(g, x, 0, g.oh);
+            let Some(slab) = padded_slab(g, x, 0, g.oh, scratch) else {
+                return;
+            };
             for (co_in_group, out_plane) in group_out.chunks_mut(plane).enumerate() {
                 let co = group * cout_g + co_in_group;
                 run(&mut Band {
@@ -97,7 +101,9 @@ pub(crate) fn forward<A: Accumulator>(
         let ci0 = co / cout_g * cin_g;
         let x = &input[(n * g.cin + ci0) * g.h * g.w..][..cin_g * g.h * g.w];
         for_each_chunk(out_plane, band * g.ow, |b, rows| {
-            let slab = padded_slab(g, x, b * band, rows.len() / g.ow);
+            let Some(slab) = padded_slab(g, x, b * band, rows.len() / g.ow, scratch) else {
+                return;
+            };
             let mut job = Band {
                 g,
                 slab: &slab,
@@ -111,15 +117,22 @@ pub(crate) fn forward<A: Accumulator>(
 }
 
 /// The input rows output rows `oy0..oy0+rows` read, of every plane of `x`, zero-padded on
-/// every side and split into column phases.
-fn padded_slab<A: Accumulator>(g: &Geometry, x: &[A], oy0: usize, rows: usize) -> Slab<A> {
+/// every side and split into column phases; `None` if its buffer cannot be allocated.
+fn padded_slab<A: Accumulator>(
+    g: &Geometry,
+    x: &[A],
+    oy0: usize,
+    rows: usize,
+    scratch: &Scratch,
+) -> Option<Slab<A>> {
     let s = g.stride.w;
     let width = (g.ow - 1) * s + (g.kw - 1) * g.dilation.w + 1;
     let height = (rows - 1) * g.stride.h + (g.kh - 1) * g.dilation.h + 1;
     let phase_width = width.div_ceil(s);
     let row_len = phase_width * s;
     let planes = x.len() / (g.h * g.w).max(1);
-    let mut data = vec![A::ZERO; planes * height * row_len];
+    let len = scratch.ok(checked_product(&[planes, height, row_len], "a padded slab"))?;
+    let mut data = scratch.filled(len, A::ZERO)?;
     for (x_c, slab_c) in x
         .chunks_exact(g.h * g.w)
         .zip(data.chunks_exact_mut(height * row_len))
@@ -153,11 +166,11 @@ fn padded_slab<A: Accumulator>(g: &Geometry, x: &[A], oy0: usize, rows: usize) -
             }
         }
     }
-    Slab {
+    Some(Slab {
         data,
         height,
         phase_width,
-    }
+    })
 }
 
 /// Runs a band on the ISA [`isa`] selects.
@@ -240,6 +253,7 @@ pub(crate) fn backward_weight<A: Accumulator>(
     input: &[A],
     grad_out: &[A],
     grad_w: &mut [A],
+    scratch: &Scratch,
 ) {
     let taps = g.kh * g.kw;
     if taps == 0 {
@@ -250,11 +264,15 @@ pub(crate) fn backward_weight<A: Accumulator>(
     for_each_chunk(grad_w, taps, |pair, gw| {
         let (co, ci_in_group) = (pair / cin_g, pair % cin_g);
         let ci = co / g.cout_per_group() * cin_g + ci_in_group;
-        let mut sums = vec![[A::ZERO; LANES]; taps];
+        let Some(mut sums) = scratch.filled(taps, [A::ZERO; LANES]) else {
+            return;
+        };
         if plane > 0 && in_plane > 0 {
             for n in 0..g.n {
                 let x = &input[(n * g.cin + ci) * in_plane..][..in_plane];
-                let slab = padded_slab(g, x, 0, g.oh);
+                let Some(slab) = padded_slab(g, x, 0, g.oh, scratch) else {
+                    return;
+                };
                 let mut job = WeightJob {
                     g,
                     starts: &slab.tap_starts(g),
@@ -376,6 +394,7 @@ pub(crate) fn backward_input<A: Accumulator>(
     grad_out: &[A],
     weight: &[A],
     grad_in: &mut [A],
+    scratch: &Scratch,
 ) {
     let reach = |k: usize, d: usize| (k - 1) * d;
     let flipped = match (
@@ -398,7 +417,9 @@ pub(crate) fn backward_input<A: Accumulator>(
     };
     let (cin_g, cout_g, taps) = (g.cin_per_group(), g.cout_per_group(), g.kh * g.kw);
     // w'[ci][co in group][ky'][kx'] = w[co][ci in group][kh-1-ky'][kw-1-kx']
-    let mut w = vec![A::ZERO; weight.len()];
+    let Some(mut w) = scratch.filled(weight.len(), A::ZERO) else {
+        return;
+    };
     for (i, dst) in w.iter_mut().enumerate() {
         let (ci, rest) = (i / (cout_g * taps), i % (cout_g * taps));
         let (co_in_group, t) = (rest / taps, rest % taps);
@@ -407,5 +428,5 @@ pub(crate) fn backward_input<A: Accumulator>(
         let flipped_tap = (g.kh - 1 - t / g.kw) * g.kw + (g.kw - 1 - t % g.kw);
         *dst = weight[(co * cin_g + ci_in_group) * taps + flipped_tap];
     }
-    forward(&flipped, grad_out, &w, None, grad_in);
+    forward(&flipped, grad_out, &w, None, grad_in, scratch);
 }

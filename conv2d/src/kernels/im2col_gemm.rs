@@ -8,6 +8,7 @@
 //! element is summed in the same order for any number of threads.
 
 use super::rows::valid_range;
+use super::Scratch;
 use crate::element::Accumulator;
 use crate::geometry::Geometry;
 use crate::options::Pair;
@@ -51,6 +52,7 @@ pub(crate) fn forward<A: Accumulator>(
     weight: &[A],
     bias: Option<&[A]>,
     out: &mut [A],
+    scratch: &Scratch,
 ) {
     let plane = g.oh * g.ow;
     if plane == 0 || out.is_empty() {
@@ -88,8 +90,11 @@ pub(crate) fn forward<A: Accumulator>(
         && g.ow == g.w;
     for_each_index_init(
         spatial_tasks * co_chunks,
-        || vec![A::ZERO; if pointwise { 0 } else { k * block }],
+        || scratch.filled(if pointwise { 0 } else { k * block }, A::ZERO),
         |col, task| {
+            let Some(col) = col.as_mut() else {
+                return;
+            };
             let (spatial, chunk) = (task / co_chunks, task % co_chunks);
             let (image, rest) = (spatial / (g.groups * blocks), spatial % (g.groups * blocks));
             let (group, b) = (rest / blocks, rest % blocks);
@@ -166,6 +171,7 @@ pub(crate) fn backward_input<A: Accumulator>(
     grad_out: &[A],
     weight: &[A],
     grad_in: &mut [A],
+    scratch: &Scratch,
 ) {
     let in_plane = g.h * g.w;
     let plane = g.oh * g.ow;
@@ -189,8 +195,11 @@ pub(crate) fn backward_input<A: Accumulator>(
     for_each_chunk_init(
         grad_in,
         ci_block * in_plane,
-        || vec![A::ZERO; rows * block],
+        || scratch.filled(rows * block, A::ZERO),
         |col, task, gx| {
+            let Some(col) = col.as_mut() else {
+                return;
+            };
             gx.fill(A::ZERO);
             let (image, ci0) = (task * ci_block / g.cin, task * ci_block % g.cin);
             let (group, ci_in_group) = (ci0 / cin_g, ci0 % cin_g);
@@ -241,6 +250,7 @@ pub(crate) fn backward_weight<A: Accumulator>(
     input: &[A],
     grad_out: &[A],
     grad_w: &mut [A],
+    scratch: &Scratch,
 ) {
     let plane = g.oh * g.ow;
     let in_plane = g.h * g.w;
@@ -271,8 +281,11 @@ pub(crate) fn backward_weight<A: Accumulator>(
     let gw_ptr = OutPtr(grad_w.as_mut_ptr());
     for_each_index_init(
         g.groups * per_group,
-        || vec![A::ZERO; rows * block],
+        || scratch.filled(rows * block, A::ZERO),
         |col, task| {
+            let Some(col) = col.as_mut() else {
+                return;
+            };
             let (group, ci_in_group) = (task / per_group, task % per_group * ci_block);
             let mut first = true;
             for image in 0..g.n {

@@ -24,8 +24,40 @@ pub(crate) mod rows;
 
 pub(crate) use backward_bias::backward_bias;
 
+use std::sync::OnceLock;
+
 use crate::algorithm::Algorithm;
+use crate::error::{try_filled, ConvError, Result};
 use crate::geometry::Geometry;
+
+/// Scratch buffers of parallel tasks, which cannot return errors: a task whose buffer
+/// cannot be allocated skips its work and records why, and the kernel's dispatcher returns
+/// that error (leaving the output unspecified) instead of aborting.
+pub(crate) struct Scratch(OnceLock<ConvError>);
+
+impl Scratch {
+    fn new() -> Self {
+        Self(OnceLock::new())
+    }
+
+    /// The value, or `None` once the error is recorded.
+    pub(crate) fn ok<T>(&self, result: Result<T>) -> Option<T> {
+        result
+            .map_err(|e| {
+                let _ = self.0.set(e);
+            })
+            .ok()
+    }
+
+    /// `len` copies of `value`, or `None` once the failure is recorded.
+    pub(crate) fn filled<T: Clone>(&self, len: usize, value: T) -> Option<Vec<T>> {
+        self.ok(try_filled(len, value))
+    }
+
+    fn finish(self) -> Result<()> {
+        self.0.into_inner().map_or(Ok(()), Err)
+    }
+}
 
 /// `out = conv2d(input, weight) + bias` by `algorithm`, overwriting every element of `out`.
 pub(crate) fn forward<A: Accumulator>(
@@ -35,16 +67,18 @@ pub(crate) fn forward<A: Accumulator>(
     weight: &[A],
     bias: Option<&[A]>,
     out: &mut [A],
-) {
+) -> Result<()> {
     let algorithm = match algorithm {
         Algorithm::DirectRows if !all_finite(weight) => Algorithm::Direct,
         chosen => chosen,
     };
+    let scratch = Scratch::new();
     match algorithm {
-        Algorithm::Direct => direct::forward(g, input, weight, bias, out),
+        Algorithm::Direct => direct::forward(g, input, weight, bias, out, &scratch),
         Algorithm::DirectRows => direct_rows::forward(g, input, weight, bias, out),
-        Algorithm::Im2colGemm => im2col_gemm::forward(g, input, weight, bias, out),
+        Algorithm::Im2colGemm => im2col_gemm::forward(g, input, weight, bias, out, &scratch),
     }
+    scratch.finish()
 }
 
 /// The input gradient by `algorithm`, overwriting every element of `grad_in`; callers pass
@@ -55,16 +89,20 @@ pub(crate) fn backward_input<A: Accumulator>(
     grad_out: &[A],
     weight: &[A],
     grad_in: &mut [A],
-) {
+) -> Result<()> {
     let algorithm = match algorithm {
         Algorithm::Direct if !all_finite(weight) => Algorithm::DirectRows,
         chosen => chosen,
     };
+    let scratch = Scratch::new();
     match algorithm {
         Algorithm::DirectRows => direct_rows::backward_input(g, grad_out, weight, grad_in),
-        Algorithm::Direct => direct::backward_input(g, grad_out, weight, grad_in),
-        Algorithm::Im2colGemm => im2col_gemm::backward_input(g, grad_out, weight, grad_in),
+        Algorithm::Direct => direct::backward_input(g, grad_out, weight, grad_in, &scratch),
+        Algorithm::Im2colGemm => {
+            im2col_gemm::backward_input(g, grad_out, weight, grad_in, &scratch)
+        }
     }
+    scratch.finish()
 }
 
 /// `grad_w = sum conj(input) * grad_out` by `algorithm`, overwriting every element.
@@ -74,16 +112,18 @@ pub(crate) fn backward_weight<A: Accumulator>(
     input: &[A],
     grad_out: &[A],
     grad_w: &mut [A],
-) {
+) -> Result<()> {
     let algorithm = match algorithm {
         Algorithm::DirectRows if !all_finite(grad_out) => Algorithm::Direct,
         chosen => chosen,
     };
+    let scratch = Scratch::new();
     match algorithm {
         Algorithm::DirectRows => direct_rows::backward_weight(g, input, grad_out, grad_w),
-        Algorithm::Direct => direct::backward_weight(g, input, grad_out, grad_w),
-        Algorithm::Im2colGemm => im2col_gemm::backward_weight(g, input, grad_out, grad_w),
+        Algorithm::Direct => direct::backward_weight(g, input, grad_out, grad_w, &scratch),
+        Algorithm::Im2colGemm => im2col_gemm::backward_weight(g, input, grad_out, grad_w, &scratch),
     }
+    scratch.finish()
 }
 
 use crate::element::Accumulator;

@@ -376,8 +376,9 @@ impl Conv2dPlan {
                 let [_, _, h, w_] = self.input_shape;
                 T::fill_from_acc(grad_input, |gx| {
                     install(g.work(), || {
-                        kernels::backward_input(self.algorithm, g, &gy, &w, &mut padded);
+                        kernels::backward_input(self.algorithm, g, &gy, &w, &mut padded)?;
                         border.fold(&padded, h, w_, gx);
+                        Ok(())
                     })
                 })
             }
@@ -490,7 +491,8 @@ impl Conv2dPlan {
         check_len("grad_bias", grad_bias.len(), [1, g.cout, 1, 1])?;
         let gy = T::acc_slice(grad_output)?;
         T::fill_from_acc(grad_bias, |gb| {
-            install(g.output_len(), || kernels::backward_bias(&gy, g.n, gb))
+            install(g.output_len(), || kernels::backward_bias(&gy, g.n, gb));
+            Ok(())
         })
     }
 

@@ -311,10 +311,11 @@ impl ConvTranspose2dPlan {
         let b = bias.map(T::acc_slice).transpose()?;
         T::fill_from_acc(out, |out| {
             install(g.work(), || {
-                kernels::backward_input(self.algorithm, g, &x, &w, out);
+                kernels::backward_input(self.algorithm, g, &x, &w, out)?;
                 if let Some(b) = &b {
                     kernels::add_bias(out, b, g.h * g.w);
                 }
+                Ok(())
             })
         })
     }
@@ -437,8 +438,9 @@ impl ConvTranspose2dPlan {
         T::fill_from_acc(grad_weight, |gw| {
             install(g.work(), || {
                 kernels::backward_weight(self.algorithm, g, &gy, &x, gw)
-            });
+            })?;
             conjugate_in_place(gw);
+            Ok(())
         })
     }
 
@@ -489,7 +491,8 @@ impl ConvTranspose2dPlan {
         check_len("grad_bias", grad_bias.len(), [1, g.cin, 1, 1])?;
         let gy = T::acc_slice(grad_output)?;
         T::fill_from_acc(grad_bias, |gb| {
-            install(g.output_len(), || kernels::backward_bias(&gy, g.n, gb))
+            install(g.output_len(), || kernels::backward_bias(&gy, g.n, gb));
+            Ok(())
         })
     }
 }
