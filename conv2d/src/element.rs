@@ -45,6 +45,8 @@ pub trait Accumulator:
     fn conj(self) -> Self;
     /// Neither NaN nor infinite (for complex types: neither part).
     fn is_finite(self) -> bool;
+    /// Zero (of the same sign) if subnormal, else unchanged; for complex types, per part.
+    fn flush_subnormal(self) -> Self;
 }
 
 /// An element type of tensors: `f32`, `f64`, `half::f16`, `half::bf16`,
@@ -109,8 +111,24 @@ pub trait Element: sealed::Sealed + Copy + Send + Sync + Debug + PartialEq + 'st
     ) -> Result<()>;
 }
 
+fn flush_f32(x: f32) -> f32 {
+    if x.is_subnormal() {
+        0.0f32.copysign(x)
+    } else {
+        x
+    }
+}
+
+fn flush_f64(x: f64) -> f64 {
+    if x.is_subnormal() {
+        0.0f64.copysign(x)
+    } else {
+        x
+    }
+}
+
 macro_rules! accumulator {
-    ($t:ty, $zero:expr, $one:expr, $conj:expr, $finite:expr) => {
+    ($t:ty, $zero:expr, $one:expr, $conj:expr, $finite:expr, $flush:expr) => {
         impl sealed::Sealed for $t {}
         impl Accumulator for $t {
             const ZERO: Self = $zero;
@@ -125,25 +143,32 @@ macro_rules! accumulator {
                 let f: fn($t) -> bool = $finite;
                 f(self)
             }
+            #[inline(always)]
+            fn flush_subnormal(self) -> Self {
+                let f: fn($t) -> $t = $flush;
+                f(self)
+            }
         }
     };
 }
 
-accumulator!(f32, 0.0, 1.0, |x| x, f32::is_finite);
-accumulator!(f64, 0.0, 1.0, |x| x, f64::is_finite);
+accumulator!(f32, 0.0, 1.0, |x| x, f32::is_finite, flush_f32);
+accumulator!(f64, 0.0, 1.0, |x| x, f64::is_finite, flush_f64);
 accumulator!(
     Complex<f32>,
     Complex::new(0.0, 0.0),
     Complex::new(1.0, 0.0),
     |x| Complex::conj(&x),
-    Complex::is_finite
+    Complex::is_finite,
+    |x| Complex::new(x.re.flush_subnormal(), x.im.flush_subnormal())
 );
 accumulator!(
     Complex<f64>,
     Complex::new(0.0, 0.0),
     Complex::new(1.0, 0.0),
     |x| Complex::conj(&x),
-    Complex::is_finite
+    Complex::is_finite,
+    |x| Complex::new(x.re.flush_subnormal(), x.im.flush_subnormal())
 );
 
 macro_rules! self_accumulating {

@@ -42,6 +42,7 @@
 mod algorithm;
 #[allow(unsafe_code)] // target-feature builds of the row kernels
 mod arch;
+mod denormal;
 mod element;
 mod error;
 mod functional;
@@ -57,6 +58,7 @@ pub mod pytorch_guide {}
 mod threading;
 
 pub use algorithm::Algorithm;
+pub use denormal::{flush_denormal, set_flush_denormal};
 pub use element::{Accumulator, Element};
 pub use error::{ConvError, ErrorKind, Result};
 pub use functional::{

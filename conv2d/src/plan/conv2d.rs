@@ -2,8 +2,9 @@
 
 use std::borrow::Cow;
 
-use super::{check_bias, check_len, check_positive, check_weight_groups, prepared_weight};
+use super::{check_bias, check_len, check_positive, check_weight_groups, fill, prepared_weight};
 use crate::algorithm::Algorithm;
+use crate::denormal::operand;
 use crate::element::Element;
 use crate::error::{fmt_shape, try_filled, ConvError, Result};
 use crate::geometry::Geometry;
@@ -303,8 +304,8 @@ impl Conv2dPlan {
         check_len("output", out.len(), g.output_shape())?;
         let x = self.padded_input(input)?;
         let w = prepared_weight(weight, false)?;
-        let b = bias.map(T::acc_slice).transpose()?;
-        T::fill_from_acc(out, |out| {
+        let b = bias.map(operand).transpose()?;
+        fill(out, |out| {
             install(g.work(), || {
                 kernels::forward(self.algorithm, g, &x, &w, b.as_deref(), out)
             })
@@ -363,10 +364,10 @@ impl Conv2dPlan {
         check_len("grad_output", grad_output.len(), g.output_shape())?;
         check_len("weight", weight.len(), g.weight_shape())?;
         check_len("grad_input", grad_input.len(), self.input_shape)?;
-        let gy = T::acc_slice(grad_output)?;
+        let gy = operand(grad_output)?;
         let w = prepared_weight(weight, true)?;
         match &self.border {
-            None => T::fill_from_acc(grad_input, |gx| {
+            None => fill(grad_input, |gx| {
                 install(g.work(), || {
                     kernels::backward_input(self.algorithm, g, &gy, &w, gx)
                 })
@@ -374,7 +375,7 @@ impl Conv2dPlan {
             Some(border) => {
                 let mut padded = try_filled(g.input_len(), <T::Acc as crate::Accumulator>::ZERO)?;
                 let [_, _, h, w_] = self.input_shape;
-                T::fill_from_acc(grad_input, |gx| {
+                fill(grad_input, |gx| {
                     install(g.work(), || {
                         kernels::backward_input(self.algorithm, g, &gy, &w, &mut padded)?;
                         border.fold(&padded, h, w_, gx);
@@ -436,8 +437,8 @@ impl Conv2dPlan {
         check_len("grad_output", grad_output.len(), g.output_shape())?;
         check_len("grad_weight", grad_weight.len(), g.weight_shape())?;
         let x = self.padded_input(input)?;
-        let gy = T::acc_slice(grad_output)?;
-        T::fill_from_acc(grad_weight, |gw| {
+        let gy = operand(grad_output)?;
+        fill(grad_weight, |gw| {
             install(g.work(), || {
                 kernels::backward_weight(self.algorithm, g, &x, &gy, gw)
             })
@@ -489,8 +490,8 @@ impl Conv2dPlan {
         let g = &self.geometry;
         check_len("grad_output", grad_output.len(), g.output_shape())?;
         check_len("grad_bias", grad_bias.len(), [1, g.cout, 1, 1])?;
-        let gy = T::acc_slice(grad_output)?;
-        T::fill_from_acc(grad_bias, |gb| {
+        let gy = operand(grad_output)?;
+        fill(grad_bias, |gb| {
             install(g.output_len(), || kernels::backward_bias(&gy, g.n, gb));
             Ok(())
         })
@@ -498,7 +499,7 @@ impl Conv2dPlan {
 
     /// The input in the accumulator type, padded when the padding mode is not zeros.
     fn padded_input<'a, T: Element>(&self, input: &'a [T]) -> Result<Cow<'a, [T::Acc]>> {
-        let x = T::acc_slice(input)?;
+        let x = operand(input)?;
         match &self.border {
             None => Ok(x),
             Some(border) => {

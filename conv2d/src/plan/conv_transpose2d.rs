@@ -3,9 +3,10 @@
 //! A transposed convolution is the input-gradient of a convolution: the plan holds that
 //! convolution's geometry (its input is our output) and runs the conv2d kernels swapped.
 
-use super::prepared_weight;
 use super::{check_bias, check_len, check_positive, check_weight_groups, conjugate_in_place};
+use super::{fill, prepared_weight};
 use crate::algorithm::Algorithm;
+use crate::denormal::operand;
 use crate::element::Element;
 use crate::error::{fmt_shape, try_filled, ConvError, Result};
 use crate::geometry::Geometry;
@@ -306,10 +307,10 @@ impl ConvTranspose2dPlan {
         check_len("weight", weight.len(), g.weight_shape())?;
         check_bias(bias.map(<[T]>::len), g.cin, g.weight_shape())?;
         check_len("output", out.len(), self.output_shape())?;
-        let x = T::acc_slice(input)?;
+        let x = operand(input)?;
         let w = prepared_weight(weight, false)?;
-        let b = bias.map(T::acc_slice).transpose()?;
-        T::fill_from_acc(out, |out| {
+        let b = bias.map(operand).transpose()?;
+        fill(out, |out| {
             install(g.work(), || {
                 kernels::backward_input(self.algorithm, g, &x, &w, out)?;
                 if let Some(b) = &b {
@@ -371,9 +372,9 @@ impl ConvTranspose2dPlan {
         check_len("grad_output", grad_output.len(), self.output_shape())?;
         check_len("weight", weight.len(), g.weight_shape())?;
         check_len("grad_input", grad_input.len(), self.input_shape())?;
-        let gy = T::acc_slice(grad_output)?;
+        let gy = operand(grad_output)?;
         let w = prepared_weight(weight, true)?;
-        T::fill_from_acc(grad_input, |gx| {
+        fill(grad_input, |gx| {
             install(g.work(), || {
                 kernels::forward(self.algorithm, g, &gy, &w, None, gx)
             })
@@ -431,11 +432,11 @@ impl ConvTranspose2dPlan {
         check_len("input", input.len(), self.input_shape())?;
         check_len("grad_output", grad_output.len(), self.output_shape())?;
         check_len("grad_weight", grad_weight.len(), g.weight_shape())?;
-        let x = T::acc_slice(input)?;
-        let gy = T::acc_slice(grad_output)?;
+        let x = operand(input)?;
+        let gy = operand(grad_output)?;
         // The kernel sums conj(its input) * (its output gradient) = conj(gy) * x here;
         // PyTorch's convention wants conj(x) * gy, the conjugate of that.
-        T::fill_from_acc(grad_weight, |gw| {
+        fill(grad_weight, |gw| {
             install(g.work(), || {
                 kernels::backward_weight(self.algorithm, g, &gy, &x, gw)
             })?;
@@ -489,8 +490,8 @@ impl ConvTranspose2dPlan {
         let g = &self.geometry;
         check_len("grad_output", grad_output.len(), self.output_shape())?;
         check_len("grad_bias", grad_bias.len(), [1, g.cin, 1, 1])?;
-        let gy = T::acc_slice(grad_output)?;
-        T::fill_from_acc(grad_bias, |gb| {
+        let gy = operand(grad_output)?;
+        fill(grad_bias, |gb| {
             install(g.output_len(), || kernels::backward_bias(&gy, g.n, gb));
             Ok(())
         })

@@ -11,9 +11,23 @@ pub use conv_transpose2d::ConvTranspose2dPlan;
 
 use std::borrow::Cow;
 
+use crate::denormal::{flush_results, operand};
 use crate::element::{Accumulator, Element};
 use crate::error::{fmt_shape, ConvError, ErrorKind, Result};
 use crate::options::Pair;
+
+/// Runs `compute` on an accumulator-typed view of `out` and writes the results back, with
+/// subnormal results flushed when [`set_flush_denormal`](crate::set_flush_denormal) is on.
+fn fill<T: Element>(
+    out: &mut [T],
+    compute: impl FnOnce(&mut [T::Acc]) -> Result<()>,
+) -> Result<()> {
+    T::fill_from_acc(out, |acc| {
+        compute(acc)?;
+        flush_results(acc);
+        Ok(())
+    })
+}
 
 /// Checks the arguments PyTorch rejects before it looks at shapes.
 fn check_positive(stride: Pair, dilation: Pair, groups: usize) -> Result<()> {
@@ -80,7 +94,7 @@ fn check_len(what: &str, len: usize, shape: [usize; 4]) -> Result<()> {
 /// The weight in the accumulator type, conjugated when `conjugate` and the type is complex
 /// (gradients of complex convolutions use the conjugated weight, as PyTorch's autograd does).
 fn prepared_weight<T: Element>(weight: &[T], conjugate: bool) -> Result<Cow<'_, [T::Acc]>> {
-    let acc = T::acc_slice(weight)?;
+    let acc = operand(weight)?;
     if conjugate && T::IS_COMPLEX {
         Ok(Cow::Owned(acc.iter().map(|w| w.conj()).collect()))
     } else {
