@@ -109,11 +109,9 @@ pub fn conv2d(
     bias: Option<&Tensor>,
     options: &Conv2dOptions,
 ) -> Result<Tensor> {
-    const OP: &str = "conv2d";
-    let (x, unbatched) = batched(input, OP)?;
-    let plan = Conv2dPlan::new(dims4(&x), weight_dims(weight, OP)?, options)
-        .map_err(|e| conv_error(OP, e))?;
-    let y = forward(Plan::Conv(plan), &x, weight, bias, OP)?;
+    let (x, unbatched) = batched(input, "conv2d")?;
+    let plan = conv_plan(&x, weight, options)?;
+    let y = forward(Plan::Conv(plan), &x, weight, bias, "conv2d")?;
     unbatch(y, unbatched)
 }
 
@@ -153,10 +151,9 @@ pub fn conv_transpose2d(
     bias: Option<&Tensor>,
     options: &ConvTranspose2dOptions,
 ) -> Result<Tensor> {
-    const OP: &str = "conv_transpose2d";
-    let (x, unbatched) = batched(input, OP)?;
+    let (x, unbatched) = batched(input, "conv_transpose2d")?;
     let plan = transpose_plan(&x, weight, options, unbatched)?;
-    let y = forward(Plan::Transpose(plan), &x, weight, bias, OP)?;
+    let y = forward(Plan::Transpose(plan), &x, weight, bias, "conv_transpose2d")?;
     unbatch(y, unbatched)
 }
 
@@ -226,10 +223,8 @@ pub fn conv2d_backward(
     options: &Conv2dOptions,
     mask: GradMask,
 ) -> Result<Gradients> {
-    const OP: &str = "conv2d_backward";
-    let (x, unbatched) = batched(input, OP)?;
-    let plan = Conv2dPlan::new(dims4(&x), weight_dims(weight, OP)?, options)
-        .map_err(|e| conv_error(OP, e))?;
+    let (x, unbatched) = batched(input, "conv2d_backward")?;
+    let plan = conv_plan(&x, weight, options)?;
     backward(Plan::Conv(plan), &x, weight, grad_output, mask, unbatched)
 }
 
@@ -318,6 +313,12 @@ fn weight_dims(weight: &Tensor, op: &str) -> Result<[usize; 4]> {
         &[a, b, c, d] => Ok([a, b, c, d]),
         other => bail!("{op}: expected a 4-dimensional weight, but got weight of size {other:?}"),
     }
+}
+
+/// The plan of a convolution of the batched input `x`.
+fn conv_plan(x: &Tensor, weight: &Tensor, options: &Conv2dOptions) -> Result<Conv2dPlan> {
+    const OP: &str = "conv2d";
+    Conv2dPlan::new(dims4(x), weight_dims(weight, OP)?, options).map_err(|e| conv_error(OP, e))
 }
 
 /// The transposed plan; for an unbatched input, `output_size` may have 2 or 3 numbers.
