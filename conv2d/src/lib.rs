@@ -37,6 +37,7 @@
 //! level. The GEMM behind [`Algorithm::Im2colGemm`] picks its own kernels, so its last bits
 //! may differ between machines.
 #![deny(unsafe_code)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 
 mod algorithm;
