@@ -40,9 +40,10 @@
 //! half types, no extra pass over the output) and sums its gradient in `f32`, where candle's
 //! sum of an `F16`/`BF16` tensor adds in the half type.
 //!
-//! Gradients of gradients run our kernels as well (every gradient of a convolution is a
-//! bilinear map whose adjoints are the others), when candle keeps the backward graph:
-//! candle detaches gradients unless `CANDLE_GRAD_DO_NOT_DETACH=1`.
+//! Gradients of gradients run our kernels as well: every gradient of a convolution is a
+//! bilinear map whose adjoints are the others. candle detaches the incoming gradient at each
+//! node of a backward pass unless `CANDLE_GRAD_DO_NOT_DETACH=1`; set it to keep the whole
+//! backward graph.
 //!
 //! ## Threads and errors
 //! The kernels run on `conv2d`'s thread pool, sized by [`set_num_threads`] or the
@@ -398,3 +399,8 @@ fn backward(
         bias,
     })
 }
+
+/// The README's example, run as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExample;
