@@ -144,7 +144,16 @@ impl ConvOp {
     /// The CPU forward of every arity: checks operand shapes, then runs on the common dtype.
     fn cpu_run(&self, args: &[(&CpuStorage, &Layout)]) -> Result<(CpuStorage, Shape)> {
         let name = self.op_name();
-        for ((_, layout), (what, shape)) in args.iter().zip(self.operands()) {
+        let operands = self.operands();
+        let bias_free_forward = self.role == Role::Forward && args.len() == 2;
+        if args.len() != operands.len() && !bias_free_forward {
+            candle_core::bail!(
+                "{name}: takes {} operands, got {}",
+                operands.len(),
+                args.len()
+            );
+        }
+        for ((_, layout), (what, shape)) in args.iter().zip(operands) {
             if layout.dims() != shape.as_slice() {
                 candle_core::bail!(
                     "{name}: expected {what} of shape {shape:?}, but got {:?}",
