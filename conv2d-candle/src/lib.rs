@@ -330,15 +330,8 @@ fn transpose_plan(
     unbatched: bool,
 ) -> Result<ConvTranspose2dPlan> {
     const OP: &str = "conv_transpose2d";
-    let mut options = options.clone();
-    if let (true, Some(size)) = (unbatched, &mut options.output_size) {
-        match size.len() {
-            2 => {}
-            3 => *size = size[1..].to_vec(),
-            len => bail!("{OP}: for 3D input, output_size must have 2 or 3 elements (got {len})"),
-        }
-    }
-    ConvTranspose2dPlan::new(dims4(x), weight_dims(weight, OP)?, &options)
+    let rank = if unbatched { 3 } else { 4 };
+    ConvTranspose2dPlan::with_input_rank(dims4(x), weight_dims(weight, OP)?, options, rank)
         .map_err(|e| conv_error(OP, e))
 }
 

@@ -124,7 +124,7 @@ where
     D: Dimension,
 {
     let (shape, rank) = batched_shape(input.shape(), "conv_transpose2d")?;
-    let plan = ConvTranspose2dPlan::with_batch_rank(shape, dim4(weight), options, rank)?;
+    let plan = ConvTranspose2dPlan::with_input_rank(shape, dim4(weight), options, rank)?;
     let bias = bias.map(|b| b.to_vec());
     let out = plan.forward(&contiguous(input), &contiguous(weight), bias.as_deref())?;
     shaped(out, plan.output_shape(), rank)
@@ -223,7 +223,7 @@ where
     D: Dimension,
 {
     let (shape, rank) = batched_shape(input.shape(), "conv_transpose2d")?;
-    let plan = ConvTranspose2dPlan::with_batch_rank(shape, dim4(weight), options, rank)?;
+    let plan = ConvTranspose2dPlan::with_input_rank(shape, dim4(weight), options, rank)?;
     check_grad_output(grad_output.shape(), plan.output_shape(), rank)?;
     let gy = contiguous(grad_output);
     gradients(

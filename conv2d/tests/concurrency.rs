@@ -93,8 +93,9 @@ fn callers_hammering_the_library_for_a_while_get_sequential_results() {
         for t in 0..8u64 {
             let (a, c, calls) = (&f32_alone, &c64_alone, &calls);
             scope.spawn(move || {
+                // Each thread runs at least one of each dtype, however slow the machine.
                 let mut i = t;
-                while std::time::Instant::now() < deadline {
+                while i < t + 2 || std::time::Instant::now() < deadline {
                     let seed = i % 6;
                     if i % 2 == 0 {
                         assert_eq!(run::<f32>(seed), a[seed as usize], "f32 seed {seed}");
@@ -113,7 +114,7 @@ fn callers_hammering_the_library_for_a_while_get_sequential_results() {
     });
     let calls = calls.into_inner();
     eprintln!("{calls} concurrent runs of 4 convolutions each, all equal to sequential");
-    assert!(calls >= 8);
+    assert!(calls >= 16);
 }
 
 #[test]

@@ -64,17 +64,40 @@ impl ConvTranspose2dPlan {
         weight_shape: [usize; 4],
         options: &ConvTranspose2dOptions,
     ) -> Result<Self> {
-        Self::with_batch_rank(input_shape, weight_shape, options, 4)
+        Self::with_input_rank(input_shape, weight_shape, options, 4)
     }
 
-    /// As [`new`](ConvTranspose2dPlan::new), for an input of `rank` dimensions (3 when the
-    /// caller's tensor is unbatched), which decides how many numbers `output_size` may have.
-    pub(crate) fn with_batch_rank(
+    /// As [`new`](ConvTranspose2dPlan::new), for a caller whose tensor has `rank` dimensions
+    /// (3 when it is unbatched and `input_shape` has a batch of 1 in front), which decides how
+    /// many numbers `output_size` may have: 2 or `rank`, as PyTorch accepts.
+    ///
+    /// # Shapes
+    /// As [`new`](ConvTranspose2dPlan::new).
+    ///
+    /// # Errors
+    /// As [`new`](ConvTranspose2dPlan::new), and a `rank` other than 3 or 4.
+    ///
+    /// # Example
+    /// ```
+    /// use conv2d::{ConvTranspose2dOptions, ConvTranspose2dPlan};
+    /// // An unbatched (4, 5, 6) input with output_size given as 3 numbers, (3, 12, 14).
+    /// let opts = ConvTranspose2dOptions::default().stride(2).output_size([3, 12, 14]);
+    /// let plan = ConvTranspose2dPlan::with_input_rank([1, 4, 5, 6], [4, 3, 3, 3], &opts, 3)?;
+    /// assert_eq!(plan.output_shape(), [1, 3, 12, 14]);
+    /// assert!(ConvTranspose2dPlan::new([1, 4, 5, 6], [4, 3, 3, 3], &opts).is_err());
+    /// # Ok::<(), conv2d::ConvError>(())
+    /// ```
+    pub fn with_input_rank(
         input_shape: [usize; 4],
         weight_shape: [usize; 4],
         options: &ConvTranspose2dOptions,
         rank: usize,
     ) -> Result<Self> {
+        if !(3..=4).contains(&rank) {
+            return Err(ConvError::invalid(format!(
+                "conv_transpose2d: expected an input rank of 3 or 4, but got rank {rank}"
+            )));
+        }
         let ConvTranspose2dOptions {
             stride,
             padding,
