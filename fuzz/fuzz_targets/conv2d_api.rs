@@ -1,7 +1,7 @@
 //! Fuzzes the public API of `conv2d`: each input decodes (through `arbitrary`) to one call of
 //! `conv2d`, `conv_transpose2d`, their backward functions or a plan's allocating and `*_into`
 //! methods, with an arbitrary dtype, shapes, options, operand layouts and buffer lengths; the
-//! sizes are bounded (at most 200k multiply-adds) except in "raw" cases, whose numbers reach
+//! sizes are bounded (at most 60k multiply-adds) except in "raw" cases, whose numbers reach
 //! `usize::MAX` and must be settled by validation alone.
 //!
 //! Checks (`conv2d_fuzz::api`): no panic; the library accepts exactly what PyTorch accepts;
