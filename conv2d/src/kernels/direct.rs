@@ -6,7 +6,7 @@
 //! weight.
 
 use super::rows::band_rows;
-use super::Scratch;
+use super::{all_finite, Scratch};
 use crate::element::Accumulator;
 use crate::geometry::{checked_product, Geometry};
 use crate::isa::{isa, Isa};
@@ -386,9 +386,10 @@ fn sum_lanes<A: Accumulator>(lanes: &[A; LANES]) -> A {
 
 /// The input gradient: with stride 1 it is a convolution of `grad_out` with the weight
 /// flipped in space and transposed in channels, padded by `dilation*(k-1) - padding`, which
-/// [`forward`] computes; other strides (and padding beyond the kernel's reach) run the row
-/// kernel. Overwrites every element of `grad_in`; no conjugation (callers pass the
-/// conjugated weight).
+/// [`forward`] computes; other strides, padding beyond the kernel's reach, and a non-finite
+/// weight (whose products with the flipped convolution's zero padding would be NaN where
+/// the input gradient has no such terms) run the row kernel. Overwrites every element of
+/// `grad_in`; no conjugation (callers pass the conjugated weight).
 pub(crate) fn backward_input<A: Accumulator>(
     g: &Geometry,
     grad_out: &[A],
@@ -398,7 +399,7 @@ pub(crate) fn backward_input<A: Accumulator>(
 ) {
     let reach = |k: usize, d: usize| (k - 1) * d;
     let flipped = match (
-        g.stride.h == 1 && g.stride.w == 1 && g.kh > 0 && g.kw > 0,
+        g.stride.h == 1 && g.stride.w == 1 && g.kh > 0 && g.kw > 0 && all_finite(weight),
         reach(g.kh.max(1), g.dilation.h).checked_sub(g.pad_top),
         reach(g.kw.max(1), g.dilation.w).checked_sub(g.pad_left),
     ) {

@@ -9,9 +9,10 @@
 //! padded input: in the forward pass and the weight gradient the padding contributes terms
 //! `0 * w` and `0 * grad_out`, so a non-finite weight (or output gradient) gives NaN where
 //! it meets the padding; the input gradient has no padding terms. `direct-rows` skips
-//! padded taps, and `direct`'s stride-1 input gradient sums over zero-padded gradients, so
-//! the dispatchers hand non-finite data from those to the algorithm that keeps the
-//! definition (checking costs one pass over the weight or the output gradient).
+//! padded taps, so the dispatchers hand its forward pass and weight gradient to `direct`
+//! when the weight or the output gradient is not finite; `direct`'s stride-1 input
+//! gradient sums over zero-padded gradients, so it runs the row kernel for a non-finite
+//! weight. Each check costs one pass over the weight or the output gradient.
 
 mod backward_bias;
 #[allow(unsafe_code)] // dispatch to the target-feature builds in `crate::arch`
@@ -90,10 +91,6 @@ pub(crate) fn backward_input<A: Accumulator>(
     weight: &[A],
     grad_in: &mut [A],
 ) -> Result<()> {
-    let algorithm = match algorithm {
-        Algorithm::Direct if !all_finite(weight) => Algorithm::DirectRows,
-        chosen => chosen,
-    };
     let scratch = Scratch::new();
     match algorithm {
         Algorithm::DirectRows => direct_rows::backward_input(g, grad_out, weight, grad_in),
@@ -129,7 +126,7 @@ pub(crate) fn backward_weight<A: Accumulator>(
 use crate::element::Accumulator;
 use crate::threading::for_each_chunk;
 
-fn all_finite<A: Accumulator>(values: &[A]) -> bool {
+pub(crate) fn all_finite<A: Accumulator>(values: &[A]) -> bool {
     values.iter().all(|v| v.is_finite())
 }
 
