@@ -35,6 +35,8 @@ pub enum Algorithm {
     /// vectors of partial sums over the same slabs; its input gradient, with stride 1, is
     /// the same kernel on the flipped weight (other strides run [`Algorithm::DirectRows`]).
     /// Scratch: per task, the padded rows of its band in each input channel of the group.
+    /// Where those rows would be mostly padding no tap reads (a huge stride, padding or
+    /// dilation), [`Algorithm::Im2colGemm`] runs instead.
     Direct,
 }
 
@@ -54,10 +56,11 @@ impl Algorithm {
     }
 
     /// The choice for a shape: a GEMM pays off once the weight panel has enough rows
-    /// (output channels per group) and columns (terms per output).
+    /// (output channels per group) and columns (terms per output), or when `direct`'s
+    /// staged rows would not [`fit`](crate::kernels::direct::fits).
     pub(crate) fn choose(g: &Geometry) -> Self {
-        let terms = g.cin_per_group() * g.kh * g.kw;
-        if g.cout_per_group() >= 8 && terms >= 16 {
+        let terms = g.cin_per_group().saturating_mul(g.kh).saturating_mul(g.kw);
+        if (g.cout_per_group() >= 8 && terms >= 16) || !crate::kernels::direct::fits(g) {
             Algorithm::Im2colGemm
         } else {
             Algorithm::Direct

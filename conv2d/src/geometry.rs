@@ -85,7 +85,8 @@ impl Geometry {
     pub fn work(&self) -> usize {
         self.output_len()
             .saturating_mul(self.cin_per_group())
-            .saturating_mul(self.kh * self.kw)
+            .saturating_mul(self.kh)
+            .saturating_mul(self.kw)
     }
 
     pub fn input_shape(&self) -> [usize; 4] {

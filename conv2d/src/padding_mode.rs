@@ -84,11 +84,14 @@ impl Border {
 
     /// The padded copy of `planes` planes of `h x w` pixels.
     pub fn pad<A: Accumulator>(&self, input: &[A], h: usize, w: usize) -> Result<Vec<A>> {
-        let (ph, pw) = self.padded_hw(h, w);
-        let mut out = try_filled(input.len() / (h * w).max(1) * ph * pw, A::ZERO)?;
-        if h * w == 0 {
-            return Ok(out);
+        if input.is_empty() {
+            // No planes (or empty ones, which a plan only accepts in an empty batch).
+            return Ok(Vec::new());
         }
+        // Within the plan's checked lengths: `h * w` divides the input's, `ph * pw` the
+        // padded input's.
+        let (ph, pw) = self.padded_hw(h, w);
+        let mut out = try_filled(input.len() / (h * w) * ph * pw, A::ZERO)?;
         let (ys, xs) = (
             self.sources(ph, self.top, h),
             self.sources(pw, self.left, w),
@@ -107,10 +110,10 @@ impl Border {
     /// The adjoint of [`Border::pad`]: sums each padded pixel's gradient into the input pixel
     /// it copies, writing every element of `grad_in`.
     pub fn fold<A: Accumulator>(&self, grad_padded: &[A], h: usize, w: usize, grad_in: &mut [A]) {
-        let (ph, pw) = self.padded_hw(h, w);
-        if h * w == 0 {
+        if grad_in.is_empty() {
             return;
         }
+        let (ph, pw) = self.padded_hw(h, w);
         let (ys, xs) = (
             self.sources(ph, self.top, h),
             self.sources(pw, self.left, w),

@@ -497,45 +497,6 @@ fn an_allocation_that_cannot_be_had_is_an_error() {
 }
 
 #[test]
-fn scratch_that_cannot_be_had_is_an_error() {
-    // One input pixel, one output pixel, but a 2x2 kernel dilated by 2^31 over padding of
-    // 2^30: the padded window `direct` would build holds 2^62 elements. Each algorithm,
-    // each pass: an error (Allocation, or Overflow where the product does not fit), never
-    // an abort.
-    let opts = Conv2dOptions::default()
-        .padding(1 << 30)
-        .dilation(1usize << 31);
-    let plan = Conv2dPlan::new([1, 1, 1, 1], [1, 1, 2, 2], &opts).unwrap();
-    assert_eq!(plan.output_shape(), [1, 1, 1, 1]);
-    for algorithm in [
-        Algorithm::Direct,
-        Algorithm::Im2colGemm,
-        Algorithm::DirectRows,
-    ] {
-        let plan = plan.clone().with_algorithm(algorithm);
-        let results = [
-            plan.forward::<f32>(&[1.0], &[1.0; 4], None).map(drop),
-            plan.backward_weight::<f32>(&[1.0], &[1.0]).map(drop),
-            plan.backward_input::<f32>(&[1.0], &[1.0; 4]).map(drop),
-        ];
-        for (pass, result) in ["forward", "backward_weight", "backward_input"]
-            .iter()
-            .zip(results)
-        {
-            match result {
-                // Algorithms that never pad the whole window compute the one real term.
-                Ok(()) => assert_ne!(algorithm, Algorithm::Direct, "{pass}"),
-                Err(e) => assert!(
-                    matches!(e.kind(), ErrorKind::Allocation | ErrorKind::Overflow),
-                    "{}, {pass}: {e}",
-                    algorithm.name()
-                ),
-            }
-        }
-    }
-}
-
-#[test]
 fn empty_batch_works() {
     let y = conv2d(
         &zeros([0, 4, 5, 5]),
@@ -601,4 +562,142 @@ fn zero_sized_kernels_and_images() {
         &Conv2dOptions::default().padding(2),
     );
     assert_eq!(y.unwrap().dim(), (0, 4, 2, 8));
+}
+
+#[test]
+fn transposed_empty_images_and_kernels_are_rejected() {
+    let opts = ConvTranspose2dOptions::default();
+    let err = ConvTranspose2dPlan::new([1, 2, 0, 3], [2, 1, 3, 3], &opts).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("Only zero batch or zero channel inputs are supported")
+            && err.to_string().contains("[1, 2, 0, 3]"),
+        "{err}"
+    );
+    let err =
+        ConvTranspose2dPlan::new([1, 3, 3, 5], [3, 2, 0, 1], &opts.clone().groups(3)).unwrap_err();
+    assert!(
+        err.to_string().contains("kernel_height: 0 kernel_width: 1"),
+        "{err}"
+    );
+    // An empty batch of empty images is fine, as in conv2d.
+    let plan = ConvTranspose2dPlan::new([0, 2, 0, 3], [2, 1, 3, 3], &opts).unwrap();
+    assert_eq!(plan.forward::<f32>(&[], &[0.0; 18], None).unwrap(), Vec::<f32>::new());
+}
+
+#[test]
+fn extreme_strides_paddings_and_dilations_compute_the_taps_that_land() {
+    let x: Vec<f32> = (0..4 * 3 * 6).map(|i| (i % 7) as f32 - 3.0).collect();
+    let w: Vec<f32> = (0..6 * 2 * 9).map(|i| (i % 5) as f32 - 2.0).collect();
+    let all = [
+        Algorithm::Direct,
+        Algorithm::DirectRows,
+        Algorithm::Im2colGemm,
+    ];
+    // A stride far past the image: one output pixel, the stride-1 convolution's first.
+    let dense = Conv2dPlan::new(
+        [1, 4, 3, 6],
+        [6, 2, 3, 3],
+        &Conv2dOptions::default().groups(2),
+    )
+    .unwrap()
+    .forward(&x, &w, None)
+    .unwrap();
+    for stride in [1 << 31, usize::MAX / 2] {
+        let opts = Conv2dOptions::default().groups(2).stride(stride);
+        let plan = Conv2dPlan::new([1, 4, 3, 6], [6, 2, 3, 3], &opts).unwrap();
+        assert_eq!(plan.output_shape(), [1, 6, 1, 1]);
+        for algorithm in all {
+            let y = plan.clone().with_algorithm(algorithm);
+            let y = y.forward(&x, &w, None).unwrap();
+            let first: Vec<f32> = dense.chunks(4).map(|plane| plane[0]).collect();
+            assert_eq!(y, first, "{}", algorithm.name());
+        }
+    }
+    // 'same' padding with dilations of 2^31 and 2^32 - 1: only the centre tap lands.
+    let x: Vec<f32> = (0..4 * 9 * 4).map(|i| (i % 11) as f32 - 5.0).collect();
+    let w: Vec<f32> = (0..3 * 4 * 9).map(|i| (i % 3) as f32 - 1.0).collect();
+    let centre: Vec<f32> = w.chunks(9).map(|taps| taps[4]).collect();
+    let pointwise = Conv2dPlan::new([1, 4, 9, 4], [3, 4, 1, 1], &Conv2dOptions::default())
+        .unwrap()
+        .forward(&x, &centre, None)
+        .unwrap();
+    let opts = Conv2dOptions::default()
+        .padding(Same)
+        .dilation((1 << 31, (1 << 32) - 1));
+    let plan = Conv2dPlan::new([1, 4, 9, 4], [3, 4, 3, 3], &opts).unwrap();
+    let grad_out: Vec<f32> = (0..3 * 9 * 4).map(|i| (i % 4) as f32).collect();
+    let pointwise_grads = (
+        Conv2dPlan::new([1, 4, 9, 4], [3, 4, 1, 1], &Conv2dOptions::default())
+            .unwrap()
+            .backward_input(&grad_out, &centre)
+            .unwrap(),
+        Conv2dPlan::new([1, 4, 9, 4], [3, 4, 1, 1], &Conv2dOptions::default())
+            .unwrap()
+            .backward_weight(&x, &grad_out)
+            .unwrap(),
+    );
+    for algorithm in all {
+        let plan = plan.clone().with_algorithm(algorithm);
+        assert_eq!(plan.forward(&x, &w, None).unwrap(), pointwise);
+        assert_eq!(
+            plan.backward_input(&grad_out, &w).unwrap(),
+            pointwise_grads.0
+        );
+        let grad_w = plan.backward_weight(&x, &grad_out).unwrap();
+        for (taps, &centre) in grad_w.chunks(9).zip(&pointwise_grads.1) {
+            assert_eq!(taps, [0.0, 0.0, 0.0, 0.0, centre, 0.0, 0.0, 0.0, 0.0]);
+        }
+    }
+}
+
+#[test]
+fn empty_tensors_with_per_plane_sizes_that_overflow() {
+    // An empty batch: no padded rows are tabulated, whatever the height.
+    let opts = Conv2dOptions::default()
+        .stride(3)
+        .padding(1)
+        .dilation((2, 1))
+        .groups(3)
+        .padding_mode(PaddingMode::Reflect);
+    let plan = Conv2dPlan::new([0, 3, usize::MAX / 2, 11], [9, 1, 1, 1], &opts).unwrap();
+    assert_eq!(plan.forward::<f32>(&[], &[1.0; 9], None).unwrap(), Vec::<f32>::new());
+    assert_eq!(plan.backward_input::<f32>(&[], &[1.0; 9]).unwrap(), Vec::<f32>::new());
+    assert_eq!(plan.backward_weight::<f32>(&[], &[]).unwrap(), vec![0.0; 9]);
+    // No batch and no channels, planes of 2^64 - 2 pixels.
+    let opts = Conv2dOptions::default().groups(3);
+    let plan = Conv2dPlan::new([0, 0, usize::MAX - 1, 12], [12, 0, 1, 1], &opts).unwrap();
+    assert_eq!(plan.forward::<f32>(&[], &[], None).unwrap(), Vec::<f32>::new());
+    // No channels, a 2^40 x 2^40 image and kernel: one output pixel, the bias.
+    let big = 1 << 40;
+    let plan = Conv2dPlan::new([1, 0, big, big], [1, 0, big, big], &Default::default()).unwrap();
+    assert_eq!(plan.output_shape(), [1, 1, 1, 1]);
+    assert_eq!(plan.forward::<f32>(&[], &[], Some(&[2.5])).unwrap(), [2.5]);
+    // Dilated kernel extents of 2^64: the message states them without overflowing.
+    let err = Conv2dPlan::new(
+        [1, 1, 5, 5],
+        [1, 1, 2, 2],
+        &Conv2dOptions::default().dilation(usize::MAX),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("18446744073709551616"), "{err}");
+    // A transposed output size beyond i128: an overflow error.
+    let m = usize::MAX - 1;
+    let opts = ConvTranspose2dOptions::default().stride(m).dilation((3, 1));
+    let err = ConvTranspose2dPlan::new([1, 1, m, m], [1, 1, m, m], &opts).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Overflow, "{err}");
+}
+
+#[test]
+fn zero_channel_images_give_the_bias() {
+    // Valid in PyTorch: no terms, so each output plane is its bias (zeros without one).
+    let opts = Conv2dOptions::default().padding(2).groups(2);
+    let plan = Conv2dPlan::new([1, 0, 10, 0], [6, 0, 3, 3], &opts).unwrap();
+    assert_eq!(plan.output_shape(), [1, 6, 12, 2]);
+    let bias = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
+    let y = plan.forward(&[], &[], Some(&bias)).unwrap();
+    for (plane, b) in y.chunks(24).zip(bias) {
+        assert!(plane.iter().all(|&v| v == b));
+    }
+    assert_eq!(plan.backward_bias(&y).unwrap(), bias.map(|b| b * 24.0));
 }

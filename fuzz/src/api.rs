@@ -962,127 +962,8 @@ pub fn check(case: &Case) -> Result<(), String> {
     outcome.map_err(|finding| format!("{finding}\nin {case:#?}"))
 }
 
-/// A finding already reported and not yet fixed in the library, which [`check`] steps around
-/// so that fuzzing goes on past it (see fuzz/README.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KnownIssue {
-    pub name: &'static str,
-    pub avoid: Avoid,
-}
-
-/// What [`check`] leaves out of a case with a [`KnownIssue`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Avoid {
-    /// Validation itself panics: the case is skipped.
-    Everything,
-    /// Accepted where PyTorch rejects it, and running it panics: only validation is run, and
-    /// its verdict is not checked.
-    VerdictAndRun,
-    /// Validated as PyTorch does, but running it fails: only validation is run and checked.
-    Run,
-}
-
-/// The known issue `case` runs into, if any.
-pub fn known_issue(case: &Case) -> Option<KnownIssue> {
-    let [n, c, h, w] = case.input;
-    let [_, _, kh, kw] = case.weight;
-    let transposed = matches!(case.options, Options::Transposed(_));
-    if let Options::Transposed(o) = &case.options {
-        let (s, p, d) = (o.stride, o.padding, o.dilation);
-        if transposed_min(h, s.h, p.h, d.h, kh).is_none()
-            || transposed_min(w, s.w, p.w, d.w, kw).is_none()
-        {
-            return Some(KnownIssue {
-                name: "F7: conv_transpose2d's output size overflows i128 for extents, strides \
-                       and dilations near usize::MAX",
-                avoid: Avoid::Everything,
-            });
-        }
-    }
-    if transposed && n > 0 && c > 0 && (h == 0 || w == 0) {
-        return Some(KnownIssue {
-            name: "F1: conv_transpose2d accepts an empty image in a non-empty batch, then panics",
-            avoid: Avoid::VerdictAndRun,
-        });
-    }
-    if n > 0 && c == 0 && (h == 0 || w == 0) {
-        return Some(KnownIssue {
-            name:
-                "F8: a batch of zero-channel, empty images reaches the direct kernel, which panics",
-            avoid: Avoid::Run,
-        });
-    }
-    if transposed && n > 0 && c > 0 && (kh == 0 || kw == 0) {
-        return Some(KnownIssue {
-            name: "F2: conv_transpose2d accepts a zero-size kernel, then panics",
-            avoid: Avoid::VerdictAndRun,
-        });
-    }
-    if let Options::Conv(o) = &case.options {
-        let reach = |d: usize, k: usize| k.checked_sub(1).and_then(|k| d.checked_mul(k));
-        if [reach(o.dilation.h, kh), reach(o.dilation.w, kw)].contains(&Some(usize::MAX)) {
-            return Some(KnownIssue {
-                name:
-                    "F5: conv2d's kernel-size message overflows for a dilated kernel of usize::MAX",
-                avoid: Avoid::Everything,
-            });
-        }
-    }
-    // The extent of the padded, dilated image a kernel may stage rows of.
-    let (stride, dilation, padding) = match &case.options {
-        Options::Conv(o) => {
-            let pads = conv_pads(o, case.weight).unwrap_or([0; 4]);
-            let padding = Pair::new(pads[0].max(pads[1]) as usize, pads[2].max(pads[3]) as usize);
-            (o.stride, o.dilation, padding)
-        }
-        Options::Transposed(o) => (o.stride, o.dilation, o.padding),
-    };
-    let reach = |d: usize, k: usize| d.saturating_mul(k.saturating_sub(1));
-    let largest = [
-        stride.h,
-        stride.w,
-        padding.h,
-        padding.w,
-        reach(dilation.h, kh),
-        reach(dilation.w, kw),
-    ];
-    if largest.into_iter().max().unwrap_or(0) > 1 << 16 {
-        return Some(KnownIssue {
-            name: "F3: the direct algorithm stages rows as long as the stride, padding or \
-                   dilated kernel, not the image",
-            avoid: Avoid::Run,
-        });
-    }
-    let zeros = matches!(case.options, Options::Conv(o) if o.padding_mode == PaddingMode::Zeros);
-    if !transposed && !zeros && (n == 0 || c == 0) && h.max(w) > 1 << 16 {
-        return Some(KnownIssue {
-            name: "F4: padding modes tabulate every padded row and column even of an empty batch",
-            avoid: Avoid::Run,
-        });
-    }
-    if let Ok(plan) = AnyPlan::build(case) {
-        let ([_, _, h, w], [_, _, oh, ow]) = (plan.input_shape(), plan.output_shape());
-        if [(h, w), (oh, ow), (kh, kw)]
-            .iter()
-            .any(|&(a, b)| a.checked_mul(b).is_none())
-        {
-            return Some(KnownIssue {
-                name: "F6: an empty batch or channel hides per-plane sizes that overflow usize \
-                       (oh*ow, h*w, kh*kw), which the kernels multiply unchecked",
-                avoid: Avoid::Run,
-            });
-        }
-    }
-    None
-}
-
 fn run<T: Element>(case: &Case) -> Result<(), String> {
-    let avoid = known_issue(case).map(|issue| issue.avoid);
-    let verdict = match avoid {
-        Some(Avoid::Everything) => return Ok(()),
-        Some(Avoid::VerdictAndRun) => Verdict::Open,
-        _ => case.verdict(),
-    };
+    let verdict = case.verdict();
     let plan = AnyPlan::build(case);
     match (&plan, verdict) {
         (Ok(p), Verdict::Valid(shape)) if p.output_shape() != shape => {
@@ -1103,9 +984,6 @@ fn run<T: Element>(case: &Case) -> Result<(), String> {
             ))
         }
         _ => {}
-    }
-    if avoid.is_some() {
-        return Ok(());
     }
     match (case.entry, plan) {
         (Entry::Forward, plan) => forward::<T>(case, plan),

@@ -16,23 +16,52 @@ use crate::threading::for_each_chunk;
 const LANES: usize = 16;
 
 /// The padded input of one band: for each input channel of the group, `height` rows of
-/// `stride.w` phases of `phase_width` pixels; phase `p` of a row holds padded columns
-/// `p, p + stride.w, p + 2*stride.w, ...`.
+/// `phases` phases of `phase_width` pixels; phase `p` of a row holds padded columns
+/// `p, p + stride.w, p + 2*stride.w, ...` (there are `stride.w` phases, or fewer when the
+/// stride exceeds the row: the others would hold no column a tap reads).
 pub(crate) struct Slab<A> {
     data: Vec<A>,
     height: usize,
     phase_width: usize,
+    phases: usize,
+}
+
+/// The extents of a slab for `rows` output rows: `(height, phase_width, phases)`, saturating
+/// (only a slab that [`fits`] is ever allocated).
+fn slab_extents(g: &Geometry, rows: usize) -> (usize, usize, usize) {
+    let extent = |count: usize, s: usize, k: usize, d: usize| {
+        count
+            .saturating_sub(1)
+            .saturating_mul(s)
+            .saturating_add(k.saturating_sub(1).saturating_mul(d))
+            .saturating_add(1)
+    };
+    let width = extent(g.ow, g.stride.w, g.kw, g.dilation.w);
+    let height = extent(rows, g.stride.h, g.kh, g.dilation.h);
+    (height, width.div_ceil(g.stride.w), g.stride.w.min(width))
+}
+
+/// Whether this algorithm suits the shape: a whole image's slab is at most a few times the
+/// size of its input and output planes (a huge stride, padding or dilation would make it
+/// mostly padding that no tap reads).
+pub(crate) fn fits(g: &Geometry) -> bool {
+    let (height, phase_width, phases) = slab_extents(g, g.oh);
+    let slab = height.saturating_mul(phase_width).saturating_mul(phases);
+    let planes =
+        g.h.saturating_mul(g.w)
+            .saturating_add(g.oh.saturating_mul(g.ow));
+    slab <= planes.saturating_mul(4).saturating_add(4096)
 }
 
 impl<A: Accumulator> Slab<A> {
-    fn row_len(&self, g: &Geometry) -> usize {
-        self.phase_width * g.stride.w
+    fn row_len(&self) -> usize {
+        self.phase_width * self.phases
     }
 
     /// Where each tap `(ci, ky, kx)` of output row 0, pixel 0, starts in the slab, for every
     /// channel the slab holds; output row `r` starts `r * stride.h` slab rows further.
     fn tap_starts(&self, g: &Geometry) -> Vec<usize> {
-        let (s, row_len) = (g.stride.w, self.row_len(g));
+        let (s, row_len) = (g.stride.w, self.row_len());
         let plane_len = self.height * row_len;
         let channels = self.data.len() / plane_len.max(1);
         (0..channels)
@@ -126,10 +155,9 @@ fn padded_slab<A: Accumulator>(
     scratch: &Scratch,
 ) -> Option<Slab<A>> {
     let s = g.stride.w;
+    let (height, phase_width, phases) = slab_extents(g, rows);
     let width = (g.ow - 1) * s + (g.kw - 1) * g.dilation.w + 1;
-    let height = (rows - 1) * g.stride.h + (g.kh - 1) * g.dilation.h + 1;
-    let phase_width = width.div_ceil(s);
-    let row_len = phase_width * s;
+    let row_len = phase_width * phases;
     let planes = x.len() / (g.h * g.w).max(1);
     let len = scratch.ok(checked_product(&[planes, height, row_len], "a padded slab"))?;
     let mut data = scratch.filled(len, A::ZERO)?;
@@ -170,6 +198,7 @@ fn padded_slab<A: Accumulator>(
         data,
         height,
         phase_width,
+        phases,
     })
 }
 
@@ -195,7 +224,7 @@ fn run<A: Accumulator>(job: &mut Band<'_, A>) {
 pub(crate) fn band<A: Accumulator>(job: &mut Band<'_, A>) {
     let g = job.g;
     let slab = job.slab;
-    let (sh, row_len) = (g.stride.h, slab.row_len(g));
+    let (sh, row_len) = (g.stride.h, slab.row_len());
     let starts = slab.tap_starts(g);
     for (r, out_row) in job.out.chunks_exact_mut(g.ow).enumerate() {
         if g.ow < LANES {
@@ -319,7 +348,7 @@ fn run_weight<A: Accumulator>(job: &mut WeightJob<'_, A>) {
 #[inline(always)]
 pub(crate) fn weight<A: Accumulator>(job: &mut WeightJob<'_, A>) {
     let g = job.g;
-    let row_len = job.slab.row_len(g);
+    let row_len = job.slab.row_len();
     let full = g.ow / LANES * LANES;
     for (sum, &start) in job.sums.iter_mut().zip(job.starts) {
         let mut acc = [[A::ZERO; LANES]; 2];
@@ -386,9 +415,10 @@ fn sum_lanes<A: Accumulator>(lanes: &[A; LANES]) -> A {
 
 /// The input gradient: with stride 1 it is a convolution of `grad_out` with the weight
 /// flipped in space and transposed in channels, padded by `dilation*(k-1) - padding`, which
-/// [`forward`] computes; other strides, padding beyond the kernel's reach, and a non-finite
-/// weight (whose products with the flipped convolution's zero padding would be NaN where
-/// the input gradient has no such terms) run the row kernel. Overwrites every element of
+/// [`forward`] computes; other strides, padding beyond the kernel's reach, a flipped
+/// convolution whose slab would not [`fit`](fits), and a non-finite weight (whose products
+/// with the flipped convolution's zero padding would be NaN where the input gradient has no
+/// such terms) run the row kernel. Overwrites every element of
 /// `grad_in`; no conjugation (callers pass the conjugated weight).
 pub(crate) fn backward_input<A: Accumulator>(
     g: &Geometry,
@@ -403,7 +433,7 @@ pub(crate) fn backward_input<A: Accumulator>(
         reach(g.kh.max(1), g.dilation.h).checked_sub(g.pad_top),
         reach(g.kw.max(1), g.dilation.w).checked_sub(g.pad_left),
     ) {
-        (true, Some(pad_top), Some(pad_left)) => Geometry {
+        (true, Some(pad_top), Some(pad_left)) => Some(Geometry {
             cin: g.cout,
             h: g.oh,
             w: g.ow,
@@ -413,8 +443,11 @@ pub(crate) fn backward_input<A: Accumulator>(
             oh: g.h,
             ow: g.w,
             ..*g
-        },
-        _ => return super::direct_rows::backward_input(g, grad_out, weight, grad_in),
+        }),
+        _ => None,
+    };
+    let Some(flipped) = flipped.filter(fits) else {
+        return super::direct_rows::backward_input(g, grad_out, weight, grad_in);
     };
     let (cin_g, cout_g, taps) = (g.cin_per_group(), g.cout_per_group(), g.kh * g.kw);
     // w'[ci][co in group][ky'][kx'] = w[co][ci in group][kh-1-ky'][kw-1-kx']

@@ -28,8 +28,10 @@ pub(crate) use backward_bias::backward_bias;
 use std::sync::OnceLock;
 
 use crate::algorithm::Algorithm;
+use crate::element::Accumulator;
 use crate::error::{try_filled, ConvError, Result};
 use crate::geometry::Geometry;
+use crate::threading::for_each_chunk;
 
 /// Scratch buffers of parallel tasks, which cannot return errors: a task whose buffer
 /// cannot be allocated skips its work and records why, and the kernel's dispatcher returns
@@ -69,10 +71,18 @@ pub(crate) fn forward<A: Accumulator>(
     bias: Option<&[A]>,
     out: &mut [A],
 ) -> Result<()> {
-    let algorithm = match algorithm {
-        Algorithm::DirectRows if !all_finite(weight) => Algorithm::Direct,
-        chosen => chosen,
-    };
+    if out.is_empty() {
+        return Ok(());
+    }
+    if input.is_empty() || weight.is_empty() {
+        // No terms (zero input channels): the bias alone, as PyTorch's empty-input backend.
+        let plane = out.len() / (g.n * g.cout);
+        for (p, out_plane) in out.chunks_exact_mut(plane).enumerate() {
+            out_plane.fill(bias.map_or(A::ZERO, |b| b[p % g.cout]));
+        }
+        return Ok(());
+    }
+    let algorithm = exact(algorithm, g, weight);
     let scratch = Scratch::new();
     match algorithm {
         Algorithm::Direct => direct::forward(g, input, weight, bias, out, &scratch),
@@ -91,6 +101,10 @@ pub(crate) fn backward_input<A: Accumulator>(
     weight: &[A],
     grad_in: &mut [A],
 ) -> Result<()> {
+    if grad_out.is_empty() || weight.is_empty() {
+        grad_in.fill(A::ZERO);
+        return Ok(());
+    }
     let scratch = Scratch::new();
     match algorithm {
         Algorithm::DirectRows => direct_rows::backward_input(g, grad_out, weight, grad_in),
@@ -110,10 +124,11 @@ pub(crate) fn backward_weight<A: Accumulator>(
     grad_out: &[A],
     grad_w: &mut [A],
 ) -> Result<()> {
-    let algorithm = match algorithm {
-        Algorithm::DirectRows if !all_finite(grad_out) => Algorithm::Direct,
-        chosen => chosen,
-    };
+    if input.is_empty() || grad_out.is_empty() {
+        grad_w.fill(A::ZERO);
+        return Ok(());
+    }
+    let algorithm = exact(algorithm, g, grad_out);
     let scratch = Scratch::new();
     match algorithm {
         Algorithm::DirectRows => direct_rows::backward_weight(g, input, grad_out, grad_w),
@@ -123,18 +138,30 @@ pub(crate) fn backward_weight<A: Accumulator>(
     scratch.finish()
 }
 
-use crate::element::Accumulator;
-use crate::threading::for_each_chunk;
+/// The algorithm that computes `algorithm`'s pass exactly as PyTorch defines it: `direct-rows`
+/// skips padded taps, so a non-finite weight (or output gradient, `factor`) needs `direct`;
+/// `direct` stages padded rows, so a shape whose staged rows would dwarf the input and
+/// output (a huge stride, padding or dilation) runs `im2col-gemm`, whose columns scale
+/// with the output.
+fn exact<A: Accumulator>(algorithm: Algorithm, g: &Geometry, factor: &[A]) -> Algorithm {
+    match algorithm {
+        Algorithm::DirectRows if all_finite(factor) => Algorithm::DirectRows,
+        Algorithm::DirectRows | Algorithm::Direct if !direct::fits(g) => Algorithm::Im2colGemm,
+        Algorithm::DirectRows => Algorithm::Direct,
+        chosen => chosen,
+    }
+}
 
 pub(crate) fn all_finite<A: Accumulator>(values: &[A]) -> bool {
     values.iter().all(|v| v.is_finite())
 }
 
-/// `out[n, c, ..] += bias[c]` for an NCHW `out` whose planes hold `plane` elements.
-pub(crate) fn add_bias<A: Accumulator>(out: &mut [A], bias: &[A], plane: usize) {
-    if plane == 0 || bias.is_empty() {
+/// `out[n, c, ..] += bias[c]` for an NCHW `out` of `batch` images.
+pub(crate) fn add_bias<A: Accumulator>(out: &mut [A], bias: &[A], batch: usize) {
+    if out.is_empty() {
         return;
     }
+    let plane = out.len() / (batch * bias.len());
     for_each_chunk(out, plane, |p, values| {
         let b = bias[p % bias.len()];
         for v in values {

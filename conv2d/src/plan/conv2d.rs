@@ -2,7 +2,10 @@
 
 use std::borrow::Cow;
 
-use super::{check_bias, check_len, check_positive, check_weight_groups, fill, prepared_weight};
+use super::{
+    check_bias, check_image_not_empty, check_kernel_size, check_len, check_positive,
+    check_weight_groups, fill, prepared_weight,
+};
 use crate::algorithm::Algorithm;
 use crate::denormal::operand;
 use crate::element::Element;
@@ -91,12 +94,7 @@ impl Conv2dPlan {
                 fmt_shape(&input_shape)
             )));
         }
-        if kh == 0 || kw == 0 {
-            return Err(ConvError::invalid(format!(
-                "kernel size should be greater than zero, but got kernel_height: {kh} \
-                 kernel_width: {kw}"
-            )));
-        }
+        check_kernel_size(kh, kw)?;
         let reach = |k: usize, d: usize| {
             (k - 1)
                 .checked_mul(d)
@@ -128,16 +126,11 @@ impl Conv2dPlan {
             return Err(ConvError::shape(format!(
                 "Calculated padded input size per channel: ({ph} x {pw}). Kernel size: ({} x {}). \
                  Kernel size can't be greater than actual input size",
-                reach_h + 1,
-                reach_w + 1
+                reach_h as u128 + 1,
+                reach_w as u128 + 1
             )));
         }
-        if n > 0 && cin > 0 && (h == 0 || w == 0) {
-            return Err(ConvError::shape(format!(
-                "Only zero batch or zero channel inputs are supported, but got input shape: {}",
-                fmt_shape(&input_shape)
-            )));
-        }
+        check_image_not_empty(input_shape)?;
         let (oh, ow) = (
             (ph - reach_h - 1) / stride.h + 1,
             (pw - reach_w - 1) / stride.w + 1,

@@ -3,7 +3,10 @@
 //! A transposed convolution is the input-gradient of a convolution: the plan holds that
 //! convolution's geometry (its input is our output) and runs the conv2d kernels swapped.
 
-use super::{check_bias, check_len, check_positive, check_weight_groups, conjugate_in_place};
+use super::{
+    check_bias, check_image_not_empty, check_kernel_size, check_len, check_positive,
+    check_weight_groups, conjugate_in_place,
+};
 use super::{fill, prepared_weight};
 use crate::algorithm::Algorithm;
 use crate::denormal::operand;
@@ -122,12 +125,17 @@ impl ConvTranspose2dPlan {
             .checked_mul(groups)
             .ok_or_else(|| ConvError::overflow("out_channels"))?;
         // Smallest output size per axis: (in-1)*stride - 2*padding + dilation*(k-1) + 1.
-        let min_size = |size: usize, s: usize, p: usize, d: usize, k: usize| -> i128 {
-            (size as i128 - 1) * s as i128 - 2 * p as i128 + d as i128 * (k as i128 - 1) + 1
+        let min_size = |size: usize, s: usize, p: usize, d: usize, k: usize| -> Result<i128> {
+            let (size, s, p, d, k) = (size as i128, s as i128, p as i128, d as i128, k as i128);
+            (size - 1)
+                .checked_mul(s)
+                .and_then(|v| v.checked_add(d.checked_mul(k - 1)?))
+                .and_then(|v| v.checked_sub(2 * p - 1))
+                .ok_or_else(|| ConvError::overflow("the output size"))
         };
         let mins = [
-            min_size(h, stride.h, padding.h, dilation.h, kh),
-            min_size(w, stride.w, padding.w, dilation.w, kw),
+            min_size(h, stride.h, padding.h, dilation.h, kh)?,
+            min_size(w, stride.w, padding.w, dilation.w, kw)?,
         ];
         let extra = match output_size {
             None => {
@@ -163,15 +171,15 @@ impl ConvTranspose2dPlan {
                 let mut extra = [0i128; 2];
                 for i in 0..2 {
                     let want = spatial[i] as i128;
-                    if want < mins[i] || want > mins[i] + strides[i] - 1 {
+                    if want < mins[i] || want - mins[i] >= strides[i] {
                         return Err(ConvError::invalid(format!(
                             "requested an output size of {}, but valid sizes range from [{}, {}] \
                              to [{}, {}] (for an input of {})",
                             fmt_shape(spatial),
                             mins[0],
                             mins[1],
-                            mins[0] + strides[0] - 1,
-                            mins[1] + strides[1] - 1,
+                            mins[0].saturating_add(strides[0] - 1),
+                            mins[1].saturating_add(strides[1] - 1),
                             fmt_shape(&input_shape[2..])
                         )));
                     }
@@ -180,13 +188,18 @@ impl ConvTranspose2dPlan {
                 extra
             }
         };
-        let (oh, ow) = (mins[0] + extra[0], mins[1] + extra[1]);
+        let [oh, ow] = [0, 1].map(|i| mins[i].checked_add(extra[i]));
+        let (Some(oh), Some(ow)) = (oh, ow) else {
+            return Err(ConvError::overflow("the output size"));
+        };
         if oh <= 0 || ow <= 0 {
             return Err(ConvError::shape(format!(
                 "Given input size per channel: ({h} x {w}). Calculated output size per channel: \
                  ({oh} x {ow}). Output size is too small"
             )));
         }
+        check_kernel_size(kh, kw)?;
+        check_image_not_empty(input_shape)?;
         let to_usize =
             |v: i128| usize::try_from(v).map_err(|_| ConvError::overflow("the output size"));
         let geometry = Geometry::new(Geometry {
@@ -337,7 +350,7 @@ impl ConvTranspose2dPlan {
             install(g.work(), || {
                 kernels::backward_input(self.algorithm, g, &x, &w, out)?;
                 if let Some(b) = &b {
-                    kernels::add_bias(out, b, g.h * g.w);
+                    kernels::add_bias(out, b, g.n);
                 }
                 Ok(())
             })

@@ -65,6 +65,30 @@ fn check_weight_groups(weight_shape: [usize; 4], groups: usize) -> Result<()> {
     )))
 }
 
+/// Checks that the kernel has at least one tap.
+fn check_kernel_size(kh: usize, kw: usize) -> Result<()> {
+    if kh == 0 || kw == 0 {
+        return Err(ConvError::invalid(format!(
+            "kernel size should be greater than zero, but got kernel_height: {kh} \
+             kernel_width: {kw}"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks that a non-empty batch of channels has non-empty images, as PyTorch's backend
+/// selection does.
+fn check_image_not_empty(input_shape: [usize; 4]) -> Result<()> {
+    let [n, c, h, w] = input_shape;
+    if n > 0 && c > 0 && (h == 0 || w == 0) {
+        return Err(ConvError::shape(format!(
+            "Only zero batch or zero channel inputs are supported, but got input shape: {}",
+            fmt_shape(&input_shape)
+        )));
+    }
+    Ok(())
+}
+
 fn check_bias(bias_len: Option<usize>, expected: usize, weight_shape: [usize; 4]) -> Result<()> {
     match bias_len {
         Some(len) if len != expected => Err(ConvError::shape(format!(
