@@ -582,7 +582,10 @@ fn transposed_empty_images_and_kernels_are_rejected() {
     );
     // An empty batch of empty images is fine, as in conv2d.
     let plan = ConvTranspose2dPlan::new([0, 2, 0, 3], [2, 1, 3, 3], &opts).unwrap();
-    assert_eq!(plan.forward::<f32>(&[], &[0.0; 18], None).unwrap(), Vec::<f32>::new());
+    assert_eq!(
+        plan.forward::<f32>(&[], &[0.0; 18], None).unwrap(),
+        Vec::<f32>::new()
+    );
 }
 
 #[test]
@@ -661,13 +664,22 @@ fn empty_tensors_with_per_plane_sizes_that_overflow() {
         .groups(3)
         .padding_mode(PaddingMode::Reflect);
     let plan = Conv2dPlan::new([0, 3, usize::MAX / 2, 11], [9, 1, 1, 1], &opts).unwrap();
-    assert_eq!(plan.forward::<f32>(&[], &[1.0; 9], None).unwrap(), Vec::<f32>::new());
-    assert_eq!(plan.backward_input::<f32>(&[], &[1.0; 9]).unwrap(), Vec::<f32>::new());
+    assert_eq!(
+        plan.forward::<f32>(&[], &[1.0; 9], None).unwrap(),
+        Vec::<f32>::new()
+    );
+    assert_eq!(
+        plan.backward_input::<f32>(&[], &[1.0; 9]).unwrap(),
+        Vec::<f32>::new()
+    );
     assert_eq!(plan.backward_weight::<f32>(&[], &[]).unwrap(), vec![0.0; 9]);
     // No batch and no channels, planes of 2^64 - 2 pixels.
     let opts = Conv2dOptions::default().groups(3);
     let plan = Conv2dPlan::new([0, 0, usize::MAX - 1, 12], [12, 0, 1, 1], &opts).unwrap();
-    assert_eq!(plan.forward::<f32>(&[], &[], None).unwrap(), Vec::<f32>::new());
+    assert_eq!(
+        plan.forward::<f32>(&[], &[], None).unwrap(),
+        Vec::<f32>::new()
+    );
     // No channels, a 2^40 x 2^40 image and kernel: one output pixel, the bias.
     let big = 1 << 40;
     let plan = Conv2dPlan::new([1, 0, big, big], [1, 0, big, big], &Default::default()).unwrap();
