@@ -1,6 +1,7 @@
 //! Times every case of a suite (`suite.json` format) and prints GFLOP/s.
 //!
-//! `cargo run --release -p conv2d-bench -- [--suite FILE] [--threads N] [--json FILE]`
+//! `cargo run --release -p conv2d-bench -- [--suite FILE] [--threads N] [--json FILE]
+//! [--algorithm direct|direct-rows|direct-tiled|im2col-gemm]` (the last forces one algorithm, for sweeps)
 //!
 //! Each case: two warm-up calls, then calls until at least 20 calls and 0.5 s, reporting the
 //! median. FLOPs follow the suite's `about`: `2*N*Cout*Hout*Wout*(Cin/groups)*kh*kw` for
@@ -9,13 +10,14 @@
 
 use std::time::{Duration, Instant};
 
-use conv2d::{Conv2dOptions, Conv2dPlan, ConvTranspose2dOptions, ConvTranspose2dPlan};
+use conv2d::{Algorithm, Conv2dOptions, Conv2dPlan, ConvTranspose2dOptions, ConvTranspose2dPlan};
 use serde_json::{json, Value};
 
 struct Args {
     suite: String,
     threads: Option<usize>,
     json: Option<String>,
+    algorithm: Option<Algorithm>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -23,6 +25,7 @@ fn parse_args() -> Result<Args, String> {
         suite: concat!(env!("CARGO_MANIFEST_DIR"), "/suite.json").to_string(),
         threads: None,
         json: None,
+        algorithm: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -33,9 +36,14 @@ fn parse_args() -> Result<Args, String> {
                 args.threads = Some(value()?.parse().map_err(|e| format!("--threads: {e}"))?)
             }
             "--json" => args.json = Some(value()?),
+            "--algorithm" => {
+                let name = value()?;
+                let found = Algorithm::ALL.into_iter().find(|a| a.name() == name);
+                args.algorithm = Some(found.ok_or(format!("--algorithm: unknown {name}"))?);
+            }
             other => {
                 return Err(format!(
-                    "unknown argument {other}; use --suite, --threads, --json"
+                    "unknown argument {other}; use --suite, --threads, --json, --algorithm"
                 ))
             }
         }
@@ -66,7 +74,7 @@ type Runner = Box<dyn FnMut() -> Result<(), conv2d::ConvError>>;
 /// What a case runs: the call, its FLOP count and the algorithm name.
 type Prepared = (Runner, f64, &'static str);
 
-fn prepare(case: &Value) -> Result<Prepared, String> {
+fn prepare(case: &Value, forced: Option<Algorithm>) -> Result<Prepared, String> {
     let (n, cin, h, w, cout, groups) = (
         num(case, "n")?,
         num(case, "cin")?,
@@ -97,6 +105,10 @@ fn prepare(case: &Value) -> Result<Prepared, String> {
             .output_padding(pair(case, "output_padding", 0));
         let plan = ConvTranspose2dPlan::new([n, cin, h, w], [cin, cout / groups, k.0, k.1], &opts)
             .map_err(e)?;
+        let plan = match forced {
+            Some(a) => plan.with_algorithm(a),
+            None => plan,
+        };
         let x = filled(n * cin * h * w, 1);
         let wt = filled(plan.weight_shape().iter().product(), 2);
         let mut y = vec![0.0f32; plan.output_shape().iter().product()];
@@ -111,6 +123,10 @@ fn prepare(case: &Value) -> Result<Prepared, String> {
         .dilation(dilation)
         .groups(groups);
     let plan = Conv2dPlan::new([n, cin, h, w], [cout, cin / groups, k.0, k.1], &opts).map_err(e)?;
+    let plan = match forced {
+        Some(a) => plan.with_algorithm(a),
+        None => plan,
+    };
     let [_, _, oh, ow] = plan.output_shape();
     let flops = 2.0 * (n * cout * oh * ow) as f64 * (cin / groups * k.0 * k.1) as f64;
     let x = filled(n * cin * h * w, 1);
@@ -168,7 +184,7 @@ fn main() -> Result<(), String> {
     for (i, case) in cases.iter().enumerate() {
         let name = case["name"].as_str().unwrap_or("?");
         eprint!("[{}/{}] {name}...\r", i + 1, cases.len());
-        let (mut run, flops, algorithm) = prepare(case)?;
+        let (mut run, flops, algorithm) = prepare(case, args.algorithm)?;
         let secs = time(&mut run)?;
         let gflops = flops / secs / 1e9;
         let op = case["op"].as_str().unwrap_or("?");

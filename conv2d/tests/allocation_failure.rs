@@ -45,11 +45,7 @@ fn scratch_that_cannot_be_had_is_an_error() {
     let mut gw = vec![0.0f32; 36];
     let plan = Conv2dPlan::new(shape, kernel, &opts).unwrap();
     let mut refused = 0;
-    for algorithm in [
-        Algorithm::Direct,
-        Algorithm::DirectRows,
-        Algorithm::Im2colGemm,
-    ] {
+    for algorithm in Algorithm::ALL {
         let plan = plan.clone().with_algorithm(algorithm);
         LIMIT.store(1 << 20, Ordering::Relaxed);
         let results = [

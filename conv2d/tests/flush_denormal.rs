@@ -63,11 +63,7 @@ fn check<T: Element>(tiny: f64) {
         let w = data::<T>(w_shape.iter().product(), 2, tiny);
         let b = data::<T>(w_shape[0], 3, tiny);
         let gy = data::<T>(plan.output_shape().iter().product(), 4, tiny);
-        for algorithm in [
-            Algorithm::DirectRows,
-            Algorithm::Im2colGemm,
-            Algorithm::Direct,
-        ] {
+        for algorithm in Algorithm::ALL {
             let plan = plan.clone().with_algorithm(algorithm);
             conv2d::set_flush_denormal(false);
             let exact = passes(&plan, &x, &w, &b, &gy);

@@ -9,11 +9,7 @@ use conv2d::{
     PaddingMode,
 };
 
-const ALGORITHMS: [Algorithm; 3] = [
-    Algorithm::DirectRows,
-    Algorithm::Im2colGemm,
-    Algorithm::Direct,
-];
+const ALGORITHMS: [Algorithm; 4] = Algorithm::ALL;
 use half::{bf16, f16};
 use ndarray::{Array1, Array4};
 use num_complex::Complex;
@@ -73,6 +69,39 @@ fn problems() -> impl Strategy<Value = Problem> {
                     bias,
                     seed,
                 }
+            },
+        )
+        .prop_filter("kernel must fit the padded input", |p| {
+            p.h + 2 * p.pad.0 > p.dilation.0 * (p.k.0 - 1)
+                && p.w + 2 * p.pad.1 > p.dilation.1 * (p.k.1 - 1)
+        })
+}
+
+/// A random stride-1 problem with several output channels per group and up to 35 input
+/// channels: `direct`'s register tiles of output channels, partial last tiles, and sums
+/// carried across blocks of 16 input channels.
+fn tile_problems() -> impl Strategy<Value = Problem> {
+    (
+        (1usize..3, 1usize..3, 1usize..36, 3usize..15),
+        (1usize..24, 1usize..24, (1usize..4, 1usize..4)),
+        ((1usize..3, 1usize..3), (0usize..3, 0usize..3)),
+        (any::<bool>(), any::<u64>()),
+    )
+        .prop_map(
+            |((n, groups, cin_g, cout_g), (h, w, k), (dilation, pad), (bias, seed))| Problem {
+                n,
+                groups,
+                cin_g,
+                cout_g,
+                h,
+                w,
+                k,
+                stride: (1, 1),
+                dilation,
+                pad,
+                mode: 0,
+                bias,
+                seed,
             },
         )
         .prop_filter("kernel must fit the padded input", |p| {
@@ -324,6 +353,11 @@ fn every_algorithm_matches_reference<T: Element>(p: &Problem) -> Result<(), Stri
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn direct_tiles_match_reference(p in tile_problems()) {
+        every_algorithm_matches_reference::<f32>(&p).map_err(TestCaseError::fail)?;
+    }
 
     #[test]
     fn every_algorithm_matches_reference_all_dtypes(p in problems()) {

@@ -49,9 +49,9 @@ fn scratch_memory_is_bounded_far_below_a_whole_im2col() {
     conv2d::set_num_threads(2).unwrap();
     // An image whose full im2col would take 64*9 * 112*112 floats = 28.9 MB.
     let shape = [2, 64, 112, 112];
-    let plan =
+    let chosen =
         Conv2dPlan::new(shape, [64, 64, 3, 3], &Conv2dOptions::default().padding(1)).unwrap();
-    assert_eq!(plan.algorithm(), Algorithm::Im2colGemm);
+    let plan = chosen.clone().with_algorithm(Algorithm::Im2colGemm);
     let x = vec![0.5f32; shape.iter().product()];
     let w = vec![0.25f32; 64 * 64 * 9];
     let gy = vec![1.0f32; plan.output_shape().iter().product()];
@@ -97,6 +97,19 @@ fn scratch_memory_is_bounded_far_below_a_whole_im2col() {
     assert!(
         peak <= slabs,
         "direct forward: {peak} bytes of scratch, bound {slabs}"
+    );
+    // `direct-tiled` (the choice here) pads each image once (a band of at most 1 Mi
+    // elements; here the whole padded image, plus a vector's tail), and each of its tasks
+    // holds a 6-channel block of output rows and weights.
+    assert_eq!(chosen.algorithm(), Algorithm::DirectTiled);
+    let peak = peak_scratch(|| chosen.forward_into(&x, &w, None, &mut y).unwrap());
+    let slabs = 2 * (64 * 114 * 114 + 64) * 4;
+    let tiles = 2 * 6 * ((112 * 114 + 64) + 64 * 9) * 4;
+    let bound = slabs + tiles + (1 << 20);
+    eprintln!("direct-tiled forward: peak scratch {peak} bytes");
+    assert!(
+        peak <= bound,
+        "direct-tiled forward: {peak} bytes of scratch, bound {bound}"
     );
 }
 

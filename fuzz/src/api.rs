@@ -355,6 +355,7 @@ impl Case {
             Some(Algorithm::DirectRows),
             Some(Algorithm::Im2colGemm),
             Some(Algorithm::Direct),
+            Some(Algorithm::DirectTiled),
         ]);
         let layouts = [(); 3].map(|()| {
             d.pick(&[

@@ -78,11 +78,7 @@ fn main() -> Result<(), String> {
     for (name, x_shape, w_shape, groups) in cases {
         let opts = Conv2dOptions::default().padding(1).groups(groups);
         let chosen = Conv2dPlan::new(x_shape, w_shape, &opts).map_err(|e| e.to_string())?;
-        for algorithm in [
-            Algorithm::DirectRows,
-            Algorithm::Im2colGemm,
-            Algorithm::Direct,
-        ] {
+        for algorithm in Algorithm::ALL {
             let plan = chosen.clone().with_algorithm(algorithm);
             let w = data(w_shape.iter().product(), 0.1);
             let mut y = vec![0.0f32; plan.output_shape().iter().product()];

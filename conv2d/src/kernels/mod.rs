@@ -82,11 +82,15 @@ pub(crate) fn forward<A: Accumulator>(
         }
         return Ok(());
     }
-    let algorithm = exact(algorithm, g, weight);
+    let algorithm = match exact(algorithm, g, weight) {
+        Algorithm::DirectTiled if !direct::tiles::<A>(g) => Algorithm::untiled(g),
+        chosen => chosen,
+    };
     let scratch = Scratch::new();
     match algorithm {
         Algorithm::Direct => direct::forward(g, input, weight, bias, out, &scratch),
         Algorithm::DirectRows => direct_rows::forward(g, input, weight, bias, out),
+        Algorithm::DirectTiled => direct::tiled_forward(g, input, weight, bias, out, &scratch),
         Algorithm::Im2colGemm => im2col_gemm::forward(g, input, weight, bias, out, &scratch),
     }
     scratch.finish()
@@ -105,11 +109,15 @@ pub(crate) fn backward_input<A: Accumulator>(
         grad_in.fill(A::ZERO);
         return Ok(());
     }
+    let algorithm = match algorithm {
+        Algorithm::DirectTiled => Algorithm::untiled(g),
+        chosen => chosen,
+    };
     let scratch = Scratch::new();
     match algorithm {
         Algorithm::DirectRows => direct_rows::backward_input(g, grad_out, weight, grad_in),
         Algorithm::Direct => direct::backward_input(g, grad_out, weight, grad_in, &scratch),
-        Algorithm::Im2colGemm => {
+        Algorithm::Im2colGemm | Algorithm::DirectTiled => {
             im2col_gemm::backward_input(g, grad_out, weight, grad_in, &scratch)
         }
     }
@@ -128,25 +136,33 @@ pub(crate) fn backward_weight<A: Accumulator>(
         grad_w.fill(A::ZERO);
         return Ok(());
     }
+    let algorithm = match algorithm {
+        Algorithm::DirectTiled => Algorithm::untiled(g),
+        chosen => chosen,
+    };
     let algorithm = exact(algorithm, g, grad_out);
     let scratch = Scratch::new();
     match algorithm {
         Algorithm::DirectRows => direct_rows::backward_weight(g, input, grad_out, grad_w),
         Algorithm::Direct => direct::backward_weight(g, input, grad_out, grad_w, &scratch),
-        Algorithm::Im2colGemm => im2col_gemm::backward_weight(g, input, grad_out, grad_w, &scratch),
+        Algorithm::Im2colGemm | Algorithm::DirectTiled => {
+            im2col_gemm::backward_weight(g, input, grad_out, grad_w, &scratch)
+        }
     }
     scratch.finish()
 }
 
 /// The algorithm that computes `algorithm`'s pass exactly as PyTorch defines it: `direct-rows`
 /// skips padded taps, so a non-finite weight (or output gradient, `factor`) needs `direct`;
-/// `direct` stages padded rows, so a shape whose staged rows would dwarf the input and
-/// output (a huge stride, padding or dilation) runs `im2col-gemm`, whose columns scale
-/// with the output.
+/// `direct` and `direct-tiled` stage padded rows, so a shape whose staged rows would dwarf
+/// the input and output (a huge stride, padding or dilation) runs `im2col-gemm`, whose
+/// columns scale with the output.
 fn exact<A: Accumulator>(algorithm: Algorithm, g: &Geometry, factor: &[A]) -> Algorithm {
     match algorithm {
         Algorithm::DirectRows if all_finite(factor) => Algorithm::DirectRows,
-        Algorithm::DirectRows | Algorithm::Direct if !direct::fits(g) => Algorithm::Im2colGemm,
+        Algorithm::DirectRows | Algorithm::Direct | Algorithm::DirectTiled if !direct::fits(g) => {
+            Algorithm::Im2colGemm
+        }
         Algorithm::DirectRows => Algorithm::Direct,
         chosen => chosen,
     }

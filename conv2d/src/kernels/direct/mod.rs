@@ -5,6 +5,10 @@
 //! against the same slabs; the stride-1 input gradient is a forward pass on the flipped
 //! weight.
 
+mod tiled;
+
+pub(crate) use tiled::{applies as tiles, forward as tiled_forward, Tile, CO, PIXELS, V};
+
 use super::rows::band_rows;
 use super::{all_finite, Scratch};
 use crate::element::Accumulator;
@@ -24,6 +28,8 @@ pub(crate) struct Slab<A> {
     height: usize,
     phase_width: usize,
     phases: usize,
+    /// Input channels held.
+    planes: usize,
 }
 
 /// The extents of a slab for `rows` output rows: `(height, phase_width, phases)`, saturating
@@ -63,8 +69,7 @@ impl<A: Accumulator> Slab<A> {
     fn tap_starts(&self, g: &Geometry) -> Vec<usize> {
         let (s, row_len) = (g.stride.w, self.row_len());
         let plane_len = self.height * row_len;
-        let channels = self.data.len() / plane_len.max(1);
-        (0..channels)
+        (0..self.planes)
             .flat_map(|ci| (0..g.kh).flat_map(move |ky| (0..g.kw).map(move |kx| (ci, ky, kx))))
             .map(|(ci, ky, kx)| {
                 let c = kx * g.dilation.w;
@@ -107,7 +112,7 @@ pub(crate) fn forward<A: Accumulator>(
         for_each_chunk(out, cout_g * plane, |task, group_out| {
             let (n, group) = (task / g.groups, task % g.groups);
             let x = &input[(n * g.cin + group * cin_g) * g.h * g.w..][..cin_g * g.h * g.w];
-            let Some(slab) = padded_slab(g, x, 0, g.oh, scratch) else {
+            let Some(slab) = padded_slab(g, x, 0, g.oh, 0, scratch) else {
                 return;
             };
             for (co_in_group, out_plane) in group_out.chunks_mut(plane).enumerate() {
@@ -130,7 +135,7 @@ pub(crate) fn forward<A: Accumulator>(
         let ci0 = co / cout_g * cin_g;
         let x = &input[(n * g.cin + ci0) * g.h * g.w..][..cin_g * g.h * g.w];
         for_each_chunk(out_plane, band * g.ow, |b, rows| {
-            let Some(slab) = padded_slab(g, x, b * band, rows.len() / g.ow, scratch) else {
+            let Some(slab) = padded_slab(g, x, b * band, rows.len() / g.ow, 0, scratch) else {
                 return;
             };
             let mut job = Band {
@@ -152,6 +157,7 @@ fn padded_slab<A: Accumulator>(
     x: &[A],
     oy0: usize,
     rows: usize,
+    tail: usize,
     scratch: &Scratch,
 ) -> Option<Slab<A>> {
     let s = g.stride.w;
@@ -159,7 +165,12 @@ fn padded_slab<A: Accumulator>(
     let width = (g.ow - 1) * s + (g.kw - 1) * g.dilation.w + 1;
     let row_len = phase_width * phases;
     let planes = x.len() / (g.h * g.w).max(1);
-    let len = scratch.ok(checked_product(&[planes, height, row_len], "a padded slab"))?;
+    let len = scratch.ok(
+        checked_product(&[planes, height, row_len], "a padded slab").and_then(|len| {
+            len.checked_add(tail)
+                .ok_or(crate::error::ConvError::overflow("a padded slab"))
+        }),
+    )?;
     let mut data = scratch.filled(len, A::ZERO)?;
     for (x_c, slab_c) in x
         .chunks_exact(g.h * g.w)
@@ -199,6 +210,7 @@ fn padded_slab<A: Accumulator>(
         height,
         phase_width,
         phases,
+        planes,
     })
 }
 
@@ -299,7 +311,7 @@ pub(crate) fn backward_weight<A: Accumulator>(
         if plane > 0 && in_plane > 0 {
             for n in 0..g.n {
                 let x = &input[(n * g.cin + ci) * in_plane..][..in_plane];
-                let Some(slab) = padded_slab(g, x, 0, g.oh, scratch) else {
+                let Some(slab) = padded_slab(g, x, 0, g.oh, 0, scratch) else {
                     return;
                 };
                 let mut job = WeightJob {

@@ -1,0 +1,186 @@
+//! [`Algorithm::DirectTiled`](crate::Algorithm::DirectTiled)'s forward pass: stride 1,
+//! several output channels per group, `f32` sums on AVX2 or AVX-512. A register tile of
+//! [`CO`] output channels by [`V`] vectors of [`LANES`] pixels, the weights broadcast, the
+//! input read as shifted windows of `direct`'s padded slab.
+//!
+//! With stride 1 every tap of output pixel `q` (counted row after row in slab rows,
+//! `q = r * row_len + x`) reads slab element `start + q`, so a band of output rows is one
+//! contiguous run of `q`: the tile sweeps it (the `row_len - ow` columns per row that are
+//! not outputs are computed and dropped), then the output rows are copied out. The taps
+//! are swept in blocks of [`CI_BLOCK`] input channels, the sums carried in the output
+//! block between blocks, so that each block's windows and weights stay in L1; every
+//! output sums its bias, then its taps in order, whatever the thread count.
+
+use std::any::TypeId;
+
+use super::{padded_slab, Scratch, LANES};
+use crate::element::Accumulator;
+use crate::geometry::Geometry;
+use crate::isa::{isa, Isa};
+use crate::threading::for_each_chunk;
+
+/// Output channels per tile.
+pub(crate) const CO: usize = 6;
+/// Vectors of [`LANES`] pixels per tile.
+pub(crate) const V: usize = 4;
+/// Output pixels per tile.
+pub(crate) const PIXELS: usize = V * LANES;
+/// Input channels whose taps one sweep runs through before the next block.
+const CI_BLOCK: usize = 16;
+/// Elements of a band's slab (all input channels of the group), so that it stays in L2.
+const SLAB_BUDGET: usize = 1024 * 1024;
+
+/// Whether the tiled kernel computes this shape's forward pass in `A`.
+pub(crate) fn applies<A: Accumulator>(g: &Geometry) -> bool {
+    g.stride.h == 1 && g.stride.w == 1 && g.cout_per_group() >= CO / 2 && has_kernel::<A>()
+}
+
+/// One tile sweep: `flat[c * len + q] = init[c] + sum_t weights[t * CO + c] * slab[starts[t] + q]`
+/// for `q < len` (a multiple of [`PIXELS`]).
+pub(crate) struct Tile<'a, A> {
+    pub slab: &'a [A],
+    pub starts: &'a [usize],
+    /// Per tap, the [`CO`] channels' weights.
+    pub weights: &'a [A],
+    pub init: [A; CO],
+    /// Whether the sums start from `flat` (a later block of taps) rather than `init`.
+    pub resume: bool,
+    pub flat: &'a mut [A],
+    pub len: usize,
+}
+
+impl<A> Tile<'_, A> {
+    /// The slab, weight and output pointers of the vector kernels, after checking every
+    /// bound they rely on: `len` a multiple of [`PIXELS`], `flat` holding `CO * len`
+    /// elements, `weights` `CO` per tap, every tap's window `start..start + len` inside
+    /// the slab. Panics (a bug, not a user error) if one fails.
+    pub(crate) fn pointers(&mut self) -> (*const A, *const A, *mut A) {
+        let len = self.len;
+        assert!(len.is_multiple_of(PIXELS) && self.flat.len() >= CO * len);
+        assert!(self.weights.len() >= CO * self.starts.len());
+        let end = self.starts.iter().max().map_or(0, |&s| s + len);
+        assert!(end <= self.slab.len());
+        (
+            self.slab.as_ptr(),
+            self.weights.as_ptr(),
+            self.flat.as_mut_ptr(),
+        )
+    }
+}
+
+/// `out = conv2d(input, weight) + bias` for a shape that [`applies`], overwriting `out`.
+pub(crate) fn forward<A: Accumulator>(
+    g: &Geometry,
+    input: &[A],
+    weight: &[A],
+    bias: Option<&[A]>,
+    out: &mut [A],
+    scratch: &Scratch,
+) {
+    let plane = g.oh * g.ow;
+    let (cin_g, cout_g) = (g.cin_per_group(), g.cout_per_group());
+    let taps = cin_g * g.kh * g.kw;
+    let in_len = cin_g * g.h * g.w;
+    let row_len = g.ow + (g.kw - 1) * g.dilation.w;
+    let reach_h = (g.kh - 1) * g.dilation.h;
+    let band = (SLAB_BUDGET / (cin_g * row_len).max(1))
+        .saturating_sub(reach_h)
+        .clamp(1, g.oh);
+    // Each (image, group) pads a band of its input once; its tiles of CO output channels
+    // then run in parallel over that slab.
+    for_each_chunk(out, cout_g * plane, |task, group_out| {
+        let (n, group) = (task / g.groups, task % g.groups);
+        let x = &input[(n * g.cin + group * cin_g) * g.h * g.w..][..in_len];
+        for oy0 in (0..g.oh).step_by(band) {
+            let rows = band.min(g.oh - oy0);
+            let Some(slab) = padded_slab(g, x, oy0, rows, PIXELS, scratch) else {
+                return;
+            };
+            let starts = slab.tap_starts(g);
+            let len = ((rows - 1) * row_len + g.ow).next_multiple_of(PIXELS);
+            for_each_chunk(group_out, CO * plane, |tile, tile_out| {
+                let co0 = group * cout_g + tile * CO;
+                let count = tile_out.len() / plane;
+                // Per tap, CO weights (zero for channels past the group's last).
+                let Some(mut panel) = scratch.filled(taps * CO, A::ZERO) else {
+                    return;
+                };
+                let mut init = [A::ZERO; CO];
+                for c in 0..count {
+                    let w = &weight[(co0 + c) * taps..][..taps];
+                    for (t, &wv) in w.iter().enumerate() {
+                        panel[t * CO + c] = wv;
+                    }
+                    init[c] = bias.map_or(A::ZERO, |b| b[co0 + c]);
+                }
+                let Some(mut flat) = scratch.filled(CO * len, A::ZERO) else {
+                    return;
+                };
+                // Blocks of input channels whose windows and weights stay in L1.
+                let block_taps = CI_BLOCK * g.kh * g.kw;
+                for (b, (starts, panel)) in starts
+                    .chunks(block_taps)
+                    .zip(panel.chunks(block_taps * CO))
+                    .enumerate()
+                {
+                    run(&mut Tile {
+                        slab: &slab.data,
+                        starts,
+                        weights: panel,
+                        init,
+                        resume: b > 0,
+                        flat: &mut flat,
+                        len,
+                    });
+                }
+                for (out_plane, flat_c) in tile_out.chunks_exact_mut(plane).zip(flat.chunks(len)) {
+                    let dst = &mut out_plane[oy0 * g.ow..][..rows * g.ow];
+                    for (d, s) in dst.chunks_exact_mut(g.ow).zip(flat_c.chunks(row_len)) {
+                        d.copy_from_slice(&s[..g.ow]);
+                    }
+                }
+            });
+        }
+    });
+}
+
+/// Whether [`run`] has a vector kernel for `A` on this CPU (`f32` with AVX2 or AVX-512);
+/// other types take `direct`'s band kernel, one output channel at a time.
+pub(crate) fn has_kernel<A: Accumulator>() -> bool {
+    TypeId::of::<A>() == TypeId::of::<f32>() && matches!(isa(), Isa::Avx2 | Isa::Avx512)
+}
+
+/// Runs a tile sweep with the vector kernel for `A` (see [`has_kernel`]).
+fn run<A: Accumulator>(job: &mut Tile<'_, A>) {
+    assert!(has_kernel::<A>(), "callers check has_kernel");
+    // SAFETY: `A` is `f32` (same `TypeId`), so these are the same slices and values,
+    // re-typed: same layout, same lifetimes.
+    let mut f32_job = unsafe {
+        Tile {
+            slab: std::slice::from_raw_parts(job.slab.as_ptr().cast::<f32>(), job.slab.len()),
+            starts: job.starts,
+            weights: std::slice::from_raw_parts(
+                job.weights.as_ptr().cast::<f32>(),
+                job.weights.len(),
+            ),
+            init: std::mem::transmute_copy::<[A; CO], [f32; CO]>(&job.init),
+            resume: job.resume,
+            flat: std::slice::from_raw_parts_mut(
+                job.flat.as_mut_ptr().cast::<f32>(),
+                job.flat.len(),
+            ),
+            len: job.len,
+        }
+    };
+    let job = &mut f32_job;
+    match isa() {
+        // SAFETY: `isa()` returns a level only if the CPU supports it; `forward` builds
+        // the job to `Tile`'s bounds.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { crate::arch::x86_64::direct_tile_f32_avx512(job) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { crate::arch::x86_64::direct_tile_f32_avx2(job) },
+        _ => unreachable!("has_kernel admits AVX2 and AVX-512 only"),
+    }
+}
