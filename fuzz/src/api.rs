@@ -421,7 +421,9 @@ impl Case {
         ];
         for (i, (x, s, p, dl, k)) in spatial.into_iter().enumerate() {
             let min = transposed_min(x, s, p, dl, k).unwrap_or(1);
-            let want = min + d.int(0, s.min(8)) as i128 - i128::from(d.one_in(8));
+            let want = min
+                .saturating_add(d.int(0, s.min(8)) as i128)
+                .saturating_sub(i128::from(d.one_in(8)));
             let want = if d.mode == Mode::Raw && d.one_in(4) {
                 d.raw()
             } else {
