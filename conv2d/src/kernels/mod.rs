@@ -110,14 +110,18 @@ pub(crate) fn backward_input<A: Accumulator>(
         return Ok(());
     }
     let algorithm = match algorithm {
+        Algorithm::DirectTiled if direct::tiles_backward_input(g, weight) => algorithm,
         Algorithm::DirectTiled => Algorithm::untiled(g),
         chosen => chosen,
     };
     let scratch = Scratch::new();
     match algorithm {
         Algorithm::DirectRows => direct_rows::backward_input(g, grad_out, weight, grad_in),
+        Algorithm::DirectTiled => {
+            direct::backward_input_tiled(g, grad_out, weight, grad_in, &scratch)
+        }
         Algorithm::Direct => direct::backward_input(g, grad_out, weight, grad_in, &scratch),
-        Algorithm::Im2colGemm | Algorithm::DirectTiled => {
+        Algorithm::Im2colGemm => {
             im2col_gemm::backward_input(g, grad_out, weight, grad_in, &scratch)
         }
     }

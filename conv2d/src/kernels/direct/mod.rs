@@ -439,6 +439,38 @@ pub(crate) fn backward_input<A: Accumulator>(
     grad_in: &mut [A],
     scratch: &Scratch,
 ) {
+    let Some(flipped) = flipped_geometry(g, weight) else {
+        return super::direct_rows::backward_input(g, grad_out, weight, grad_in);
+    };
+    if let Some(w) = flipped_weight(g, weight, scratch) {
+        forward(&flipped, grad_out, &w, None, grad_in, scratch);
+    }
+}
+
+/// Whether [`backward_input_tiled`] applies: a stride-1 input gradient whose flipped
+/// convolution the tiled kernel computes in `A`.
+pub(crate) fn tiles_backward_input<A: Accumulator>(g: &Geometry, weight: &[A]) -> bool {
+    flipped_geometry(g, weight).is_some_and(|f| tiles::<A>(&f))
+}
+
+/// The input gradient as [`backward_input`] computes it, with the flipped convolution run
+/// by the tiled kernel; for shapes where [`tiles_backward_input`] holds.
+pub(crate) fn backward_input_tiled<A: Accumulator>(
+    g: &Geometry,
+    grad_out: &[A],
+    weight: &[A],
+    grad_in: &mut [A],
+    scratch: &Scratch,
+) {
+    let flipped = flipped_geometry(g, weight).expect("callers check tiles_backward_input");
+    if let Some(w) = flipped_weight(g, weight, scratch) {
+        tiled::forward(&flipped, grad_out, &w, None, grad_in, scratch);
+    }
+}
+
+/// The stride-1 convolution whose output is the input gradient of `g`, if it exists (see
+/// [`backward_input`]).
+fn flipped_geometry<A: Accumulator>(g: &Geometry, weight: &[A]) -> Option<Geometry> {
     let reach = |k: usize, d: usize| (k - 1) * d;
     let flipped = match (
         g.stride.h == 1 && g.stride.w == 1 && g.kh > 0 && g.kw > 0 && all_finite(weight),
@@ -458,21 +490,25 @@ pub(crate) fn backward_input<A: Accumulator>(
         }),
         _ => None,
     };
-    let Some(flipped) = flipped.filter(fits) else {
-        return super::direct_rows::backward_input(g, grad_out, weight, grad_in);
-    };
+    flipped.filter(fits)
+}
+
+/// The weight flipped in space and transposed in channels:
+/// `w'[ci][co in group][ky'][kx'] = w[co][ci in group][kh-1-ky'][kw-1-kx']`.
+fn flipped_weight<A: Accumulator>(g: &Geometry, weight: &[A], scratch: &Scratch) -> Option<Vec<A>> {
     let (cin_g, cout_g, taps) = (g.cin_per_group(), g.cout_per_group(), g.kh * g.kw);
-    // w'[ci][co in group][ky'][kx'] = w[co][ci in group][kh-1-ky'][kw-1-kx']
-    let Some(mut w) = scratch.filled(weight.len(), A::ZERO) else {
-        return;
-    };
-    for (i, dst) in w.iter_mut().enumerate() {
-        let (ci, rest) = (i / (cout_g * taps), i % (cout_g * taps));
-        let (co_in_group, t) = (rest / taps, rest % taps);
-        let (group, ci_in_group) = (ci / cin_g, ci % cin_g);
-        let co = group * cout_g + co_in_group;
-        let flipped_tap = (g.kh - 1 - t / g.kw) * g.kw + (g.kw - 1 - t % g.kw);
-        *dst = weight[(co * cin_g + ci_in_group) * taps + flipped_tap];
+    let mut w = scratch.filled(weight.len(), A::ZERO)?;
+    let mut dst = w.iter_mut();
+    for group in 0..g.groups {
+        for ci_in_group in 0..cin_g {
+            for co in group * cout_g..(group + 1) * cout_g {
+                let taps_of = &weight[(co * cin_g + ci_in_group) * taps..][..taps];
+                // The source first: `zip` stops on it before taking from `dst`.
+                for (&v, d) in taps_of.iter().rev().zip(dst.by_ref()) {
+                    *d = v;
+                }
+            }
+        }
     }
-    forward(&flipped, grad_out, &w, None, grad_in, scratch);
+    Some(w)
 }
