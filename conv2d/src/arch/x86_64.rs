@@ -98,104 +98,160 @@ pub(crate) unsafe fn direct_weight_avx512<A: Accumulator>(job: &mut WeightJob<'_
     direct::weight(job)
 }
 
-/// The direct tile kernel for `f32` with AVX-512: the [`CO`] x 3 vectors of sums in 24 of
-/// the 32 registers, three pixel vectors loaded and each channel's weight broadcast per tap.
+/// The direct tile kernel for `f32` with AVX-512: per run of [`PIXELS`] outputs, the
+/// [`CO`] x 4 vectors of sums in 24 of the 32 registers, four pixel vectors loaded and each
+/// channel's weight broadcast per tap; a last run of fewer vectors takes as many.
 ///
 /// # Safety
 /// The CPU must support AVX-512 F (the job's bounds are checked by `Tile::pointers`).
 #[target_feature(enable = "avx512f")]
 pub(crate) unsafe fn direct_tile_f32_avx512(job: &mut Tile<'_, f32>) {
-    const VECTORS: usize = crate::kernels::direct::V;
+    const _: () = assert!(PIXELS == 16 * 4);
     let len = job.len;
-    const _: () = assert!(PIXELS == 16 * VECTORS);
-    let (slab, weights, flat) = job.pointers();
-    for q in (0..len).step_by(PIXELS) {
-        let mut acc = [_mm512_setzero_ps(); CO * VECTORS];
-        for (c, init) in job.init.iter().enumerate() {
-            for v in 0..VECTORS {
-                acc[c * VECTORS + v] = if job.resume {
-                    // SAFETY: inside `flat`, as for the stores below.
-                    unsafe { _mm512_loadu_ps(flat.add(c * len + q + 16 * v)) }
-                } else {
-                    _mm512_set1_ps(*init)
-                };
-            }
+    let full = len / PIXELS * PIXELS;
+    let pointers = job.pointers();
+    let job = &*job;
+    for q in (0..full).step_by(PIXELS) {
+        // SAFETY: AVX-512 F is present (this function's contract); `q + 64 <= full <= len`;
+        // `pointers` are the job's, checked.
+        unsafe { tile_avx512::<4>(job, pointers, q) };
+    }
+    // SAFETY (each arm): as above, with `full + 16 * VECTORS == len`.
+    match (len - full) / 16 {
+        0 => {}
+        // SAFETY: see above.
+        1 => unsafe { tile_avx512::<1>(job, pointers, full) },
+        // SAFETY: see above.
+        2 => unsafe { tile_avx512::<2>(job, pointers, full) },
+        // SAFETY: see above.
+        _ => unsafe { tile_avx512::<3>(job, pointers, full) },
+    }
+}
+
+/// One run of `VECTORS` vectors of 16 outputs from `q`, for [`direct_tile_f32_avx512`].
+///
+/// # Safety
+/// The CPU must support AVX-512 F; `q + 16 * VECTORS <= job.len`, and `pointers` are the
+/// job's, checked by `Tile::pointers`.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn tile_avx512<const VECTORS: usize>(
+    job: &Tile<'_, f32>,
+    (slab, weights, flat): (*const f32, *const f32, *mut f32),
+    q: usize,
+) {
+    let len = job.len;
+    let mut acc = [[_mm512_setzero_ps(); VECTORS]; CO];
+    for (c, acc_c) in acc.iter_mut().enumerate() {
+        for (v, a) in acc_c.iter_mut().enumerate() {
+            *a = if job.resume {
+                // SAFETY: inside `flat`, as for the stores below.
+                unsafe { _mm512_loadu_ps(flat.add(c * len + q + 16 * v)) }
+            } else {
+                _mm512_set1_ps(job.init[c])
+            };
         }
-        for (t, &start) in job.starts.iter().enumerate() {
-            // SAFETY: `start + q + PIXELS <= start + len <= slab.len()`, and tap `t`'s CO
-            // weights are inside `weights` (`pointers` checked both).
-            unsafe {
-                let x = slab.add(start + q);
-                let xs: [__m512; VECTORS] = std::array::from_fn(|v| _mm512_loadu_ps(x.add(16 * v)));
-                let w = weights.add(t * CO);
-                for c in 0..CO {
-                    let wc = _mm512_set1_ps(*w.add(c));
-                    for v in 0..VECTORS {
-                        acc[c * VECTORS + v] = _mm512_fmadd_ps(wc, xs[v], acc[c * VECTORS + v]);
-                    }
+    }
+    for (t, &start) in job.starts.iter().enumerate() {
+        // SAFETY: `start + q + 16 * VECTORS <= start + len <= slab.len()`, and tap `t`'s
+        // CO weights are inside `weights` (`pointers` checked both).
+        unsafe {
+            let x = slab.add(start + q);
+            let xs: [__m512; VECTORS] = std::array::from_fn(|v| _mm512_loadu_ps(x.add(16 * v)));
+            let w = weights.add(t * CO);
+            for (c, acc_c) in acc.iter_mut().enumerate() {
+                let wc = _mm512_set1_ps(*w.add(c));
+                for (a, &xv) in acc_c.iter_mut().zip(&xs) {
+                    *a = _mm512_fmadd_ps(wc, xv, *a);
                 }
             }
         }
-        for c in 0..CO {
-            for v in 0..VECTORS {
-                // SAFETY: `c * len + q + 16 * v + 16 <= CO * len <= flat.len()`
-                // (`pointers` checked it).
-                unsafe { _mm512_storeu_ps(flat.add(c * len + q + 16 * v), acc[c * VECTORS + v]) };
-            }
+    }
+    for (c, acc_c) in acc.iter().enumerate() {
+        for (v, &a) in acc_c.iter().enumerate() {
+            // SAFETY: `c * len + q + 16 * v + 16 <= CO * len <= flat.len()` (`pointers`
+            // checked it).
+            unsafe { _mm512_storeu_ps(flat.add(c * len + q + 16 * v), a) };
         }
     }
 }
 
 /// The direct tile kernel for `f32` with AVX2 and FMA: the [`CO`] x [`PIXELS`] tile in
-/// sweeps of 3 channels x 4 vectors of 8 pixels (12 of the 16 registers).
+/// sweeps of 3 channels x 4 vectors of 8 pixels (12 of the 16 registers); a last run of
+/// 16 pixels in sweeps of 3 channels x 2 vectors.
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA (the job's bounds are checked by `Tile::pointers`).
 #[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn direct_tile_f32_avx2(job: &mut Tile<'_, f32>) {
-    const VECTORS: usize = 4;
     const CH: usize = 3;
-    const _: () = assert!(CO.is_multiple_of(CH) && PIXELS.is_multiple_of(8 * VECTORS));
+    const _: () = assert!(CO.is_multiple_of(CH));
     let len = job.len;
-    let (slab, weights, flat) = job.pointers();
-    for q in (0..len).step_by(8 * VECTORS) {
+    let full = len / 32 * 32;
+    let pointers = job.pointers();
+    let job = &*job;
+    for q in (0..full).step_by(32) {
         for c0 in (0..CO).step_by(CH) {
-            let mut acc = [_mm256_setzero_ps(); CH * VECTORS];
-            for c in 0..CH {
-                for v in 0..VECTORS {
-                    acc[c * VECTORS + v] = if job.resume {
-                        // SAFETY: inside `flat`, as for the stores below.
-                        unsafe { _mm256_loadu_ps(flat.add((c0 + c) * len + q + 8 * v)) }
-                    } else {
-                        _mm256_set1_ps(job.init[c0 + c])
-                    };
+            // SAFETY: AVX2 and FMA are present (this function's contract); `q + 32 <= len`,
+            // `c0 + 3 <= CO`; `pointers` are the job's, checked.
+            unsafe { tile_avx2::<4>(job, pointers, q, c0) };
+        }
+    }
+    if full < len {
+        for c0 in (0..CO).step_by(CH) {
+            // SAFETY: as above, with `full + 16 == len` (`len` is a multiple of 16).
+            unsafe { tile_avx2::<2>(job, pointers, full, c0) };
+        }
+    }
+}
+
+/// Channels `c0..c0 + 3` of one run of `VECTORS` vectors of 8 outputs from `q`, for
+/// [`direct_tile_f32_avx2`].
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA; `q + 8 * VECTORS <= job.len`, `c0 + 3 <= CO`, and
+/// `pointers` are the job's, checked by `Tile::pointers`.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn tile_avx2<const VECTORS: usize>(
+    job: &Tile<'_, f32>,
+    (slab, weights, flat): (*const f32, *const f32, *mut f32),
+    q: usize,
+    c0: usize,
+) {
+    const CH: usize = 3;
+    let len = job.len;
+    let mut acc = [[_mm256_setzero_ps(); VECTORS]; CH];
+    for (c, acc_c) in acc.iter_mut().enumerate() {
+        for (v, a) in acc_c.iter_mut().enumerate() {
+            *a = if job.resume {
+                // SAFETY: inside `flat`, as for the stores below.
+                unsafe { _mm256_loadu_ps(flat.add((c0 + c) * len + q + 8 * v)) }
+            } else {
+                _mm256_set1_ps(job.init[c0 + c])
+            };
+        }
+    }
+    for (t, &start) in job.starts.iter().enumerate() {
+        // SAFETY: `start + q + 8 * VECTORS <= start + len <= slab.len()`; tap `t`'s weights
+        // `c0..c0 + 3` are inside `weights` (`pointers` checked both).
+        unsafe {
+            let x = slab.add(start + q);
+            let xs: [__m256; VECTORS] = std::array::from_fn(|v| _mm256_loadu_ps(x.add(8 * v)));
+            let w = weights.add(t * CO + c0);
+            for (c, acc_c) in acc.iter_mut().enumerate() {
+                let wc = _mm256_set1_ps(*w.add(c));
+                for (a, &xv) in acc_c.iter_mut().zip(&xs) {
+                    *a = _mm256_fmadd_ps(wc, xv, *a);
                 }
             }
-            for (t, &start) in job.starts.iter().enumerate() {
-                // SAFETY: `start + q + 32 <= start + len <= slab.len()`; tap `t`'s weights
-                // `c0..c0 + 3` are inside `weights` (`pointers` checked both).
-                unsafe {
-                    let x = slab.add(start + q);
-                    let xs: [__m256; VECTORS] =
-                        std::array::from_fn(|v| _mm256_loadu_ps(x.add(8 * v)));
-                    let w = weights.add(t * CO + c0);
-                    for c in 0..CH {
-                        let wc = _mm256_set1_ps(*w.add(c));
-                        for v in 0..VECTORS {
-                            acc[c * VECTORS + v] = _mm256_fmadd_ps(wc, xs[v], acc[c * VECTORS + v]);
-                        }
-                    }
-                }
-            }
-            for c in 0..CH {
-                for v in 0..VECTORS {
-                    // SAFETY: `(c0 + c) * len + q + 8 * v + 8 <= CO * len <= flat.len()`
-                    // (`pointers` checked it).
-                    unsafe {
-                        _mm256_storeu_ps(flat.add((c0 + c) * len + q + 8 * v), acc[c * VECTORS + v])
-                    };
-                }
-            }
+        }
+    }
+    for (c, acc_c) in acc.iter().enumerate() {
+        for (v, &a) in acc_c.iter().enumerate() {
+            // SAFETY: `(c0 + c) * len + q + 8 * v + 8 <= CO * len <= flat.len()`
+            // (`pointers` checked it).
+            unsafe { _mm256_storeu_ps(flat.add((c0 + c) * len + q + 8 * v), a) };
         }
     }
 }

@@ -7,7 +7,7 @@
 
 mod tiled;
 
-pub(crate) use tiled::{applies as tiles, forward as tiled_forward, Tile, CO, PIXELS, V};
+pub(crate) use tiled::{applies as tiles, forward as tiled_forward, Tile, CO, PIXELS};
 
 use super::rows::band_rows;
 use super::{all_finite, Scratch};

@@ -22,7 +22,7 @@ use crate::threading::for_each_chunk;
 /// Output channels per tile.
 pub(crate) const CO: usize = 6;
 /// Vectors of [`LANES`] pixels per tile.
-pub(crate) const V: usize = 4;
+const V: usize = 4;
 /// Output pixels per tile.
 pub(crate) const PIXELS: usize = V * LANES;
 /// Input channels whose taps one sweep runs through before the next block.
@@ -36,7 +36,7 @@ pub(crate) fn applies<A: Accumulator>(g: &Geometry) -> bool {
 }
 
 /// One tile sweep: `flat[c * len + q] = init[c] + sum_t weights[t * CO + c] * slab[starts[t] + q]`
-/// for `q < len` (a multiple of [`PIXELS`]).
+/// for `q < len` (a multiple of [`LANES`]).
 pub(crate) struct Tile<'a, A> {
     pub slab: &'a [A],
     pub starts: &'a [usize],
@@ -51,12 +51,12 @@ pub(crate) struct Tile<'a, A> {
 
 impl<A> Tile<'_, A> {
     /// The slab, weight and output pointers of the vector kernels, after checking every
-    /// bound they rely on: `len` a multiple of [`PIXELS`], `flat` holding `CO * len`
+    /// bound they rely on: `len` a multiple of [`LANES`], `flat` holding `CO * len`
     /// elements, `weights` `CO` per tap, every tap's window `start..start + len` inside
     /// the slab. Panics (a bug, not a user error) if one fails.
     pub(crate) fn pointers(&mut self) -> (*const A, *const A, *mut A) {
         let len = self.len;
-        assert!(len.is_multiple_of(PIXELS) && self.flat.len() >= CO * len);
+        assert!(len.is_multiple_of(LANES) && self.flat.len() >= CO * len);
         assert!(self.weights.len() >= CO * self.starts.len());
         let end = self.starts.iter().max().map_or(0, |&s| s + len);
         assert!(end <= self.slab.len());
@@ -97,7 +97,7 @@ pub(crate) fn forward<A: Accumulator>(
                 return;
             };
             let starts = slab.tap_starts(g);
-            let len = ((rows - 1) * row_len + g.ow).next_multiple_of(PIXELS);
+            let len = ((rows - 1) * row_len + g.ow).next_multiple_of(LANES);
             for_each_chunk(group_out, CO * plane, |tile, tile_out| {
                 let co0 = group * cout_g + tile * CO;
                 let count = tile_out.len() / plane;
