@@ -105,13 +105,15 @@ pub(crate) fn forward<A: Accumulator>(
                 let Some(mut panel) = scratch.filled(taps * CO, A::ZERO) else {
                     return;
                 };
-                let mut init = [A::ZERO; CO];
-                for c in 0..count {
-                    let w = &weight[(co0 + c) * taps..][..taps];
-                    for (t, &wv) in w.iter().enumerate() {
-                        panel[t * CO + c] = wv;
+                let rows_of = &weight[co0 * taps..][..count * taps];
+                for (t, dst) in panel.chunks_exact_mut(CO).enumerate() {
+                    for (d, w) in dst.iter_mut().zip(rows_of.chunks_exact(taps)) {
+                        *d = w[t];
                     }
-                    init[c] = bias.map_or(A::ZERO, |b| b[co0 + c]);
+                }
+                let mut init = [A::ZERO; CO];
+                for (c, v) in init.iter_mut().enumerate().take(count) {
+                    *v = bias.map_or(A::ZERO, |b| b[co0 + c]);
                 }
                 let Some(mut flat) = scratch.filled(CO * len, A::ZERO) else {
                     return;
