@@ -109,16 +109,13 @@ pub(crate) fn backward_input<A: Accumulator>(
         grad_in.fill(A::ZERO);
         return Ok(());
     }
-    let algorithm = match algorithm {
-        Algorithm::DirectTiled if direct::tiles_backward_input(g, weight) => algorithm,
-        Algorithm::DirectTiled => Algorithm::untiled(g),
-        chosen => chosen,
-    };
     let scratch = Scratch::new();
     match algorithm {
         Algorithm::DirectRows => direct_rows::backward_input(g, grad_out, weight, grad_in),
         Algorithm::DirectTiled => {
-            direct::backward_input_tiled(g, grad_out, weight, grad_in, &scratch)
+            if !direct::backward_input_tiled(g, grad_out, weight, grad_in, &scratch) {
+                return backward_input(Algorithm::untiled(g), g, grad_out, weight, grad_in);
+            }
         }
         Algorithm::Direct => direct::backward_input(g, grad_out, weight, grad_in, &scratch),
         Algorithm::Im2colGemm => {
@@ -172,8 +169,11 @@ fn exact<A: Accumulator>(algorithm: Algorithm, g: &Geometry, factor: &[A]) -> Al
     }
 }
 
+/// Whether no value is NaN or infinite (in chunks without early exit, which vectorise).
 pub(crate) fn all_finite<A: Accumulator>(values: &[A]) -> bool {
-    values.iter().all(|v| v.is_finite())
+    values
+        .chunks(256)
+        .all(|chunk| chunk.iter().fold(true, |ok, v| ok & v.is_finite()))
 }
 
 /// `out[n, c, ..] += bias[c]` for an NCHW `out` of `batch` images.

@@ -447,25 +447,23 @@ pub(crate) fn backward_input<A: Accumulator>(
     }
 }
 
-/// Whether [`backward_input_tiled`] applies: a stride-1 input gradient whose flipped
-/// convolution the tiled kernel computes in `A`.
-pub(crate) fn tiles_backward_input<A: Accumulator>(g: &Geometry, weight: &[A]) -> bool {
-    flipped_geometry(g, weight).is_some_and(|f| tiles::<A>(&f))
-}
-
 /// The input gradient as [`backward_input`] computes it, with the flipped convolution run
-/// by the tiled kernel; for shapes where [`tiles_backward_input`] holds.
+/// by the tiled kernel; `false` (nothing written) where that kernel does not apply: other
+/// strides, other types, other CPUs.
 pub(crate) fn backward_input_tiled<A: Accumulator>(
     g: &Geometry,
     grad_out: &[A],
     weight: &[A],
     grad_in: &mut [A],
     scratch: &Scratch,
-) {
-    let flipped = flipped_geometry(g, weight).expect("callers check tiles_backward_input");
+) -> bool {
+    let Some(flipped) = flipped_geometry(g, weight).filter(tiles::<A>) else {
+        return false;
+    };
     if let Some(w) = flipped_weight(g, weight, scratch) {
         tiled::forward(&flipped, grad_out, &w, None, grad_in, scratch);
     }
+    true
 }
 
 /// The stride-1 convolution whose output is the input gradient of `g`, if it exists (see
