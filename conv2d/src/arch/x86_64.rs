@@ -5,7 +5,7 @@
 use crate::element::Accumulator;
 use std::arch::x86_64::*;
 
-use crate::kernels::direct::{self, Band, Tile, WeightJob, CO, PIXELS};
+use crate::kernels::direct::{self, Band, Tile, WeightJob, WeightTile, CO, PIXELS, WCO, WTAPS};
 use crate::kernels::rows::generic;
 
 macro_rules! stamp {
@@ -104,7 +104,7 @@ pub(crate) unsafe fn direct_weight_avx512<A: Accumulator>(job: &mut WeightJob<'_
 ///
 /// # Safety
 /// The CPU must support AVX-512 F (the job's bounds are checked by `Tile::pointers`).
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
 pub(crate) unsafe fn direct_tile_f32_avx512(job: &mut Tile<'_, f32>) {
     const _: () = assert!(PIXELS == 16 * 4);
     let len = job.len;
@@ -133,7 +133,7 @@ pub(crate) unsafe fn direct_tile_f32_avx512(job: &mut Tile<'_, f32>) {
 /// # Safety
 /// The CPU must support AVX-512 F; `q + 16 * VECTORS <= job.len`, and `pointers` are the
 /// job's, checked by `Tile::pointers`.
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
 #[inline]
 unsafe fn tile_avx512<const VECTORS: usize>(
     job: &Tile<'_, f32>,
@@ -253,5 +253,106 @@ unsafe fn tile_avx2<const VECTORS: usize>(
             // (`pointers` checked it).
             unsafe { _mm256_storeu_ps(flat.add((c0 + c) * len + q + 8 * v), a) };
         }
+    }
+}
+
+/// The tiled weight-gradient kernel for `f32` with AVX-512: per tile of [`WTAPS`] taps,
+/// [`WCO`] x [`WTAPS`] vectors of partial sums, per 16 outputs four output-gradient vectors
+/// and six input windows loaded.
+///
+/// # Safety
+/// The CPU must support AVX-512 F (the job's bounds are checked by `WeightTile::pointers`).
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+pub(crate) unsafe fn direct_weight_tile_f32_avx512(job: &mut WeightTile<'_, f32>) {
+    let len = job.len;
+    let (slab, grad_out) = job.pointers();
+    for t0 in (0..job.starts.len()).step_by(WTAPS) {
+        let starts = job.tile_starts(t0);
+        // SAFETY: AVX-512 F is present (this function's contract); every window and row
+        // holds `len` values, which `pointers` checked.
+        let sums = unsafe { weight_tile_avx512(slab, grad_out, &starts, len) };
+        job.add(t0, &sums);
+    }
+}
+
+/// The [`WCO`] x [`WTAPS`] dot products of one tap tile over `len` outputs.
+///
+/// # Safety
+/// The CPU must support AVX-512 F; `slab[start..start + len]` for every start and
+/// `grad_out[..WCO * len]` must be readable; `len` a multiple of 16.
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+unsafe fn weight_tile_avx512(
+    slab: *const f32,
+    grad_out: *const f32,
+    starts: &[usize; WTAPS],
+    len: usize,
+) -> [[f32; WTAPS]; WCO] {
+    let mut acc = [[_mm512_setzero_ps(); WTAPS]; WCO];
+    for q in (0..len).step_by(16) {
+        // SAFETY: `q + 16 <= len`: inside a window or a row (this function's contract).
+        unsafe {
+            let mut ys = [_mm512_setzero_ps(); WCO];
+            for (c, y) in ys.iter_mut().enumerate() {
+                *y = _mm512_loadu_ps(grad_out.add(c * len + q));
+            }
+            for t in 0..WTAPS {
+                let x = _mm512_loadu_ps(slab.add(starts[t] + q));
+                for c in 0..WCO {
+                    acc[c][t] = _mm512_fmadd_ps(ys[c], x, acc[c][t]);
+                }
+            }
+        }
+    }
+    let mut sums = [[0.0f32; WTAPS]; WCO];
+    for c in 0..WCO {
+        for t in 0..WTAPS {
+            sums[c][t] = _mm512_reduce_add_ps(acc[c][t]);
+        }
+    }
+    sums
+}
+
+/// The tiled weight-gradient kernel for `f32` with AVX2 and FMA: as the AVX-512 one, in two
+/// sweeps of half the channels (12 vectors of sums of the 16 registers).
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA (the job's bounds are checked by `WeightTile::pointers`).
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn direct_weight_tile_f32_avx2(job: &mut WeightTile<'_, f32>) {
+    const HALF: usize = WCO / 2;
+    let len = job.len;
+    let (slab, grad_out) = job.pointers();
+    for t0 in (0..job.starts.len()).step_by(WTAPS) {
+        let starts = job.tile_starts(t0);
+        let mut sums = [[0.0f32; WTAPS]; WCO];
+        for c0 in [0, HALF] {
+            let mut acc = [[_mm256_setzero_ps(); WTAPS]; HALF];
+            for q in (0..len).step_by(8) {
+                // SAFETY: `q + 8 <= len` (`len` is a multiple of 16), so every load is inside
+                // a tap's window or a channel's row, which `pointers` checked.
+                unsafe {
+                    let mut ys = [_mm256_setzero_ps(); HALF];
+                    for (c, y) in ys.iter_mut().enumerate() {
+                        *y = _mm256_loadu_ps(grad_out.add((c0 + c) * len + q));
+                    }
+                    // Constant trip counts: unrolled, so the sums stay in registers.
+                    for t in 0..WTAPS {
+                        let x = _mm256_loadu_ps(slab.add(starts[t] + q));
+                        for c in 0..HALF {
+                            acc[c][t] = _mm256_fmadd_ps(ys[c], x, acc[c][t]);
+                        }
+                    }
+                }
+            }
+            for c in 0..HALF {
+                for t in 0..WTAPS {
+                    let mut lanes = [0.0f32; 8];
+                    // SAFETY: `lanes` holds 8 floats.
+                    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc[c][t]) };
+                    sums[c0 + c][t] = lanes.iter().sum();
+                }
+            }
+        }
+        job.add(t0, &sums);
     }
 }

@@ -137,18 +137,17 @@ pub(crate) fn backward_weight<A: Accumulator>(
         grad_w.fill(A::ZERO);
         return Ok(());
     }
-    let algorithm = match algorithm {
-        Algorithm::DirectTiled => Algorithm::untiled(g),
-        chosen => chosen,
-    };
     let algorithm = exact(algorithm, g, grad_out);
     let scratch = Scratch::new();
     match algorithm {
         Algorithm::DirectRows => direct_rows::backward_weight(g, input, grad_out, grad_w),
         Algorithm::Direct => direct::backward_weight(g, input, grad_out, grad_w, &scratch),
-        Algorithm::Im2colGemm | Algorithm::DirectTiled => {
-            im2col_gemm::backward_weight(g, input, grad_out, grad_w, &scratch)
+        Algorithm::DirectTiled => {
+            if !direct::backward_weight_tiled(g, input, grad_out, grad_w, &scratch) {
+                return backward_weight(Algorithm::untiled(g), g, input, grad_out, grad_w);
+            }
         }
+        Algorithm::Im2colGemm => im2col_gemm::backward_weight(g, input, grad_out, grad_w, &scratch),
     }
     scratch.finish()
 }

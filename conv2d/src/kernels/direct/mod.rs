@@ -6,8 +6,10 @@
 //! weight.
 
 mod tiled;
+mod tiled_weight;
 
 pub(crate) use tiled::{applies as tiles, forward as tiled_forward, Tile, CO, PIXELS};
+pub(crate) use tiled_weight::{backward_weight as backward_weight_tiled, WeightTile, WCO, WTAPS};
 
 use super::rows::band_rows;
 use super::{all_finite, Scratch};

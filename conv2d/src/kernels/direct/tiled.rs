@@ -30,6 +30,17 @@ const CI_BLOCK: usize = 16;
 /// Elements of a band's slab (all input channels of the group), so that it stays in L2.
 const SLAB_BUDGET: usize = 1024 * 1024;
 
+/// A stride-1 slab's row length and the output rows per band: as many as keep the band's
+/// slab (every input channel of the group) within [`SLAB_BUDGET`] elements, at least one.
+pub(crate) fn bands(g: &Geometry) -> (usize, usize) {
+    let row_len = g.ow + (g.kw - 1) * g.dilation.w;
+    let reach_h = (g.kh - 1) * g.dilation.h;
+    let band = (SLAB_BUDGET / (g.cin_per_group() * row_len).max(1))
+        .saturating_sub(reach_h)
+        .clamp(1, g.oh);
+    (row_len, band)
+}
+
 /// Whether the tiled kernel computes this shape's forward pass in `A`.
 pub(crate) fn applies<A: Accumulator>(g: &Geometry) -> bool {
     g.stride.h == 1 && g.stride.w == 1 && g.cout_per_group() >= CO / 2 && has_kernel::<A>()
@@ -81,11 +92,7 @@ pub(crate) fn forward<A: Accumulator>(
     let (cin_g, cout_g) = (g.cin_per_group(), g.cout_per_group());
     let taps = cin_g * g.kh * g.kw;
     let in_len = cin_g * g.h * g.w;
-    let row_len = g.ow + (g.kw - 1) * g.dilation.w;
-    let reach_h = (g.kh - 1) * g.dilation.h;
-    let band = (SLAB_BUDGET / (cin_g * row_len).max(1))
-        .saturating_sub(reach_h)
-        .clamp(1, g.oh);
+    let (row_len, band) = bands(g);
     // Each (image, group) pads a band of its input once; its tiles of CO output channels
     // then run in parallel over that slab.
     for_each_chunk(out, cout_g * plane, |task, group_out| {
