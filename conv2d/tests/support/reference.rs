@@ -64,8 +64,8 @@ pub enum Mode {
 }
 
 /// The input pixel a (possibly out-of-range) coordinate reads, or `None` for a zero.
-fn source(i: isize, len: usize, mode: Mode) -> Option<usize> {
-    let n = len as isize;
+fn source(i: i128, len: usize, mode: Mode) -> Option<usize> {
+    let n = len as i128;
     if (0..n).contains(&i) {
         return Some(i as usize);
     }
@@ -140,14 +140,16 @@ pub fn conv2d(
                     for cil in 0..cin_g {
                         let ci = grp * cin_g + cil;
                         for ky in 0..kh {
-                            let iy = (oy * spec.stride[0] + ky * spec.dilation[0]) as isize
-                                - pt as isize;
+                            let iy = (oy as i128 * spec.stride[0] as i128
+                                + ky as i128 * spec.dilation[0] as i128)
+                                - pt as i128;
                             let Some(sy) = source(iy, h, spec.mode) else {
                                 continue;
                             };
                             for kx in 0..kw {
-                                let ix = (ox * spec.stride[1] + kx * spec.dilation[1]) as isize
-                                    - pl as isize;
+                                let ix = (ox as i128 * spec.stride[1] as i128
+                                    + kx as i128 * spec.dilation[1] as i128)
+                                    - pl as i128;
                                 let Some(sx) = source(ix, wd, spec.mode) else {
                                     continue;
                                 };
@@ -225,15 +227,17 @@ pub fn conv_transpose2d(
                     for ix in 0..wd {
                         let xi = index4(&x.shape, [bi, ci, iy, ix]);
                         for ky in 0..kh {
-                            let oy =
-                                (iy * stride[0] + ky * dilation[0]) as isize - padding[0] as isize;
-                            if oy < 0 || oy as usize >= out_hw[0] {
+                            let oy = (iy as i128 * stride[0] as i128
+                                + ky as i128 * dilation[0] as i128)
+                                - padding[0] as i128;
+                            if oy < 0 || oy >= out_hw[0] as i128 {
                                 continue;
                             }
                             for kx in 0..kw {
-                                let ox = (ix * stride[1] + kx * dilation[1]) as isize
-                                    - padding[1] as isize;
-                                if ox < 0 || ox as usize >= out_hw[1] {
+                                let ox = (ix as i128 * stride[1] as i128
+                                    + kx as i128 * dilation[1] as i128)
+                                    - padding[1] as i128;
+                                if ox < 0 || ox >= out_hw[1] as i128 {
                                     continue;
                                 }
                                 let o = index4(&out_shape, [bi, co, oy as usize, ox as usize]);
