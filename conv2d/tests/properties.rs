@@ -78,12 +78,13 @@ fn problems() -> impl Strategy<Value = Problem> {
 }
 
 /// A random stride-1 problem with several output channels per group and up to 35 input
-/// channels: `direct`'s register tiles of output channels, partial last tiles, and sums
-/// carried across blocks of 16 input channels.
+/// channels: `direct-tiled`'s register tiles of output channels, partial last tiles, sums
+/// carried across blocks of 16 input channels, and (on maps of 512 or more pixels) its
+/// weight-gradient tiles.
 fn tile_problems() -> impl Strategy<Value = Problem> {
     (
         (1usize..3, 1usize..3, 1usize..36, 3usize..15),
-        (1usize..24, 1usize..24, (1usize..4, 1usize..4)),
+        (1usize..40, 1usize..40, (1usize..4, 1usize..4)),
         ((1usize..3, 1usize..3), (0usize..3, 0usize..3)),
         (any::<bool>(), any::<u64>()),
     )
