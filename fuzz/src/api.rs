@@ -1015,7 +1015,12 @@ impl Case {
             return true;
         };
         let [n, c, h, w] = self.input.map(|v| v as u128);
-        let padded = [n, c, h.saturating_add(top + bottom), w.saturating_add(left + right)];
+        let padded = [
+            n,
+            c,
+            h.saturating_add(top + bottom),
+            w.saturating_add(left + right),
+        ];
         padded.iter().fold(1u128, |acc, &v| acc.saturating_mul(v)) > MAX_LEN
     }
 }

@@ -174,10 +174,10 @@ fn padded_slab<A: Accumulator>(
         }),
     )?;
     let mut data = scratch.filled(len, A::ZERO)?;
-    for (x_c, slab_c) in x
-        .chunks_exact(g.h * g.w)
-        .zip(data.chunks_exact_mut(height * row_len))
-    {
+    // Channels in parallel: a caller with one image and group pads its whole slab here.
+    let plane_len = height * row_len;
+    for_each_chunk(&mut data[..planes * plane_len], plane_len, |c, slab_c| {
+        let x_c = &x[c * g.h * g.w..][..g.h * g.w];
         for (r, dst) in slab_c.chunks_exact_mut(row_len).enumerate() {
             let Some(iy) = (oy0 * g.stride.h + r).checked_sub(g.pad_top) else {
                 continue;
@@ -206,7 +206,7 @@ fn padded_slab<A: Accumulator>(
                 }
             }
         }
-    }
+    });
     Some(Slab {
         data,
         height,
