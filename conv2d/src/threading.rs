@@ -171,6 +171,15 @@ pub(crate) fn for_each_chunk_init<T: Send, S>(
     }
 }
 
+/// `f(item)` for each of `items`, in parallel unless inline.
+pub(crate) fn for_each_item<T: Send>(items: Vec<T>, f: impl Fn(T) + Sync + Send) {
+    if is_inline() {
+        items.into_iter().for_each(f);
+    } else {
+        items.into_par_iter().for_each(f);
+    }
+}
+
 /// `f(state, i)` for each `i` in `0..n`, with per-worker scratch state made by `init`.
 pub(crate) fn for_each_index_init<S>(
     n: usize,

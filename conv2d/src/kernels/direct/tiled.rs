@@ -17,7 +17,7 @@ use super::{padded_slab, Scratch, LANES};
 use crate::element::Accumulator;
 use crate::geometry::Geometry;
 use crate::isa::{isa, Isa};
-use crate::threading::for_each_chunk;
+use crate::threading::{for_each_chunk, for_each_item};
 
 /// Output channels per tile.
 pub(crate) const CO: usize = 6;
@@ -25,6 +25,9 @@ pub(crate) const CO: usize = 6;
 const V: usize = 4;
 /// Output pixels per tile.
 pub(crate) const PIXELS: usize = V * LANES;
+/// Tasks a band is split into at least, where its rows allow (a constant, not the thread
+/// count, so that the split never depends on it).
+const TASKS: usize = 16;
 /// Input channels whose taps one sweep runs through before the next block.
 const CI_BLOCK: usize = 16;
 /// Elements of a band's slab (all input channels of the group), so that it stays in L2.
@@ -104,10 +107,27 @@ pub(crate) fn forward<A: Accumulator>(
                 return;
             };
             let starts = slab.tap_starts(g);
-            let len = ((rows - 1) * row_len + g.ow).next_multiple_of(LANES);
-            for_each_chunk(group_out, CO * plane, |tile, tile_out| {
+            // Tasks: a tile of CO channels and a run of the band's rows, enough of them to
+            // share out even when the channels make few tiles (each output is still summed
+            // whole by one task, in the same order).
+            let tiles = cout_g.div_ceil(CO);
+            let row_chunk = rows.div_ceil(TASKS.div_ceil(tiles).min(rows));
+            let mut tasks = Vec::new();
+            for (tile, tile_out) in group_out.chunks_mut(CO * plane).enumerate() {
+                let mut planes: Vec<_> = tile_out
+                    .chunks_exact_mut(plane)
+                    .map(|p| p[oy0 * g.ow..][..rows * g.ow].chunks_mut(row_chunk * g.ow))
+                    .collect();
+                for r0 in (0..rows).step_by(row_chunk) {
+                    let outs: Vec<&mut [A]> = planes.iter_mut().flat_map(Iterator::next).collect();
+                    tasks.push((tile, r0, outs));
+                }
+            }
+            for_each_item(tasks, |(tile, r0, outs)| {
                 let co0 = group * cout_g + tile * CO;
-                let count = tile_out.len() / plane;
+                let count = outs.len();
+                let chunk_rows = outs[0].len() / g.ow;
+                let len = ((chunk_rows - 1) * row_len + g.ow).next_multiple_of(LANES);
                 // Per tap, CO weights (zero for channels past the group's last).
                 let Some(mut panel) = scratch.filled(taps * CO, A::ZERO) else {
                     return;
@@ -133,7 +153,7 @@ pub(crate) fn forward<A: Accumulator>(
                     .enumerate()
                 {
                     run(&mut Tile {
-                        slab: &slab.data,
+                        slab: &slab.data[r0 * row_len..],
                         starts,
                         weights: panel,
                         init,
@@ -142,9 +162,8 @@ pub(crate) fn forward<A: Accumulator>(
                         len,
                     });
                 }
-                for (out_plane, flat_c) in tile_out.chunks_exact_mut(plane).zip(flat.chunks(len)) {
-                    let dst = &mut out_plane[oy0 * g.ow..][..rows * g.ow];
-                    for (d, s) in dst.chunks_exact_mut(g.ow).zip(flat_c.chunks(row_len)) {
+                for (out_rows, flat_c) in outs.into_iter().zip(flat.chunks(len)) {
+                    for (d, s) in out_rows.chunks_exact_mut(g.ow).zip(flat_c.chunks(row_len)) {
                         d.copy_from_slice(&s[..g.ow]);
                     }
                 }
