@@ -201,9 +201,10 @@ fn padded_slab<A: Accumulator>(
                 if src_start >= count {
                     continue;
                 }
-                for (d, c) in phase[j0..].iter_mut().zip(src[src_start..].chunks(s)) {
-                    *d = c[0];
-                }
+                let src = &src[src_start..];
+                let dst = &mut phase[j0..];
+                let count = dst.len().min(src.len().div_ceil(s));
+                every_nth(&mut dst[..count], src, s);
             }
         }
     });
@@ -214,6 +215,25 @@ fn padded_slab<A: Accumulator>(
         phases,
         planes,
     })
+}
+
+/// `dst[i] = src[i * step]` for every `i`; `src` holds `(dst.len() - 1) * step + 1` values
+/// or more. Steps of 2 (the common stride) take whole pairs, which the compiler vectorises.
+#[inline]
+fn every_nth<A: Accumulator>(dst: &mut [A], src: &[A], step: usize) {
+    if step == 2 {
+        let pairs = dst.len().min(src.len() / 2);
+        for (d, pair) in dst[..pairs].iter_mut().zip(src.chunks_exact(2)) {
+            *d = pair[0];
+        }
+        if let Some(d) = dst.get_mut(pairs) {
+            *d = src[2 * pairs];
+        }
+        return;
+    }
+    for (d, &v) in dst.iter_mut().zip(src.iter().step_by(step)) {
+        *d = v;
+    }
 }
 
 /// Runs a band on the ISA [`isa`] selects.
