@@ -15,9 +15,11 @@ pub const ISA_ENV: &str = "CONV2D_ISA";
 
 /// An instruction-set level for the library's own kernels, lowest first.
 ///
-/// Every level gives bitwise the same results (the kernels keep one summation order and
-/// never contract a multiply and an add into an FMA); only speed differs. The GEMM-based
-/// algorithm dispatches on its own, inside the `gemm` crate.
+/// The `direct` and `direct-rows` kernels give bitwise the same results on every level (one
+/// summation order, no multiply and add contracted into an FMA); `direct-tiled` uses FMAs
+/// and vectors as wide as the level has, and below AVX2 runs another algorithm, so its last
+/// bits depend on the level. The GEMM-based algorithm dispatches on its own, inside the
+/// `gemm` crate.
 ///
 /// # Example
 /// ```
