@@ -352,8 +352,17 @@ fn every_algorithm_matches_reference<T: Element>(p: &Problem) -> Result<(), Stri
     Ok(())
 }
 
+/// Cases per property: `default`, or `CONV2D_PROPTEST_CASES` (fewer under valgrind, which
+/// runs the whole suite again on each instruction-set level).
+fn cases(default: u32) -> u32 {
+    std::env::var("CONV2D_PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(96), ..ProptestConfig::default() })]
 
     #[test]
     fn direct_tiles_match_reference(p in tile_problems()) {
