@@ -30,7 +30,8 @@ pub(crate) const PIXELS: usize = V * LANES;
 const TASKS: usize = 16;
 /// Input channels whose taps one sweep runs through before the next block.
 const CI_BLOCK: usize = 16;
-/// Elements of a band's slab (all input channels of the group), so that it stays in L2.
+/// Elements of a band's slab (all input channels of the group): the whole padded image of
+/// most layers (4 MiB of `f32`); larger images go in bands of rows.
 const SLAB_BUDGET: usize = 1024 * 1024;
 
 /// A stride-1 slab's row length and the output rows per band: as many as keep the band's
