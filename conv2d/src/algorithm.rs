@@ -46,9 +46,9 @@ pub enum Algorithm {
     /// blocks of 16 input channels: for `f32`, `f16` and `bf16` (which sum in `f32`) on
     /// CPUs with AVX2 or AVX-512; its stride-1 input gradient is the same kernel on the
     /// flipped weight, and its stride-1 weight gradient (for a finite input) tiles of 4
-    /// output channels by 6 taps of dot products over the same padded rows. Every other pass, type, shape or CPU runs what the shape would be
-    /// given without it ([`Algorithm::Direct`] or
-    /// [`Algorithm::Im2colGemm`]). Scratch: the group's padded input rows (at most 1 Mi
+    /// output channels by 6 taps of dot products over the same padded rows. Every other
+    /// pass, type, shape or CPU runs what the shape would be given without it
+    /// ([`Algorithm::Direct`] or [`Algorithm::Im2colGemm`]). Scratch: the group's padded input rows (at most 1 Mi
     /// elements per band) and per task a 6-channel output block of the band.
     DirectTiled,
 }
@@ -92,12 +92,12 @@ impl Algorithm {
     /// The choice for a shape. `direct-tiled` wherever it applies and the kernel has more
     /// than one tap: a sweep of dense and grouped stride-1 shapes (16 to 512 channels, maps
     /// of 7 to 112 pixels, one thread, `--algorithm` in `conv2d-bench`) found it 1.1-5x
-    /// faster than `im2col-gemm` with 3x3 kernels (even at 7x7 maps of 256-512 channels),
-    /// and 0.45-0.9x with 1x1 kernels, which GEMM reads in place.
+    /// faster than `im2col-gemm` with 3x3 kernels, about even (0.97-0.99x) at 7x7 maps of
+    /// 256-512 channels, and 0.45-0.9x with 1x1 kernels, which GEMM reads in place.
     pub(crate) fn choose(g: &Geometry) -> Self {
         let taps = g.kh.saturating_mul(g.kw);
-        let tiles = g.stride.h == 1 && g.stride.w == 1 && g.cout_per_group() >= 3;
-        if tiles && taps > 1 && crate::kernels::direct::fits(g) {
+        use crate::kernels::direct::{fits, suits_tiles};
+        if suits_tiles(g) && taps > 1 && fits(g) {
             Algorithm::DirectTiled
         } else {
             Self::untiled(g)

@@ -8,7 +8,9 @@
 mod tiled;
 mod tiled_weight;
 
-pub(crate) use tiled::{applies as tiles, forward as tiled_forward, Tile, CO, PIXELS};
+pub(crate) use tiled::{
+    applies as tiles, forward as tiled_forward, suits as suits_tiles, Tile, CO, PIXELS,
+};
 pub(crate) use tiled_weight::{backward_weight as backward_weight_tiled, WeightTile, WCO, WTAPS};
 
 use super::rows::band_rows;
@@ -34,9 +36,10 @@ pub(crate) struct Slab<A> {
     planes: usize,
 }
 
-/// The extents of a slab for `rows` output rows: `(height, phase_width, phases)`, saturating
+/// The extents of a slab for `rows` output rows: `(height, width, phase_width, phases)`,
+/// saturating
 /// (only a slab that [`fits`] is ever allocated).
-fn slab_extents(g: &Geometry, rows: usize) -> (usize, usize, usize) {
+fn slab_extents(g: &Geometry, rows: usize) -> (usize, usize, usize, usize) {
     let extent = |count: usize, s: usize, k: usize, d: usize| {
         count
             .saturating_sub(1)
@@ -46,14 +49,19 @@ fn slab_extents(g: &Geometry, rows: usize) -> (usize, usize, usize) {
     };
     let width = extent(g.ow, g.stride.w, g.kw, g.dilation.w);
     let height = extent(rows, g.stride.h, g.kh, g.dilation.h);
-    (height, width.div_ceil(g.stride.w), g.stride.w.min(width))
+    (
+        height,
+        width,
+        width.div_ceil(g.stride.w),
+        g.stride.w.min(width),
+    )
 }
 
 /// Whether this algorithm suits the shape: a whole image's slab is at most a few times the
 /// size of its input and output planes (a huge stride, padding or dilation would make it
 /// mostly padding that no tap reads).
 pub(crate) fn fits(g: &Geometry) -> bool {
-    let (height, phase_width, phases) = slab_extents(g, g.oh);
+    let (height, _, phase_width, phases) = slab_extents(g, g.oh);
     let slab = height.saturating_mul(phase_width).saturating_mul(phases);
     let planes =
         g.h.saturating_mul(g.w)
@@ -163,8 +171,7 @@ fn padded_slab<A: Accumulator>(
     scratch: &Scratch,
 ) -> Option<Slab<A>> {
     let s = g.stride.w;
-    let (height, phase_width, phases) = slab_extents(g, rows);
-    let width = (g.ow - 1) * s + (g.kw - 1) * g.dilation.w + 1;
+    let (height, width, phase_width, phases) = slab_extents(g, rows);
     let row_len = phase_width * phases;
     let planes = x.len() / (g.h * g.w).max(1);
     let len = scratch.ok(

@@ -45,9 +45,15 @@ pub(crate) fn bands(g: &Geometry) -> (usize, usize) {
     (row_len, band)
 }
 
+/// Whether the shape suits the tiled forward pass, whatever the type: stride 1 and at
+/// least half a tile of output channels per group.
+pub(crate) fn suits(g: &Geometry) -> bool {
+    g.stride.h == 1 && g.stride.w == 1 && g.cout_per_group() >= CO / 2
+}
+
 /// Whether the tiled kernel computes this shape's forward pass in `A`.
 pub(crate) fn applies<A: Accumulator>(g: &Geometry) -> bool {
-    g.stride.h == 1 && g.stride.w == 1 && g.cout_per_group() >= CO / 2 && has_kernel::<A>()
+    suits(g) && has_kernel::<A>()
 }
 
 /// One tile sweep: `flat[c * len + q] = init[c] + sum_t weights[t * CO + c] * slab[starts[t] + q]`
@@ -173,33 +179,46 @@ pub(crate) fn forward<A: Accumulator>(
     });
 }
 
-/// Whether [`run`] has a vector kernel for `A` on this CPU (`f32` with AVX2 or AVX-512);
-/// other types take `direct`'s band kernel, one output channel at a time.
+/// Whether the tile kernels exist for `A` on this CPU (`f32` with AVX2 or AVX-512); other
+/// types and CPUs run [`Algorithm::untiled`](crate::Algorithm::untiled)'s choice.
 pub(crate) fn has_kernel<A: Accumulator>() -> bool {
     TypeId::of::<A>() == TypeId::of::<f32>() && matches!(isa(), Isa::Avx2 | Isa::Avx512)
 }
 
+/// `values` as `f32`, for the tile kernels; `None` if `A` is another type.
+pub(crate) fn as_f32<A: Accumulator>(values: &[A]) -> Option<&[f32]> {
+    // SAFETY: `A` is `f32` (same `TypeId`): the same slice, re-typed (same layout, length
+    // and lifetime).
+    (TypeId::of::<A>() == TypeId::of::<f32>())
+        .then(|| unsafe { std::slice::from_raw_parts(values.as_ptr().cast(), values.len()) })
+}
+
+/// As [`as_f32`], mutably.
+pub(crate) fn as_f32_mut<A: Accumulator>(values: &mut [A]) -> Option<&mut [f32]> {
+    // SAFETY: as in `as_f32`; the borrow of `values` is moved into the result.
+    (TypeId::of::<A>() == TypeId::of::<f32>()).then(|| unsafe {
+        std::slice::from_raw_parts_mut(values.as_mut_ptr().cast(), values.len())
+    })
+}
+
 /// Runs a tile sweep with the vector kernel for `A` (see [`has_kernel`]).
 fn run<A: Accumulator>(job: &mut Tile<'_, A>) {
-    assert!(has_kernel::<A>(), "callers check has_kernel");
-    // SAFETY: `A` is `f32` (same `TypeId`), so these are the same slices and values,
-    // re-typed: same layout, same lifetimes.
-    let mut f32_job = unsafe {
-        Tile {
-            slab: std::slice::from_raw_parts(job.slab.as_ptr().cast::<f32>(), job.slab.len()),
-            starts: job.starts,
-            weights: std::slice::from_raw_parts(
-                job.weights.as_ptr().cast::<f32>(),
-                job.weights.len(),
-            ),
-            init: std::mem::transmute_copy::<[A; CO], [f32; CO]>(&job.init),
-            resume: job.resume,
-            flat: std::slice::from_raw_parts_mut(
-                job.flat.as_mut_ptr().cast::<f32>(),
-                job.flat.len(),
-            ),
-            len: job.len,
-        }
+    let (Some(slab), Some(weights), Some(init), Some(flat)) = (
+        as_f32(job.slab),
+        as_f32(job.weights),
+        as_f32(&job.init),
+        as_f32_mut(job.flat),
+    ) else {
+        unreachable!("callers check has_kernel, which admits f32 only");
+    };
+    let mut f32_job = Tile {
+        slab,
+        starts: job.starts,
+        weights,
+        init: init.try_into().expect("CO values"),
+        resume: job.resume,
+        flat,
+        len: job.len,
     };
     let job = &mut f32_job;
     match isa() {

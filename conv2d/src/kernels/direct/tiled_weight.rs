@@ -9,9 +9,7 @@
 //! holds vectors of partial sums over `q`; each element's sum runs over images, bands and
 //! `q` in a fixed order, whatever the thread count.
 
-use std::any::TypeId;
-
-use super::tiled::bands;
+use super::tiled::{as_f32, as_f32_mut, bands, has_kernel};
 use super::{all_finite, padded_slab, Scratch, LANES};
 use crate::element::Accumulator;
 use crate::geometry::Geometry;
@@ -81,8 +79,7 @@ fn applies<A: Accumulator>(g: &Geometry, input: &[A]) -> bool {
     g.stride.h == 1
         && g.stride.w == 1
         && pixels >= MIN_PIXELS
-        && TypeId::of::<A>() == TypeId::of::<f32>()
-        && matches!(isa(), Isa::Avx2 | Isa::Avx512)
+        && has_kernel::<A>()
         && all_finite(input)
 }
 
@@ -148,27 +145,20 @@ pub(crate) fn backward_weight<A: Accumulator>(
 
 /// Runs a tile with the vector kernel for `A` (`f32`, checked by [`applies`]).
 fn run<A: Accumulator>(job: &mut WeightTile<'_, A>) {
-    assert!(
-        TypeId::of::<A>() == TypeId::of::<f32>(),
-        "applies admits f32 only"
-    );
-    // SAFETY: `A` is `f32` (same `TypeId`), so these are the same slices, re-typed: same
-    // layout, same lifetimes.
-    let mut f32_job = unsafe {
-        WeightTile {
-            slab: std::slice::from_raw_parts(job.slab.as_ptr().cast::<f32>(), job.slab.len()),
-            starts: job.starts,
-            grad_out: std::slice::from_raw_parts(
-                job.grad_out.as_ptr().cast::<f32>(),
-                job.grad_out.len(),
-            ),
-            len: job.len,
-            grad_w: std::slice::from_raw_parts_mut(
-                job.grad_w.as_mut_ptr().cast::<f32>(),
-                job.grad_w.len(),
-            ),
-            channels: job.channels,
-        }
+    let (Some(slab), Some(grad_out), Some(grad_w)) = (
+        as_f32(job.slab),
+        as_f32(job.grad_out),
+        as_f32_mut(job.grad_w),
+    ) else {
+        unreachable!("applies admits f32 only");
+    };
+    let mut f32_job = WeightTile {
+        slab,
+        starts: job.starts,
+        grad_out,
+        len: job.len,
+        grad_w,
+        channels: job.channels,
     };
     match isa() {
         // SAFETY: `isa()` returns a level only if the CPU supports it.
