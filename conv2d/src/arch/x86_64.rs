@@ -137,7 +137,7 @@ pub(crate) unsafe fn direct_tile_f32_avx512(job: &mut Tile<'_, f32>) {
 #[inline]
 unsafe fn tile_avx512<const VECTORS: usize>(
     job: &Tile<'_, f32>,
-    (slab, weights, flat): (*const f32, *const f32, *mut f32),
+    (slab, rows, flat): (*const f32, [*const f32; CO], *mut f32),
     q: usize,
 ) {
     let len = job.len;
@@ -153,14 +153,13 @@ unsafe fn tile_avx512<const VECTORS: usize>(
         }
     }
     for (t, &start) in job.starts.iter().enumerate() {
-        // SAFETY: `start + q + 16 * VECTORS <= start + len <= slab.len()`, and tap `t`'s
-        // CO weights are inside `weights` (`pointers` checked both).
+        // SAFETY: `start + q + 16 * VECTORS <= start + len <= slab.len()`, and every row
+        // holds a weight for tap `t` (`pointers` checked both).
         unsafe {
             let x = slab.add(start + q);
             let xs: [__m512; VECTORS] = std::array::from_fn(|v| _mm512_loadu_ps(x.add(16 * v)));
-            let w = weights.add(t * CO);
             for (c, acc_c) in acc.iter_mut().enumerate() {
-                let wc = _mm512_set1_ps(*w.add(c));
+                let wc = _mm512_set1_ps(*rows[c].add(t));
                 for (a, &xv) in acc_c.iter_mut().zip(&xs) {
                     *a = _mm512_fmadd_ps(wc, xv, *a);
                 }
@@ -215,7 +214,7 @@ pub(crate) unsafe fn direct_tile_f32_avx2(job: &mut Tile<'_, f32>) {
 #[inline]
 unsafe fn tile_avx2<const VECTORS: usize>(
     job: &Tile<'_, f32>,
-    (slab, weights, flat): (*const f32, *const f32, *mut f32),
+    (slab, rows, flat): (*const f32, [*const f32; CO], *mut f32),
     q: usize,
     c0: usize,
 ) {
@@ -233,14 +232,13 @@ unsafe fn tile_avx2<const VECTORS: usize>(
         }
     }
     for (t, &start) in job.starts.iter().enumerate() {
-        // SAFETY: `start + q + 8 * VECTORS <= start + len <= slab.len()`; tap `t`'s weights
-        // `c0..c0 + 3` are inside `weights` (`pointers` checked both).
+        // SAFETY: `start + q + 8 * VECTORS <= start + len <= slab.len()`; every row holds a
+        // weight for tap `t` (`pointers` checked both).
         unsafe {
             let x = slab.add(start + q);
             let xs: [__m256; VECTORS] = std::array::from_fn(|v| _mm256_loadu_ps(x.add(8 * v)));
-            let w = weights.add(t * CO + c0);
             for (c, acc_c) in acc.iter_mut().enumerate() {
-                let wc = _mm256_set1_ps(*w.add(c));
+                let wc = _mm256_set1_ps(*rows[c0 + c].add(t));
                 for (a, &xv) in acc_c.iter_mut().zip(&xs) {
                     *a = _mm256_fmadd_ps(wc, xv, *a);
                 }

@@ -56,13 +56,17 @@ pub(crate) fn applies<A: Accumulator>(g: &Geometry) -> bool {
     suits(g) && has_kernel::<A>()
 }
 
-/// One tile sweep: `flat[c * len + q] = init[c] + sum_t weights[t * CO + c] * slab[starts[t] + q]`
+/// One tile sweep: `flat[c * len + q] = init[c] + sum_t weights[rows[c] + t] * slab[starts[t] + q]`
 /// for `q < len` (a multiple of [`LANES`]).
 pub(crate) struct Tile<'a, A> {
     pub slab: &'a [A],
     pub starts: &'a [usize],
-    /// Per tap, the [`CO`] channels' weights.
+    /// The layer's weights as they are (one row of taps per output channel): each tap's
+    /// weights are broadcast one by one, so they need no packing.
     pub weights: &'a [A],
+    /// Where channel `c`'s weights for `starts` begin in `weights` (a channel past the
+    /// group's last repeats a real one; its sums are dropped).
+    pub rows: [usize; CO],
     pub init: [A; CO],
     /// Whether the sums start from `flat` (a later block of taps) rather than `init`.
     pub resume: bool,
@@ -71,21 +75,21 @@ pub(crate) struct Tile<'a, A> {
 }
 
 impl<A> Tile<'_, A> {
-    /// The slab, weight and output pointers of the vector kernels, after checking every
-    /// bound they rely on: `len` a multiple of [`LANES`], `flat` holding `CO * len`
-    /// elements, `weights` `CO` per tap, every tap's window `start..start + len` inside
-    /// the slab. Panics (a bug, not a user error) if one fails.
-    pub(crate) fn pointers(&mut self) -> (*const A, *const A, *mut A) {
+    /// The slab, weight rows and output pointers of the vector kernels, after checking
+    /// every bound they rely on: `len` a multiple of [`LANES`], `flat` holding `CO * len`
+    /// elements, each channel's row holding a weight per tap, every tap's window
+    /// `start..start + len` inside the slab. Panics (a bug, not a user error) if one fails.
+    pub(crate) fn pointers(&mut self) -> (*const A, [*const A; CO], *mut A) {
         let len = self.len;
         assert!(len.is_multiple_of(LANES) && self.flat.len() >= CO * len);
-        assert!(self.weights.len() >= CO * self.starts.len());
+        let taps = self.starts.len();
+        assert!(self.rows.iter().all(|&r| r + taps <= self.weights.len()));
         let end = self.starts.iter().max().map_or(0, |&s| s + len);
         assert!(end <= self.slab.len());
-        (
-            self.slab.as_ptr(),
-            self.weights.as_ptr(),
-            self.flat.as_mut_ptr(),
-        )
+        let weights = self.weights.as_ptr();
+        // `wrapping_add` keeps this safe code; every row is inside `weights` (checked).
+        let rows = self.rows.map(|r| weights.wrapping_add(r));
+        (self.slab.as_ptr(), rows, self.flat.as_mut_ptr())
     }
 }
 
@@ -135,16 +139,8 @@ pub(crate) fn forward<A: Accumulator>(
                 let count = outs.len();
                 let chunk_rows = outs[0].len() / g.ow;
                 let len = ((chunk_rows - 1) * row_len + g.ow).next_multiple_of(LANES);
-                // Per tap, CO weights (zero for channels past the group's last).
-                let Some(mut panel) = scratch.filled(taps * CO, A::ZERO) else {
-                    return;
-                };
-                let rows_of = &weight[co0 * taps..][..count * taps];
-                for (t, dst) in panel.chunks_exact_mut(CO).enumerate() {
-                    for (d, w) in dst.iter_mut().zip(rows_of.chunks_exact(taps)) {
-                        *d = w[t];
-                    }
-                }
+                // Channels past the group's last repeat its last (their sums are dropped).
+                let rows: [usize; CO] = std::array::from_fn(|c| (co0 + c.min(count - 1)) * taps);
                 let mut init = [A::ZERO; CO];
                 for (c, v) in init.iter_mut().enumerate().take(count) {
                     *v = bias.map_or(A::ZERO, |b| b[co0 + c]);
@@ -154,15 +150,12 @@ pub(crate) fn forward<A: Accumulator>(
                 };
                 // Blocks of input channels whose windows and weights stay in L1.
                 let block_taps = CI_BLOCK * g.kh * g.kw;
-                for (b, (starts, panel)) in starts
-                    .chunks(block_taps)
-                    .zip(panel.chunks(block_taps * CO))
-                    .enumerate()
-                {
+                for (b, starts) in starts.chunks(block_taps).enumerate() {
                     run(&mut Tile {
                         slab: &slab.data[r0 * row_len..],
                         starts,
-                        weights: panel,
+                        weights: weight,
+                        rows: rows.map(|r| r + b * block_taps),
                         init,
                         resume: b > 0,
                         flat: &mut flat,
@@ -215,6 +208,7 @@ fn run<A: Accumulator>(job: &mut Tile<'_, A>) {
         slab,
         starts: job.starts,
         weights,
+        rows: job.rows,
         init: init.try_into().expect("CO values"),
         resume: job.resume,
         flat,
