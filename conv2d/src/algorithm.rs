@@ -17,8 +17,10 @@ use crate::geometry::Geometry;
 /// assert_eq!(depthwise.algorithm(), Algorithm::Direct);
 /// let dense = Conv2dPlan::new([1, 64, 28, 28], [64, 64, 3, 3], &Conv2dOptions::default())?;
 /// assert_eq!(dense.algorithm(), Algorithm::DirectTiled);
-/// let pointwise = Conv2dPlan::new([1, 64, 28, 28], [64, 64, 1, 1], &Conv2dOptions::default())?;
-/// assert_eq!(pointwise.algorithm(), Algorithm::Im2colGemm);
+/// let narrow = Conv2dPlan::new([1, 64, 28, 28], [256, 64, 1, 1], &Conv2dOptions::default())?;
+/// assert_eq!(narrow.algorithm(), Algorithm::DirectTiled);
+/// let wide = Conv2dPlan::new([1, 256, 28, 28], [64, 256, 1, 1], &Conv2dOptions::default())?;
+/// assert_eq!(wide.algorithm(), Algorithm::Im2colGemm);
 /// # Ok::<(), conv2d::ConvError>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -43,13 +45,16 @@ pub enum Algorithm {
     /// The forward pass of a stride-1 convolution with at least 3 output channels per
     /// group, as register tiles of 6 output channels by 64 pixels over `direct`'s padded
     /// input rows (each tap a shifted window of them), summed with fused multiply-adds in
-    /// blocks of 16 input channels: for `f32`, `f16` and `bf16` (which sum in `f32`) on
+    /// blocks of 16 input channels; a pointwise one (1x1, unpadded, any stride) as a GEMM
+    /// of the same tiles over the input planes as they are (strided ones subsampled
+    /// first), in blocks of 64 input channels: for `f32`, `f16` and `bf16` (which sum in `f32`) on
     /// CPUs with AVX2 or AVX-512; its stride-1 input gradient is the same kernel on the
     /// flipped weight, and its stride-1 weight gradient (for a finite input) tiles of 4
     /// output channels by 6 taps of dot products over the same padded rows. Every other
     /// pass, type, shape or CPU runs what the shape would be given without it
     /// ([`Algorithm::Direct`] or [`Algorithm::Im2colGemm`]). Scratch: the group's padded input rows (at most 1 Mi
-    /// elements per band) and per task a 6-channel output block of the band.
+    /// elements per band) and per task a 6-channel output block of the band; pointwise,
+    /// the group's subsampled input planes when strided (or not whole vectors of 16).
     DirectTiled,
 }
 
@@ -93,11 +98,17 @@ impl Algorithm {
     /// than one tap: a sweep of dense and grouped stride-1 shapes (16 to 512 channels, maps
     /// of 7 to 112 pixels, one thread, `--algorithm` in `conv2d-bench`) found it 1.1-5x
     /// faster than `im2col-gemm` with 3x3 kernels, about even (0.97-0.99x) at 7x7 maps of
-    /// 256-512 channels, and 0.45-0.9x with 1x1 kernels, which GEMM reads in place.
+    /// 256-512 channels. Pointwise (1x1, unpadded) layers take it when strided or with at
+    /// most 64 input channels per group: over `conv2d-bench/sweeps/pointwise.json` it beat
+    /// `im2col-gemm` 1.2-3.2x on every strided layer and 1.15-1.2x (one thread) on stride 1
+    /// up to 64 channels, and lost 0.7-0.9x on stride 1 from 128 channels, where the
+    /// `gemm` crate reads the input in place.
     pub(crate) fn choose(g: &Geometry) -> Self {
         let taps = g.kh.saturating_mul(g.kw);
-        use crate::kernels::direct::{fits, suits_tiles};
-        if suits_tiles(g) && taps > 1 && fits(g) {
+        use crate::kernels::direct::{fits, pointwise, suits_tiles};
+        let strided = g.stride.h > 1 || g.stride.w > 1;
+        let pointwise_wins = pointwise(g) && (strided || g.cin_per_group() <= 64);
+        if suits_tiles(g) && (taps > 1 || pointwise_wins) && fits(g) {
             Algorithm::DirectTiled
         } else {
             Self::untiled(g)

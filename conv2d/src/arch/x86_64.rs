@@ -137,16 +137,15 @@ pub(crate) unsafe fn direct_tile_f32_avx512(job: &mut Tile<'_, f32>) {
 #[inline]
 unsafe fn tile_avx512<const VECTORS: usize>(
     job: &Tile<'_, f32>,
-    (slab, rows, flat): (*const f32, [*const f32; CO], *mut f32),
+    (slab, rows, outs): (*const f32, [*const f32; CO], [*mut f32; CO]),
     q: usize,
 ) {
-    let len = job.len;
     let mut acc = [[_mm512_setzero_ps(); VECTORS]; CO];
     for (c, acc_c) in acc.iter_mut().enumerate() {
         for (v, a) in acc_c.iter_mut().enumerate() {
             *a = if job.resume {
-                // SAFETY: inside `flat`, as for the stores below.
-                unsafe { _mm512_loadu_ps(flat.add(c * len + q + 16 * v)) }
+                // SAFETY: inside channel `c`'s sums, as for the stores below.
+                unsafe { _mm512_loadu_ps(outs[c].add(q + 16 * v)) }
             } else {
                 _mm512_set1_ps(job.init[c])
             };
@@ -168,9 +167,9 @@ unsafe fn tile_avx512<const VECTORS: usize>(
     }
     for (c, acc_c) in acc.iter().enumerate() {
         for (v, &a) in acc_c.iter().enumerate() {
-            // SAFETY: `c * len + q + 16 * v + 16 <= CO * len <= flat.len()` (`pointers`
-            // checked it).
-            unsafe { _mm512_storeu_ps(flat.add(c * len + q + 16 * v), a) };
+            // SAFETY: `q + 16 * v + 16 <= len`, and channel `c`'s sums hold `len` values
+            // (`pointers` checked it).
+            unsafe { _mm512_storeu_ps(outs[c].add(q + 16 * v), a) };
         }
     }
 }
@@ -214,18 +213,17 @@ pub(crate) unsafe fn direct_tile_f32_avx2(job: &mut Tile<'_, f32>) {
 #[inline]
 unsafe fn tile_avx2<const VECTORS: usize>(
     job: &Tile<'_, f32>,
-    (slab, rows, flat): (*const f32, [*const f32; CO], *mut f32),
+    (slab, rows, outs): (*const f32, [*const f32; CO], [*mut f32; CO]),
     q: usize,
     c0: usize,
 ) {
     const CH: usize = 3;
-    let len = job.len;
     let mut acc = [[_mm256_setzero_ps(); VECTORS]; CH];
     for (c, acc_c) in acc.iter_mut().enumerate() {
         for (v, a) in acc_c.iter_mut().enumerate() {
             *a = if job.resume {
-                // SAFETY: inside `flat`, as for the stores below.
-                unsafe { _mm256_loadu_ps(flat.add((c0 + c) * len + q + 8 * v)) }
+                // SAFETY: inside channel `c0 + c`'s sums, as for the stores below.
+                unsafe { _mm256_loadu_ps(outs[c0 + c].add(q + 8 * v)) }
             } else {
                 _mm256_set1_ps(job.init[c0 + c])
             };
@@ -247,9 +245,9 @@ unsafe fn tile_avx2<const VECTORS: usize>(
     }
     for (c, acc_c) in acc.iter().enumerate() {
         for (v, &a) in acc_c.iter().enumerate() {
-            // SAFETY: `(c0 + c) * len + q + 8 * v + 8 <= CO * len <= flat.len()`
+            // SAFETY: `q + 8 * v + 8 <= len`, and channel `c0 + c`'s sums hold `len` values
             // (`pointers` checked it).
-            unsafe { _mm256_storeu_ps(flat.add((c0 + c) * len + q + 8 * v), a) };
+            unsafe { _mm256_storeu_ps(outs[c0 + c].add(q + 8 * v), a) };
         }
     }
 }

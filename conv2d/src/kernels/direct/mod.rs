@@ -5,9 +5,11 @@
 //! against the same slabs; the stride-1 input gradient is a forward pass on the flipped
 //! weight.
 
+mod pointwise;
 mod tiled;
 mod tiled_weight;
 
+pub(crate) use pointwise::applies as pointwise;
 pub(crate) use tiled::{
     applies as tiles, forward as tiled_forward, suits as suits_tiles, Tile, CO, PIXELS,
 };

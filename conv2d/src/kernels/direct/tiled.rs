@@ -13,7 +13,7 @@
 
 use std::any::TypeId;
 
-use super::{padded_slab, Scratch, LANES};
+use super::{padded_slab, pointwise, Scratch, LANES};
 use crate::element::Accumulator;
 use crate::geometry::Geometry;
 use crate::isa::{isa, Isa};
@@ -45,10 +45,10 @@ pub(crate) fn bands(g: &Geometry) -> (usize, usize) {
     (row_len, band)
 }
 
-/// Whether the shape suits the tiled forward pass, whatever the type: stride 1 and at
-/// least half a tile of output channels per group.
+/// Whether the shape suits the tiled forward pass, whatever the type: stride 1 or
+/// [`pointwise`](super::pointwise), and at least half a tile of output channels per group.
 pub(crate) fn suits(g: &Geometry) -> bool {
-    g.stride.h == 1 && g.stride.w == 1 && g.cout_per_group() >= CO / 2
+    (g.stride.h == 1 && g.stride.w == 1 || pointwise::applies(g)) && g.cout_per_group() >= CO / 2
 }
 
 /// Whether the tiled kernel computes this shape's forward pass in `A`.
@@ -56,7 +56,7 @@ pub(crate) fn applies<A: Accumulator>(g: &Geometry) -> bool {
     suits(g) && has_kernel::<A>()
 }
 
-/// One tile sweep: `flat[c * len + q] = init[c] + sum_t weights[rows[c] + t] * slab[starts[t] + q]`
+/// One tile sweep: `outs[c][q] = init[c] + sum_t weights[rows[c] + t] * slab[starts[t] + q]`
 /// for `q < len` (a multiple of [`LANES`]).
 pub(crate) struct Tile<'a, A> {
     pub slab: &'a [A],
@@ -68,20 +68,22 @@ pub(crate) struct Tile<'a, A> {
     /// group's last repeats a real one; its sums are dropped).
     pub rows: [usize; CO],
     pub init: [A; CO],
-    /// Whether the sums start from `flat` (a later block of taps) rather than `init`.
+    /// Whether the sums start from `outs` (a later block of taps) rather than `init`.
     pub resume: bool,
-    pub flat: &'a mut [A],
+    /// Per channel, `len` sums.
+    pub outs: [&'a mut [A]; CO],
     pub len: usize,
 }
 
 impl<A> Tile<'_, A> {
     /// The slab, weight rows and output pointers of the vector kernels, after checking
-    /// every bound they rely on: `len` a multiple of [`LANES`], `flat` holding `CO * len`
-    /// elements, each channel's row holding a weight per tap, every tap's window
+    /// every bound they rely on: `len` a multiple of [`LANES`], each channel's outputs
+    /// holding `len` sums and its row a weight per tap, every tap's window
     /// `start..start + len` inside the slab. Panics (a bug, not a user error) if one fails.
-    pub(crate) fn pointers(&mut self) -> (*const A, [*const A; CO], *mut A) {
+    #[allow(clippy::type_complexity)] // three pointers, named where they are unpacked
+    pub(crate) fn pointers(&mut self) -> (*const A, [*const A; CO], [*mut A; CO]) {
         let len = self.len;
-        assert!(len.is_multiple_of(LANES) && self.flat.len() >= CO * len);
+        assert!(len.is_multiple_of(LANES) && self.outs.iter().all(|o| o.len() >= len));
         let taps = self.starts.len();
         assert!(self.rows.iter().all(|&r| r + taps <= self.weights.len()));
         let end = self.starts.iter().max().map_or(0, |&s| s + len);
@@ -89,7 +91,8 @@ impl<A> Tile<'_, A> {
         let weights = self.weights.as_ptr();
         // `wrapping_add` keeps this safe code; every row is inside `weights` (checked).
         let rows = self.rows.map(|r| weights.wrapping_add(r));
-        (self.slab.as_ptr(), rows, self.flat.as_mut_ptr())
+        let outs = self.outs.each_mut().map(|o| o.as_mut_ptr());
+        (self.slab.as_ptr(), rows, outs)
     }
 }
 
@@ -102,6 +105,9 @@ pub(crate) fn forward<A: Accumulator>(
     out: &mut [A],
     scratch: &Scratch,
 ) {
+    if pointwise::applies(g) {
+        return pointwise::forward(g, input, weight, bias, out, scratch);
+    }
     let plane = g.oh * g.ow;
     let (cin_g, cout_g) = (g.cin_per_group(), g.cout_per_group());
     let taps = cin_g * g.kh * g.kw;
@@ -139,15 +145,13 @@ pub(crate) fn forward<A: Accumulator>(
                 let count = outs.len();
                 let chunk_rows = outs[0].len() / g.ow;
                 let len = ((chunk_rows - 1) * row_len + g.ow).next_multiple_of(LANES);
-                // Channels past the group's last repeat its last (their sums are dropped).
-                let rows: [usize; CO] = std::array::from_fn(|c| (co0 + c.min(count - 1)) * taps);
-                let mut init = [A::ZERO; CO];
-                for (c, v) in init.iter_mut().enumerate().take(count) {
-                    *v = bias.map_or(A::ZERO, |b| b[co0 + c]);
-                }
+                let (init, rows) = tile_rows(bias, co0, count, taps);
                 let Some(mut flat) = scratch.filled(CO * len, A::ZERO) else {
                     return;
                 };
+                let mut rows_of_flat = flat.chunks_exact_mut(len);
+                let mut sums: [&mut [A]; CO] =
+                    std::array::from_fn(|_| rows_of_flat.next().expect("CO rows of len"));
                 // Blocks of input channels whose windows and weights stay in L1.
                 let block_taps = CI_BLOCK * g.kh * g.kw;
                 for (b, starts) in starts.chunks(block_taps).enumerate() {
@@ -158,11 +162,11 @@ pub(crate) fn forward<A: Accumulator>(
                         rows: rows.map(|r| r + b * block_taps),
                         init,
                         resume: b > 0,
-                        flat: &mut flat,
+                        outs: sums.each_mut().map(|o| &mut **o),
                         len,
                     });
                 }
-                for (out_rows, flat_c) in outs.into_iter().zip(flat.chunks(len)) {
+                for (out_rows, flat_c) in outs.into_iter().zip(sums) {
                     for (d, s) in out_rows.chunks_exact_mut(g.ow).zip(flat_c.chunks(row_len)) {
                         d.copy_from_slice(&s[..g.ow]);
                     }
@@ -170,6 +174,23 @@ pub(crate) fn forward<A: Accumulator>(
             });
         }
     });
+}
+
+/// The starting sums (the bias) of a tile of `count` channels from `co0`, and where their
+/// weight rows of `taps` weights begin; channels past the group's last repeat its last row
+/// (their sums are dropped).
+pub(super) fn tile_rows<A: Accumulator>(
+    bias: Option<&[A]>,
+    co0: usize,
+    count: usize,
+    taps: usize,
+) -> ([A; CO], [usize; CO]) {
+    let init = std::array::from_fn(|c| match bias {
+        Some(b) if c < count => b[co0 + c],
+        _ => A::ZERO,
+    });
+    let rows = std::array::from_fn(|c| (co0 + c.min(count - 1)) * taps);
+    (init, rows)
 }
 
 /// Whether the tile kernels exist for `A` on this CPU (`f32` with AVX2 or AVX-512); other
@@ -195,15 +216,16 @@ pub(crate) fn as_f32_mut<A: Accumulator>(values: &mut [A]) -> Option<&mut [f32]>
 }
 
 /// Runs a tile sweep with the vector kernel for `A` (see [`has_kernel`]).
-fn run<A: Accumulator>(job: &mut Tile<'_, A>) {
-    let (Some(slab), Some(weights), Some(init), Some(flat)) = (
-        as_f32(job.slab),
-        as_f32(job.weights),
-        as_f32(&job.init),
-        as_f32_mut(job.flat),
-    ) else {
+pub(super) fn run<A: Accumulator>(job: &mut Tile<'_, A>) {
+    let (Some(slab), Some(weights), Some(init)) =
+        (as_f32(job.slab), as_f32(job.weights), as_f32(&job.init))
+    else {
         unreachable!("callers check has_kernel, which admits f32 only");
     };
+    let outs = job
+        .outs
+        .each_mut()
+        .map(|o| as_f32_mut(o).unwrap_or_else(|| unreachable!("has_kernel admits f32 only")));
     let mut f32_job = Tile {
         slab,
         starts: job.starts,
@@ -211,7 +233,7 @@ fn run<A: Accumulator>(job: &mut Tile<'_, A>) {
         rows: job.rows,
         init: init.try_into().expect("CO values"),
         resume: job.resume,
-        flat,
+        outs,
         len: job.len,
     };
     let job = &mut f32_job;

@@ -1,0 +1,167 @@
+//! Pointwise convolutions (a 1x1 kernel, no padding, any stride) on the tile kernel: each
+//! output plane is a GEMM of the weight rows with the input planes, which the tile kernel
+//! reads as they are (one "tap" per input channel, its window the channel's pixels).
+//! A strided input, or planes that are not whole vectors, are first copied into planes of
+//! whole vectors.
+//!
+//! Tasks are chunks of [`CHUNK`] pixels of every output channel (split further by runs of
+//! channel tiles when the chunks are few); within one, the input channels go in blocks of
+//! [`CI_BLOCK`], every tile sweeping a block before the next. Every output sums its bias,
+//! then its input channels in order, whatever the thread count.
+
+use super::tiled::{run, tile_rows, Tile, CO};
+use super::{Scratch, LANES};
+use crate::element::Accumulator;
+use crate::geometry::Geometry;
+use crate::threading::{for_each_chunk, for_each_item};
+
+/// Output pixels of one task, and input channels whose taps every tile of the task sweeps
+/// before the next block: `conv2d-bench` over `sweeps/pointwise.json` (one thread, 25 1x1
+/// layers) put chunks of 1024 pixels level with whole planes and 3-12% ahead of 256, 512
+/// and 2048, and blocks of 64 channels level with 128 and 256.
+const CHUNK: usize = 1024;
+/// See [`CHUNK`].
+const CI_BLOCK: usize = 64;
+/// Tasks an image and group is split into at least, where its channels allow (a constant,
+/// not the thread count, so that the split never depends on it).
+const TASKS: usize = 16;
+
+/// Whether `g` is pointwise: a 1x1 kernel whose every output reads an input pixel (no
+/// padding on any side).
+pub(crate) fn applies(g: &Geometry) -> bool {
+    let inside = |outputs: usize, stride: usize, size: usize| {
+        outputs.saturating_sub(1).saturating_mul(stride) < size
+    };
+    g.kh == 1
+        && g.kw == 1
+        && g.pad_top == 0
+        && g.pad_left == 0
+        && inside(g.oh, g.stride.h, g.h)
+        && inside(g.ow, g.stride.w, g.w)
+}
+
+/// `out = conv2d(input, weight) + bias` for a pointwise shape on the tile kernel,
+/// overwriting `out`.
+pub(crate) fn forward<A: Accumulator>(
+    g: &Geometry,
+    input: &[A],
+    weight: &[A],
+    bias: Option<&[A]>,
+    out: &mut [A],
+    scratch: &Scratch,
+) {
+    let (plane, in_plane) = (g.oh * g.ow, g.h * g.w);
+    let padded = plane.next_multiple_of(LANES);
+    let (cin_g, cout_g) = (g.cin_per_group(), g.cout_per_group());
+    let staged = g.stride.h != 1 || g.stride.w != 1 || padded != plane;
+    for (task, out_g) in out.chunks_exact_mut(cout_g * plane).enumerate() {
+        let (n, group) = (task / g.groups, task % g.groups);
+        let x = &input[(n * g.cin + group * cin_g) * in_plane..][..cin_g * in_plane];
+        let copy;
+        let x = if staged {
+            let Some(buf) = stage(g, x, padded, scratch) else {
+                return;
+            };
+            copy = buf;
+            &copy[..]
+        } else {
+            x
+        };
+        // Tasks: a chunk of pixels of every channel, split by runs of whole tiles of
+        // channels when the chunks alone would be too few to share out.
+        let chunk = padded.min(CHUNK);
+        let chunks = plane.div_ceil(chunk);
+        let tiles = cout_g.div_ceil(CO);
+        let split = TASKS.div_ceil(chunks).min(tiles);
+        let channels_per_task = tiles.div_ceil(split) * CO;
+        let mut planes: Vec<_> = out_g
+            .chunks_exact_mut(plane)
+            .map(|p| p.chunks_mut(chunk))
+            .collect();
+        let mut tasks = Vec::new();
+        for p0 in (0..plane).step_by(chunk) {
+            let mut outs = planes.iter_mut().flat_map(Iterator::next);
+            for first in (0..cout_g).step_by(channels_per_task) {
+                let part: Vec<&mut [A]> = outs.by_ref().take(channels_per_task).collect();
+                tasks.push((p0, group * cout_g + first, part));
+            }
+        }
+        for_each_item(tasks, |(p0, co_first, mut outs)| {
+            let len = chunk.min(padded - p0);
+            let width = outs[0].len();
+            let starts: Vec<usize> = (0..cin_g).map(|ci| ci * padded + p0).collect();
+            // The sums go straight into the output, except where it is shorter than whole
+            // vectors (the last chunk of a plane that is not) or the channels end mid-tile:
+            // those sum into `spare`, copied after.
+            let staged_tile = |count: usize| width < len || count < CO;
+            let counts: Vec<usize> = outs.chunks(CO).map(<[_]>::len).collect();
+            let spares = counts.iter().filter(|&&count| staged_tile(count)).count();
+            let Some(mut spare) = scratch.filled(spares * CO * len, A::ZERO) else {
+                return;
+            };
+            let mut spare_tiles = spare.chunks_exact_mut(CO * len);
+            let mut sums: Vec<[&mut [A]; CO]> = outs
+                .chunks_mut(CO)
+                .map(|tile_outs| {
+                    if staged_tile(tile_outs.len()) {
+                        let tile = spare_tiles.next().expect("a spare tile");
+                        let mut rows = tile.chunks_exact_mut(len);
+                        std::array::from_fn(|_| rows.next().expect("CO rows"))
+                    } else {
+                        let mut chans = tile_outs.iter_mut();
+                        std::array::from_fn(|_| &mut chans.next().expect("CO channels")[..])
+                    }
+                })
+                .collect();
+            for (b, k0) in (0..cin_g).step_by(CI_BLOCK).enumerate() {
+                let block = &starts[k0..][..CI_BLOCK.min(cin_g - k0)];
+                for (t, (sums, &count)) in sums.iter_mut().zip(&counts).enumerate() {
+                    let (init, rows) = tile_rows(bias, co_first + t * CO, count, cin_g);
+                    run(&mut Tile {
+                        slab: x,
+                        starts: block,
+                        weights: weight,
+                        rows: rows.map(|r| r + k0),
+                        init,
+                        resume: b > 0,
+                        outs: sums.each_mut().map(|o| &mut **o),
+                        len,
+                    });
+                }
+            }
+            drop(sums);
+            let mut spare_tiles = spare.chunks_exact(CO * len);
+            for tile_outs in outs.chunks_mut(CO) {
+                if staged_tile(tile_outs.len()) {
+                    let sums = spare_tiles.next().expect("a spare tile");
+                    for (dst, src) in tile_outs.iter_mut().zip(sums.chunks_exact(len)) {
+                        dst.copy_from_slice(&src[..width]);
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// The input pixels the outputs read (every `stride`-th of every `stride`-th row), each
+/// channel's plane in `padded` values with zeros after the last; `None` if the buffer
+/// cannot be allocated.
+fn stage<A: Accumulator>(
+    g: &Geometry,
+    x: &[A],
+    padded: usize,
+    scratch: &Scratch,
+) -> Option<Vec<A>> {
+    let in_plane = g.h * g.w;
+    let mut buf = scratch.filled(g.cin_per_group() * padded, A::ZERO)?;
+    for_each_chunk(&mut buf, padded, |c, dst| {
+        let src = &x[c * in_plane..][..in_plane];
+        for (oy, row) in dst.chunks_exact_mut(g.ow).take(g.oh).enumerate() {
+            let src_row = &src[oy * g.stride.h * g.w..];
+            for (ox, v) in row.iter_mut().enumerate() {
+                *v = src_row[ox * g.stride.w];
+            }
+        }
+    });
+    Some(buf)
+}
