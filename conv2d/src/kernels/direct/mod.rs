@@ -527,13 +527,13 @@ fn flipped_geometry<A: Accumulator>(g: &Geometry, weight: &[A]) -> Option<Geomet
 fn flipped_weight<A: Accumulator>(g: &Geometry, weight: &[A], scratch: &Scratch) -> Option<Vec<A>> {
     let (cin_g, cout_g, taps) = (g.cin_per_group(), g.cout_per_group(), g.kh * g.kw);
     let mut w = scratch.filled(weight.len(), A::ZERO)?;
-    let mut dst = w.iter_mut();
+    let mut runs = w.chunks_exact_mut(taps);
     for group in 0..g.groups {
         for ci_in_group in 0..cin_g {
             for co in group * cout_g..(group + 1) * cout_g {
                 let taps_of = &weight[(co * cin_g + ci_in_group) * taps..][..taps];
-                // The source first: `zip` stops on it before taking from `dst`.
-                for (&v, d) in taps_of.iter().rev().zip(dst.by_ref()) {
+                let run = runs.next().expect("one run of taps per weight row");
+                for (d, &v) in run.iter_mut().zip(taps_of.iter().rev()) {
                     *d = v;
                 }
             }
