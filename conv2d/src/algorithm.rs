@@ -50,7 +50,9 @@ pub enum Algorithm {
     /// first), in blocks of 64 input channels: for `f32`, `f16` and `bf16` (which sum in `f32`) on
     /// CPUs with AVX2 or AVX-512; its stride-1 input gradient is the same kernel on the
     /// flipped weight, and its stride-1 weight gradient (for a finite input) tiles of 4
-    /// output channels by 6 taps of dot products over the same padded rows. Every other
+    /// output channels by 6 taps of dot products over the same padded rows, or, with 64 or
+    /// more output channels per group and 512 or more taps, tiles of 64 output channels
+    /// (vectors, the output gradient transposed) by 6 taps (broadcast). Every other
     /// pass, type, shape or CPU runs what the shape would be given without it
     /// ([`Algorithm::Direct`] or [`Algorithm::Im2colGemm`]). Scratch: the group's padded input rows (at most 1 Mi
     /// elements per band) and per task a 6-channel output block of the band; pointwise,

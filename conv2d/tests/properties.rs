@@ -139,6 +139,39 @@ fn pointwise_problems() -> impl Strategy<Value = Problem> {
         )
 }
 
+/// Stride-1 shapes with 64-72 or 114-140 output channels and 57-71 input channels per
+/// group, 3x3: `direct-tiled`'s weight gradient vectorised over output channels (tiles of
+/// 64, partial last tiles and tap tiles, sums carried across chunks of pixels).
+fn wide_problems() -> impl Strategy<Value = Problem> {
+    (
+        (
+            Just(1usize),
+            1usize..3,
+            57usize..72,
+            prop_oneof![64usize..73, 114usize..141],
+        ),
+        (1usize..10, 1usize..10, 1usize..3),
+        (any::<bool>(), any::<u64>()),
+    )
+        .prop_map(
+            |((n, groups, cin_g, cout_g), (h, w, dilation), (bias, seed))| Problem {
+                n,
+                groups,
+                cin_g,
+                cout_g,
+                h,
+                w,
+                k: (3, 3),
+                stride: (1, 1),
+                dilation: (dilation, dilation),
+                pad: (dilation, dilation),
+                mode: 0,
+                bias,
+                seed,
+            },
+        )
+}
+
 impl Problem {
     fn padding_mode(&self) -> (PaddingMode, Mode) {
         match self.mode {
@@ -387,6 +420,16 @@ fn cases(default: u32) -> u32 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+proptest! {
+    // Large channel counts: a quarter of the cases.
+    #![proptest_config(ProptestConfig { cases: (cases(96) / 4).max(1), ..ProptestConfig::default() })]
+
+    #[test]
+    fn wide_tiles_match_reference(p in wide_problems()) {
+        every_algorithm_matches_reference::<f32>(&p).map_err(TestCaseError::fail)?;
+    }
 }
 
 proptest! {

@@ -5,7 +5,9 @@
 use crate::element::Accumulator;
 use std::arch::x86_64::*;
 
-use crate::kernels::direct::{self, Band, Tile, WeightJob, WeightTile, CO, PIXELS, WCO, WTAPS};
+use crate::kernels::direct::{
+    self, Band, ChannelWeightTile, Tile, WeightJob, WeightTile, CCO, CO, CTAPS, PIXELS, WCO, WTAPS,
+};
 use crate::kernels::rows::generic;
 
 macro_rules! stamp {
@@ -350,5 +352,89 @@ pub(crate) unsafe fn direct_weight_tile_f32_avx2(job: &mut WeightTile<'_, f32>) 
             }
         }
         job.add(t0, &sums);
+    }
+}
+
+/// The channel-vectorised weight-gradient kernel for `f32` with AVX-512: [`CTAPS`] taps x
+/// 4 vectors of 16 output channels of sums (24 registers); per output pixel four
+/// output-gradient vectors loaded and each tap's input value broadcast.
+///
+/// # Safety
+/// The CPU must support AVX-512 F (the job's bounds are checked by
+/// `ChannelWeightTile::pointers`).
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+pub(crate) unsafe fn channel_weight_tile_f32_avx512(job: &mut ChannelWeightTile<'_>) {
+    const V: usize = CCO / 16;
+    let (len, pitch) = (job.len, job.pitch);
+    let (windows, grad_out, sums) = job.pointers();
+    let mut acc = [[_mm512_setzero_ps(); V]; CTAPS];
+    // SAFETY: AVX-512 F is present (this function's contract); `sums` holds CTAPS x CCO
+    // values, output-gradient row `q < len` CCO values from `q * pitch`, and every window
+    // `len` values (`pointers` checked all three).
+    unsafe {
+        if job.resume {
+            for (j, acc_j) in acc.iter_mut().enumerate() {
+                for (v, a) in acc_j.iter_mut().enumerate() {
+                    *a = _mm512_loadu_ps(sums.add(j * CCO + 16 * v));
+                }
+            }
+        }
+        for q in 0..len {
+            let row = grad_out.add(q * pitch);
+            let ys: [__m512; V] = std::array::from_fn(|v| _mm512_loadu_ps(row.add(16 * v)));
+            for (j, acc_j) in acc.iter_mut().enumerate() {
+                let x = _mm512_set1_ps(*windows[j].add(q));
+                for (a, &y) in acc_j.iter_mut().zip(&ys) {
+                    *a = _mm512_fmadd_ps(y, x, *a);
+                }
+            }
+        }
+        for (j, acc_j) in acc.iter().enumerate() {
+            for (v, &a) in acc_j.iter().enumerate() {
+                _mm512_storeu_ps(sums.add(j * CCO + 16 * v), a);
+            }
+        }
+    }
+}
+
+/// The channel-vectorised weight-gradient kernel for `f32` with AVX2 and FMA: as the
+/// AVX-512 one, in four sweeps of 16 channels (2 vectors of 8 x [`CTAPS`] taps, 12 of
+/// the 16 registers).
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA (the job's bounds are checked by
+/// `ChannelWeightTile::pointers`).
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn channel_weight_tile_f32_avx2(job: &mut ChannelWeightTile<'_>) {
+    let (len, pitch) = (job.len, job.pitch);
+    let (windows, grad_out, sums) = job.pointers();
+    for c0 in (0..CCO).step_by(16) {
+        let mut acc = [[_mm256_setzero_ps(); 2]; CTAPS];
+        // SAFETY: AVX2 and FMA are present (this function's contract); `c0 + 16 <= CCO`,
+        // so every access is inside what `pointers` checked (as in the AVX-512 kernel).
+        unsafe {
+            if job.resume {
+                for (j, acc_j) in acc.iter_mut().enumerate() {
+                    for (v, a) in acc_j.iter_mut().enumerate() {
+                        *a = _mm256_loadu_ps(sums.add(j * CCO + c0 + 8 * v));
+                    }
+                }
+            }
+            for q in 0..len {
+                let row = grad_out.add(q * pitch + c0);
+                let ys = [_mm256_loadu_ps(row), _mm256_loadu_ps(row.add(8))];
+                for (j, acc_j) in acc.iter_mut().enumerate() {
+                    let x = _mm256_set1_ps(*windows[j].add(q));
+                    for (a, &y) in acc_j.iter_mut().zip(&ys) {
+                        *a = _mm256_fmadd_ps(y, x, *a);
+                    }
+                }
+            }
+            for (j, acc_j) in acc.iter().enumerate() {
+                for (v, &a) in acc_j.iter().enumerate() {
+                    _mm256_storeu_ps(sums.add(j * CCO + c0 + 8 * v), a);
+                }
+            }
+        }
     }
 }

@@ -10,7 +10,7 @@
 //! `q` in a fixed order, whatever the thread count.
 
 use super::tiled::{as_f32, as_f32_mut, bands, has_kernel};
-use super::{all_finite, padded_slab, Scratch, LANES};
+use super::{all_finite, padded_slab, Scratch, Slab, LANES};
 use crate::element::Accumulator;
 use crate::geometry::Geometry;
 use crate::isa::{isa, Isa};
@@ -95,52 +95,96 @@ pub(crate) fn backward_weight<A: Accumulator>(
     if !applies(g, input) {
         return false;
     }
-    let (cin_g, cout_g) = (g.cin_per_group(), g.cout_per_group());
-    let taps = cin_g * g.kh * g.kw;
-    let (plane, in_plane) = (g.oh * g.ow, g.h * g.w);
-    let (row_len, band) = bands(g);
+    let (cout_g, taps) = (g.cout_per_group(), g.cin_per_group() * g.kh * g.kw);
+    let (plane, row_len) = (g.oh * g.ow, bands(g).0);
     grad_w.fill(A::ZERO);
     // Groups in parallel; within one, each image and band prepares its rows once and its
     // tiles of output channels run in parallel over them.
     for_each_chunk(grad_w, cout_g * taps, |group, grad_w| {
-        for n in 0..g.n {
-            let x = &input[(n * g.cin + group * cin_g) * in_plane..][..cin_g * in_plane];
-            let gy = &grad_out[(n * g.cout + group * cout_g) * plane..][..cout_g * plane];
-            for oy0 in (0..g.oh).step_by(band) {
-                let rows = band.min(g.oh - oy0);
-                let Some(slab) = padded_slab(g, x, oy0, rows, LANES, scratch) else {
-                    return;
-                };
-                let starts = slab.tap_starts(g);
-                let len = ((rows - 1) * row_len + g.ow).next_multiple_of(LANES);
-                // The band's output gradient in slab-row layout, zero between rows, with
-                // zero rows up to a whole number of tiles.
-                let tiles = cout_g.div_ceil(WCO);
-                let Some(mut flat) = scratch.filled(tiles * WCO * len, A::ZERO) else {
-                    return;
-                };
-                for (dst, src) in flat.chunks_exact_mut(len).zip(gy.chunks_exact(plane)) {
-                    let src = &src[oy0 * g.ow..][..rows * g.ow];
-                    for (d, s) in dst.chunks_mut(row_len).zip(src.chunks_exact(g.ow)) {
-                        d[..g.ow].copy_from_slice(s);
-                    }
+        for_each_band(g, input, grad_out, group, scratch, |band| {
+            let len = band.len.next_multiple_of(LANES);
+            // The band's output gradient in slab-row layout, zero between rows, with
+            // zero rows up to a whole number of tiles.
+            let tiles = cout_g.div_ceil(WCO);
+            let Some(mut flat) = scratch.filled(tiles * WCO * len, A::ZERO) else {
+                return false;
+            };
+            for (dst, src) in flat
+                .chunks_exact_mut(len)
+                .zip(band.grad_out.chunks_exact(plane))
+            {
+                let src = &src[band.oy0 * g.ow..][..band.rows * g.ow];
+                for (d, s) in dst.chunks_mut(row_len).zip(src.chunks_exact(g.ow)) {
+                    d[..g.ow].copy_from_slice(s);
                 }
-                for_each_chunk(grad_w, WCO * taps, |tile, gw| {
-                    let count = gw.len() / taps;
-                    let grad_out = &flat[tile * WCO * len..][..WCO * len];
-                    run(&mut WeightTile {
-                        slab: &slab.data,
-                        starts: &starts,
-                        grad_out,
-                        len,
-                        grad_w: gw,
-                        channels: count,
-                    });
-                });
             }
-        }
+            for_each_chunk(grad_w, WCO * taps, |tile, gw| {
+                let count = gw.len() / taps;
+                let grad_out = &flat[tile * WCO * len..][..WCO * len];
+                run(&mut WeightTile {
+                    slab: &band.slab.data,
+                    starts: &band.starts,
+                    grad_out,
+                    len,
+                    grad_w: gw,
+                    channels: count,
+                });
+            });
+            true
+        });
     });
     true
+}
+
+/// One band of one image for a weight-gradient kernel: its padded input rows (with
+/// [`LANES`] zeros after), each tap's window start, and the image's output-gradient planes
+/// of the group.
+pub(super) struct GradientBand<'a, A> {
+    pub n: usize,
+    pub oy0: usize,
+    pub rows: usize,
+    pub slab: Slab<A>,
+    pub starts: Vec<usize>,
+    /// Output pixels of the band counted in slab rows (`(rows - 1) * row_len + ow`).
+    pub len: usize,
+    pub grad_out: &'a [A],
+}
+
+/// `f` for each image and band of `group`, in order, until it returns `false` or a buffer
+/// cannot be allocated.
+pub(super) fn for_each_band<A: Accumulator>(
+    g: &Geometry,
+    input: &[A],
+    grad_out: &[A],
+    group: usize,
+    scratch: &Scratch,
+    mut f: impl FnMut(GradientBand<'_, A>) -> bool,
+) {
+    let (cin_g, cout_g) = (g.cin_per_group(), g.cout_per_group());
+    let (plane, in_plane) = (g.oh * g.ow, g.h * g.w);
+    let (row_len, band) = bands(g);
+    for n in 0..g.n {
+        let x = &input[(n * g.cin + group * cin_g) * in_plane..][..cin_g * in_plane];
+        for oy0 in (0..g.oh).step_by(band) {
+            let rows = band.min(g.oh - oy0);
+            let Some(slab) = padded_slab(g, x, oy0, rows, LANES, scratch) else {
+                return;
+            };
+            let starts = slab.tap_starts(g);
+            let band = GradientBand {
+                n,
+                oy0,
+                rows,
+                slab,
+                starts,
+                len: (rows - 1) * row_len + g.ow,
+                grad_out: &grad_out[(n * g.cout + group * cout_g) * plane..][..cout_g * plane],
+            };
+            if !f(band) {
+                return;
+            }
+        }
+    }
 }
 
 /// Runs a tile with the vector kernel for `A` (`f32`, checked by [`applies`]).

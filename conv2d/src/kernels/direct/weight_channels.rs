@@ -1,0 +1,192 @@
+//! [`Algorithm::DirectTiled`](crate::Algorithm::DirectTiled)'s weight gradient for layers
+//! with many output channels per group: vectorised over output channels, so that no sum
+//! needs a horizontal reduction. The output gradient of a band is transposed into rows of
+//! output channels, one per output pixel `q` (counted in slab rows as in
+//! [`tiled`](super::tiled), zero in the columns that are not outputs), and
+//! `grad_w[co][t] = sum_q grad_out_t[q][co] * slab[start_t + q]`: a register tile of
+//! [`CCO`] channels (vectors) by [`CTAPS`] taps (input values broadcast) per pixel.
+//!
+//! Each element's sum runs over images, bands and `q` in a fixed order, whatever the thread
+//! count. A non-finite input is left to the other kernels (a zero column times an infinite
+//! input would add NaN).
+
+use super::tiled::{as_f32, as_f32_mut, bands, has_kernel};
+use super::tiled_weight::for_each_band;
+use super::{all_finite, Scratch};
+use crate::element::Accumulator;
+use crate::geometry::Geometry;
+use crate::isa::{isa, Isa};
+use crate::threading::{for_each_chunk, for_each_item};
+
+/// Output channels per tile (four vectors of 16).
+pub(crate) const CCO: usize = 64;
+/// Taps per tile.
+pub(crate) const CTAPS: usize = 6;
+/// Elements of the group's sums (padded channels x taps) up to which this kernel runs:
+/// they are revisited for every chunk of pixels, so they must stay in L2.
+const MAX_SUMS: usize = 256 * 1024;
+/// Output pixels per sweep of every tap tile of a task: their output-gradient rows stay
+/// in L1 meanwhile.
+const Q_CHUNK: usize = 64;
+/// Tasks a group is split into at least, where its taps allow (a constant, not the thread
+/// count, so that the split never depends on it).
+const TASKS: usize = 16;
+
+/// One tile: `sums[j * CCO + c] (+)= sum_q grad_out[q * pitch + c] * slab[starts[j] + q]` for
+/// `q < len`, `c < CCO`, `j < CTAPS`.
+pub(crate) struct ChannelWeightTile<'a> {
+    pub slab: &'a [f32],
+    pub starts: [usize; CTAPS],
+    pub grad_out: &'a [f32],
+    pub pitch: usize,
+    pub len: usize,
+    /// Whether `sums` holds earlier sums to add to (else they start from zero).
+    pub resume: bool,
+    pub sums: &'a mut [f32],
+}
+
+impl ChannelWeightTile<'_> {
+    /// Each tap's window, the output-gradient rows and the sums, after checking every bound
+    /// the vector kernels rely on (panics on a bug): `len` rows of `CCO` values `pitch`
+    /// apart, `CTAPS * CCO` sums, every window `start..start + len` inside the slab.
+    pub(crate) fn pointers(&mut self) -> ([*const f32; CTAPS], *const f32, *mut f32) {
+        let len = self.len;
+        assert!(len > 0 && self.pitch >= CCO);
+        assert!(self.grad_out.len() >= (len - 1) * self.pitch + CCO);
+        assert!(self.sums.len() >= CTAPS * CCO);
+        assert!(self.starts.iter().all(|&s| s + len <= self.slab.len()));
+        let slab = self.slab.as_ptr();
+        // `wrapping_add` keeps this safe code; every window is inside the slab (checked).
+        let windows = self.starts.map(|s| slab.wrapping_add(s));
+        (windows, self.grad_out.as_ptr(), self.sums.as_mut_ptr())
+    }
+}
+
+/// Taps per group from which this kernel runs: each chunk of output gradient is loaded
+/// once per tap tile of a task, so with fewer taps the loads dominate.
+const MIN_TAPS: usize = 512;
+
+/// Whether the shape suits this kernel, whatever the type: at least a tile of output
+/// channels per group, at most an eighth of its tiles' channels padding, at least
+/// [`MIN_TAPS`] taps, and the group's sums within [`MAX_SUMS`]. `conv2d-bench` over
+/// `sweeps/weight_gradient.json` (one thread) found it 1.15-1.3x faster than the
+/// tap-vectorised tiles on 64-128 channels, 14x14 to 56x56 maps, and slower where a rule
+/// fails: 0.6-0.96x with 32-48 channels or 96 (a quarter padding), 0.5-0.85x with 256-512
+/// (sums of 0.6-2.4 Mi elements), 0.67-0.77x with 32-147 taps.
+fn suits(g: &Geometry) -> bool {
+    let cout_g = g.cout_per_group();
+    let padded = cout_g.next_multiple_of(CCO);
+    let taps = g.cin_per_group().saturating_mul(g.kh).saturating_mul(g.kw);
+    cout_g >= CCO
+        && padded <= cout_g + cout_g / 8
+        && taps >= MIN_TAPS
+        && padded.saturating_mul(taps) <= MAX_SUMS
+}
+
+/// Whether this kernel computes the weight gradient of `g` in `A` with this input.
+fn applies<A: Accumulator>(g: &Geometry, input: &[A]) -> bool {
+    g.stride.h == 1 && g.stride.w == 1 && suits(g) && has_kernel::<A>() && all_finite(input)
+}
+
+/// `grad_w = sum input * grad_out` (overwriting `grad_w`), or `false` (nothing written)
+/// where this kernel does not apply.
+pub(crate) fn backward_weight<A: Accumulator>(
+    g: &Geometry,
+    input: &[A],
+    grad_out: &[A],
+    grad_w: &mut [A],
+    scratch: &Scratch,
+) -> bool {
+    if !applies(g, input) {
+        return false;
+    }
+    let (Some(input), Some(grad_out), Some(grad_w)) =
+        (as_f32(input), as_f32(grad_out), as_f32_mut(grad_w))
+    else {
+        unreachable!("has_kernel admits f32 only");
+    };
+    let (cout_g, taps) = (g.cout_per_group(), g.cin_per_group() * g.kh * g.kw);
+    let (plane, row_len) = (g.oh * g.ow, bands(g).0);
+    let (co_tiles, tap_tiles) = (cout_g.div_ceil(CCO), taps.div_ceil(CTAPS));
+    let pitch = co_tiles * CCO;
+    let per_tile = CTAPS * CCO;
+    let tiles_per_task = tap_tiles.div_ceil(TASKS.div_ceil(co_tiles).min(tap_tiles));
+    // Per group: per channel tile, per tap tile, CTAPS x CCO sums.
+    let Some(mut sums) = scratch.filled(g.groups * co_tiles * tap_tiles * per_tile, 0.0f32) else {
+        return true;
+    };
+    for (group, sums_g) in sums
+        .chunks_exact_mut(co_tiles * tap_tiles * per_tile)
+        .enumerate()
+    {
+        for_each_band(g, input, grad_out, group, scratch, |band| {
+            // The band's output gradient, one row of `pitch` channels per pixel.
+            let Some(mut gy_t) = scratch.filled(band.rows * row_len * pitch, 0.0f32) else {
+                return false;
+            };
+            for_each_chunk(&mut gy_t, row_len * pitch, |r, dst| {
+                let oy = band.oy0 + r;
+                for (co, gy_c) in band.grad_out.chunks_exact(plane).enumerate() {
+                    for (ox, &v) in gy_c[oy * g.ow..][..g.ow].iter().enumerate() {
+                        dst[ox * pitch + co] = v;
+                    }
+                }
+            });
+            let mut tasks = Vec::new();
+            for (tile, sums_c) in sums_g.chunks_exact_mut(tap_tiles * per_tile).enumerate() {
+                for (k, part) in sums_c.chunks_mut(tiles_per_task * per_tile).enumerate() {
+                    tasks.push((tile, k * tiles_per_task, part));
+                }
+            }
+            let first_band = band.n == 0 && band.oy0 == 0;
+            for_each_item(tasks, |(tile, first, part)| {
+                for q0 in (0..band.len).step_by(Q_CHUNK) {
+                    for (i, sums) in part.chunks_exact_mut(per_tile).enumerate() {
+                        let t0 = (first + i) * CTAPS;
+                        run(&mut ChannelWeightTile {
+                            slab: &band.slab.data,
+                            starts: std::array::from_fn(|j| {
+                                band.starts[(t0 + j).min(taps - 1)] + q0
+                            }),
+                            grad_out: &gy_t[q0 * pitch + tile * CCO..],
+                            pitch,
+                            len: Q_CHUNK.min(band.len - q0),
+                            resume: !first_band || q0 > 0,
+                            sums,
+                        });
+                    }
+                }
+            });
+            true
+        });
+        // Each tile's sums (per tap, CCO channels) into the rows of its channels.
+        let grad_w_g = &mut grad_w[group * cout_g * taps..][..cout_g * taps];
+        for (rows, sums_c) in grad_w_g
+            .chunks_mut(CCO * taps)
+            .zip(sums_g.chunks_exact(tap_tiles * per_tile))
+        {
+            for (t0, tile) in (0..taps).step_by(CTAPS).zip(sums_c.chunks_exact(per_tile)) {
+                for (c, row) in rows.chunks_exact_mut(taps).enumerate() {
+                    for (j, w) in row[t0..].iter_mut().take(CTAPS).enumerate() {
+                        *w = tile[j * CCO + c];
+                    }
+                }
+            }
+        }
+    }
+    true
+}
+
+/// Runs a tile with the vector kernel of this CPU (see [`has_kernel`]).
+fn run(job: &mut ChannelWeightTile<'_>) {
+    match isa() {
+        // SAFETY: `isa()` returns a level only if the CPU supports it; `pointers` checks
+        // the job's bounds.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { crate::arch::x86_64::channel_weight_tile_f32_avx512(job) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { crate::arch::x86_64::channel_weight_tile_f32_avx2(job) },
+        _ => unreachable!("has_kernel admits AVX2 and AVX-512 only"),
+    }
+}
