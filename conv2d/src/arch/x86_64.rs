@@ -6,7 +6,8 @@ use crate::element::Accumulator;
 use std::arch::x86_64::*;
 
 use crate::kernels::direct::{
-    self, Band, ChannelWeightTile, Tile, WeightJob, WeightTile, CCO, CO, CTAPS, PIXELS, WCO, WTAPS,
+    self, Band, BandRows, ChannelWeightTile, Tile, WeightJob, WeightTile, CCO, CO, CTAPS, PIXELS,
+    WCO, WTAPS,
 };
 use crate::kernels::rows::generic;
 
@@ -434,6 +435,129 @@ pub(crate) unsafe fn channel_weight_tile_f32_avx2(job: &mut ChannelWeightTile<'_
                 for (v, &a) in acc_j.iter().enumerate() {
                     _mm256_storeu_ps(sums.add(j * CCO + c0 + 8 * v), a);
                 }
+            }
+        }
+    }
+}
+
+/// The direct band kernel for `f32` rows of 16 or more outputs with AVX-512: two rows at
+/// a time, four vectors of 16 sums per row (the last overlapping the one before rather
+/// than leaving a tail; eight independent sums hide the FMA latency), tap after tap, each
+/// tap's weight broadcast and fused into the sums.
+///
+/// # Safety
+/// The CPU must support AVX-512 F (the job's bounds are checked by `BandRows::pointers`).
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+pub(crate) unsafe fn direct_rows_f32_avx512(job: &mut BandRows<'_>) {
+    let pointers = job.pointers();
+    let rows = pointers.3;
+    for r in (0..rows).step_by(2) {
+        // SAFETY: AVX-512 F is present (this function's contract); `r + 2 <= rows` (or
+        // `r + 1`); `pointers` are the job's, checked.
+        unsafe {
+            if r + 2 <= rows {
+                rows_avx512::<2>(job, pointers, r);
+            } else {
+                rows_avx512::<1>(job, pointers, r);
+            }
+        }
+    }
+}
+
+/// Output rows `r..r + ROWS` of [`direct_rows_f32_avx512`].
+///
+/// # Safety
+/// The CPU must support AVX-512 F; `r + ROWS <= rows`, and `pointers` are the job's,
+/// checked by `BandRows::pointers`.
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+#[inline]
+unsafe fn rows_avx512<const ROWS: usize>(
+    job: &BandRows<'_>,
+    (slab, taps, out, _): (*const f32, *const f32, *mut f32, usize),
+    r: usize,
+) {
+    let (ow, step) = (job.ow, job.step);
+    for first in (0..ow.div_ceil(16)).step_by(4) {
+        let o: [usize; 4] = std::array::from_fn(|v| ((first + v) * 16).min(ow - 16));
+        let mut acc = [[_mm512_set1_ps(job.init); 4]; ROWS];
+        for (t, &start) in job.starts.iter().enumerate() {
+            // SAFETY: `o[v] + 16 <= ow` and `r + ROWS <= rows`, so every load is inside
+            // the slab and `t` inside the taps (`pointers` checked both).
+            unsafe {
+                let w = _mm512_set1_ps(*taps.add(t));
+                for (i, acc_i) in acc.iter_mut().enumerate() {
+                    let x = slab.add((r + i) * step + start);
+                    for (a, &ov) in acc_i.iter_mut().zip(&o) {
+                        *a = _mm512_fmadd_ps(w, _mm512_loadu_ps(x.add(ov)), *a);
+                    }
+                }
+            }
+        }
+        for (i, acc_i) in acc.iter().enumerate() {
+            for (a, &ov) in acc_i.iter().zip(&o) {
+                // SAFETY: `(r + i) * ow + o[v] + 16 <= rows * ow`, the output's length.
+                unsafe { _mm512_storeu_ps(out.add((r + i) * ow + ov), *a) };
+            }
+        }
+    }
+}
+
+/// The direct band kernel for `f32` rows of 16 or more outputs with AVX2 and FMA: as the
+/// AVX-512 one, two rows of two vectors of 16 (as four of 8) at a time.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA (the job's bounds are checked by `BandRows::pointers`).
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn direct_rows_f32_avx2(job: &mut BandRows<'_>) {
+    let pointers = job.pointers();
+    let rows = pointers.3;
+    for r in (0..rows).step_by(2) {
+        // SAFETY: AVX2 and FMA are present (this function's contract); `r + 2 <= rows`
+        // (or `r + 1`); `pointers` are the job's, checked.
+        unsafe {
+            if r + 2 <= rows {
+                rows_avx2::<2>(job, pointers, r);
+            } else {
+                rows_avx2::<1>(job, pointers, r);
+            }
+        }
+    }
+}
+
+/// Output rows `r..r + ROWS` of [`direct_rows_f32_avx2`].
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA; `r + ROWS <= rows`, and `pointers` are the job's,
+/// checked by `BandRows::pointers`.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn rows_avx2<const ROWS: usize>(
+    job: &BandRows<'_>,
+    (slab, taps, out, _): (*const f32, *const f32, *mut f32, usize),
+    r: usize,
+) {
+    let (ow, step) = (job.ow, job.step);
+    for first in (0..ow.div_ceil(16)).step_by(2) {
+        let o: [usize; 4] =
+            std::array::from_fn(|v| ((first + v / 2) * 16).min(ow - 16) + v % 2 * 8);
+        let mut acc = [[_mm256_set1_ps(job.init); 4]; ROWS];
+        for (t, &start) in job.starts.iter().enumerate() {
+            // SAFETY: `o[v] + 8 <= ow` and `r + ROWS <= rows`, so every load is inside the
+            // slab and `t` inside the taps (`pointers` checked both).
+            unsafe {
+                let w = _mm256_set1_ps(*taps.add(t));
+                for (i, acc_i) in acc.iter_mut().enumerate() {
+                    let x = slab.add((r + i) * step + start);
+                    for (a, &ov) in acc_i.iter_mut().zip(&o) {
+                        *a = _mm256_fmadd_ps(w, _mm256_loadu_ps(x.add(ov)), *a);
+                    }
+                }
+            }
+        }
+        for (i, acc_i) in acc.iter().enumerate() {
+            for (a, &ov) in acc_i.iter().zip(&o) {
+                // SAFETY: `(r + i) * ow + o[v] + 8 <= rows * ow`, the output's length.
+                unsafe { _mm256_storeu_ps(out.add((r + i) * ow + ov), *a) };
             }
         }
     }

@@ -249,8 +249,73 @@ fn every_nth<A: Accumulator>(dst: &mut [A], src: &[A], step: usize) {
     }
 }
 
-/// Runs a band on the ISA [`isa`] selects.
+/// Rows of one output plane for the `f32` band kernels: `out[r * ow + x] = init +
+/// sum_t taps[t] * slab[r * step + starts[t] + x]`, with fused multiply-adds.
+pub(crate) struct BandRows<'a> {
+    pub slab: &'a [f32],
+    pub starts: &'a [usize],
+    pub taps: &'a [f32],
+    pub init: f32,
+    pub out: &'a mut [f32],
+    pub ow: usize,
+    /// Slab elements from one output row's windows to the next's.
+    pub step: usize,
+}
+
+impl BandRows<'_> {
+    /// The slab, weight and output pointers and the row count, after checking every bound
+    /// the vector kernels rely on (panics on a bug): rows of at least [`LANES`] outputs, a
+    /// weight per tap, every row's windows inside the slab.
+    pub(crate) fn pointers(&mut self) -> (*const f32, *const f32, *mut f32, usize) {
+        let ow = self.ow;
+        assert!(ow >= LANES && self.out.len().is_multiple_of(ow));
+        assert!(self.taps.len() == self.starts.len());
+        let rows = self.out.len() / ow;
+        if let (Some(&max), Some(last)) = (self.starts.iter().max(), rows.checked_sub(1)) {
+            assert!(last * self.step + max + ow <= self.slab.len());
+        }
+        (
+            self.slab.as_ptr(),
+            self.taps.as_ptr(),
+            self.out.as_mut_ptr(),
+            rows,
+        )
+    }
+}
+
+/// Runs a band on the ISA [`isa`] selects: `f32` rows of [`LANES`] or more outputs on the
+/// intrinsics kernels, the rest on [`band`] built for the ISA.
 fn run<A: Accumulator>(job: &mut Band<'_, A>) {
+    if job.g.ow >= LANES && tiled::has_kernel::<A>() {
+        let (Some(slab), Some(taps), Some(out)) = (
+            tiled::as_f32(&job.slab.data),
+            tiled::as_f32(job.taps),
+            tiled::as_f32_mut(job.out),
+        ) else {
+            unreachable!("has_kernel admits f32 only");
+        };
+        let starts = job.slab.tap_starts(job.g);
+        let mut rows = BandRows {
+            slab,
+            starts: &starts,
+            taps,
+            init: tiled::as_f32(std::slice::from_ref(&job.init)).expect("f32")[0],
+            out,
+            ow: job.g.ow,
+            step: job.g.stride.h * job.slab.row_len(),
+        };
+        match isa() {
+            // SAFETY: `isa()` returns a level only if the CPU supports it; `pointers`
+            // checks the job's bounds.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { crate::arch::x86_64::direct_rows_f32_avx512(&mut rows) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { crate::arch::x86_64::direct_rows_f32_avx2(&mut rows) },
+            _ => unreachable!("has_kernel admits AVX2 and AVX-512 only"),
+        }
+        return;
+    }
     match isa() {
         // SAFETY: `isa()` returns a level only if the CPU supports it.
         #[cfg(target_arch = "x86_64")]
