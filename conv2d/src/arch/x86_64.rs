@@ -6,8 +6,8 @@ use crate::element::Accumulator;
 use std::arch::x86_64::*;
 
 use crate::kernels::direct::{
-    self, Band, BandRows, ChannelWeightTile, Tile, WeightJob, WeightTile, CCO, CO, CTAPS, PIXELS,
-    WCO, WTAPS,
+    self, Band, BandRows, ChannelWeightTile, Tile, WeightJob, WeightRows, WeightTile, CCO, CO,
+    CTAPS, PIXELS, WCO, WTAPS,
 };
 use crate::kernels::rows::generic;
 
@@ -562,3 +562,59 @@ unsafe fn rows_avx2<const ROWS: usize>(
         }
     }
 }
+
+/// The direct weight-gradient kernel for `f32` with AVX-512: taps in tiles of
+/// [`WEIGHT_TAPS`], each tap's vector of partial sums in a register while the rows pass,
+/// per 16 pixels one output-gradient vector loaded and fused with each tap's window; a
+/// row's last partial vector masked (masked-off lanes keep their sums, so an infinite input
+/// there adds nothing).
+///
+/// # Safety
+/// The CPU must support AVX-512 F (the job's bounds are checked by `WeightRows::pointers`).
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+pub(crate) unsafe fn direct_weight_f32_avx512(job: &mut WeightRows<'_>) {
+    let (ow, step) = (job.ow, job.step);
+    let (slab, grad_out, sums, rows) = job.pointers();
+    let taps = job.starts.len();
+    let full = ow / 16 * 16;
+    let tail: __mmask16 = (1u32 << (ow - full)).wrapping_sub(1) as __mmask16;
+    for t0 in (0..taps).step_by(WEIGHT_TAPS) {
+        let count = WEIGHT_TAPS.min(taps - t0);
+        // Past the last tap, the tile repeats it; those sums are not stored.
+        let starts: [usize; WEIGHT_TAPS] =
+            std::array::from_fn(|j| job.starts[t0 + j.min(count - 1)]);
+        // SAFETY: AVX-512 F is present (this function's contract); tap `t0 + j` has a
+        // vector of sums for `j < count`, read and written only then; every load of row
+        // `r < rows` is at most `ow` values from `r * step + start` (the tail masked), and
+        // `pointers` checked that those lie inside the slab and the output gradient.
+        unsafe {
+            let mut acc = [_mm512_setzero_ps(); WEIGHT_TAPS];
+            for (j, a) in acc.iter_mut().enumerate().take(count) {
+                *a = _mm512_loadu_ps((*sums.add(t0 + j)).as_ptr());
+            }
+            for r in 0..rows {
+                let gy = grad_out.add(r * ow);
+                let base = slab.add(r * step);
+                for o in (0..full).step_by(16) {
+                    let y = _mm512_loadu_ps(gy.add(o));
+                    for (a, &start) in acc.iter_mut().zip(&starts) {
+                        *a = _mm512_fmadd_ps(_mm512_loadu_ps(base.add(start + o)), y, *a);
+                    }
+                }
+                if full < ow {
+                    let y = _mm512_maskz_loadu_ps(tail, gy.add(full));
+                    for (a, &start) in acc.iter_mut().zip(&starts) {
+                        let x = _mm512_maskz_loadu_ps(tail, base.add(start + full));
+                        *a = _mm512_mask3_fmadd_ps(x, y, *a, tail);
+                    }
+                }
+            }
+            for (j, a) in acc.iter().enumerate().take(count) {
+                _mm512_storeu_ps((*sums.add(t0 + j)).as_mut_ptr(), *a);
+            }
+        }
+    }
+}
+
+/// Taps per tile of [`direct_weight_f32_avx512`]: a 3x3 kernel in one.
+const WEIGHT_TAPS: usize = 9;

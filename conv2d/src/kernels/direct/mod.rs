@@ -441,8 +441,61 @@ pub(crate) struct WeightJob<'a, A> {
     pub sums: &'a mut [[A; LANES]],
 }
 
-/// Runs a weight-gradient job on the ISA [`isa`] selects.
+/// One pair's weight-gradient rows for the `f32` AVX-512 kernel: `sums[t][l] +=` the
+/// products `slab[r * step + starts[t] + x] * grad_out[r * ow + x]` of the pixels `x` in
+/// lane `l`, with fused multiply-adds.
+pub(crate) struct WeightRows<'a> {
+    pub slab: &'a [f32],
+    pub starts: &'a [usize],
+    pub grad_out: &'a [f32],
+    pub ow: usize,
+    /// Slab elements from one output row's windows to the next's.
+    pub step: usize,
+    pub sums: &'a mut [[f32; LANES]],
+}
+
+impl WeightRows<'_> {
+    /// The slab, output-gradient and sums pointers and the row count, after checking every
+    /// bound the kernel relies on (panics on a bug): a vector of sums per tap, every row's
+    /// windows (`ow` values) inside the slab.
+    pub(crate) fn pointers(&mut self) -> (*const f32, *const f32, *mut [f32; LANES], usize) {
+        let ow = self.ow;
+        assert!(ow > 0 && self.grad_out.len().is_multiple_of(ow));
+        assert!(self.sums.len() == self.starts.len());
+        let rows = self.grad_out.len() / ow;
+        if let (Some(&max), Some(last)) = (self.starts.iter().max(), rows.checked_sub(1)) {
+            assert!(last * self.step + max + ow <= self.slab.len());
+        }
+        let sums = self.sums.as_mut_ptr();
+        (self.slab.as_ptr(), self.grad_out.as_ptr(), sums, rows)
+    }
+}
+
+/// Runs a weight-gradient job on the ISA [`isa`] selects: `f32` on AVX-512 on the
+/// intrinsics kernel, the rest on [`weight`] built for the ISA.
 fn run_weight<A: Accumulator>(job: &mut WeightJob<'_, A>) {
+    #[cfg(target_arch = "x86_64")]
+    if isa() == Isa::Avx512 && tiled::has_kernel::<A>() {
+        let (Some(slab), Some(grad_out)) =
+            (tiled::as_f32(&job.slab.data), tiled::as_f32(job.grad_out))
+        else {
+            unreachable!("has_kernel admits f32 only");
+        };
+        let flat = tiled::as_f32_mut(job.sums.as_flattened_mut()).expect("f32");
+        let (sums, _) = flat.as_chunks_mut::<LANES>();
+        let mut rows = WeightRows {
+            slab,
+            starts: job.starts,
+            grad_out,
+            ow: job.g.ow,
+            step: job.g.stride.h * job.slab.row_len(),
+            sums,
+        };
+        // SAFETY: `isa()` returns AVX-512 only if the CPU supports it; `pointers` checks
+        // the job's bounds.
+        unsafe { crate::arch::x86_64::direct_weight_f32_avx512(&mut rows) };
+        return;
+    }
     match isa() {
         // SAFETY: `isa()` returns a level only if the CPU supports it.
         #[cfg(target_arch = "x86_64")]
