@@ -111,6 +111,18 @@ fn scratch_memory_is_bounded_far_below_a_whole_im2col() {
         peak <= bound,
         "direct-tiled forward: {peak} bytes of scratch, bound {bound}"
     );
+    // Its weight gradient (64 channels, 576 taps: vectorised over channels) holds, image
+    // after image, one padded image, that image's output gradient transposed to rows of
+    // 64 channels per padded pixel, and 64 x 576 sums.
+    let peak = peak_scratch(|| chosen.backward_weight_into(&x, &gy, &mut gw).unwrap());
+    let slab = (64 * 114 * 114 + 16) * 4;
+    let transposed = 112 * 114 * 64 * 4;
+    let bound = slab + transposed + 64 * 576 * 4 + (1 << 20);
+    eprintln!("direct-tiled backward_weight: peak scratch {peak} bytes");
+    assert!(
+        peak <= bound,
+        "direct-tiled backward_weight: {peak} bytes of scratch, bound {bound}"
+    );
 }
 
 /// The convolutions of ResNet-18 (input shape, weight shape, stride, padding), each once
