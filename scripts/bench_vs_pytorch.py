@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Times PyTorch and conv2d-bench on the same suite in one run and prints the ratios.
 
-    python scripts/bench_vs_pytorch.py [--threads N] [--suite FILE]
+    python scripts/bench_vs_pytorch.py [--threads N] [--suite FILE] [--dtype f32|f64|f16|bf16]
 
-Needs torch (pip install torch==2.15.0). Both sides: float32 NCHW, two warm-up calls, then
+Needs torch (pip install torch==2.15.0). Both sides: NCHW of the same element type (float32
+unless --dtype says otherwise), two warm-up calls, then
 calls until at least 20 calls and 0.5 s, median reported. Ratio = PyTorch time / our time
 (above 1: we are faster).
 """
@@ -34,15 +35,19 @@ def median_seconds(fn):
     return samples[len(samples) // 2]
 
 
-def torch_call(case):
+DTYPES = {"f32": torch.float32, "f64": torch.float64, "f16": torch.float16,
+          "bf16": torch.bfloat16}
+
+
+def torch_call(case, dtype):
     n, cin, h, w, cout, g = (case[k] for k in ("n", "cin", "h", "w", "cout", "groups"))
     k, s, p, d = case["k"], case["stride"], case["padding"], case["dilation"]
-    x = torch.randn(n, cin, h, w)
+    x = torch.randn(n, cin, h, w, dtype=dtype)
     if case["op"] == "conv_transpose2d":
-        wt = torch.randn(cin, cout // g, *k)
+        wt = torch.randn(cin, cout // g, *k, dtype=dtype)
         op = case.get("output_padding", [0, 0])
         return lambda: torch.nn.functional.conv_transpose2d(x, wt, None, s, p, op, g, d)
-    wt = torch.randn(cout, cin // g, *k)
+    wt = torch.randn(cout, cin // g, *k, dtype=dtype)
     y = torch.nn.functional.conv2d(x, wt, None, s, p, d, g)
     gy = torch.randn_like(y)
     if case["op"] == "conv2d":
@@ -56,21 +61,24 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--suite", default=os.path.join(ROOT, "conv2d-bench", "suite.json"))
+    ap.add_argument("--dtype", default="f32", choices=sorted(DTYPES))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cases = json.load(open(args.suite))["cases"]
     torch_ms = {}
     with torch.no_grad():
         for c in cases:
-            torch_ms[c["name"]] = median_seconds(torch_call(c)) * 1e3
+            torch_ms[c["name"]] = median_seconds(torch_call(c, DTYPES[args.dtype])) * 1e3
             print(f"torch {c['name']}: {torch_ms[c['name']]:.3f} ms", file=sys.stderr)
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "rust.json")
         subprocess.run(["cargo", "run", "-q", "--release", "-p", "conv2d-bench", "--",
-                        "--suite", args.suite, "--threads", str(args.threads), "--json", out],
+                        "--suite", args.suite, "--threads", str(args.threads), "--json", out,
+                        "--dtype", args.dtype],
                        cwd=ROOT, check=True, stdout=sys.stderr)
         ours = {r["case"]: r for r in json.load(open(out))["results"]}
-    print(f"torch {torch.__version__}, {args.threads} threads, {time.strftime('%Y-%m-%d')}")
+    print(f"torch {torch.__version__}, {args.threads} threads, {args.dtype}, "
+          f"{time.strftime('%Y-%m-%d')}")
     print(f"| case | op | PyTorch ms | conv2d ms | ratio | algorithm |")
     print(f"|---|---|---:|---:|---:|---|")
     logs = []

@@ -1,7 +1,8 @@
 //! Times every case of a suite (`suite.json` format) and prints GFLOP/s.
 //!
 //! `cargo run --release -p conv2d-bench -- [--suite FILE] [--threads N] [--json FILE]
-//! [--algorithm direct|direct-rows|direct-tiled|im2col-gemm]` (the last forces one algorithm, for sweeps)
+//! [--algorithm direct|direct-rows|direct-tiled|im2col-gemm] [--dtype f32|f64|f16|bf16]`
+//! (`--algorithm` forces one algorithm, for sweeps; the element type is `f32` unless given)
 //!
 //! Each case: two warm-up calls, then calls until at least 20 calls and 0.5 s, reporting the
 //! median. FLOPs follow the suite's `about`: `2*N*Cout*Hout*Wout*(Cin/groups)*kh*kw` for
@@ -10,7 +11,10 @@
 
 use std::time::{Duration, Instant};
 
-use conv2d::{Algorithm, Conv2dOptions, Conv2dPlan, ConvTranspose2dOptions, ConvTranspose2dPlan};
+use conv2d::{
+    Algorithm, Conv2dOptions, Conv2dPlan, ConvTranspose2dOptions, ConvTranspose2dPlan, Element,
+};
+use half::{bf16, f16};
 use serde_json::{json, Value};
 
 struct Args {
@@ -18,6 +22,7 @@ struct Args {
     threads: Option<usize>,
     json: Option<String>,
     algorithm: Option<Algorithm>,
+    dtype: String,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -26,6 +31,7 @@ fn parse_args() -> Result<Args, String> {
         threads: None,
         json: None,
         algorithm: None,
+        dtype: "f32".to_string(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -36,6 +42,7 @@ fn parse_args() -> Result<Args, String> {
                 args.threads = Some(value()?.parse().map_err(|e| format!("--threads: {e}"))?)
             }
             "--json" => args.json = Some(value()?),
+            "--dtype" => args.dtype = value()?,
             "--algorithm" => {
                 let name = value()?;
                 let found = Algorithm::ALL.into_iter().find(|a| a.name() == name);
@@ -43,7 +50,7 @@ fn parse_args() -> Result<Args, String> {
             }
             other => {
                 return Err(format!(
-                    "unknown argument {other}; use --suite, --threads, --json, --algorithm"
+                    "unknown argument {other}; use --suite, --threads, --json, --algorithm, --dtype"
                 ))
             }
         }
@@ -74,7 +81,20 @@ type Runner = Box<dyn FnMut() -> Result<(), conv2d::ConvError>>;
 /// What a case runs: the call, its FLOP count and the algorithm name.
 type Prepared = (Runner, f64, &'static str);
 
-fn prepare(case: &Value, forced: Option<Algorithm>) -> Result<Prepared, String> {
+/// [`prepare_typed`] for the element type named `dtype`.
+fn prepare(case: &Value, forced: Option<Algorithm>, dtype: &str) -> Result<Prepared, String> {
+    match dtype {
+        "f32" => prepare_typed::<f32>(case, forced),
+        "f64" => prepare_typed::<f64>(case, forced),
+        "f16" => prepare_typed::<f16>(case, forced),
+        "bf16" => prepare_typed::<bf16>(case, forced),
+        other => Err(format!(
+            "--dtype: unknown {other}; use f32, f64, f16 or bf16"
+        )),
+    }
+}
+
+fn prepare_typed<T: Element>(case: &Value, forced: Option<Algorithm>) -> Result<Prepared, String> {
     let (n, cin, h, w, cout, groups) = (
         num(case, "n")?,
         num(case, "cin")?,
@@ -90,9 +110,9 @@ fn prepare(case: &Value, forced: Option<Algorithm>) -> Result<Prepared, String> 
         pair(case, "dilation", 1),
     );
     let op = case["op"].as_str().unwrap_or("");
-    let filled = |len: usize, seed: usize| -> Vec<f32> {
+    let filled = |len: usize, seed: usize| -> Vec<T> {
         (0..len)
-            .map(|i| (((i * 7 + seed) % 13) as f32 - 6.0) / 8.0)
+            .map(|i| T::from_parts((((i * 7 + seed) % 13) as f64 - 6.0) / 8.0, 0.0))
             .collect()
     };
     let e = |e: conv2d::ConvError| e.to_string();
@@ -111,7 +131,7 @@ fn prepare(case: &Value, forced: Option<Algorithm>) -> Result<Prepared, String> 
         };
         let x = filled(n * cin * h * w, 1);
         let wt = filled(plan.weight_shape().iter().product(), 2);
-        let mut y = vec![0.0f32; plan.output_shape().iter().product()];
+        let mut y = filled(plan.output_shape().iter().product(), 0);
         let flops = 2.0 * (n * cin * h * w) as f64 * (cout / groups * k.0 * k.1) as f64;
         let algorithm = plan.algorithm().name();
         let runner: Runner = Box::new(move || plan.forward_into(&x, &wt, None, &mut y));
@@ -135,15 +155,15 @@ fn prepare(case: &Value, forced: Option<Algorithm>) -> Result<Prepared, String> 
     let algorithm = plan.algorithm().name();
     let runner: Runner = match op {
         "conv2d" => {
-            let mut y = vec![0.0f32; gy.len()];
+            let mut y = filled(gy.len(), 0);
             Box::new(move || plan.forward_into(&x, &wt, None, &mut y))
         }
         "conv2d_bwd_input" => {
-            let mut gx = vec![0.0f32; x.len()];
+            let mut gx = filled(x.len(), 0);
             Box::new(move || plan.backward_input_into(&gy, &wt, &mut gx))
         }
         "conv2d_bwd_weight" => {
-            let mut gw = vec![0.0f32; wt.len()];
+            let mut gw = filled(wt.len(), 0);
             Box::new(move || plan.backward_weight_into(&x, &gy, &mut gw))
         }
         other => return Err(format!("unknown op {other}")),
@@ -177,14 +197,14 @@ fn main() -> Result<(), String> {
     let cases = suite["cases"].as_array().ok_or("the suite has no cases")?;
     let threads = conv2d::num_threads();
     println!(
-        "{:<22} {:<18} {:>10} {:>9}  algorithm    ({threads} threads)",
-        "case", "op", "median ms", "GFLOP/s"
+        "{:<22} {:<18} {:>10} {:>9}  algorithm    ({threads} threads, {})",
+        "case", "op", "median ms", "GFLOP/s", args.dtype
     );
     let mut results = Vec::new();
     for (i, case) in cases.iter().enumerate() {
         let name = case["name"].as_str().unwrap_or("?");
         eprint!("[{}/{}] {name}...\r", i + 1, cases.len());
-        let (mut run, flops, algorithm) = prepare(case, args.algorithm)?;
+        let (mut run, flops, algorithm) = prepare(case, args.algorithm, &args.dtype)?;
         let secs = time(&mut run)?;
         let gflops = flops / secs / 1e9;
         let op = case["op"].as_str().unwrap_or("?");

@@ -8,9 +8,10 @@
 //! data: subnormal operands are read as zero, and subnormal results are written as zero.
 
 use std::borrow::Cow;
+use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::element::{Accumulator, Element};
+use crate::element::{recycle, Accumulator, Element};
 use crate::error::{try_filled, Result};
 
 static FLUSH: AtomicBool = AtomicBool::new(false);
@@ -61,10 +62,44 @@ fn is_flushed<A: Accumulator>(v: A) -> bool {
     v.is_finite() && v.flush_subnormal() != v
 }
 
+/// An operand in the accumulator type, borrowed or in a buffer of its own; the buffer goes
+/// back to the calling thread's spare buffers when the operand is dropped (see
+/// [`recycle`]).
+pub(crate) struct Operand<'a, A: Clone + 'static>(Cow<'a, [A]>);
+
+impl<A: Clone> Deref for Operand<'_, A> {
+    type Target = [A];
+
+    fn deref(&self) -> &[A] {
+        &self.0
+    }
+}
+
+impl<A: Clone> Operand<'_, A> {
+    /// An operand in a buffer of its own.
+    pub(crate) fn owned(values: Vec<A>) -> Self {
+        Self(Cow::Owned(values))
+    }
+}
+
+impl<'a, A: Clone> From<Cow<'a, [A]>> for Operand<'a, A> {
+    fn from(values: Cow<'a, [A]>) -> Self {
+        Self(values)
+    }
+}
+
+impl<A: Clone + 'static> Drop for Operand<'_, A> {
+    fn drop(&mut self) {
+        if let Cow::Owned(buffer) = std::mem::take(&mut self.0) {
+            recycle(buffer);
+        }
+    }
+}
+
 /// An operand in the accumulator type, with subnormal elements flushed when the flush is
 /// on (copied only if there are any).
-pub(crate) fn operand<T: Element>(values: &[T]) -> Result<Cow<'_, [T::Acc]>> {
-    let acc = T::acc_slice(values)?;
+pub(crate) fn operand<T: Element>(values: &[T]) -> Result<Operand<'_, T::Acc>> {
+    let acc = Operand::from(T::acc_slice(values)?);
     if !flush_denormal() || !acc.iter().any(|&v| is_flushed(v)) {
         return Ok(acc);
     }
@@ -72,7 +107,7 @@ pub(crate) fn operand<T: Element>(values: &[T]) -> Result<Cow<'_, [T::Acc]>> {
     for (o, &v) in owned.iter_mut().zip(acc.iter()) {
         *o = v.flush_subnormal();
     }
-    Ok(Cow::Owned(owned))
+    Ok(Operand::owned(owned))
 }
 
 /// Flushes subnormal results when the flush is on.

@@ -136,15 +136,20 @@ pub(crate) fn fmt_shape(shape: &[usize]) -> String {
 /// Allocates a vector of `len` copies of `value`, reporting failure as an error instead of aborting.
 pub(crate) fn try_filled<T: Clone>(len: usize, value: T) -> Result<Vec<T>> {
     let mut v = Vec::new();
-    v.try_reserve_exact(len).map_err(|_| {
+    try_reserve(&mut v, len)?;
+    v.resize(len, value);
+    Ok(v)
+}
+
+/// Room for `additional` more values in `v`, or an `Allocation` error.
+pub(crate) fn try_reserve<T>(v: &mut Vec<T>, additional: usize) -> Result<()> {
+    v.try_reserve_exact(additional).map_err(|_| {
         ConvError::new(
             ErrorKind::Allocation,
             format!(
-                "cannot allocate a buffer of {len} elements ({} bytes each)",
+                "cannot allocate a buffer of {additional} elements ({} bytes each)",
                 std::mem::size_of::<T>()
             ),
         )
-    })?;
-    v.resize(len, value);
-    Ok(v)
+    })
 }

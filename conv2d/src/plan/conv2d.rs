@@ -1,13 +1,11 @@
 //! [`Conv2dPlan`]: a validated `conv2d` of fixed shapes.
 
-use std::borrow::Cow;
-
 use super::{
     check_bias, check_image_not_empty, check_kernel_size, check_len, check_positive,
     check_weight_groups, fill, prepared_weight,
 };
 use crate::algorithm::Algorithm;
-use crate::denormal::operand;
+use crate::denormal::{operand, Operand};
 use crate::element::Element;
 use crate::error::{fmt_shape, try_filled, ConvError, Result};
 use crate::geometry::Geometry;
@@ -491,13 +489,13 @@ impl Conv2dPlan {
     }
 
     /// The input in the accumulator type, padded when the padding mode is not zeros.
-    fn padded_input<'a, T: Element>(&self, input: &'a [T]) -> Result<Cow<'a, [T::Acc]>> {
+    fn padded_input<'a, T: Element>(&self, input: &'a [T]) -> Result<Operand<'a, T::Acc>> {
         let x = operand(input)?;
         match &self.border {
             None => Ok(x),
             Some(border) => {
                 let [_, _, h, w] = self.input_shape;
-                Ok(Cow::Owned(install(x.len(), || border.pad(&x, h, w))?))
+                Ok(Operand::owned(install(x.len(), || border.pad(&x, h, w))?))
             }
         }
     }

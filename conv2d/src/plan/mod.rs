@@ -9,9 +9,7 @@ mod conv_transpose2d;
 pub use conv2d::Conv2dPlan;
 pub use conv_transpose2d::ConvTranspose2dPlan;
 
-use std::borrow::Cow;
-
-use crate::denormal::{flush_results, operand};
+use crate::denormal::{flush_results, operand, Operand};
 use crate::element::{Accumulator, Element};
 use crate::error::{fmt_shape, ConvError, ErrorKind, Result};
 use crate::options::Pair;
@@ -117,10 +115,10 @@ fn check_len(what: &str, len: usize, shape: [usize; 4]) -> Result<()> {
 
 /// The weight in the accumulator type, conjugated when `conjugate` and the type is complex
 /// (gradients of complex convolutions use the conjugated weight, as PyTorch's autograd does).
-fn prepared_weight<T: Element>(weight: &[T], conjugate: bool) -> Result<Cow<'_, [T::Acc]>> {
+fn prepared_weight<T: Element>(weight: &[T], conjugate: bool) -> Result<Operand<'_, T::Acc>> {
     let acc = operand(weight)?;
     if conjugate && T::IS_COMPLEX {
-        Ok(Cow::Owned(acc.iter().map(|w| w.conj()).collect()))
+        Ok(Operand::owned(acc.iter().map(|w| w.conj()).collect()))
     } else {
         Ok(acc)
     }
