@@ -35,8 +35,10 @@ pub enum Algorithm {
     Im2colGemm,
     /// Direct convolution with the sums in registers: the input rows a band of output rows
     /// reads, zero-padded and split by stride phase, then 64 outputs at a time, tap after
-    /// tap: best for depthwise and small grouped convolutions. Its weight gradient reduces
-    /// vectors of partial sums over the same slabs; its input gradient, with stride 1, is
+    /// tap (for `f32` sums on AVX2/AVX-512: two rows at a time, fused multiply-adds): best
+    /// for depthwise and small grouped convolutions. Its weight gradient reduces vectors of
+    /// partial sums over the same slabs (`f32` on AVX-512: nine taps' sums in registers,
+    /// fused multiply-adds); its input gradient, with stride 1, is
     /// the same kernel on the flipped weight (other strides run [`Algorithm::DirectRows`]).
     /// Scratch: per task, the padded rows of its band in each input channel of the group.
     /// Where those rows would be mostly padding no tap reads (a huge stride, padding or

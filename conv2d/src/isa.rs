@@ -15,11 +15,12 @@ pub const ISA_ENV: &str = "CONV2D_ISA";
 
 /// An instruction-set level for the library's own kernels, lowest first.
 ///
-/// The `direct` and `direct-rows` kernels give bitwise the same results on every level (one
-/// summation order, no multiply and add contracted into an FMA); `direct-tiled` uses FMAs
-/// and vectors as wide as the level has, and below AVX2 runs another algorithm, so its last
-/// bits depend on the level. The GEMM-based algorithm dispatches on its own, inside the
-/// `gemm` crate.
+/// The `direct-rows` kernels give bitwise the same results on every level (one summation
+/// order, no multiply and add contracted into an FMA), and so does `direct` for `f64` and
+/// complex types; `direct` for `f32`, `f16` and `bf16` uses FMAs on AVX2 and AVX-512, and
+/// `direct-tiled` FMAs and vectors as wide as the level has (below AVX2 it runs another
+/// algorithm), so their last bits depend on the level. The GEMM-based algorithm dispatches
+/// on its own, inside the `gemm` crate.
 ///
 /// # Example
 /// ```

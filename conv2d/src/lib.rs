@@ -33,9 +33,10 @@
 //! thread, run on the caller's thread. Every output element is summed by one thread in an
 //! order fixed by the shape and the [`Algorithm`], so on one machine results are bitwise
 //! identical across runs and thread counts. The library's kernels run on the instruction
-//! set [`isa`] picks (lowered with `CONV2D_ISA` for testing); `direct` and `direct-rows` give
-//! the same bits on every level, [`Algorithm::DirectTiled`] (fused multiply-adds, vectors as
-//! wide as the level) may differ in the last bits between levels, and the GEMM behind
+//! set [`isa`] picks (lowered with `CONV2D_ISA` for testing); `direct-rows` gives the same
+//! bits on every level, [`Algorithm::DirectTiled`] and (for `f32`, `f16`, `bf16`)
+//! [`Algorithm::Direct`] use fused multiply-adds on AVX2 and AVX-512, so their last bits may
+//! differ between levels, and the GEMM behind
 //! [`Algorithm::Im2colGemm`] picks its own kernels, so its last bits may differ between
 //! machines.
 #![deny(unsafe_code)]
