@@ -10,7 +10,7 @@
 #
 #   bash scripts/valgrind_tests.sh
 #
-# Property tests run 24 cases per property here (96 natively, where CI runs them on every
+# Property tests run 16 cases per property here (96 natively, where CI runs them on every
 # level too). Left out: tests/workspace.rs (repeated ResNet-18 training steps, minutes under valgrind;
 # it replaces the allocator anyway) and tests/threads_env.rs (environment only).
 set -euo pipefail
@@ -24,7 +24,7 @@ for isa in avx2; do
     while read -r name path; do
         case "$name" in workspace|threads_env) continue ;; esac
         start=$(date +%s)
-        CONV2D_ISA=$isa CONV2D_STRESS_SECONDS=0.5 CONV2D_PROPTEST_CASES=24 valgrind --error-exitcode=101 --quiet \
+        CONV2D_ISA=$isa CONV2D_STRESS_SECONDS=0.5 CONV2D_PROPTEST_CASES=16 valgrind --error-exitcode=101 --quiet \
             "../$path" --test-threads=2 --quiet >/tmp/valgrind-$name.log 2>&1 || {
             cat /tmp/valgrind-$name.log
             echo "valgrind: $name failed with CONV2D_ISA=$isa"

@@ -413,13 +413,28 @@ fn scatter_columns<A: Accumulator>(g: &Geometry, col: &[A], p0: usize, width: us
                             *d += s;
                         }
                     } else {
-                        let dst = gx_c[iy * g.w + ix..].iter_mut().step_by(g.stride.w);
-                        for (d, &s) in dst.zip(src) {
-                            *d += s;
-                        }
+                        add_every_nth(&mut gx_c[iy * g.w + ix..], src, g.stride.w);
                     }
                 });
             }
         }
+    }
+}
+
+/// `dst[i * step] += src[i]` for every `i`; `dst` holds `(src.len() - 1) * step + 1` values
+/// or more. Steps of 2 (the common stride) take whole pairs, which the compiler vectorises.
+fn add_every_nth<A: Accumulator>(dst: &mut [A], src: &[A], step: usize) {
+    if step == 2 {
+        let pairs = src.len().min(dst.len() / 2);
+        for (pair, &s) in dst.chunks_exact_mut(2).zip(&src[..pairs]) {
+            pair[0] += s;
+        }
+        if let (Some(d), Some(&s)) = (dst.get_mut(2 * pairs), src.get(pairs)) {
+            *d += s;
+        }
+        return;
+    }
+    for (d, &s) in dst.iter_mut().step_by(step).zip(src) {
+        *d += s;
     }
 }
