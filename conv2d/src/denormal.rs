@@ -7,6 +7,7 @@
 //! compiler assumes the default floating-point environment), so the flush is done on the
 //! data: subnormal operands are read as zero, and subnormal results are written as zero.
 
+use std::any::TypeId;
 use std::borrow::Cow;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -62,35 +63,35 @@ fn is_flushed<A: Accumulator>(v: A) -> bool {
     v.is_finite() && v.flush_subnormal() != v
 }
 
-/// An operand in the accumulator type, borrowed or in a buffer of its own; the buffer goes
-/// back to the calling thread's spare buffers when the operand is dropped (see
-/// [`recycle`]).
-pub(crate) struct Operand<'a, A: Clone + 'static>(Cow<'a, [A]>);
+/// An operand in the accumulator type, borrowed or in a buffer of its own. A buffer that a
+/// half-precision operand was widened into goes back to the calling thread's spare buffers
+/// when the operand is dropped (see [`recycle`]); other buffers are freed.
+pub(crate) struct Operand<'a, A: Clone + 'static> {
+    values: Cow<'a, [A]>,
+    widened: bool,
+}
 
 impl<A: Clone> Deref for Operand<'_, A> {
     type Target = [A];
 
     fn deref(&self) -> &[A] {
-        &self.0
+        &self.values
     }
 }
 
 impl<A: Clone> Operand<'_, A> {
-    /// An operand in a buffer of its own.
+    /// An operand in a buffer of its own, freed when dropped.
     pub(crate) fn owned(values: Vec<A>) -> Self {
-        Self(Cow::Owned(values))
-    }
-}
-
-impl<'a, A: Clone> From<Cow<'a, [A]>> for Operand<'a, A> {
-    fn from(values: Cow<'a, [A]>) -> Self {
-        Self(values)
+        Self {
+            values: Cow::Owned(values),
+            widened: false,
+        }
     }
 }
 
 impl<A: Clone + 'static> Drop for Operand<'_, A> {
     fn drop(&mut self) {
-        if let Cow::Owned(buffer) = std::mem::take(&mut self.0) {
+        if let (true, Cow::Owned(buffer)) = (self.widened, std::mem::take(&mut self.values)) {
             recycle(buffer);
         }
     }
@@ -99,7 +100,11 @@ impl<A: Clone + 'static> Drop for Operand<'_, A> {
 /// An operand in the accumulator type, with subnormal elements flushed when the flush is
 /// on (copied only if there are any).
 pub(crate) fn operand<T: Element>(values: &[T]) -> Result<Operand<'_, T::Acc>> {
-    let acc = Operand::from(T::acc_slice(values)?);
+    let acc = Operand {
+        values: T::acc_slice(values)?,
+        // Types summed in a wider accumulator are widened into a spare buffer.
+        widened: TypeId::of::<T>() != TypeId::of::<T::Acc>(),
+    };
     if !flush_denormal() || !acc.iter().any(|&v| is_flushed(v)) {
         return Ok(acc);
     }
