@@ -10,7 +10,7 @@
 //! then its input channels in order, whatever the thread count.
 
 use super::tiled::{run, tile_rows, Tile, CO};
-use super::{Scratch, LANES};
+use super::{every_nth, Scratch, LANES};
 use crate::element::Accumulator;
 use crate::geometry::Geometry;
 use crate::threading::{for_each_chunk, for_each_item};
@@ -157,10 +157,7 @@ fn stage<A: Accumulator>(
     for_each_chunk(&mut buf, padded, |c, dst| {
         let src = &x[c * in_plane..][..in_plane];
         for (oy, row) in dst.chunks_exact_mut(g.ow).take(g.oh).enumerate() {
-            let src_row = &src[oy * g.stride.h * g.w..];
-            for (ox, v) in row.iter_mut().enumerate() {
-                *v = src_row[ox * g.stride.w];
-            }
+            every_nth(row, &src[oy * g.stride.h * g.w..], g.stride.w);
         }
     });
     Some(buf)
