@@ -99,6 +99,8 @@ impl<A: Accumulator> Slab<A> {
 pub(crate) struct Band<'a, A> {
     pub g: &'a Geometry,
     pub slab: &'a Slab<A>,
+    /// The slab's [`tap_starts`](Slab::tap_starts).
+    pub starts: &'a [usize],
     /// The `cin/groups * kh * kw` weights of the plane's output channel.
     pub taps: &'a [A],
     pub init: A,
@@ -131,11 +133,13 @@ pub(crate) fn forward<A: Accumulator>(
             let Some(slab) = padded_slab(g, x, 0, g.oh, 0, scratch) else {
                 return;
             };
+            let starts = slab.tap_starts(g);
             for (co_in_group, out_plane) in group_out.chunks_mut(plane).enumerate() {
                 let co = group * cout_g + co_in_group;
                 run(&mut Band {
                     g,
                     slab: &slab,
+                    starts: &starts,
                     taps: &weight[co * taps..][..taps],
                     init: bias_of(co),
                     out: out_plane,
@@ -157,6 +161,7 @@ pub(crate) fn forward<A: Accumulator>(
             let mut job = Band {
                 g,
                 slab: &slab,
+                starts: &slab.tap_starts(g),
                 taps: &weight[co * taps..][..taps],
                 init: bias_of(co),
                 out: rows,
@@ -294,10 +299,9 @@ fn run<A: Accumulator>(job: &mut Band<'_, A>) {
         ) else {
             unreachable!("has_kernel admits f32 only");
         };
-        let starts = job.slab.tap_starts(job.g);
         let mut rows = BandRows {
             slab,
-            starts: &starts,
+            starts: job.starts,
             taps,
             init: tiled::as_f32(std::slice::from_ref(&job.init)).expect("f32")[0],
             out,
@@ -336,12 +340,11 @@ fn run<A: Accumulator>(job: &mut Band<'_, A>) {
 pub(crate) fn band<A: Accumulator>(job: &mut Band<'_, A>) {
     let g = job.g;
     let slab = job.slab;
-    let (sh, row_len) = (g.stride.h, slab.row_len());
-    let starts = slab.tap_starts(g);
+    let (sh, row_len, starts) = (g.stride.h, slab.row_len(), job.starts);
     for (r, out_row) in job.out.chunks_exact_mut(g.ow).enumerate() {
         if g.ow < LANES {
             out_row.fill(job.init);
-            for (&w, &start) in job.taps.iter().zip(&starts) {
+            for (&w, &start) in job.taps.iter().zip(starts) {
                 let x = &slab.data[r * sh * row_len + start..];
                 for (out, &v) in out_row.iter_mut().zip(x) {
                     *out += w * v;
@@ -362,7 +365,7 @@ pub(crate) fn band<A: Accumulator>(job: &mut Band<'_, A>) {
             ];
             let mut acc = [[job.init; LANES]; 4];
             let [a0, a1, a2, a3] = &mut acc;
-            for (&w, &start) in job.taps.iter().zip(&starts) {
+            for (&w, &start) in job.taps.iter().zip(starts) {
                 let x = &slab.data[r * sh * row_len + start..];
                 // In bounds: each phase is as wide as the row's last tap reaches.
                 multiply_add(a0, w, &x[o[0]..o[0] + LANES]);
