@@ -276,15 +276,21 @@ impl BandRows<'_> {
         assert!(ow >= LANES && self.out.len().is_multiple_of(ow));
         assert!(self.taps.len() == self.starts.len());
         let rows = self.out.len() / ow;
-        if let (Some(&max), Some(last)) = (self.starts.iter().max(), rows.checked_sub(1)) {
-            assert!(last * self.step + max + ow <= self.slab.len());
-        }
+        assert_windows(self.starts, (rows, self.step), ow, self.slab.len());
         (
             self.slab.as_ptr(),
             self.taps.as_ptr(),
             self.out.as_mut_ptr(),
             rows,
         )
+    }
+}
+
+/// Panics (a bug, not a user error) unless, for every row `r < rows` and every start, the
+/// window of `width` values from `r * step + start` lies inside a slab of `len` values.
+fn assert_windows(starts: &[usize], (rows, step): (usize, usize), width: usize, len: usize) {
+    if let (Some(&max), Some(last)) = (starts.iter().max(), rows.checked_sub(1)) {
+        assert!(last * step + max + width <= len);
     }
 }
 
@@ -466,9 +472,7 @@ impl WeightRows<'_> {
         assert!(ow > 0 && self.grad_out.len().is_multiple_of(ow));
         assert!(self.sums.len() == self.starts.len());
         let rows = self.grad_out.len() / ow;
-        if let (Some(&max), Some(last)) = (self.starts.iter().max(), rows.checked_sub(1)) {
-            assert!(last * self.step + max + ow <= self.slab.len());
-        }
+        assert_windows(self.starts, (rows, self.step), ow, self.slab.len());
         let sums = self.sums.as_mut_ptr();
         (self.slab.as_ptr(), self.grad_out.as_ptr(), sums, rows)
     }
