@@ -143,9 +143,7 @@ pub(crate) fn backward_weight<A: Accumulator>(
         Algorithm::DirectRows => direct_rows::backward_weight(g, input, grad_out, grad_w),
         Algorithm::Direct => direct::backward_weight(g, input, grad_out, grad_w, &scratch),
         Algorithm::DirectTiled => {
-            if !direct::backward_weight_channels(g, input, grad_out, grad_w, &scratch)
-                && !direct::backward_weight_tiled(g, input, grad_out, grad_w, &scratch)
-            {
+            if !direct::backward_weight_tiled(g, input, grad_out, grad_w, &scratch) {
                 return backward_weight(Algorithm::untiled(g), g, input, grad_out, grad_w);
             }
         }

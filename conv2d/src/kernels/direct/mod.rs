@@ -15,9 +15,7 @@ pub(crate) use tiled::{
     applies as tiles, forward as tiled_forward, suits as suits_tiles, Tile, CO, PIXELS,
 };
 pub(crate) use tiled_weight::{backward_weight as backward_weight_tiled, WeightTile, WCO, WTAPS};
-pub(crate) use weight_channels::{
-    backward_weight as backward_weight_channels, ChannelWeightTile, CCO, CTAPS,
-};
+pub(crate) use weight_channels::{ChannelWeightTile, CCO, CTAPS};
 
 use super::rows::band_rows;
 use super::{all_finite, Scratch};

@@ -7,9 +7,12 @@
 //! those columns meet add nothing; a non-finite input would add `0 * inf`, hence the
 //! finite-input condition). A register tile of [`WCO`] output channels by [`WTAPS`] taps
 //! holds vectors of partial sums over `q`; each element's sum runs over images, bands and
-//! `q` in a fixed order, whatever the thread count.
+//! `q` in a fixed order, whatever the thread count. Layers with many output channels per
+//! group go to the channel-vectorised tiles of [`weight_channels`](super::weight_channels)
+//! instead, under the same conditions.
 
 use super::tiled::{as_f32, as_f32_mut, bands, has_kernel};
+use super::weight_channels;
 use super::{all_finite, padded_slab, Scratch, Slab, LANES};
 use crate::element::Accumulator;
 use crate::geometry::Geometry;
@@ -73,12 +76,14 @@ impl<A> WeightTile<'_, A> {
 /// 14x14.
 const MIN_PIXELS: usize = 512;
 
-/// Whether the tiled weight gradient computes this shape in `A` with this input.
+/// Whether the tiled weight gradient computes this shape in `A` with this input: stride 1,
+/// the tile kernels, a finite input, and the shape rule of either tile (channel-vectorised,
+/// [`weight_channels::suits`], or these with [`MIN_PIXELS`]).
 fn applies<A: Accumulator>(g: &Geometry, input: &[A]) -> bool {
     let pixels = g.oh.saturating_mul(g.ow + (g.kw - 1) * g.dilation.w);
     g.stride.h == 1
         && g.stride.w == 1
-        && pixels >= MIN_PIXELS
+        && (weight_channels::suits(g) || pixels >= MIN_PIXELS)
         && has_kernel::<A>()
         && all_finite(input)
 }
@@ -94,6 +99,10 @@ pub(crate) fn backward_weight<A: Accumulator>(
 ) -> bool {
     if !applies(g, input) {
         return false;
+    }
+    if weight_channels::suits(g) {
+        weight_channels::backward_weight(g, input, grad_out, grad_w, scratch);
+        return true;
     }
     let (cout_g, taps) = (g.cout_per_group(), g.cin_per_group() * g.kh * g.kw);
     let (plane, row_len) = (g.oh * g.ow, bands(g).0);

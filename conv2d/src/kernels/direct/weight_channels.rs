@@ -10,9 +10,9 @@
 //! count. A non-finite input is left to the other kernels (a zero column times an infinite
 //! input would add NaN).
 
-use super::tiled::{as_f32, as_f32_mut, bands, has_kernel};
+use super::tiled::{as_f32, as_f32_mut, bands};
 use super::tiled_weight::for_each_band;
-use super::{all_finite, Scratch};
+use super::Scratch;
 use crate::element::Accumulator;
 use crate::geometry::Geometry;
 use crate::isa::{isa, Isa};
@@ -73,7 +73,7 @@ const MIN_TAPS: usize = 512;
 /// tap-vectorised tiles on 64-128 channels, 14x14 to 56x56 maps, and slower where a rule
 /// fails: 0.6-0.96x with 32-48 channels or 96 (a quarter padding), 0.5-0.85x with 256-512
 /// (sums of 0.6-2.4 Mi elements), 0.67-0.77x with 32-147 taps.
-fn suits(g: &Geometry) -> bool {
+pub(super) fn suits(g: &Geometry) -> bool {
     let cout_g = g.cout_per_group();
     let padded = cout_g.next_multiple_of(CCO);
     let taps = g.cin_per_group().saturating_mul(g.kh).saturating_mul(g.kw);
@@ -83,23 +83,16 @@ fn suits(g: &Geometry) -> bool {
         && padded.saturating_mul(taps) <= MAX_SUMS
 }
 
-/// Whether this kernel computes the weight gradient of `g` in `A` with this input.
-fn applies<A: Accumulator>(g: &Geometry, input: &[A]) -> bool {
-    g.stride.h == 1 && g.stride.w == 1 && suits(g) && has_kernel::<A>() && all_finite(input)
-}
-
-/// `grad_w = sum input * grad_out` (overwriting `grad_w`), or `false` (nothing written)
-/// where this kernel does not apply.
-pub(crate) fn backward_weight<A: Accumulator>(
+/// `grad_w = sum input * grad_out`, overwriting `grad_w`, for a shape that [`suits`] with
+/// a finite `f32` input on a CPU with the tile kernels (the caller,
+/// [`tiled_weight`](super::tiled_weight), checks those).
+pub(super) fn backward_weight<A: Accumulator>(
     g: &Geometry,
     input: &[A],
     grad_out: &[A],
     grad_w: &mut [A],
     scratch: &Scratch,
-) -> bool {
-    if !applies(g, input) {
-        return false;
-    }
+) {
     let (Some(input), Some(grad_out), Some(grad_w)) =
         (as_f32(input), as_f32(grad_out), as_f32_mut(grad_w))
     else {
@@ -113,7 +106,7 @@ pub(crate) fn backward_weight<A: Accumulator>(
     let tiles_per_task = tap_tiles.div_ceil(TASKS.div_ceil(co_tiles).min(tap_tiles));
     // Per group: per channel tile, per tap tile, CTAPS x CCO sums.
     let Some(mut sums) = scratch.filled(g.groups * co_tiles * tap_tiles * per_tile, 0.0f32) else {
-        return true;
+        return;
     };
     for (group, sums_g) in sums
         .chunks_exact_mut(co_tiles * tap_tiles * per_tile)
@@ -174,10 +167,10 @@ pub(crate) fn backward_weight<A: Accumulator>(
             }
         }
     }
-    true
 }
 
-/// Runs a tile with the vector kernel of this CPU (see [`has_kernel`]).
+/// Runs a tile with the vector kernel of this CPU (see
+/// [`has_kernel`](super::tiled::has_kernel)).
 fn run(job: &mut ChannelWeightTile<'_>) {
     match isa() {
         // SAFETY: `isa()` returns a level only if the CPU supports it; `pointers` checks
