@@ -104,9 +104,10 @@ impl Algorithm {
     /// faster than `im2col-gemm` with 3x3 kernels, about even (0.97-0.99x) at 7x7 maps of
     /// 256-512 channels. Pointwise (1x1, unpadded) layers take it when strided or with at
     /// most 64 input channels per group: over `conv2d-bench/sweeps/pointwise.json` it beat
-    /// `im2col-gemm` 1.2-3.2x on every strided layer and 1.15-1.2x (one thread) on stride 1
-    /// up to 64 channels, and lost 0.7-0.9x on stride 1 from 128 channels, where the
-    /// `gemm` crate reads the input in place.
+    /// `im2col-gemm` 1.2-3.2x on every strided layer and (one thread) 1.15-1.34x on four of
+    /// the six stride-1 layers up to 64 channels (0.88-0.93x on the other two), and lost
+    /// 0.7-0.9x on stride 1 from 128 channels, where the `gemm` crate reads the input in
+    /// place.
     pub(crate) fn choose(g: &Geometry) -> Self {
         let taps = g.kh.saturating_mul(g.kw);
         use crate::kernels::direct::{fits, pointwise, suits_tiles};
