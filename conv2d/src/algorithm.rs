@@ -21,6 +21,9 @@ use crate::geometry::Geometry;
 /// assert_eq!(narrow.algorithm(), Algorithm::DirectTiled);
 /// let wide = Conv2dPlan::new([1, 256, 28, 28], [64, 256, 1, 1], &Conv2dOptions::default())?;
 /// assert_eq!(wide.algorithm(), Algorithm::Im2colGemm);
+/// let atrous = Conv2dOptions::default().padding(6).dilation(6);
+/// let aspp = Conv2dPlan::new([1, 256, 33, 33], [256, 256, 3, 3], &atrous)?;
+/// assert_eq!(aspp.algorithm(), Algorithm::ImplicitGemm);
 /// # Ok::<(), conv2d::ConvError>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -60,6 +63,18 @@ pub enum Algorithm {
     /// elements per band) and per task a 6-channel output block of the band; pointwise,
     /// the group's subsampled input planes when strided (or not whole vectors of 16).
     DirectTiled,
+    /// The forward pass of a stride-1 convolution as an implicit GEMM on `direct`'s padded
+    /// input rows, vectorised over output channels: register tiles of 6 output pixels by
+    /// up to 64 output channels, each (input channel, tap) a step of the reduction, the
+    /// weights packed per call into panels of 64 channels, the reduction in blocks of 8
+    /// input channels. It computes no padding column, so it suits small and dilated maps,
+    /// where [`Algorithm::DirectTiled`]'s windows compute many. For `f32` on CPUs with
+    /// AVX-512, 16 or more output channels per group; its stride-1 input gradient is the
+    /// same kernel on the flipped weight; everything else (weight gradient, other types,
+    /// strides, CPUs) runs [`Algorithm::DirectTiled`]. Scratch: the packed weights (the
+    /// weight's size, channels rounded up to 16), the group's padded input rows (as
+    /// `direct-tiled`) and per task the sums of its pixels by 64 channels.
+    ImplicitGemm,
 }
 
 impl Algorithm {
@@ -76,11 +91,12 @@ impl Algorithm {
     /// }
     /// # Ok::<(), conv2d::ConvError>(())
     /// ```
-    pub const ALL: [Algorithm; 4] = [
+    pub const ALL: [Algorithm; 5] = [
         Algorithm::DirectRows,
         Algorithm::Im2colGemm,
         Algorithm::Direct,
         Algorithm::DirectTiled,
+        Algorithm::ImplicitGemm,
     ];
 
     /// A short name for tables and logs.
@@ -95,6 +111,7 @@ impl Algorithm {
             Algorithm::Im2colGemm => "im2col-gemm",
             Algorithm::Direct => "direct",
             Algorithm::DirectTiled => "direct-tiled",
+            Algorithm::ImplicitGemm => "implicit-gemm",
         }
     }
 
@@ -107,13 +124,16 @@ impl Algorithm {
     /// `im2col-gemm` 1.2-3.2x on every strided layer and (one thread) 1.15-1.34x on four of
     /// the six stride-1 layers up to 64 channels (0.88-0.93x on the other two), and lost
     /// 0.7-0.9x on stride 1 from 128 channels, where the `gemm` crate reads the input in
-    /// place.
+    /// place. Dilated stride-1 layers with 256 or more input channels per group take
+    /// `implicit-gemm` (see its sweep in the README).
     pub(crate) fn choose(g: &Geometry) -> Self {
         let taps = g.kh.saturating_mul(g.kw);
-        use crate::kernels::direct::{fits, pointwise, suits_tiles};
+        use crate::kernels::direct::{fits, implicit_gemm_wins, pointwise, suits_tiles};
         let strided = g.stride.h > 1 || g.stride.w > 1;
         let pointwise_wins = pointwise(g) && (strided || g.cin_per_group() <= 64);
-        if suits_tiles(g) && (taps > 1 || pointwise_wins) && fits(g) {
+        if implicit_gemm_wins(g) && fits(g) {
+            Algorithm::ImplicitGemm
+        } else if suits_tiles(g) && (taps > 1 || pointwise_wins) && fits(g) {
             Algorithm::DirectTiled
         } else {
             Self::untiled(g)

@@ -180,6 +180,20 @@ pub(crate) fn for_each_item<T: Send>(items: Vec<T>, f: impl Fn(T) + Sync + Send)
     }
 }
 
+/// [`for_each_item`] with per-worker scratch state made by `init`.
+pub(crate) fn for_each_item_init<T: Send, S>(
+    items: Vec<T>,
+    init: impl Fn() -> S + Sync + Send,
+    f: impl Fn(&mut S, T) + Sync + Send,
+) {
+    if is_inline() {
+        let mut state = init();
+        items.into_iter().for_each(|item| f(&mut state, item));
+    } else {
+        items.into_par_iter().for_each_init(init, f);
+    }
+}
+
 /// `f(state, i)` for each `i` in `0..n`, with per-worker scratch state made by `init`.
 pub(crate) fn for_each_index_init<S>(
     n: usize,

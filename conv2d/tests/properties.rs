@@ -9,7 +9,7 @@ use conv2d::{
     PaddingMode,
 };
 
-const ALGORITHMS: [Algorithm; 4] = Algorithm::ALL;
+const ALGORITHMS: [Algorithm; 5] = Algorithm::ALL;
 use half::{bf16, f16};
 use ndarray::{Array1, Array4};
 use num_complex::Complex;
@@ -82,9 +82,26 @@ fn problems() -> impl Strategy<Value = Problem> {
 /// carried across blocks of 16 input channels, and (on maps of 512 or more pixels) its
 /// weight-gradient tiles.
 fn tile_problems() -> impl Strategy<Value = Problem> {
+    stride1_problems(1..36, 3..15, 1..40)
+}
+
+/// Stride-1 shapes with 16-80 output channels per group (whole and partial vectors and
+/// panels of 64): `implicit-gemm`'s tiles of 6 pixels (short last tiles), reduction blocks
+/// and packed panels, dilated and padded.
+fn implicit_problems() -> impl Strategy<Value = Problem> {
+    stride1_problems(1..24, 16..81, 1..14)
+}
+
+/// Random stride-1 problems with `cin_g` input and `cout_g` output channels per group and
+/// maps of `map` pixels a side, kernels up to 3x3, dilations up to 2, paddings up to 2.
+fn stride1_problems(
+    cin_g: std::ops::Range<usize>,
+    cout_g: std::ops::Range<usize>,
+    map: std::ops::Range<usize>,
+) -> impl Strategy<Value = Problem> {
     (
-        (1usize..3, 1usize..3, 1usize..36, 3usize..15),
-        (1usize..40, 1usize..40, (1usize..4, 1usize..4)),
+        (1usize..3, 1usize..3, cin_g, cout_g),
+        (map.clone(), map, (1usize..4, 1usize..4)),
         ((1usize..3, 1usize..3), (0usize..3, 0usize..3)),
         (any::<bool>(), any::<u64>()),
     )
@@ -428,6 +445,11 @@ proptest! {
 
     #[test]
     fn wide_tiles_match_reference(p in wide_problems()) {
+        every_algorithm_matches_reference::<f32>(&p).map_err(TestCaseError::fail)?;
+    }
+
+    #[test]
+    fn implicit_gemm_matches_reference(p in implicit_problems()) {
         every_algorithm_matches_reference::<f32>(&p).map_err(TestCaseError::fail)?;
     }
 }

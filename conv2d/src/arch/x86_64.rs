@@ -6,8 +6,8 @@ use crate::element::Accumulator;
 use std::arch::x86_64::*;
 
 use crate::kernels::direct::{
-    self, Band, BandRows, ChannelWeightTile, Tile, WeightJob, WeightRows, WeightTile, CCO, CO,
-    CTAPS, PIXELS, WCO, WTAPS,
+    self, Band, BandRows, ChannelWeightTile, PixelTile, Tile, WeightJob, WeightRows, WeightTile,
+    CCO, CO, CTAPS, PIXELS, TILE_PIXELS, WCO, WTAPS,
 };
 use crate::kernels::rows::generic;
 
@@ -173,6 +173,87 @@ unsafe fn tile_avx512<const VECTORS: usize>(
             // SAFETY: `q + 16 * v + 16 <= len`, and channel `c`'s sums hold `len` values
             // (`pointers` checked it).
             unsafe { _mm512_storeu_ps(outs[c].add(q + 16 * v), a) };
+        }
+    }
+}
+
+/// The implicit-GEMM kernel for `f32` with AVX-512: per tile of [`TILE_PIXELS`] pixels,
+/// the pixels x `width / 16` vectors of channel sums in registers (24 of the 32 at full
+/// width), each step's panel row loaded and each pixel's input broadcast; a last tile of
+/// fewer pixels repeats its last pixel and stores only its own.
+///
+/// # Safety
+/// The CPU must support AVX-512 F (the job's bounds are checked by `PixelTile::pointers`).
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+pub(crate) unsafe fn pixel_tile_f32_avx512(job: &mut PixelTile<'_>) {
+    let pointers = job.pointers();
+    let job = &*job;
+    for p0 in (0..job.pixels.len()).step_by(TILE_PIXELS) {
+        // SAFETY (each arm): AVX-512 F is present (this function's contract); `p0` is a
+        // pixel of the job and `pointers` are the job's, checked.
+        match job.width / 16 {
+            // SAFETY: see above.
+            1 => unsafe { pixel_tile_avx512::<1>(job, pointers, p0) },
+            // SAFETY: see above.
+            2 => unsafe { pixel_tile_avx512::<2>(job, pointers, p0) },
+            // SAFETY: see above.
+            3 => unsafe { pixel_tile_avx512::<3>(job, pointers, p0) },
+            // SAFETY: see above.
+            _ => unsafe { pixel_tile_avx512::<4>(job, pointers, p0) },
+        }
+    }
+}
+
+/// The tile of pixels from `p0`, `VECTORS` vectors of channels wide, for
+/// [`pixel_tile_f32_avx512`].
+///
+/// # Safety
+/// The CPU must support AVX-512 F; `p0 < job.pixels.len()`, `16 * VECTORS == job.width`,
+/// and `pointers` are the job's, checked by `PixelTile::pointers`.
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+#[inline]
+unsafe fn pixel_tile_avx512<const VECTORS: usize>(
+    job: &PixelTile<'_>,
+    (slab, panel, init, sums): (*const f32, *const f32, *const f32, *mut f32),
+    p0: usize,
+) {
+    let width = job.width;
+    let count = (job.pixels.len() - p0).min(TILE_PIXELS);
+    // The tile's pixels' origins (a short last tile repeats its last pixel).
+    let origins: [*const f32; TILE_PIXELS] =
+        std::array::from_fn(|p| slab.wrapping_add(job.pixels[p0 + p.min(count - 1)]));
+    let mut acc = [[_mm512_setzero_ps(); VECTORS]; TILE_PIXELS];
+    for (p, acc_p) in acc.iter_mut().enumerate() {
+        for (v, a) in acc_p.iter_mut().enumerate() {
+            // SAFETY: `init` holds `width` values; pixel `p0 + p` (for `p < count`) has a
+            // row of `width` sums (`pointers` checked both).
+            *a = unsafe {
+                if job.resume && p < count {
+                    _mm512_loadu_ps(sums.add((p0 + p) * width + 16 * v))
+                } else {
+                    _mm512_loadu_ps(init.add(16 * v))
+                }
+            };
+        }
+    }
+    for (k, &start) in job.starts.iter().enumerate() {
+        // SAFETY: the panel holds a row of `width` weights per step, and every pixel's
+        // origin plus every start is inside the slab (`pointers` checked both).
+        unsafe {
+            let w: [__m512; VECTORS] =
+                std::array::from_fn(|v| _mm512_loadu_ps(panel.add(k * width + 16 * v)));
+            for (acc_p, origin) in acc.iter_mut().zip(origins) {
+                let x = _mm512_set1_ps(*origin.add(start));
+                for (a, &wv) in acc_p.iter_mut().zip(&w) {
+                    *a = _mm512_fmadd_ps(wv, x, *a);
+                }
+            }
+        }
+    }
+    for (p, acc_p) in acc.iter().enumerate().take(count) {
+        for (v, &a) in acc_p.iter().enumerate() {
+            // SAFETY: pixel `p0 + p < pixels.len()` has a row of `width` sums.
+            unsafe { _mm512_storeu_ps(sums.add((p0 + p) * width + 16 * v), a) };
         }
     }
 }

@@ -83,6 +83,10 @@ pub(crate) fn forward<A: Accumulator>(
         return Ok(());
     }
     let algorithm = match exact(algorithm, g, weight) {
+        Algorithm::ImplicitGemm if !direct::implicit_gemm::<A>(g) => Algorithm::DirectTiled,
+        chosen => chosen,
+    };
+    let algorithm = match algorithm {
         Algorithm::DirectTiled if !direct::tiles::<A>(g) => Algorithm::untiled(g),
         chosen => chosen,
     };
@@ -91,6 +95,7 @@ pub(crate) fn forward<A: Accumulator>(
         Algorithm::Direct => direct::forward(g, input, weight, bias, out, &scratch),
         Algorithm::DirectRows => direct_rows::forward(g, input, weight, bias, out),
         Algorithm::DirectTiled => direct::tiled_forward(g, input, weight, bias, out, &scratch),
+        Algorithm::ImplicitGemm => direct::implicit_forward(g, input, weight, bias, out, &scratch),
         Algorithm::Im2colGemm => im2col_gemm::forward(g, input, weight, bias, out, &scratch),
     }
     scratch.finish()
@@ -113,8 +118,13 @@ pub(crate) fn backward_input<A: Accumulator>(
     match algorithm {
         Algorithm::DirectRows => direct_rows::backward_input(g, grad_out, weight, grad_in),
         Algorithm::DirectTiled => {
-            if !direct::backward_input_tiled(g, grad_out, weight, grad_in, &scratch) {
+            if !direct::backward_input_tiled(g, grad_out, weight, grad_in, &scratch, false) {
                 return backward_input(Algorithm::untiled(g), g, grad_out, weight, grad_in);
+            }
+        }
+        Algorithm::ImplicitGemm => {
+            if !direct::backward_input_tiled(g, grad_out, weight, grad_in, &scratch, true) {
+                return backward_input(Algorithm::DirectTiled, g, grad_out, weight, grad_in);
             }
         }
         Algorithm::Direct => direct::backward_input(g, grad_out, weight, grad_in, &scratch),
@@ -142,7 +152,7 @@ pub(crate) fn backward_weight<A: Accumulator>(
     match algorithm {
         Algorithm::DirectRows => direct_rows::backward_weight(g, input, grad_out, grad_w),
         Algorithm::Direct => direct::backward_weight(g, input, grad_out, grad_w, &scratch),
-        Algorithm::DirectTiled => {
+        Algorithm::DirectTiled | Algorithm::ImplicitGemm => {
             if !direct::backward_weight_tiled(g, input, grad_out, grad_w, &scratch) {
                 return backward_weight(Algorithm::untiled(g), g, input, grad_out, grad_w);
             }
@@ -160,7 +170,12 @@ pub(crate) fn backward_weight<A: Accumulator>(
 fn exact<A: Accumulator>(algorithm: Algorithm, g: &Geometry, factor: &[A]) -> Algorithm {
     match algorithm {
         Algorithm::DirectRows if all_finite(factor) => Algorithm::DirectRows,
-        Algorithm::DirectRows | Algorithm::Direct | Algorithm::DirectTiled if !direct::fits(g) => {
+        Algorithm::DirectRows
+        | Algorithm::Direct
+        | Algorithm::DirectTiled
+        | Algorithm::ImplicitGemm
+            if !direct::fits(g) =>
+        {
             Algorithm::Im2colGemm
         }
         Algorithm::DirectRows => Algorithm::Direct,

@@ -5,11 +5,16 @@
 //! against the same slabs; the stride-1 input gradient is a forward pass on the flipped
 //! weight.
 
+mod implicit_gemm;
 mod pointwise;
 mod tiled;
 mod tiled_weight;
 mod weight_channels;
 
+pub(crate) use implicit_gemm::{
+    applies as implicit_gemm, forward as implicit_forward, wins as implicit_gemm_wins, PixelTile,
+    TILE_PIXELS,
+};
 pub(crate) use pointwise::applies as pointwise;
 pub(crate) use tiled::{
     applies as tiles, forward as tiled_forward, suits as suits_tiles, Tile, CO, PIXELS,
@@ -606,20 +611,28 @@ pub(crate) fn backward_input<A: Accumulator>(
 }
 
 /// The input gradient as [`backward_input`] computes it, with the flipped convolution run
-/// by the tiled kernel; `false` (nothing written) where that kernel does not apply: other
-/// strides, other types, other CPUs.
+/// by the tiled kernel (`implicit`: the implicit GEMM); `false` (nothing written) where that
+/// kernel does not apply: other strides, other types, other CPUs.
 pub(crate) fn backward_input_tiled<A: Accumulator>(
     g: &Geometry,
     grad_out: &[A],
     weight: &[A],
     grad_in: &mut [A],
     scratch: &Scratch,
+    implicit: bool,
 ) -> bool {
-    let Some(flipped) = flipped_geometry(g, weight).filter(tiles::<A>) else {
+    let applies = |g: &Geometry| match implicit {
+        true => implicit_gemm::applies::<A>(g),
+        false => tiles::<A>(g),
+    };
+    let Some(flipped) = flipped_geometry(g, weight).filter(applies) else {
         return false;
     };
     if let Some(w) = flipped_weight(g, weight, scratch) {
-        tiled::forward(&flipped, grad_out, &w, None, grad_in, scratch);
+        match implicit {
+            true => implicit_gemm::forward(&flipped, grad_out, &w, None, grad_in, scratch),
+            false => tiled::forward(&flipped, grad_out, &w, None, grad_in, scratch),
+        }
     }
     true
 }

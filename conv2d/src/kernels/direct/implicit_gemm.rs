@@ -1,0 +1,285 @@
+//! An implicit GEMM on `direct`'s padded slab, vectorised over output channels: for the
+//! layers where [`tiled`](super::tiled)'s shifted windows waste most (small or dilated
+//! maps, whose padding columns it computes and drops), every output pixel is a row of the
+//! GEMM, every (input channel, tap) a step of its reduction, and a register tile holds
+//! [`TILE_PIXELS`] pixels by up to four vectors of 16 output channels.
+//!
+//! The weights are packed once per call into panels of [`BLOCK`] output channels (the
+//! reduction step outermost, the channels contiguous, a partial vector padded with zeros).
+//! Each task is one panel and a chunk of pixels of a band; it sweeps the reduction in
+//! blocks of whole input channels (at most [`BLOCK_STEPS`] steps, so that the block's
+//! panel stays in L1), carrying the
+//! sums pixel-major between blocks, then writes them into the channel planes. Every output
+//! sums its bias, then its taps in order, whatever the thread count.
+
+use super::tiled::{as_f32, as_f32_mut, bands};
+use super::{padded_slab, Scratch};
+use crate::element::Accumulator;
+use crate::error::try_reserve;
+use crate::geometry::Geometry;
+use crate::isa::{isa, Isa};
+use crate::threading::{for_each_chunk, for_each_item, for_each_item_init};
+
+/// Output pixels per register tile.
+pub(crate) const TILE_PIXELS: usize = 6;
+/// Output channels per panel (four vectors of 16).
+pub(crate) const BLOCK: usize = 64;
+/// Reduction steps (input channels times taps) every tile of a task sweeps before the next
+/// block, at most: whole input channels, so that the block's panel (18 KiB at 64 channels)
+/// stays in L1.
+const BLOCK_STEPS: usize = 72;
+/// Tasks a band is split into at least, where its pixels allow (a constant, not the thread
+/// count, so that the split never depends on it).
+const TASKS: usize = 16;
+/// Pixels per task at least.
+const MIN_CHUNK: usize = 16 * TILE_PIXELS;
+
+/// One task's sweep of a block of the reduction: for each pixel `p` and channel `j <
+/// width`, `sums[p * width + j] = (resume ? sums[..] : init[j]) + sum_k panel[k * width +
+/// j] * slab[pixels[p] + starts[k]]`.
+pub(crate) struct PixelTile<'a> {
+    pub slab: &'a [f32],
+    /// Where each reduction step reads, from a pixel's origin.
+    pub starts: &'a [usize],
+    /// `starts.len()` rows of `width` weights.
+    pub panel: &'a [f32],
+    /// Channels per row of the panel and of the sums: 16, 32, 48 or 64.
+    pub width: usize,
+    /// Each pixel's origin in the slab.
+    pub pixels: &'a [usize],
+    /// `width` starting sums (the bias).
+    pub init: &'a [f32],
+    /// Whether the sums start from `sums` (a later block) rather than `init`.
+    pub resume: bool,
+    /// `pixels.len()` rows of `width` sums.
+    pub sums: &'a mut [f32],
+}
+
+impl PixelTile<'_> {
+    /// The slab, panel, init and sums pointers of the vector kernel, after checking every
+    /// bound it relies on: `width` whole vectors up to [`BLOCK`], a panel row per step and
+    /// a row of sums per pixel, every read `pixels[p] + starts[k]` inside the slab. Panics
+    /// (a bug, not a user error) if one fails.
+    pub(crate) fn pointers(&mut self) -> (*const f32, *const f32, *const f32, *mut f32) {
+        let width = self.width;
+        assert!(width.is_multiple_of(16) && (16..=BLOCK).contains(&width));
+        assert!(self.init.len() >= width);
+        assert!(self.panel.len() >= self.starts.len() * width);
+        assert!(self.sums.len() >= self.pixels.len() * width);
+        if let (Some(&p), Some(&s)) = (self.pixels.iter().max(), self.starts.iter().max()) {
+            assert!(p + s < self.slab.len());
+        }
+        (
+            self.slab.as_ptr(),
+            self.panel.as_ptr(),
+            self.init.as_ptr(),
+            self.sums.as_mut_ptr(),
+        )
+    }
+}
+
+/// Whether the implicit GEMM computes this shape's forward pass in `A`: `f32` on AVX-512,
+/// stride 1, more than one tap, at least 16 output channels per group, and a slab that
+/// [`fits`](super::fits).
+pub(crate) fn applies<A: Accumulator>(g: &Geometry) -> bool {
+    as_f32::<A>(&[]).is_some()
+        && isa() == Isa::Avx512
+        && g.stride.h == 1
+        && g.stride.w == 1
+        && g.kh.saturating_mul(g.kw) > 1
+        && g.cout_per_group() >= 16
+        && super::fits(g)
+}
+
+/// Whether [`Algorithm::choose`](crate::Algorithm) takes the implicit GEMM for a shape
+/// (whatever the type): dilated stride-1 kernels (whose windows span the most padding
+/// columns) with 256 or more input and 32 or more output channels per group and 144 or
+/// more output pixels. Over `conv2d-bench/sweeps/implicit_gemm.json` (one thread, two runs)
+/// it ran those 1.02-1.25x as fast as `direct-tiled` (1.3-2.2x at dilations 6 to 18);
+/// dilated layers of 64-128 channels 0.89-1.13x, and every undilated layer 0.67-0.98x:
+/// packing the weights per call costs more than the padding columns it saves there.
+pub(crate) fn wins(g: &Geometry) -> bool {
+    g.stride.h == 1
+        && g.stride.w == 1
+        && g.kh.saturating_mul(g.kw) > 1
+        && g.dilation.h.max(g.dilation.w) >= 2
+        && g.cin_per_group() >= 256
+        && g.cout_per_group() >= 32
+        && g.oh.saturating_mul(g.ow) >= 144
+}
+
+/// `out = conv2d(input, weight) + bias` for a shape that [`applies`], overwriting `out`.
+pub(crate) fn forward<A: Accumulator>(
+    g: &Geometry,
+    input: &[A],
+    weight: &[A],
+    bias: Option<&[A]>,
+    out: &mut [A],
+    scratch: &Scratch,
+) {
+    let (Some(input), Some(weight), Some(out)) = (as_f32(input), as_f32(weight), as_f32_mut(out))
+    else {
+        unreachable!("applies admits f32 only");
+    };
+    let bias = bias.map(|b| as_f32(b).expect("applies admits f32 only"));
+    forward_f32(g, input, weight, bias, out, scratch);
+}
+
+fn forward_f32(
+    g: &Geometry,
+    input: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    scratch: &Scratch,
+) {
+    let plane = g.oh * g.ow;
+    let (cin_g, cout_g) = (g.cin_per_group(), g.cout_per_group());
+    let (taps, kernel) = (cin_g * g.kh * g.kw, g.kh * g.kw);
+    let in_len = cin_g * g.h * g.w;
+    let Some(panels) = pack(g, weight, scratch) else {
+        return;
+    };
+    let group_panels = cout_g.next_multiple_of(16) * taps;
+    let (_, band) = bands(g);
+    for_each_chunk(out, cout_g * plane, |task, group_out| {
+        let (n, group) = (task / g.groups, task % g.groups);
+        let x = &input[(n * g.cin + group * cin_g) * g.h * g.w..][..in_len];
+        let panels = &panels[group * group_panels..][..group_panels];
+        for oy0 in (0..g.oh).step_by(band) {
+            let rows = band.min(g.oh - oy0);
+            let Some(slab) = padded_slab(g, x, oy0, rows, 0, scratch) else {
+                return;
+            };
+            let starts = slab.tap_starts(g);
+            let row_len = slab.row_len();
+            let pixels: Vec<usize> = (0..rows)
+                .flat_map(|r| (0..g.ow).map(move |ox| r * row_len + ox))
+                .collect();
+            // Tasks: a panel of channels and a chunk of the band's pixels, enough of them
+            // to share out (each output is still summed whole by one task, in order).
+            let blocks = cout_g.div_ceil(BLOCK);
+            let chunk = pixels
+                .len()
+                .div_ceil(TASKS.div_ceil(blocks))
+                .max(MIN_CHUNK)
+                .next_multiple_of(TILE_PIXELS);
+            let mut channel_planes = group_out
+                .chunks_exact_mut(plane)
+                .map(|p| p[oy0 * g.ow..][..rows * g.ow].chunks_mut(chunk));
+            let mut tasks = Vec::new();
+            for b in 0..blocks {
+                let count = BLOCK.min(cout_g - b * BLOCK);
+                let mut planes: Vec<_> = channel_planes.by_ref().take(count).collect();
+                for c0 in (0..pixels.len()).step_by(chunk) {
+                    let outs: Vec<&mut [f32]> =
+                        planes.iter_mut().flat_map(Iterator::next).collect();
+                    tasks.push((b, c0, outs));
+                }
+            }
+            // Each worker keeps its buffer of sums from task to task.
+            for_each_item_init(tasks, Vec::new, |sums, (b, c0, outs)| {
+                let width = outs.len().next_multiple_of(16);
+                let panel = &panels[b * BLOCK * taps..][..width * taps];
+                let co0 = group * cout_g + b * BLOCK;
+                let mut init = [0.0; BLOCK];
+                if let Some(bias) = bias {
+                    init[..outs.len()].copy_from_slice(&bias[co0..][..outs.len()]);
+                }
+                let pixels = &pixels[c0..][..outs[0].len()];
+                let len = pixels.len() * width;
+                if sums.len() < len {
+                    let Some(()) = scratch.ok(try_reserve(sums, len - sums.len())) else {
+                        return;
+                    };
+                    sums.resize(len, 0.0);
+                }
+                let sums = &mut sums[..len];
+                let block_taps = (BLOCK_STEPS / kernel).max(1) * kernel;
+                for (k, starts) in starts.chunks(block_taps).enumerate() {
+                    run(&mut PixelTile {
+                        slab: &slab.data,
+                        starts,
+                        panel: &panel[k * block_taps * width..],
+                        width,
+                        pixels,
+                        init: &init,
+                        resume: k > 0,
+                        sums,
+                    });
+                }
+                write_planes(sums, width, outs);
+            });
+        }
+    });
+}
+
+/// Pixel-major sums (rows of `width`) into the channel planes `outs`, 16 pixels (4 KiB of
+/// sums) at a time.
+fn write_planes(sums: &[f32], width: usize, outs: Vec<&mut [f32]>) {
+    let mut outs: Vec<_> = outs.into_iter().map(|o| o.chunks_mut(16)).collect();
+    let mut block: Vec<&mut [f32]> = Vec::with_capacity(outs.len());
+    for rows in sums.chunks(16 * width) {
+        block.clear();
+        block.extend(outs.iter_mut().flat_map(Iterator::next));
+        for (p, row) in rows.chunks_exact(width).enumerate() {
+            for (out, &v) in block.iter_mut().zip(row) {
+                out[p] = v;
+            }
+        }
+    }
+}
+
+/// The weights as panels: for each group and each [`BLOCK`] of its output channels
+/// (the last rounded up to whole vectors of 16, the extra channels zero), row `k` holds
+/// reduction step `k`'s weight of every channel. `None` if the buffer cannot be allocated.
+fn pack(g: &Geometry, weight: &[f32], scratch: &Scratch) -> Option<Vec<f32>> {
+    let (cin_g, cout_g) = (g.cin_per_group(), g.cout_per_group());
+    let taps = cin_g * g.kh * g.kw;
+    let padded = cout_g.next_multiple_of(16);
+    let mut panels = scratch.filled(g.groups * padded * taps, 0.0)?;
+    // Panels in parallel; one per group's block, `width * taps` long.
+    let blocks = padded.div_ceil(BLOCK);
+    let mut jobs = Vec::new();
+    let mut rest = &mut panels[..];
+    for group in 0..g.groups {
+        for b in 0..blocks {
+            let count = BLOCK.min(cout_g - b * BLOCK);
+            let (panel, tail) = rest.split_at_mut(count.next_multiple_of(16) * taps);
+            rest = tail;
+            jobs.push((group * cout_g + b * BLOCK, count, panel));
+        }
+    }
+    for_each_item(jobs, |(co0, count, panel)| {
+        pack_panel(&weight[co0 * taps..][..count * taps], taps, panel);
+    });
+    Some(panels)
+}
+
+/// One panel: `panel[k * width + j] = rows[j * taps + k]` for the `rows.len() / taps`
+/// weight rows `j`, `width` the panel's row length.
+fn pack_panel(rows: &[f32], taps: usize, panel: &mut [f32]) {
+    let width = panel.len() / taps;
+    // Blocks of 16 weight rows (16 streams the prefetcher follows), 16 steps at a time:
+    // one cache line of each row into 16 panel rows.
+    for (j0, rows) in (0..width).step_by(16).zip(rows.chunks(16 * taps)) {
+        for (k0, dst) in (0..taps).step_by(16).zip(panel.chunks_mut(16 * width)) {
+            for (j, row) in rows.chunks_exact(taps).enumerate() {
+                for (k, &w) in row[k0..].iter().take(16).enumerate() {
+                    dst[k * width + j0 + j] = w;
+                }
+            }
+        }
+    }
+}
+
+/// Runs a sweep on the AVX-512 kernel (see [`applies`]).
+fn run(job: &mut PixelTile<'_>) {
+    match isa() {
+        // SAFETY: `isa()` returns a level only if the CPU supports it; `pointers` checks
+        // the job's bounds.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { crate::arch::x86_64::pixel_tile_f32_avx512(job) },
+        _ => unreachable!("applies admits AVX-512 only"),
+    }
+}
