@@ -66,14 +66,19 @@ pub enum Algorithm {
     /// The forward pass of a stride-1 convolution as an implicit GEMM on `direct`'s padded
     /// input rows, vectorised over output channels: register tiles of 6 output pixels by
     /// up to 64 output channels, each (input channel, tap) a step of the reduction, the
-    /// weights packed per call into panels of 64 channels, the reduction in blocks of 8
-    /// input channels. It computes no padding column, so it suits small and dilated maps,
-    /// where [`Algorithm::DirectTiled`]'s windows compute many. For `f32` on CPUs with
-    /// AVX-512, 16 or more output channels per group; its stride-1 input gradient is the
-    /// same kernel on the flipped weight; everything else (weight gradient, other types,
-    /// strides, CPUs) runs [`Algorithm::DirectTiled`]. Scratch: the packed weights (the
-    /// weight's size, channels rounded up to 16), the group's padded input rows (as
-    /// `direct-tiled`) and per task the sums of its pixels by 64 channels.
+    /// weights packed per call into panels of 64 channels, the reduction in blocks of
+    /// whole input channels (at most 72 steps). It computes no padding column, so it suits
+    /// dilated maps, where [`Algorithm::DirectTiled`]'s windows compute many. For `f32` on
+    /// CPUs with AVX-512, 16 or more output channels per group; its stride-1 input gradient
+    /// is the same kernel on the flipped weight, and its strided input gradient (a strided
+    /// transposed convolution's forward pass; finite weights, 16 or more input channels per
+    /// group) splits into stride phases: the input-gradient pixels of one phase receive the
+    /// same taps, each from one output-gradient pixel, so each phase is an implicit GEMM
+    /// over the zero-padded output gradient (no zero insertion, no col2im). Everything else
+    /// (weight gradient, other types, CPUs) runs [`Algorithm::DirectTiled`]'s choice.
+    /// Scratch: the packed weights (the weight's size, channels rounded up to 16), the
+    /// group's padded input rows (as `direct-tiled`; the padded output gradient for the
+    /// phases) and per worker the sums of a task's pixels by 64 channels.
     ImplicitGemm,
 }
 
@@ -135,6 +140,18 @@ impl Algorithm {
             Algorithm::ImplicitGemm
         } else if suits_tiles(g) && (taps > 1 || pointwise_wins) && fits(g) {
             Algorithm::DirectTiled
+        } else {
+            Self::untiled(g)
+        }
+    }
+
+    /// The choice for a transposed convolution's forward pass (the input gradient of
+    /// `g`): `implicit-gemm`'s phase split where strided with a kernel larger than the
+    /// stride, 32 or more output channels per group and 2048 or more input pixels in all
+    /// (sweep `conv2d-bench/sweeps/transposed.json`), else [`Algorithm::untiled`]'s choice.
+    pub(crate) fn choose_transposed(g: &Geometry) -> Self {
+        if crate::kernels::direct::subpixel_wins(g) {
+            Algorithm::ImplicitGemm
         } else {
             Self::untiled(g)
         }

@@ -82,44 +82,55 @@ fn problems() -> impl Strategy<Value = Problem> {
 /// carried across blocks of 16 input channels, and (on maps of 512 or more pixels) its
 /// weight-gradient tiles.
 fn tile_problems() -> impl Strategy<Value = Problem> {
-    stride1_problems(1..36, 3..15, 1..40)
+    shaped_problems(1..36, 3..15, 1..40, 1..2)
 }
 
 /// Stride-1 shapes with 16-80 output channels per group (whole and partial vectors and
 /// panels of 64): `implicit-gemm`'s tiles of 6 pixels (short last tiles), reduction blocks
 /// and packed panels, dilated and padded.
 fn implicit_problems() -> impl Strategy<Value = Problem> {
-    stride1_problems(1..24, 16..81, 1..14)
+    shaped_problems(1..24, 16..81, 1..14, 1..2)
 }
 
-/// Random stride-1 problems with `cin_g` input and `cout_g` output channels per group and
-/// maps of `map` pixels a side, kernels up to 3x3, dilations up to 2, paddings up to 2.
-fn stride1_problems(
+/// Strided shapes with 16-80 input channels per group (the input gradient's channels):
+/// `implicit-gemm`'s stride phases (with no taps, one, or several), partial panels and
+/// bands of rows, through the input gradient and the transposed convolution.
+fn subpixel_problems() -> impl Strategy<Value = Problem> {
+    shaped_problems(16..81, 1..20, 1..14, 2..4)
+}
+
+/// Random problems with `cin_g` input and `cout_g` output channels per group, maps of
+/// `map` pixels a side and strides in `strides`, kernels up to 3x3, dilations up to 2,
+/// paddings up to 2.
+fn shaped_problems(
     cin_g: std::ops::Range<usize>,
     cout_g: std::ops::Range<usize>,
     map: std::ops::Range<usize>,
+    strides: std::ops::Range<usize>,
 ) -> impl Strategy<Value = Problem> {
     (
         (1usize..3, 1usize..3, cin_g, cout_g),
         (map.clone(), map, (1usize..4, 1usize..4)),
         ((1usize..3, 1usize..3), (0usize..3, 0usize..3)),
-        (any::<bool>(), any::<u64>()),
+        ((strides.clone(), strides), any::<bool>(), any::<u64>()),
     )
         .prop_map(
-            |((n, groups, cin_g, cout_g), (h, w, k), (dilation, pad), (bias, seed))| Problem {
-                n,
-                groups,
-                cin_g,
-                cout_g,
-                h,
-                w,
-                k,
-                stride: (1, 1),
-                dilation,
-                pad,
-                mode: 0,
-                bias,
-                seed,
+            |((n, groups, cin_g, cout_g), (h, w, k), (dilation, pad), (stride, bias, seed))| {
+                Problem {
+                    n,
+                    groups,
+                    cin_g,
+                    cout_g,
+                    h,
+                    w,
+                    k,
+                    stride,
+                    dilation,
+                    pad,
+                    mode: 0,
+                    bias,
+                    seed,
+                }
             },
         )
         .prop_filter("kernel must fit the padded input", |p| {
@@ -450,6 +461,11 @@ proptest! {
 
     #[test]
     fn implicit_gemm_matches_reference(p in implicit_problems()) {
+        every_algorithm_matches_reference::<f32>(&p).map_err(TestCaseError::fail)?;
+    }
+
+    #[test]
+    fn subpixel_phases_match_reference(p in subpixel_problems()) {
         every_algorithm_matches_reference::<f32>(&p).map_err(TestCaseError::fail)?;
     }
 }

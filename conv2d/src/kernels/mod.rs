@@ -123,7 +123,9 @@ pub(crate) fn backward_input<A: Accumulator>(
             }
         }
         Algorithm::ImplicitGemm => {
-            if !direct::backward_input_tiled(g, grad_out, weight, grad_in, &scratch, true) {
+            if !direct::backward_input_tiled(g, grad_out, weight, grad_in, &scratch, true)
+                && !direct::backward_input_subpixel(g, grad_out, weight, grad_in, &scratch)
+            {
                 return backward_input(Algorithm::DirectTiled, g, grad_out, weight, grad_in);
             }
         }

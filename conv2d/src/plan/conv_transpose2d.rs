@@ -220,7 +220,7 @@ impl ConvTranspose2dPlan {
         })?;
         Ok(Self {
             geometry,
-            algorithm: Algorithm::untiled(&geometry),
+            algorithm: Algorithm::choose_transposed(&geometry),
         })
     }
 

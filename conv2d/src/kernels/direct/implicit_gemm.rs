@@ -156,6 +156,7 @@ fn forward_f32(
             let pixels: Vec<usize> = (0..rows)
                 .flat_map(|r| (0..g.ow).map(move |ox| r * row_len + ox))
                 .collect();
+            let positions: Vec<usize> = (0..pixels.len()).collect();
             // Tasks: a panel of channels and a chunk of the band's pixels, enough of them
             // to share out (each output is still summed whole by one task, in order).
             let blocks = cout_g.div_ceil(BLOCK);
@@ -178,53 +179,87 @@ fn forward_f32(
                 }
             }
             // Each worker keeps its buffer of sums from task to task.
-            for_each_item_init(tasks, Vec::new, |sums, (b, c0, outs)| {
+            for_each_item_init(tasks, Vec::new, |sums, (b, c0, mut outs)| {
                 let width = outs.len().next_multiple_of(16);
-                let panel = &panels[b * BLOCK * taps..][..width * taps];
                 let co0 = group * cout_g + b * BLOCK;
                 let mut init = [0.0; BLOCK];
                 if let Some(bias) = bias {
                     init[..outs.len()].copy_from_slice(&bias[co0..][..outs.len()]);
                 }
-                let pixels = &pixels[c0..][..outs[0].len()];
-                let len = pixels.len() * width;
-                if sums.len() < len {
-                    let Some(()) = scratch.ok(try_reserve(sums, len - sums.len())) else {
-                        return;
-                    };
-                    sums.resize(len, 0.0);
-                }
-                let sums = &mut sums[..len];
-                let block_taps = (BLOCK_STEPS / kernel).max(1) * kernel;
-                for (k, starts) in starts.chunks(block_taps).enumerate() {
-                    run(&mut PixelTile {
-                        slab: &slab.data,
-                        starts,
-                        panel: &panel[k * block_taps * width..],
-                        width,
-                        pixels,
-                        init: &init,
-                        resume: k > 0,
-                        sums,
-                    });
-                }
-                write_planes(sums, width, outs);
+                let count = outs[0].len();
+                let gemm = Gemm {
+                    slab: &slab.data,
+                    starts: &starts,
+                    channel_steps: kernel,
+                    panel: &panels[b * BLOCK * taps..][..width * taps],
+                    width,
+                    pixels: &pixels[c0..][..count],
+                    init: &init,
+                };
+                gemm.run_into(sums, scratch, &mut outs, &positions[..count]);
             });
         }
     });
 }
 
-/// Pixel-major sums (rows of `width`) into the channel planes `outs`, 16 pixels (4 KiB of
-/// sums) at a time.
-fn write_planes(sums: &[f32], width: usize, outs: Vec<&mut [f32]>) {
-    let mut outs: Vec<_> = outs.into_iter().map(|o| o.chunks_mut(16)).collect();
-    let mut block: Vec<&mut [f32]> = Vec::with_capacity(outs.len());
-    for rows in sums.chunks(16 * width) {
-        block.clear();
-        block.extend(outs.iter_mut().flat_map(Iterator::next));
-        for (p, row) in rows.chunks_exact(width).enumerate() {
-            for (out, &v) in block.iter_mut().zip(row) {
-                out[p] = v;
+/// One task's implicit GEMM: the sums of `pixels` by `width` channels over the reduction
+/// `starts` (a panel row each), in blocks of whole input channels of `channel_steps` steps.
+pub(super) struct Gemm<'a> {
+    pub slab: &'a [f32],
+    pub starts: &'a [usize],
+    pub channel_steps: usize,
+    pub panel: &'a [f32],
+    pub width: usize,
+    pub pixels: &'a [usize],
+    pub init: &'a [f32],
+}
+
+impl Gemm<'_> {
+    /// Computes the sums in `sums` (a worker's buffer, grown as needed) and writes them into
+    /// the channel rows: `outs[j][positions[p]]` for pixel `p` and channel `j < outs.len()`.
+    pub(super) fn run_into(
+        &self,
+        sums: &mut Vec<f32>,
+        scratch: &Scratch,
+        outs: &mut [&mut [f32]],
+        positions: &[usize],
+    ) {
+        let (width, pixels) = (self.width, self.pixels);
+        let len = pixels.len() * width;
+        if sums.len() < len {
+            let Some(()) = scratch.ok(try_reserve(sums, len - sums.len())) else {
+                return;
+            };
+            sums.resize(len, 0.0);
+        }
+        let sums = &mut sums[..len];
+        let block_steps = (BLOCK_STEPS / self.channel_steps).max(1) * self.channel_steps;
+        for (k, starts) in self.starts.chunks(block_steps).enumerate() {
+            run(&mut PixelTile {
+                slab: self.slab,
+                starts,
+                panel: &self.panel[k * block_steps * width..],
+                width,
+                pixels,
+                init: self.init,
+                resume: k > 0,
+                sums,
+            });
+        }
+        if self.starts.is_empty() {
+            // No reduction step: every sum is its starting value.
+            for row in sums.chunks_exact_mut(width) {
+                row.copy_from_slice(&self.init[..width]);
+            }
+        }
+        // Pixel-major sums into channel rows: 64 pixels (16 KiB of sums, in L1) at a time,
+        // channel after channel (the rows of many channels at once can alias in L1:
+        // planes of 4 KiB share its sets).
+        for (rows, at) in sums.chunks(64 * width).zip(positions.chunks(64)) {
+            for (j, out) in outs.iter_mut().enumerate() {
+                for (row, &i) in rows.chunks_exact(width).zip(at) {
+                    out[i] = row[j];
+                }
             }
         }
     }

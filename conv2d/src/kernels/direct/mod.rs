@@ -7,6 +7,7 @@
 
 mod implicit_gemm;
 mod pointwise;
+mod subpixel;
 mod tiled;
 mod tiled_weight;
 mod weight_channels;
@@ -16,6 +17,7 @@ pub(crate) use implicit_gemm::{
     TILE_PIXELS,
 };
 pub(crate) use pointwise::applies as pointwise;
+pub(crate) use subpixel::{backward_input as backward_input_subpixel, wins as subpixel_wins};
 pub(crate) use tiled::{
     applies as tiles, forward as tiled_forward, suits as suits_tiles, Tile, CO, PIXELS,
 };

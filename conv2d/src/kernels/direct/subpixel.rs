@@ -1,0 +1,300 @@
+//! The strided input gradient (a strided transposed convolution's forward pass) on the
+//! implicit-GEMM kernel, split into stride phases ("sub-pixel"): the input-gradient pixels
+//! whose rows and columns share a phase modulo the stride receive the same taps, each
+//! from one output-gradient pixel at a fixed offset, so each phase is an implicit GEMM
+//! over the zero-padded output gradient with the phase's taps only: no zero insertion, no
+//! column buffer, no scattered adds.
+//!
+//! Input-gradient row `iy` (with `iy + pad = s * q + r`) receives tap `ky` exactly when
+//! `ky * d = s * a + r` for some `a >= 0`, from output-gradient row `q - a`; the slab pads
+//! the output gradient by the largest `a` before and with zeros after, so every read is
+//! inside it. Tasks are a panel of 64 input-gradient channels and a band of its rows;
+//! every output sums its taps in a fixed order, whatever the thread count.
+
+use super::implicit_gemm::{Gemm, BLOCK};
+use super::tiled::{as_f32, as_f32_mut};
+use super::{padded_slab, Scratch};
+use crate::element::Accumulator;
+use crate::geometry::Geometry;
+use crate::isa::{isa, Isa};
+use crate::kernels::all_finite;
+use crate::threading::{for_each_chunk, for_each_item_init};
+
+/// Tasks a call is split into at least, where its rows allow (a constant, not the thread
+/// count, so that the split never depends on it).
+const TASKS: usize = 16;
+
+/// One axis of the phase split: for each phase `r < s`, its taps `(k, a)` (read `a` rows or
+/// columns before the pixel's `q`); the padding before (the largest `a`) and the slab's
+/// extent along the axis.
+struct Axis {
+    stride: usize,
+    pad: usize,
+    taps: Vec<Vec<(usize, usize)>>,
+    before: usize,
+    extent: usize,
+}
+
+impl Axis {
+    /// `size` input-gradient pixels, `outputs` output-gradient ones, a kernel of `k` taps.
+    fn new(size: usize, outputs: usize, k: usize, s: usize, d: usize, pad: usize) -> Self {
+        let taps: Vec<Vec<(usize, usize)>> = (0..s)
+            .map(|r| {
+                (0..k)
+                    .filter(|&t| (t * d) % s == r)
+                    .map(|t| (t, (t * d - r) / s))
+                    .collect()
+            })
+            .collect();
+        let before = taps.iter().flatten().map(|&(_, a)| a).max().unwrap_or(0);
+        let last_q = (size - 1 + pad) / s;
+        Axis {
+            stride: s,
+            pad,
+            taps,
+            before,
+            extent: before + outputs.max(last_q + 1),
+        }
+    }
+
+    /// Pixel `i`'s phase and its `q`.
+    fn phase(&self, i: usize) -> (usize, usize) {
+        ((i + self.pad) % self.stride, (i + self.pad) / self.stride)
+    }
+}
+
+/// Whether the phase split computes this shape's input gradient in `A`: `f32` on AVX-512,
+/// a stride above 1, 16 or more input channels per group (the GEMM's width), every
+/// dimension non-empty, and a padded output gradient at most a few times the planes' size.
+pub(crate) fn applies<A: Accumulator>(g: &Geometry) -> bool {
+    let planes =
+        g.h.saturating_mul(g.w)
+            .saturating_add(g.oh.saturating_mul(g.ow));
+    let slab = |size: usize, outputs: usize, pad: usize, s: usize| {
+        (size.saturating_add(pad) / s.max(1)).max(outputs)
+    };
+    as_f32::<A>(&[]).is_some()
+        && isa() == Isa::Avx512
+        && (g.stride.h > 1 || g.stride.w > 1)
+        && g.cin_per_group() >= 16
+        && g.h > 0
+        && g.w > 0
+        && g.kh > 0
+        && g.kw > 0
+        && slab(g.h, g.oh, g.pad_top, g.stride.h)
+            .saturating_add(g.kh.saturating_mul(g.dilation.h))
+            .saturating_mul(
+                slab(g.w, g.ow, g.pad_left, g.stride.w)
+                    .saturating_add(g.kw.saturating_mul(g.dilation.w)),
+            )
+            <= planes.saturating_mul(4).saturating_add(4096)
+}
+
+/// Whether plans take the phase split for a transposed convolution (whatever the type):
+/// strided with overlapping taps (a kernel larger than the stride), 32 or more output
+/// channels per group and 2048 or more input pixels in all (the weights are packed per
+/// call; the more pixels, the less that costs). Over `conv2d-bench/sweeps/transposed.json`
+/// it ran those 1.09-1.40x as fast as `im2col-gemm` (1 and 2 threads); with 1024 pixels
+/// 0.94-1.05x, with fewer 0.2-0.8x (a 4x4 map of 1024 channels spends its time packing),
+/// and kernels no larger than the stride (U-Net's 2x2) 0.5-1.06x.
+pub(crate) fn wins(g: &Geometry) -> bool {
+    (g.stride.h > 1 || g.stride.w > 1)
+        && g.kh.saturating_mul(g.kw) > g.stride.h.saturating_mul(g.stride.w)
+        && g.cin_per_group() >= 32
+        && g.n.saturating_mul(g.oh).saturating_mul(g.ow) >= 2048
+}
+
+/// `grad_in = conv2d's input gradient` for a shape that [`applies`] with a finite weight
+/// (a zero-padded read times an infinite weight would be a NaN that PyTorch's definition
+/// does not have), overwriting `grad_in`; `false` (nothing written) otherwise.
+pub(crate) fn backward_input<A: Accumulator>(
+    g: &Geometry,
+    grad_out: &[A],
+    weight: &[A],
+    grad_in: &mut [A],
+    scratch: &Scratch,
+) -> bool {
+    if !applies::<A>(g) || !all_finite(weight) {
+        return false;
+    }
+    let (Some(grad_out), Some(weight), Some(grad_in)) =
+        (as_f32(grad_out), as_f32(weight), as_f32_mut(grad_in))
+    else {
+        unreachable!("applies admits f32 only");
+    };
+    backward_input_f32(g, grad_out, weight, grad_in, scratch);
+    true
+}
+
+fn backward_input_f32(
+    g: &Geometry,
+    grad_out: &[f32],
+    weight: &[f32],
+    grad_in: &mut [f32],
+    scratch: &Scratch,
+) {
+    let (cin_g, cout_g) = (g.cin_per_group(), g.cout_per_group());
+    let (s, d) = (g.stride, g.dilation);
+    let rows = Axis::new(g.h, g.oh, g.kh, s.h, d.h, g.pad_top);
+    let cols = Axis::new(g.w, g.ow, g.kw, s.w, d.w, g.pad_left);
+    // The output gradient as `padded_slab` pads a stride-1 convolution's input: `before`
+    // zero rows and columns first, zeros after up to the extents.
+    let slab_geometry = Geometry {
+        n: 1,
+        cin: cout_g,
+        h: g.oh,
+        w: g.ow,
+        cout: 1,
+        kh: rows.extent - g.oh + 1,
+        kw: cols.extent - g.ow + 1,
+        groups: 1,
+        stride: crate::options::Pair { h: 1, w: 1 },
+        dilation: crate::options::Pair { h: 1, w: 1 },
+        pad_top: rows.before,
+        pad_left: cols.before,
+        oh: g.oh,
+        ow: g.ow,
+    };
+    let (row_len, plane_len) = (cols.extent, rows.extent * cols.extent);
+    // Per phase (row phase major): the reduction steps (output channel, then the phase's
+    // taps) as slab offsets from a pixel's origin, and the panels of every group and block.
+    let phases: Vec<(usize, usize)> = (0..s.h)
+        .flat_map(|ry| (0..s.w).map(move |rx| (ry, rx)))
+        .collect();
+    let steps: Vec<Vec<usize>> = phases
+        .iter()
+        .map(|&(ry, rx)| {
+            (0..cout_g)
+                .flat_map(|co| {
+                    let (rows, cols) = (&rows, &cols);
+                    rows.taps[ry].iter().flat_map(move |&(_, ay)| {
+                        cols.taps[rx].iter().map(move |&(_, ax)| {
+                            co * plane_len + (rows.before - ay) * row_len + cols.before - ax
+                        })
+                    })
+                })
+                .collect()
+        })
+        .collect();
+    let Some((panels, offsets)) = pack(g, weight, &rows, &cols, &phases, scratch) else {
+        return;
+    };
+    let blocks = cin_g.div_ceil(BLOCK);
+    let in_plane = g.h * g.w;
+    // Bands only as many as the images, groups and blocks leave tasks to share out: the
+    // fewer the bands, the more pixels reuse each block of the panel.
+    let bands = TASKS.div_ceil(g.n * g.groups * blocks).min(g.h);
+    let band = g.h.div_ceil(bands);
+    for_each_chunk(grad_in, cin_g * in_plane, |task, group_in| {
+        let (n, group) = (task / g.groups, task % g.groups);
+        let x = &grad_out[(n * g.cout + group * cout_g) * g.oh * g.ow..][..cout_g * g.oh * g.ow];
+        let Some(slab) = padded_slab(&slab_geometry, x, 0, g.oh, 0, scratch) else {
+            return;
+        };
+        let mut tasks = Vec::new();
+        let mut planes = group_in
+            .chunks_exact_mut(in_plane)
+            .map(|p| p.chunks_mut(band * g.w));
+        for b in 0..blocks {
+            let count = BLOCK.min(cin_g - b * BLOCK);
+            let mut block: Vec<_> = planes.by_ref().take(count).collect();
+            for r0 in (0..g.h).step_by(band) {
+                let outs: Vec<&mut [f32]> = block.iter_mut().flat_map(Iterator::next).collect();
+                tasks.push((b, r0, outs));
+            }
+        }
+        for_each_item_init(tasks, Vec::new, |sums, (b, r0, mut outs)| {
+            let width = outs.len().next_multiple_of(16);
+            let band_rows = outs[0].len() / g.w;
+            for (p, &(ry, rx)) in phases.iter().enumerate() {
+                // The band's pixels in this phase: origins in the slab, places in the band.
+                let (mut pixels, mut positions) = (Vec::new(), Vec::new());
+                for iy in r0..r0 + band_rows {
+                    let (py, qy) = rows.phase(iy);
+                    if py != ry {
+                        continue;
+                    }
+                    for ix in 0..g.w {
+                        let (px, qx) = cols.phase(ix);
+                        if px == rx {
+                            pixels.push(qy * row_len + qx);
+                            positions.push((iy - r0) * g.w + ix);
+                        }
+                    }
+                }
+                if pixels.is_empty() {
+                    continue;
+                }
+                let taps = rows.taps[ry].len() * cols.taps[rx].len();
+                let panel = &panels[offsets[(group * blocks + b) * phases.len() + p]..];
+                Gemm {
+                    slab: &slab.data,
+                    starts: &steps[p],
+                    channel_steps: taps.max(1),
+                    panel: &panel[..steps[p].len() * width],
+                    width,
+                    pixels: &pixels,
+                    init: &[0.0; BLOCK],
+                }
+                .run_into(sums, scratch, &mut outs, &positions);
+            }
+        });
+    });
+}
+
+/// The weight as panels for each group, block of [`BLOCK`] input-gradient channels and
+/// phase: row `k` (output channel, then the phase's taps, as the steps) holds every
+/// channel's weight, a partial vector padded with zeros; with each panel's offset.
+fn pack(
+    g: &Geometry,
+    weight: &[f32],
+    rows: &Axis,
+    cols: &Axis,
+    phases: &[(usize, usize)],
+    scratch: &Scratch,
+) -> Option<(Vec<f32>, Vec<usize>)> {
+    let (cin_g, cout_g) = (g.cin_per_group(), g.cout_per_group());
+    let kernel = g.kh * g.kw;
+    let blocks = cin_g.div_ceil(BLOCK);
+    let mut offsets = Vec::new();
+    let mut len = 0;
+    for _group in 0..g.groups {
+        for b in 0..blocks {
+            let width = BLOCK.min(cin_g - b * BLOCK).next_multiple_of(16);
+            for &(ry, rx) in phases {
+                offsets.push(len);
+                len += cout_g * rows.taps[ry].len() * cols.taps[rx].len() * width;
+            }
+        }
+    }
+    let mut panels = scratch.filled(len, 0.0f32)?;
+    let mut rest = &mut panels[..];
+    let mut jobs = Vec::new();
+    for group in 0..g.groups {
+        for b in 0..blocks {
+            let count = BLOCK.min(cin_g - b * BLOCK);
+            for &(ry, rx) in phases {
+                let steps = cout_g * rows.taps[ry].len() * cols.taps[rx].len();
+                let (panel, tail) = rest.split_at_mut(steps * count.next_multiple_of(16));
+                rest = tail;
+                jobs.push((group, b * BLOCK, count, (ry, rx), panel));
+            }
+        }
+    }
+    crate::threading::for_each_item(jobs, |(group, ci0, count, (ry, rx), panel)| {
+        let width = count.next_multiple_of(16);
+        let mut dst = panel.chunks_exact_mut(width);
+        for co in group * cout_g..(group + 1) * cout_g {
+            for &(ky, _) in &rows.taps[ry] {
+                for &(kx, _) in &cols.taps[rx] {
+                    let row = dst.next().expect("a panel row per step");
+                    let tap = ky * g.kw + kx;
+                    for (j, w) in row[..count].iter_mut().enumerate() {
+                        *w = weight[(co * cin_g + ci0 + j) * kernel + tap];
+                    }
+                }
+            }
+        }
+    });
+    Some((panels, offsets))
+}
