@@ -63,12 +63,13 @@ pub enum Algorithm {
     /// elements per band) and per task a 6-channel output block of the band; pointwise,
     /// the group's subsampled input planes when strided (or not whole vectors of 16).
     DirectTiled,
-    /// The forward pass of a stride-1 convolution as an implicit GEMM on `direct`'s padded
-    /// input rows, vectorised over output channels: register tiles of 6 output pixels by
+    /// The forward pass as an implicit GEMM on `direct`'s padded input rows (split by
+    /// stride phase when strided), vectorised over output channels: register tiles of 6 output pixels by
     /// up to 64 output channels, each (input channel, tap) a step of the reduction, the
     /// weights packed per call into panels of 64 channels, the reduction in blocks of
     /// whole input channels (at most 72 steps). It computes no padding column, so it suits
-    /// dilated maps, where [`Algorithm::DirectTiled`]'s windows compute many. For `f32` on
+    /// dilated maps, where [`Algorithm::DirectTiled`]'s windows compute many, and strided
+    /// ones, with no column buffer. For `f32` on
     /// CPUs with AVX-512, 16 or more output channels per group; its stride-1 input gradient
     /// is the same kernel on the flipped weight, and its strided input gradient (a strided
     /// transposed convolution's forward pass; finite weights, 16 or more input channels per
@@ -129,8 +130,9 @@ impl Algorithm {
     /// `im2col-gemm` 1.2-3.2x on every strided layer and (one thread) 1.15-1.34x on four of
     /// the six stride-1 layers up to 64 channels (0.88-0.93x on the other two), and lost
     /// 0.7-0.9x on stride 1 from 128 channels, where the `gemm` crate reads the input in
-    /// place. Dilated stride-1 layers with 256 or more input channels per group take
-    /// `implicit-gemm` (see its sweep in the README).
+    /// place. Dilated stride-1 layers with 256 or more input channels per group, and
+    /// strided layers with 2048 or more output pixels, take `implicit-gemm` (32 or more
+    /// output channels per group; see its sweeps in the README).
     pub(crate) fn choose(g: &Geometry) -> Self {
         let taps = g.kh.saturating_mul(g.kw);
         use crate::kernels::direct::{fits, implicit_gemm_wins, pointwise, suits_tiles};

@@ -85,11 +85,11 @@ fn tile_problems() -> impl Strategy<Value = Problem> {
     shaped_problems(1..36, 3..15, 1..40, 1..2)
 }
 
-/// Stride-1 shapes with 16-80 output channels per group (whole and partial vectors and
-/// panels of 64): `implicit-gemm`'s tiles of 6 pixels (short last tiles), reduction blocks
-/// and packed panels, dilated and padded.
+/// Shapes with 16-80 output channels per group (whole and partial vectors and panels of
+/// 64), strides 1 and 2: `implicit-gemm`'s tiles of 6 pixels (short last tiles),
+/// reduction blocks and packed panels, dilated, padded and strided.
 fn implicit_problems() -> impl Strategy<Value = Problem> {
-    shaped_problems(1..24, 16..81, 1..14, 1..2)
+    shaped_problems(1..24, 16..81, 1..14, 1..3)
 }
 
 /// Strided shapes with 16-80 input channels per group (the input gradient's channels):

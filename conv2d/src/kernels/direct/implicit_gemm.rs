@@ -1,8 +1,10 @@
 //! An implicit GEMM on `direct`'s padded slab, vectorised over output channels: for the
-//! layers where [`tiled`](super::tiled)'s shifted windows waste most (small or dilated
-//! maps, whose padding columns it computes and drops), every output pixel is a row of the
-//! GEMM, every (input channel, tap) a step of its reduction, and a register tile holds
-//! [`TILE_PIXELS`] pixels by up to four vectors of 16 output channels.
+//! layers where [`tiled`](super::tiled)'s shifted windows waste most (dilated maps, whose
+//! padding columns it computes and drops) or do not apply (strided ones), every output
+//! pixel is a row of the GEMM, every (input channel, tap) a step of its reduction, and a
+//! register tile holds [`TILE_PIXELS`] pixels by up to four vectors of 16 output channels.
+//! With a stride, the slab is split into column phases as for `direct`, and a pixel's
+//! origin is its slot in phase 0 of its first padded row.
 //!
 //! The weights are packed once per call into panels of [`BLOCK`] output channels (the
 //! reduction step outermost, the channels contiguous, a partial vector padded with zeros).
@@ -79,33 +81,36 @@ impl PixelTile<'_> {
 }
 
 /// Whether the implicit GEMM computes this shape's forward pass in `A`: `f32` on AVX-512,
-/// stride 1, more than one tap, at least 16 output channels per group, and a slab that
+/// more than one tap, at least 16 output channels per group, and a slab that
 /// [`fits`](super::fits).
 pub(crate) fn applies<A: Accumulator>(g: &Geometry) -> bool {
     as_f32::<A>(&[]).is_some()
         && isa() == Isa::Avx512
-        && g.stride.h == 1
-        && g.stride.w == 1
         && g.kh.saturating_mul(g.kw) > 1
         && g.cout_per_group() >= 16
         && super::fits(g)
 }
 
 /// Whether [`Algorithm::choose`](crate::Algorithm) takes the implicit GEMM for a shape
-/// (whatever the type): dilated stride-1 kernels (whose windows span the most padding
-/// columns) with 256 or more input and 32 or more output channels per group and 144 or
-/// more output pixels. Over `conv2d-bench/sweeps/implicit_gemm.json` (one thread, two runs)
-/// it ran those 1.02-1.25x as fast as `direct-tiled` (1.3-2.2x at dilations 6 to 18);
-/// dilated layers of 64-128 channels 0.89-1.13x, and every undilated layer 0.67-0.98x:
-/// packing the weights per call costs more than the padding columns it saves there.
+/// (whatever the type), with more than one tap and 32 or more output channels per group:
+/// - dilated stride-1 kernels (whose windows span the most padding columns) with 256 or
+///   more input channels per group and 144 or more output pixels. Over
+///   `conv2d-bench/sweeps/implicit_gemm.json` (one thread, two runs) it ran those
+///   1.02-1.25x as fast as `direct-tiled` (1.3-2.2x at dilations 6 to 18); dilated layers
+///   of 64-128 channels 0.89-1.13x, and every undilated layer 0.67-0.98x: packing the
+///   weights per call costs more than the padding columns it saves there;
+/// - strided kernels with 2048 or more output pixels in all: over
+///   `conv2d-bench/sweeps/strided.json` 1.19-1.47x as fast as `im2col-gemm` (1 and 2
+///   threads), 0.94-1.29x at 196-784 pixels and 0.57-0.71x at 49 (packing again).
 pub(crate) fn wins(g: &Geometry) -> bool {
-    g.stride.h == 1
+    let dilated = g.stride.h == 1
         && g.stride.w == 1
-        && g.kh.saturating_mul(g.kw) > 1
         && g.dilation.h.max(g.dilation.w) >= 2
         && g.cin_per_group() >= 256
-        && g.cout_per_group() >= 32
-        && g.oh.saturating_mul(g.ow) >= 144
+        && g.oh.saturating_mul(g.ow) >= 144;
+    let strided =
+        (g.stride.h > 1 || g.stride.w > 1) && g.n.saturating_mul(g.oh).saturating_mul(g.ow) >= 2048;
+    g.kh.saturating_mul(g.kw) > 1 && g.cout_per_group() >= 32 && (dilated || strided)
 }
 
 /// `out = conv2d(input, weight) + bias` for a shape that [`applies`], overwriting `out`.
@@ -141,7 +146,9 @@ fn forward_f32(
         return;
     };
     let group_panels = cout_g.next_multiple_of(16) * taps;
-    let (_, band) = bands(g);
+    // Bands of output rows as `direct-tiled` takes them, fewer with a stride (whose slab
+    // rows are `stride.h` per output row and `stride.w` times as long).
+    let band = (bands(g).1 / (g.stride.h * g.stride.w)).max(1);
     for_each_chunk(out, cout_g * plane, |task, group_out| {
         let (n, group) = (task / g.groups, task % g.groups);
         let x = &input[(n * g.cin + group * cin_g) * g.h * g.w..][..in_len];
@@ -154,7 +161,7 @@ fn forward_f32(
             let starts = slab.tap_starts(g);
             let row_len = slab.row_len();
             let pixels: Vec<usize> = (0..rows)
-                .flat_map(|r| (0..g.ow).map(move |ox| r * row_len + ox))
+                .flat_map(|r| (0..g.ow).map(move |ox| r * g.stride.h * row_len + ox))
                 .collect();
             let positions: Vec<usize> = (0..pixels.len()).collect();
             // Tasks: a panel of channels and a chunk of the band's pixels, enough of them
