@@ -163,7 +163,7 @@ fn forward_f32(
             let pixels: Vec<usize> = (0..rows)
                 .flat_map(|r| (0..g.ow).map(move |ox| r * g.stride.h * row_len + ox))
                 .collect();
-            let positions: Vec<usize> = (0..pixels.len()).collect();
+            let identity: Vec<usize> = (0..pixels.len()).collect();
             // Tasks: a panel of channels and a chunk of the band's pixels, enough of them
             // to share out (each output is still summed whole by one task, in order).
             let blocks = cout_g.div_ceil(BLOCK);
@@ -203,7 +203,11 @@ fn forward_f32(
                     pixels: &pixels[c0..][..count],
                     init: &init,
                 };
-                gemm.run_into(sums, scratch, &mut outs, &positions[..count]);
+                let Some(sums) = grown(sums, count * width, scratch) else {
+                    return;
+                };
+                gemm.sums(sums);
+                write_rows(sums, width, &mut outs, &identity[..count]);
             });
         }
     });
@@ -222,24 +226,9 @@ pub(super) struct Gemm<'a> {
 }
 
 impl Gemm<'_> {
-    /// Computes the sums in `sums` (a worker's buffer, grown as needed) and writes them into
-    /// the channel rows: `outs[j][positions[p]]` for pixel `p` and channel `j < outs.len()`.
-    pub(super) fn run_into(
-        &self,
-        sums: &mut Vec<f32>,
-        scratch: &Scratch,
-        outs: &mut [&mut [f32]],
-        positions: &[usize],
-    ) {
-        let (width, pixels) = (self.width, self.pixels);
-        let len = pixels.len() * width;
-        if sums.len() < len {
-            let Some(()) = scratch.ok(try_reserve(sums, len - sums.len())) else {
-                return;
-            };
-            sums.resize(len, 0.0);
-        }
-        let sums = &mut sums[..len];
+    /// Computes the sums: `sums` holds a row of `width` per pixel.
+    pub(super) fn sums(&self, sums: &mut [f32]) {
+        let width = self.width;
         let block_steps = (BLOCK_STEPS / self.channel_steps).max(1) * self.channel_steps;
         for (k, starts) in self.starts.chunks(block_steps).enumerate() {
             run(&mut PixelTile {
@@ -247,7 +236,7 @@ impl Gemm<'_> {
                 starts,
                 panel: &self.panel[k * block_steps * width..],
                 width,
-                pixels,
+                pixels: self.pixels,
                 init: self.init,
                 resume: k > 0,
                 sums,
@@ -259,14 +248,32 @@ impl Gemm<'_> {
                 row.copy_from_slice(&self.init[..width]);
             }
         }
-        // Pixel-major sums into channel rows: 64 pixels (16 KiB of sums, in L1) at a time,
-        // channel after channel (the rows of many channels at once can alias in L1:
-        // planes of 4 KiB share its sets).
-        for (rows, at) in sums.chunks(64 * width).zip(positions.chunks(64)) {
-            for (j, out) in outs.iter_mut().enumerate() {
-                for (row, &i) in rows.chunks_exact(width).zip(at) {
-                    out[i] = row[j];
-                }
+    }
+}
+
+/// The first `len` values of a worker's buffer, grown as needed; `None` once an allocation
+/// failure is recorded.
+pub(super) fn grown<'a>(
+    buffer: &'a mut Vec<f32>,
+    len: usize,
+    scratch: &Scratch,
+) -> Option<&'a mut [f32]> {
+    if buffer.len() < len {
+        scratch.ok(try_reserve(buffer, len - buffer.len()))?;
+        buffer.resize(len, 0.0);
+    }
+    Some(&mut buffer[..len])
+}
+
+/// Pixel-major sums (rows of `width`) into channel rows: `outs[j][i] = sums[rows[i] *
+/// width + j]` for every `i < rows.len()` and channel `j < outs.len()`, 64 values of a
+/// channel at a time (sums rows of many channels at once would alias in L1: planes of 4 KiB
+/// share its sets), each channel's values written in order.
+pub(super) fn write_rows(sums: &[f32], width: usize, outs: &mut [&mut [f32]], rows: &[usize]) {
+    for (i0, at) in (0..rows.len()).step_by(64).zip(rows.chunks(64)) {
+        for (j, out) in outs.iter_mut().enumerate() {
+            for (o, &r) in out[i0..][..at.len()].iter_mut().zip(at) {
+                *o = sums[r * width + j];
             }
         }
     }

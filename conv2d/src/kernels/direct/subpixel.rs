@@ -11,7 +11,7 @@
 //! inside it. Tasks are a panel of 64 input-gradient channels and a band of its rows;
 //! every output sums its taps in a fixed order, whatever the thread count.
 
-use super::implicit_gemm::{Gemm, BLOCK};
+use super::implicit_gemm::{grown, write_rows, Gemm, BLOCK};
 use super::tiled::{as_f32, as_f32_mut};
 use super::{padded_slab, Scratch};
 use crate::element::Accumulator;
@@ -135,7 +135,7 @@ fn backward_input_f32(
 ) {
     let (cin_g, cout_g) = (g.cin_per_group(), g.cout_per_group());
     let (s, d) = (g.stride, g.dilation);
-    let rows = Axis::new(g.h, g.oh, g.kh, s.h, d.h, g.pad_top);
+    let rows_axis = Axis::new(g.h, g.oh, g.kh, s.h, d.h, g.pad_top);
     let cols = Axis::new(g.w, g.ow, g.kw, s.w, d.w, g.pad_left);
     // The output gradient as `padded_slab` pads a stride-1 convolution's input: `before`
     // zero rows and columns first, zeros after up to the extents.
@@ -145,17 +145,17 @@ fn backward_input_f32(
         h: g.oh,
         w: g.ow,
         cout: 1,
-        kh: rows.extent - g.oh + 1,
+        kh: rows_axis.extent - g.oh + 1,
         kw: cols.extent - g.ow + 1,
         groups: 1,
         stride: crate::options::Pair { h: 1, w: 1 },
         dilation: crate::options::Pair { h: 1, w: 1 },
-        pad_top: rows.before,
+        pad_top: rows_axis.before,
         pad_left: cols.before,
         oh: g.oh,
         ow: g.ow,
     };
-    let (row_len, plane_len) = (cols.extent, rows.extent * cols.extent);
+    let (row_len, plane_len) = (cols.extent, rows_axis.extent * cols.extent);
     // Per phase (row phase major): the reduction steps (output channel, then the phase's
     // taps) as slab offsets from a pixel's origin, and the panels of every group and block.
     let phases: Vec<(usize, usize)> = (0..s.h)
@@ -166,7 +166,7 @@ fn backward_input_f32(
         .map(|&(ry, rx)| {
             (0..cout_g)
                 .flat_map(|co| {
-                    let (rows, cols) = (&rows, &cols);
+                    let (rows, cols) = (&rows_axis, &cols);
                     rows.taps[ry].iter().flat_map(move |&(_, ay)| {
                         cols.taps[rx].iter().map(move |&(_, ax)| {
                             co * plane_len + (rows.before - ay) * row_len + cols.before - ax
@@ -176,7 +176,7 @@ fn backward_input_f32(
                 .collect()
         })
         .collect();
-    let Some((panels, offsets)) = pack(g, weight, &rows, &cols, &phases, scratch) else {
+    let Some((panels, offsets)) = pack(g, weight, &rows_axis, &cols, &phases, scratch) else {
         return;
     };
     let blocks = cin_g.div_ceil(BLOCK);
@@ -206,26 +206,32 @@ fn backward_input_f32(
         for_each_item_init(tasks, Vec::new, |sums, (b, r0, mut outs)| {
             let width = outs.len().next_multiple_of(16);
             let band_rows = outs[0].len() / g.w;
+            let Some(sums) = grown(sums, band_rows * g.w * width, scratch) else {
+                return;
+            };
+            // Every phase's sums one after another; `rows[i]` is the row of band place `i`.
+            let mut rows = vec![0; band_rows * g.w];
+            let mut done = 0;
             for (p, &(ry, rx)) in phases.iter().enumerate() {
-                // The band's pixels in this phase: origins in the slab, places in the band.
-                let (mut pixels, mut positions) = (Vec::new(), Vec::new());
+                // The band's pixels in this phase: their origins in the slab.
+                let mut pixels = Vec::new();
                 for iy in r0..r0 + band_rows {
-                    let (py, qy) = rows.phase(iy);
+                    let (py, qy) = rows_axis.phase(iy);
                     if py != ry {
                         continue;
                     }
                     for ix in 0..g.w {
                         let (px, qx) = cols.phase(ix);
                         if px == rx {
+                            rows[(iy - r0) * g.w + ix] = done + pixels.len();
                             pixels.push(qy * row_len + qx);
-                            positions.push((iy - r0) * g.w + ix);
                         }
                     }
                 }
                 if pixels.is_empty() {
                     continue;
                 }
-                let taps = rows.taps[ry].len() * cols.taps[rx].len();
+                let taps = rows_axis.taps[ry].len() * cols.taps[rx].len();
                 let panel = &panels[offsets[(group * blocks + b) * phases.len() + p]..];
                 Gemm {
                     slab: &slab.data,
@@ -236,8 +242,10 @@ fn backward_input_f32(
                     pixels: &pixels,
                     init: &[0.0; BLOCK],
                 }
-                .run_into(sums, scratch, &mut outs, &positions);
+                .sums(&mut sums[done * width..][..pixels.len() * width]);
+                done += pixels.len();
             }
+            write_rows(sums, width, &mut outs, &rows);
         });
     });
 }
