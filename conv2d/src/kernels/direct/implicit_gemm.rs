@@ -10,9 +10,9 @@
 //! reduction step outermost, the channels contiguous, a partial vector padded with zeros).
 //! Each task is one panel and a chunk of pixels of a band; it sweeps the reduction in
 //! blocks of whole input channels (at most [`BLOCK_STEPS`] steps, so that the block's
-//! panel stays in L1), carrying the
-//! sums pixel-major between blocks, then writes them into the channel planes. Every output
-//! sums its bias, then its taps in order, whatever the thread count.
+//! panel stays in L1), carrying the sums pixel-major between blocks, then writes them into
+//! the channel planes. Every output sums its bias, then its taps in order, whatever the
+//! thread count.
 
 use super::tiled::{as_f32, as_f32_mut, bands};
 use super::{padded_slab, Scratch};
