@@ -310,15 +310,35 @@ fn pack(g: &Geometry, weight: &[f32], scratch: &Scratch) -> Option<Vec<f32>> {
 fn pack_panel(rows: &[f32], taps: usize, panel: &mut [f32]) {
     let width = panel.len() / taps;
     // Blocks of 16 weight rows (16 streams the prefetcher follows), 16 steps at a time:
-    // one cache line of each row into 16 panel rows.
+    // one cache line of each row into 16 panel rows, transposed in registers when whole.
     for (j0, rows) in (0..width).step_by(16).zip(rows.chunks(16 * taps)) {
         for (k0, dst) in (0..taps).step_by(16).zip(panel.chunks_mut(16 * width)) {
+            if rows.len() == 16 * taps && dst.len() == 16 * width {
+                let mut panel_rows = dst.chunks_exact_mut(width);
+                let outs = std::array::from_fn(|_| {
+                    &mut panel_rows.next().expect("16 panel rows")[j0..j0 + 16]
+                });
+                transpose16(&rows[k0..], taps, outs);
+                continue;
+            }
             for (j, row) in rows.chunks_exact(taps).enumerate() {
                 for (k, &w) in row[k0..].iter().take(16).enumerate() {
                     dst[k * width + j0 + j] = w;
                 }
             }
         }
+    }
+}
+
+/// `outs[j][k] = rows[k * stride + j]` for 16 rows and columns, on AVX-512 (see
+/// [`applies`]).
+fn transpose16(rows: &[f32], stride: usize, outs: [&mut [f32]; 16]) {
+    match isa() {
+        // SAFETY: `isa()` returns a level only if the CPU supports it; the kernel checks
+        // its bounds.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { crate::arch::x86_64::transpose16_f32_avx512(rows, stride, outs) },
+        _ => unreachable!("applies admits AVX-512 only"),
     }
 }
 
