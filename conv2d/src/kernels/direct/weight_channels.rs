@@ -152,12 +152,12 @@ pub(super) fn backward_weight<A: Accumulator>(
             });
             true
         });
-        // Each tile's sums (per tap, CCO channels) into the rows of its channels.
+        // Each tile's sums (per tap, CCO channels) into the rows of its channels, the
+        // channel tiles in parallel.
         let grad_w_g = &mut grad_w[group * cout_g * taps..][..cout_g * taps];
-        for (rows, sums_c) in grad_w_g
-            .chunks_mut(CCO * taps)
-            .zip(sums_g.chunks_exact(tap_tiles * per_tile))
-        {
+        let sums_g = &*sums_g;
+        for_each_chunk(grad_w_g, CCO * taps, |c_tile, rows| {
+            let sums_c = &sums_g[c_tile * tap_tiles * per_tile..][..tap_tiles * per_tile];
             for (t0, tile) in (0..taps).step_by(CTAPS).zip(sums_c.chunks_exact(per_tile)) {
                 for (c, row) in rows.chunks_exact_mut(taps).enumerate() {
                     for (j, w) in row[t0..].iter_mut().take(CTAPS).enumerate() {
@@ -165,7 +165,7 @@ pub(super) fn backward_weight<A: Accumulator>(
                     }
                 }
             }
-        }
+        });
     }
 }
 
