@@ -64,19 +64,19 @@ pub enum Algorithm {
     /// the group's subsampled input planes when strided (or not whole vectors of 16).
     DirectTiled,
     /// The forward pass as an implicit GEMM on `direct`'s padded input rows (split by
-    /// stride phase when strided), vectorised over output channels: register tiles of 6 output pixels by
-    /// up to 64 output channels, each (input channel, tap) a step of the reduction, the
-    /// weights packed per call into panels of 64 channels, the reduction in blocks of
-    /// whole input channels (at most 72 steps). It computes no padding column, so it suits
-    /// dilated maps, where [`Algorithm::DirectTiled`]'s windows compute many, and strided
-    /// ones, with no column buffer. For `f32` on
-    /// CPUs with AVX-512, 16 or more output channels per group; its stride-1 input gradient
-    /// is the same kernel on the flipped weight, and its strided input gradient (a strided
-    /// transposed convolution's forward pass; finite weights, 16 or more input channels per
-    /// group) splits into stride phases: the input-gradient pixels of one phase receive the
-    /// same taps, each from one output-gradient pixel, so each phase is an implicit GEMM
-    /// over the zero-padded output gradient (no zero insertion, no col2im). Everything else
-    /// (weight gradient, other types, CPUs) runs [`Algorithm::DirectTiled`]'s choice.
+    /// stride phase when strided), vectorised over output channels: register tiles of 6
+    /// output pixels by up to 64 output channels, each (input channel, tap) a step of the
+    /// reduction, the weights packed per call into panels of 64 channels, the reduction in
+    /// blocks of whole input channels (at most 72 steps). It computes no padding column, so
+    /// it suits dilated maps, where [`Algorithm::DirectTiled`]'s windows compute many, and
+    /// strided ones, with no column buffer. For `f32` on CPUs with AVX-512, 16 or more
+    /// output channels per group; its stride-1 input gradient is the same kernel on the
+    /// flipped weight, and its strided input gradient (a strided transposed convolution's
+    /// forward pass; finite weights, 16 or more input channels per group, at most 64
+    /// phases) splits into stride phases: the input-gradient pixels of one phase receive
+    /// the same taps, each from one output-gradient pixel, so each phase is an implicit
+    /// GEMM over the zero-padded output gradient (no zero insertion, no col2im). Everything
+    /// else (weight gradient, other types, CPUs) runs [`Algorithm::DirectTiled`]'s choice.
     /// Scratch: the packed weights (the weight's size, channels rounded up to 16), the
     /// group's padded input rows (as `direct-tiled`; the padded output gradient for the
     /// phases) and per worker the sums of a task's pixels by 64 channels.

@@ -61,10 +61,21 @@ impl Axis {
     fn phase(&self, i: usize) -> (usize, usize) {
         ((i + self.pad) % self.stride, (i + self.pad) / self.stride)
     }
+
+    /// The pixels of `range` in phase `r`, every `stride`-th from the first.
+    fn in_phase(&self, r: usize, range: std::ops::Range<usize>) -> impl Iterator<Item = usize> {
+        let s = self.stride;
+        let first = range.start + (r + s - (range.start + self.pad) % s) % s;
+        (first..range.end).step_by(s)
+    }
 }
 
+/// Phases (the product of the strides) at most: each is a GEMM with its own panels.
+const MAX_PHASES: usize = 64;
+
 /// Whether the phase split computes this shape's input gradient in `A`: `f32` on AVX-512,
-/// a stride above 1, 16 or more input channels per group (the GEMM's width), every
+/// a stride above 1 (at most [`MAX_PHASES`] phases), 16 or more input channels per group
+/// (the GEMM's width), every
 /// dimension non-empty, and a padded output gradient at most a few times the planes' size.
 pub(crate) fn applies<A: Accumulator>(g: &Geometry) -> bool {
     let planes =
@@ -76,6 +87,7 @@ pub(crate) fn applies<A: Accumulator>(g: &Geometry) -> bool {
     as_f32::<A>(&[]).is_some()
         && isa() == Isa::Avx512
         && (g.stride.h > 1 || g.stride.w > 1)
+        && g.stride.h.saturating_mul(g.stride.w) <= MAX_PHASES
         && g.cin_per_group() >= 16
         && g.h > 0
         && g.w > 0
@@ -215,17 +227,11 @@ fn backward_input_f32(
             for (p, &(ry, rx)) in phases.iter().enumerate() {
                 // The band's pixels in this phase: their origins in the slab.
                 let mut pixels = Vec::new();
-                for iy in r0..r0 + band_rows {
-                    let (py, qy) = rows_axis.phase(iy);
-                    if py != ry {
-                        continue;
-                    }
-                    for ix in 0..g.w {
-                        let (px, qx) = cols.phase(ix);
-                        if px == rx {
-                            rows[(iy - r0) * g.w + ix] = done + pixels.len();
-                            pixels.push(qy * row_len + qx);
-                        }
+                for iy in rows_axis.in_phase(ry, r0..r0 + band_rows) {
+                    let qy = rows_axis.phase(iy).1;
+                    for ix in cols.in_phase(rx, 0..g.w) {
+                        rows[(iy - r0) * g.w + ix] = done + pixels.len();
+                        pixels.push(qy * row_len + cols.phase(ix).1);
                     }
                 }
                 if pixels.is_empty() {
