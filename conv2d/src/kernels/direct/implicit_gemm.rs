@@ -15,7 +15,7 @@
 //! thread count.
 
 use super::tiled::{as_f32, as_f32_mut, bands};
-use super::{padded_slab, Scratch};
+use super::{block_tasks, padded_slab, Scratch};
 use crate::element::Accumulator;
 use crate::error::try_reserve;
 use crate::geometry::Geometry;
@@ -172,21 +172,13 @@ fn forward_f32(
                 .div_ceil(TASKS.div_ceil(blocks))
                 .max(MIN_CHUNK)
                 .next_multiple_of(TILE_PIXELS);
-            let mut channel_planes = group_out
+            let planes = group_out
                 .chunks_exact_mut(plane)
                 .map(|p| p[oy0 * g.ow..][..rows * g.ow].chunks_mut(chunk));
-            let mut tasks = Vec::new();
-            for b in 0..blocks {
-                let count = BLOCK.min(cout_g - b * BLOCK);
-                let mut planes: Vec<_> = channel_planes.by_ref().take(count).collect();
-                for c0 in (0..pixels.len()).step_by(chunk) {
-                    let outs: Vec<&mut [f32]> =
-                        planes.iter_mut().flat_map(Iterator::next).collect();
-                    tasks.push((b, c0, outs));
-                }
-            }
+            let tasks = block_tasks(planes, BLOCK);
             // Each worker keeps its buffer of sums from task to task.
-            for_each_item_init(tasks, Vec::new, |sums, (b, c0, mut outs)| {
+            for_each_item_init(tasks, Vec::new, |sums, (b, c, mut outs)| {
+                let c0 = c * chunk;
                 let width = outs.len().next_multiple_of(16);
                 let co0 = group * cout_g + b * BLOCK;
                 let mut init = [0.0; BLOCK];

@@ -176,6 +176,27 @@ pub(crate) fn forward<A: Accumulator>(
     });
 }
 
+/// Tasks over channel planes cut into the same chunks: for each block of `per_block`
+/// planes (the last may be short) and each chunk, `(block, chunk, that chunk of every
+/// plane of the block)`, block after block.
+fn block_tasks<'a, T: 'a>(
+    planes: impl Iterator<Item = std::slice::ChunksMut<'a, T>>,
+    per_block: usize,
+) -> Vec<(usize, usize, Vec<&'a mut [T]>)> {
+    let mut planes: Vec<_> = planes.collect();
+    let mut tasks = Vec::new();
+    for (b, block) in planes.chunks_mut(per_block).enumerate() {
+        for chunk in 0.. {
+            let outs: Vec<&mut [T]> = block.iter_mut().flat_map(Iterator::next).collect();
+            if outs.is_empty() {
+                break;
+            }
+            tasks.push((b, chunk, outs));
+        }
+    }
+    tasks
+}
+
 /// The input rows output rows `oy0..oy0+rows` read, of every plane of `x`, zero-padded on
 /// every side and split into column phases; `None` if its buffer cannot be allocated.
 fn padded_slab<A: Accumulator>(

@@ -13,7 +13,7 @@
 
 use super::implicit_gemm::{grown, write_rows, Gemm, BLOCK};
 use super::tiled::{as_f32, as_f32_mut};
-use super::{padded_slab, Scratch};
+use super::{block_tasks, padded_slab, Scratch};
 use crate::element::Accumulator;
 use crate::geometry::Geometry;
 use crate::isa::{isa, Isa};
@@ -203,19 +203,12 @@ fn backward_input_f32(
         let Some(slab) = padded_slab(&slab_geometry, x, 0, g.oh, 0, scratch) else {
             return;
         };
-        let mut tasks = Vec::new();
-        let mut planes = group_in
+        let planes = group_in
             .chunks_exact_mut(in_plane)
             .map(|p| p.chunks_mut(band * g.w));
-        for b in 0..blocks {
-            let count = BLOCK.min(cin_g - b * BLOCK);
-            let mut block: Vec<_> = planes.by_ref().take(count).collect();
-            for r0 in (0..g.h).step_by(band) {
-                let outs: Vec<&mut [f32]> = block.iter_mut().flat_map(Iterator::next).collect();
-                tasks.push((b, r0, outs));
-            }
-        }
-        for_each_item_init(tasks, Vec::new, |sums, (b, r0, mut outs)| {
+        let tasks = block_tasks(planes, BLOCK);
+        for_each_item_init(tasks, Vec::new, |sums, (b, chunk, mut outs)| {
+            let r0 = chunk * band;
             let width = outs.len().next_multiple_of(16);
             let band_rows = outs[0].len() / g.w;
             let Some(sums) = grown(sums, band_rows * g.w * width, scratch) else {

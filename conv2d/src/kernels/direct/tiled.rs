@@ -13,7 +13,7 @@
 
 use std::any::TypeId;
 
-use super::{padded_slab, pointwise, Scratch, LANES};
+use super::{block_tasks, padded_slab, pointwise, Scratch, LANES};
 use crate::element::Accumulator;
 use crate::geometry::Geometry;
 use crate::isa::{isa, Isa};
@@ -129,18 +129,11 @@ pub(crate) fn forward<A: Accumulator>(
             // whole by one task, in the same order).
             let tiles = cout_g.div_ceil(CO);
             let row_chunk = rows.div_ceil(TASKS.div_ceil(tiles).min(rows));
-            let mut tasks = Vec::new();
-            for (tile, tile_out) in group_out.chunks_mut(CO * plane).enumerate() {
-                let mut planes: Vec<_> = tile_out
-                    .chunks_exact_mut(plane)
-                    .map(|p| p[oy0 * g.ow..][..rows * g.ow].chunks_mut(row_chunk * g.ow))
-                    .collect();
-                for r0 in (0..rows).step_by(row_chunk) {
-                    let outs: Vec<&mut [A]> = planes.iter_mut().flat_map(Iterator::next).collect();
-                    tasks.push((tile, r0, outs));
-                }
-            }
-            for_each_item(tasks, |(tile, r0, outs)| {
+            let planes = group_out
+                .chunks_exact_mut(plane)
+                .map(|p| p[oy0 * g.ow..][..rows * g.ow].chunks_mut(row_chunk * g.ow));
+            for_each_item(block_tasks(planes, CO), |(tile, chunk, outs)| {
+                let r0 = chunk * row_chunk;
                 let co0 = group * cout_g + tile * CO;
                 let count = outs.len();
                 let chunk_rows = outs[0].len() / g.ow;
