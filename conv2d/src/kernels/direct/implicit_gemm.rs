@@ -97,7 +97,7 @@ pub(crate) fn applies<A: Accumulator>(g: &Geometry) -> bool {
 ///   more input channels per group and 144 or more output pixels. Over
 ///   `conv2d-bench/sweeps/implicit_gemm.json` (one thread, two runs) it ran those
 ///   1.02-1.25x as fast as `direct-tiled` (1.3-2.2x at dilations 6 to 18); dilated layers
-///   of 64-128 channels 0.89-1.13x, and every undilated layer 0.67-0.98x: packing the
+///   of 64-128 channels 0.89-1.13x, and every undilated layer 0.65-0.98x: packing the
 ///   weights per call costs more than the padding columns it saves there;
 /// - strided kernels with 2048 or more output pixels in all: over
 ///   `conv2d-bench/sweeps/strided.json` 1.19-1.47x as fast as `im2col-gemm` (1 and 2

@@ -107,8 +107,10 @@ pub(crate) fn applies<A: Accumulator>(g: &Geometry) -> bool {
 /// channels per group and 2048 or more input pixels in all (the weights are packed per
 /// call; the more pixels, the less that costs). Over `conv2d-bench/sweeps/transposed.json`
 /// it ran those 1.09-1.40x as fast as `im2col-gemm` (1 and 2 threads); with 1024 pixels
-/// 0.94-1.05x, with fewer 0.2-0.8x (a 4x4 map of 1024 channels spends its time packing),
-/// and kernels no larger than the stride (U-Net's 2x2) 0.5-1.06x.
+/// 0.94-1.05x; with fewer 0.2-0.99x on five single-image layers (a 4x4 map of 1024
+/// channels spends its time packing) but 1.02-1.30x on two (eight 8x8 images, an 8x8
+/// stride-4 kernel), left out by this rule too; kernels no larger than the stride (U-Net's
+/// 2x2) 0.5-1.06x.
 pub(crate) fn wins(g: &Geometry) -> bool {
     (g.stride.h > 1 || g.stride.w > 1)
         && g.kh.saturating_mul(g.kw) > g.stride.h.saturating_mul(g.stride.w)
