@@ -52,16 +52,17 @@ pub enum Algorithm {
     /// input rows (each tap a shifted window of them), summed with fused multiply-adds in
     /// blocks of 16 input channels; a pointwise one (1x1, unpadded, any stride) as a GEMM
     /// of the same tiles over the input planes as they are (strided ones subsampled
-    /// first), in blocks of 64 input channels: for `f32`, `f16` and `bf16` (which sum in `f32`) on
-    /// CPUs with AVX2 or AVX-512; its stride-1 input gradient is the same kernel on the
-    /// flipped weight, and its stride-1 weight gradient (for a finite input) tiles of 4
-    /// output channels by 6 taps of dot products over the same padded rows, or, with 64 or
-    /// more output channels per group and 512 or more taps, tiles of 64 output channels
-    /// (vectors, the output gradient transposed) by 6 taps (broadcast). Every other
-    /// pass, type, shape or CPU runs what the shape would be given without it
-    /// ([`Algorithm::Direct`] or [`Algorithm::Im2colGemm`]). Scratch: the group's padded input rows (at most 1 Mi
-    /// elements per band) and per task a 6-channel output block of the band; pointwise,
-    /// the group's subsampled input planes when strided (or not whole vectors of 16).
+    /// first), in blocks of 64 input channels: for `f32`, `f16` and `bf16` (which sum in
+    /// `f32`) and `f64` on CPUs with AVX2 or AVX-512; its stride-1 input gradient is the
+    /// same kernel on the flipped weight, and its stride-1 weight gradient (`f32`, `f16`,
+    /// `bf16`; for a finite input) tiles of 4 output channels by 6 taps of dot products
+    /// over the same padded rows, or, with 64 or more output channels per group and 512 or
+    /// more taps, tiles of 64 output channels (vectors, the output gradient transposed) by
+    /// 6 taps (broadcast). Every other pass, type, shape or CPU runs what the shape would
+    /// be given without it ([`Algorithm::Direct`] or [`Algorithm::Im2colGemm`]). Scratch:
+    /// the group's padded input rows (at most 1 Mi elements per band) and per task a
+    /// 6-channel output block of the band; pointwise, the group's subsampled input planes
+    /// when strided (or not whole vectors of 16).
     DirectTiled,
     /// The forward pass as an implicit GEMM on `direct`'s padded input rows (split by
     /// stride phase when strided), vectorised over output channels: register tiles of 6

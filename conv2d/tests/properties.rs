@@ -476,11 +476,13 @@ proptest! {
     #[test]
     fn direct_tiles_match_reference(p in tile_problems()) {
         every_algorithm_matches_reference::<f32>(&p).map_err(TestCaseError::fail)?;
+        every_algorithm_matches_reference::<f64>(&p).map_err(TestCaseError::fail)?;
     }
 
     #[test]
     fn pointwise_tiles_match_reference(p in pointwise_problems()) {
         every_algorithm_matches_reference::<f32>(&p).map_err(TestCaseError::fail)?;
+        every_algorithm_matches_reference::<f64>(&p).map_err(TestCaseError::fail)?;
     }
 
     #[test]

@@ -7,9 +7,120 @@ use std::arch::x86_64::*;
 
 use crate::kernels::direct::{
     self, Band, BandRows, ChannelWeightTile, PixelTile, Tile, WeightJob, WeightRows, WeightTile,
-    CCO, CO, CTAPS, PIXELS, TILE_PIXELS, WCO, WTAPS,
+    CCO, CO, CTAPS, TILE_PIXELS, WCO, WTAPS,
 };
 use crate::kernels::rows::generic;
+
+/// One vector register of `Elem`s, for kernels written once for `f32` and `f64`: unaligned
+/// loads and stores, a broadcast, a fused multiply-add (each needs its instruction set).
+pub(crate) trait Register: Copy {
+    type Elem: Copy;
+    /// Elements per register.
+    const LANES: usize;
+    /// # Safety
+    /// The CPU must support the register's instructions; `p` points to `LANES` elements.
+    unsafe fn load(p: *const Self::Elem) -> Self;
+    /// # Safety
+    /// The CPU must support the register's instructions.
+    unsafe fn splat(v: Self::Elem) -> Self;
+    /// `a * b + c`, rounded once.
+    ///
+    /// # Safety
+    /// The CPU must support the register's instructions.
+    unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self;
+    /// # Safety
+    /// The CPU must support the register's instructions; `p` points to `LANES` elements.
+    unsafe fn store(p: *mut Self::Elem, v: Self);
+}
+
+macro_rules! register {
+    ($reg:ty, $elem:ty, $lanes:literal, $features:literal,
+     $load:ident, $splat:ident, $fmadd:ident, $store:ident) => {
+        impl Register for $reg {
+            type Elem = $elem;
+            const LANES: usize = $lanes;
+            #[target_feature(enable = $features)]
+            #[inline]
+            unsafe fn load(p: *const $elem) -> Self {
+                // SAFETY: `p` points to `LANES` elements (the caller's contract).
+                unsafe { $load(p) }
+            }
+            #[target_feature(enable = $features)]
+            #[inline]
+            unsafe fn splat(v: $elem) -> Self {
+                $splat(v)
+            }
+            #[target_feature(enable = $features)]
+            #[inline]
+            unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self {
+                $fmadd(a, b, c)
+            }
+            #[target_feature(enable = $features)]
+            #[inline]
+            unsafe fn store(p: *mut $elem, v: Self) {
+                // SAFETY: `p` points to `LANES` elements (the caller's contract).
+                unsafe { $store(p, v) }
+            }
+        }
+    };
+}
+
+register!(
+    __m512,
+    f32,
+    16,
+    "avx512f",
+    _mm512_loadu_ps,
+    _mm512_set1_ps,
+    _mm512_fmadd_ps,
+    _mm512_storeu_ps
+);
+register!(
+    __m512d,
+    f64,
+    8,
+    "avx512f",
+    _mm512_loadu_pd,
+    _mm512_set1_pd,
+    _mm512_fmadd_pd,
+    _mm512_storeu_pd
+);
+register!(
+    __m256,
+    f32,
+    8,
+    "avx2,fma",
+    _mm256_loadu_ps,
+    _mm256_set1_ps,
+    _mm256_fmadd_ps,
+    _mm256_storeu_ps
+);
+register!(
+    __m256d,
+    f64,
+    4,
+    "avx2,fma",
+    _mm256_loadu_pd,
+    _mm256_set1_pd,
+    _mm256_fmadd_pd,
+    _mm256_storeu_pd
+);
+
+/// An element type with tile kernels: its AVX-512 and AVX2 registers.
+pub(crate) trait TileElement: Copy {
+    type Zmm: Register<Elem = Self>;
+    type Ymm: Register<Elem = Self>;
+}
+
+impl TileElement for f32 {
+    type Zmm = __m512;
+    type Ymm = __m256;
+}
+
+impl TileElement for f64 {
+    type Zmm = __m512d;
+    type Ymm = __m256d;
+}
 
 macro_rules! stamp {
     ($features:literal, $axpy_strided:ident, $axpy_scattered:ident, $dot_conj:ident) => {
@@ -101,79 +212,34 @@ pub(crate) unsafe fn direct_weight_avx512<A: Accumulator>(job: &mut WeightJob<'_
     direct::weight(job)
 }
 
-/// The direct tile kernel for `f32` with AVX-512: per run of [`PIXELS`] outputs, the
-/// [`CO`] x 4 vectors of sums in 24 of the 32 registers, four pixel vectors loaded and each
-/// channel's weight broadcast per tap; a last run of fewer vectors takes as many.
+/// The direct tile kernel for `f32` and `f64` with AVX-512: the whole [`CO`] x 4 vectors
+/// of sums in 24 of the 32 registers, four pixel vectors loaded and each channel's weight
+/// broadcast per tap; a last run of fewer vectors takes as many.
 ///
 /// # Safety
 /// The CPU must support AVX-512 F (the job's bounds are checked by `Tile::pointers`).
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
-pub(crate) unsafe fn direct_tile_f32_avx512(job: &mut Tile<'_, f32>) {
-    const _: () = assert!(PIXELS == 16 * 4);
+pub(crate) unsafe fn direct_tile_avx512<E: TileElement>(job: &mut Tile<'_, E>) {
+    let lanes = E::Zmm::LANES;
     let len = job.len;
-    let full = len / PIXELS * PIXELS;
+    let full = len / (4 * lanes) * (4 * lanes);
     let pointers = job.pointers();
     let job = &*job;
-    for q in (0..full).step_by(PIXELS) {
-        // SAFETY: AVX-512 F is present (this function's contract); `q + 64 <= full <= len`;
-        // `pointers` are the job's, checked.
-        unsafe { tile_avx512::<4>(job, pointers, q) };
+    for q in (0..full).step_by(4 * lanes) {
+        // SAFETY: AVX-512 F is present (this function's contract); `q + 4 * lanes <= full
+        // <= len`; `pointers` are the job's, checked.
+        unsafe { tile::<E::Zmm, 4>(job, pointers, q, 0..CO) };
     }
-    // SAFETY (each arm): as above, with `full + 16 * VECTORS == len`.
-    match (len - full) / 16 {
+    // SAFETY (each arm): as above, with `full + lanes * VECTORS == len` (`len` is a
+    // multiple of 16, hence of `lanes`).
+    match (len - full) / lanes {
         0 => {}
         // SAFETY: see above.
-        1 => unsafe { tile_avx512::<1>(job, pointers, full) },
+        1 => unsafe { tile::<E::Zmm, 1>(job, pointers, full, 0..CO) },
         // SAFETY: see above.
-        2 => unsafe { tile_avx512::<2>(job, pointers, full) },
+        2 => unsafe { tile::<E::Zmm, 2>(job, pointers, full, 0..CO) },
         // SAFETY: see above.
-        _ => unsafe { tile_avx512::<3>(job, pointers, full) },
-    }
-}
-
-/// One run of `VECTORS` vectors of 16 outputs from `q`, for [`direct_tile_f32_avx512`].
-///
-/// # Safety
-/// The CPU must support AVX-512 F; `q + 16 * VECTORS <= job.len`, and `pointers` are the
-/// job's, checked by `Tile::pointers`.
-#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
-#[inline]
-unsafe fn tile_avx512<const VECTORS: usize>(
-    job: &Tile<'_, f32>,
-    (slab, rows, outs): (*const f32, [*const f32; CO], [*mut f32; CO]),
-    q: usize,
-) {
-    let mut acc = [[_mm512_setzero_ps(); VECTORS]; CO];
-    for (c, acc_c) in acc.iter_mut().enumerate() {
-        for (v, a) in acc_c.iter_mut().enumerate() {
-            *a = if job.resume {
-                // SAFETY: inside channel `c`'s sums, as for the stores below.
-                unsafe { _mm512_loadu_ps(outs[c].add(q + 16 * v)) }
-            } else {
-                _mm512_set1_ps(job.init[c])
-            };
-        }
-    }
-    for (t, &start) in job.starts.iter().enumerate() {
-        // SAFETY: `start + q + 16 * VECTORS <= start + len <= slab.len()`, and every row
-        // holds a weight for tap `t` (`pointers` checked both).
-        unsafe {
-            let x = slab.add(start + q);
-            let xs: [__m512; VECTORS] = std::array::from_fn(|v| _mm512_loadu_ps(x.add(16 * v)));
-            for (c, acc_c) in acc.iter_mut().enumerate() {
-                let wc = _mm512_set1_ps(*rows[c].add(t));
-                for (a, &xv) in acc_c.iter_mut().zip(&xs) {
-                    *a = _mm512_fmadd_ps(wc, xv, *a);
-                }
-            }
-        }
-    }
-    for (c, acc_c) in acc.iter().enumerate() {
-        for (v, &a) in acc_c.iter().enumerate() {
-            // SAFETY: `q + 16 * v + 16 <= len`, and channel `c`'s sums hold `len` values
-            // (`pointers` checked it).
-            unsafe { _mm512_storeu_ps(outs[c].add(q + 16 * v), a) };
-        }
+        _ => unsafe { tile::<E::Zmm, 3>(job, pointers, full, 0..CO) },
     }
 }
 
@@ -305,80 +371,93 @@ pub(crate) unsafe fn transpose16_f32_avx512(rows: &[f32], stride: usize, outs: [
     }
 }
 
-/// The direct tile kernel for `f32` with AVX2 and FMA: the [`CO`] x [`PIXELS`] tile in
-/// sweeps of 3 channels x 4 vectors of 8 pixels (12 of the 16 registers); a last run of
-/// 16 pixels in sweeps of 3 channels x 2 vectors.
+/// The direct tile kernel for `f32` and `f64` with AVX2 and FMA: the [`CO`] channels in
+/// sweeps of 3 channels x 4 vectors (12 of the 16 registers); a last run of fewer vectors
+/// takes as many.
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA (the job's bounds are checked by `Tile::pointers`).
 #[target_feature(enable = "avx2,fma")]
-pub(crate) unsafe fn direct_tile_f32_avx2(job: &mut Tile<'_, f32>) {
+pub(crate) unsafe fn direct_tile_avx2<E: TileElement>(job: &mut Tile<'_, E>) {
     const CH: usize = 3;
     const _: () = assert!(CO.is_multiple_of(CH));
+    let lanes = E::Ymm::LANES;
     let len = job.len;
-    let full = len / 32 * 32;
+    let full = len / (4 * lanes) * (4 * lanes);
     let pointers = job.pointers();
     let job = &*job;
-    for q in (0..full).step_by(32) {
+    for q in (0..full).step_by(4 * lanes) {
         for c0 in (0..CO).step_by(CH) {
-            // SAFETY: AVX2 and FMA are present (this function's contract); `q + 32 <= len`,
-            // `c0 + 3 <= CO`; `pointers` are the job's, checked.
-            unsafe { tile_avx2::<4>(job, pointers, q, c0) };
+            // SAFETY: AVX2 and FMA are present (this function's contract); `q + 4 * lanes
+            // <= len`, `c0 + 3 <= CO`; `pointers` are the job's, checked.
+            unsafe { tile::<E::Ymm, 4>(job, pointers, q, c0..c0 + CH) };
         }
     }
-    if full < len {
-        for c0 in (0..CO).step_by(CH) {
-            // SAFETY: as above, with `full + 16 == len` (`len` is a multiple of 16).
-            unsafe { tile_avx2::<2>(job, pointers, full, c0) };
+    for c0 in (0..CO).step_by(CH) {
+        // SAFETY (each arm): as above, with `full + lanes * VECTORS == len` (`len` is a
+        // multiple of 16, hence of `lanes`).
+        match (len - full) / lanes {
+            0 => {}
+            // SAFETY: see above.
+            1 => unsafe { tile::<E::Ymm, 1>(job, pointers, full, c0..c0 + CH) },
+            // SAFETY: see above.
+            2 => unsafe { tile::<E::Ymm, 2>(job, pointers, full, c0..c0 + CH) },
+            // SAFETY: see above.
+            _ => unsafe { tile::<E::Ymm, 3>(job, pointers, full, c0..c0 + CH) },
         }
     }
 }
 
-/// Channels `c0..c0 + 3` of one run of `VECTORS` vectors of 8 outputs from `q`, for
-/// [`direct_tile_f32_avx2`].
+/// Channels `channels` (at most [`CO`]) of one run of `VECTORS` registers of outputs from
+/// `q`, for [`direct_tile_avx512`] and [`direct_tile_avx2`]: the sums in registers, each
+/// tap's pixel vectors loaded once and each channel's weight broadcast.
 ///
 /// # Safety
-/// The CPU must support AVX2 and FMA; `q + 8 * VECTORS <= job.len`, `c0 + 3 <= CO`, and
-/// `pointers` are the job's, checked by `Tile::pointers`.
-#[target_feature(enable = "avx2,fma")]
-#[inline]
-unsafe fn tile_avx2<const VECTORS: usize>(
-    job: &Tile<'_, f32>,
-    (slab, rows, outs): (*const f32, [*const f32; CO], [*mut f32; CO]),
+/// The CPU must support `R`'s instructions; `q + R::LANES * VECTORS <= job.len`, `channels`
+/// lies in `0..CO`, and `pointers` are the job's, checked by `Tile::pointers`.
+#[inline(always)]
+unsafe fn tile<R: Register, const VECTORS: usize>(
+    job: &Tile<'_, R::Elem>,
+    (slab, rows, outs): (*const R::Elem, [*const R::Elem; CO], [*mut R::Elem; CO]),
     q: usize,
-    c0: usize,
+    channels: std::ops::Range<usize>,
 ) {
-    const CH: usize = 3;
-    let mut acc = [[_mm256_setzero_ps(); VECTORS]; CH];
-    for (c, acc_c) in acc.iter_mut().enumerate() {
+    let lanes = R::LANES;
+    let (c0, count) = (channels.start, channels.len());
+    // SAFETY: `R`'s instructions are present (this function's contract).
+    let first = unsafe { R::splat(job.init[c0]) };
+    let mut acc = [[first; VECTORS]; CO];
+    for (c, acc_c) in acc[..count].iter_mut().enumerate() {
         for (v, a) in acc_c.iter_mut().enumerate() {
-            *a = if job.resume {
-                // SAFETY: inside channel `c0 + c`'s sums, as for the stores below.
-                unsafe { _mm256_loadu_ps(outs[c0 + c].add(q + 8 * v)) }
-            } else {
-                _mm256_set1_ps(job.init[c0 + c])
+            // SAFETY: as above; the load is inside channel `c0 + c`'s sums, as for the
+            // stores below.
+            *a = unsafe {
+                match job.resume {
+                    true => R::load(outs[c0 + c].add(q + lanes * v)),
+                    false => R::splat(job.init[c0 + c]),
+                }
             };
         }
     }
     for (t, &start) in job.starts.iter().enumerate() {
-        // SAFETY: `start + q + 8 * VECTORS <= start + len <= slab.len()`; every row holds a
-        // weight for tap `t` (`pointers` checked both).
+        // SAFETY: `start + q + lanes * VECTORS <= start + len <= slab.len()`, and every
+        // row holds a weight for tap `t` (`pointers` checked both).
         unsafe {
             let x = slab.add(start + q);
-            let xs: [__m256; VECTORS] = std::array::from_fn(|v| _mm256_loadu_ps(x.add(8 * v)));
-            for (c, acc_c) in acc.iter_mut().enumerate() {
-                let wc = _mm256_set1_ps(*rows[c0 + c].add(t));
+            let xs: [R; VECTORS] = std::array::from_fn(|v| R::load(x.add(lanes * v)));
+            for (c, acc_c) in acc[..count].iter_mut().enumerate() {
+                let wc = R::splat(*rows[c0 + c].add(t));
                 for (a, &xv) in acc_c.iter_mut().zip(&xs) {
-                    *a = _mm256_fmadd_ps(wc, xv, *a);
+                    *a = R::fmadd(wc, xv, *a);
                 }
             }
         }
     }
-    for (c, acc_c) in acc.iter().enumerate() {
+    for (c, acc_c) in acc[..count].iter().enumerate() {
         for (v, &a) in acc_c.iter().enumerate() {
-            // SAFETY: `q + 8 * v + 8 <= len`, and channel `c0 + c`'s sums hold `len` values
-            // (`pointers` checked it).
-            unsafe { _mm256_storeu_ps(outs[c0 + c].add(q + 8 * v), a) };
+            // SAFETY: `q + lanes * (v + 1) <= len`, and channel `c0 + c`'s sums hold `len`
+            // values (`pointers` checked it).
+            unsafe { R::store(outs[c0 + c].add(q + lanes * v), a) };
         }
     }
 }

@@ -19,7 +19,7 @@ pub(crate) use implicit_gemm::{
 pub(crate) use pointwise::applies as pointwise;
 pub(crate) use subpixel::{backward_input as backward_input_subpixel, wins as subpixel_wins};
 pub(crate) use tiled::{
-    applies as tiles, forward as tiled_forward, suits as suits_tiles, Tile, CO, PIXELS,
+    applies as tiles, forward as tiled_forward, suits as suits_tiles, Tile, CO,
 };
 pub(crate) use tiled_weight::{backward_weight as backward_weight_tiled, WeightTile, WCO, WTAPS};
 pub(crate) use weight_channels::{ChannelWeightTile, CCO, CTAPS};

@@ -53,7 +53,7 @@ pub(crate) fn suits(g: &Geometry) -> bool {
 
 /// Whether the tiled kernel computes this shape's forward pass in `A`.
 pub(crate) fn applies<A: Accumulator>(g: &Geometry) -> bool {
-    suits(g) && has_kernel::<A>()
+    suits(g) && has_tile_kernel::<A>()
 }
 
 /// One tile sweep: `outs[c][q] = init[c] + sum_t weights[rows[c] + t] * slab[starts[t] + q]`
@@ -192,52 +192,82 @@ pub(crate) fn has_kernel<A: Accumulator>() -> bool {
     TypeId::of::<A>() == TypeId::of::<f32>() && matches!(isa(), Isa::Avx2 | Isa::Avx512)
 }
 
-/// `values` as `f32`, for the tile kernels; `None` if `A` is another type.
-pub(crate) fn as_f32<A: Accumulator>(values: &[A]) -> Option<&[f32]> {
-    // SAFETY: `A` is `f32` (same `TypeId`): the same slice, re-typed (same layout, length
+/// Whether [`run`]'s forward tile kernel exists for `A` on this CPU: `f32` and `f64` with
+/// AVX2 or AVX-512 (the gradient tiles are `f32` only, see [`has_kernel`]).
+fn has_tile_kernel<A: Accumulator>() -> bool {
+    has_kernel::<A>() || TypeId::of::<A>() == TypeId::of::<f64>() && has_kernel::<f32>()
+}
+
+/// `values` as `B`; `None` if `A` is another type.
+fn as_type<A: 'static, B: 'static>(values: &[A]) -> Option<&[B]> {
+    // SAFETY: `A` is `B` (same `TypeId`): the same slice, re-typed (same layout, length
     // and lifetime).
-    (TypeId::of::<A>() == TypeId::of::<f32>())
+    (TypeId::of::<A>() == TypeId::of::<B>())
         .then(|| unsafe { std::slice::from_raw_parts(values.as_ptr().cast(), values.len()) })
 }
 
-/// As [`as_f32`], mutably.
-pub(crate) fn as_f32_mut<A: Accumulator>(values: &mut [A]) -> Option<&mut [f32]> {
-    // SAFETY: as in `as_f32`; the borrow of `values` is moved into the result.
-    (TypeId::of::<A>() == TypeId::of::<f32>()).then(|| unsafe {
+/// As [`as_type`], mutably.
+fn as_type_mut<A: 'static, B: 'static>(values: &mut [A]) -> Option<&mut [B]> {
+    // SAFETY: as in `as_type`; the borrow of `values` is moved into the result.
+    (TypeId::of::<A>() == TypeId::of::<B>()).then(|| unsafe {
         std::slice::from_raw_parts_mut(values.as_mut_ptr().cast(), values.len())
     })
 }
 
-/// Runs a tile sweep with the vector kernel for `A` (see [`has_kernel`]).
+/// `values` as `f32`, for the `f32` kernels; `None` if `A` is another type.
+pub(crate) fn as_f32<A: Accumulator>(values: &[A]) -> Option<&[f32]> {
+    as_type(values)
+}
+
+/// As [`as_f32`], mutably.
+pub(crate) fn as_f32_mut<A: Accumulator>(values: &mut [A]) -> Option<&mut [f32]> {
+    as_type_mut(values)
+}
+
+#[cfg(target_arch = "x86_64")]
+impl<A: 'static + Copy> Tile<'_, A> {
+    /// The same sweep over `B`; `None` if `A` is another type.
+    fn retyped<B: 'static + Copy>(&mut self) -> Option<Tile<'_, B>> {
+        Some(Tile {
+            slab: as_type(self.slab)?,
+            starts: self.starts,
+            weights: as_type(self.weights)?,
+            rows: self.rows,
+            init: as_type(&self.init)?.try_into().ok()?,
+            resume: self.resume,
+            outs: self
+                .outs
+                .each_mut()
+                .map(|o| as_type_mut(o).expect("the outputs' type is the slab's")),
+            len: self.len,
+        })
+    }
+}
+
+/// Runs a tile sweep with the vector kernel for `A` (see [`has_tile_kernel`]).
 pub(super) fn run<A: Accumulator>(job: &mut Tile<'_, A>) {
-    let (Some(slab), Some(weights), Some(init)) =
-        (as_f32(job.slab), as_f32(job.weights), as_f32(&job.init))
-    else {
-        unreachable!("callers check has_kernel, which admits f32 only");
-    };
-    let outs = job
-        .outs
-        .each_mut()
-        .map(|o| as_f32_mut(o).unwrap_or_else(|| unreachable!("has_kernel admits f32 only")));
-    let mut f32_job = Tile {
-        slab,
-        starts: job.starts,
-        weights,
-        rows: job.rows,
-        init: init.try_into().expect("CO values"),
-        resume: job.resume,
-        outs,
-        len: job.len,
-    };
-    let job = &mut f32_job;
+    #[cfg(target_arch = "x86_64")]
+    {
+        if let Some(mut job) = job.retyped::<f32>() {
+            return sweep(&mut job);
+        }
+        if let Some(mut job) = job.retyped::<f64>() {
+            return sweep(&mut job);
+        }
+    }
+    unreachable!("callers check has_tile_kernel, which admits f32 and f64 only");
+}
+
+/// Runs a tile sweep with the vector kernel for this CPU.
+#[cfg(target_arch = "x86_64")]
+fn sweep<E: crate::arch::x86_64::TileElement>(job: &mut Tile<'_, E>) {
+    use crate::arch::x86_64::{direct_tile_avx2, direct_tile_avx512};
     match isa() {
-        // SAFETY: `isa()` returns a level only if the CPU supports it; `forward` builds
+        // SAFETY: `isa()` returns a level only if the CPU supports it; the callers build
         // the job to `Tile`'s bounds.
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { crate::arch::x86_64::direct_tile_f32_avx512(job) },
+        Isa::Avx512 => unsafe { direct_tile_avx512(job) },
         // SAFETY: as above.
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { crate::arch::x86_64::direct_tile_f32_avx2(job) },
-        _ => unreachable!("has_kernel admits AVX2 and AVX-512 only"),
+        Isa::Avx2 => unsafe { direct_tile_avx2(job) },
+        _ => unreachable!("has_tile_kernel admits AVX2 and AVX-512 only"),
     }
 }
