@@ -338,7 +338,7 @@ fn widen_bf16(values: &[bf16], wide: &mut Vec<f32>) {
 
 /// `out[i] = bf16(wide[i])`, rounded to nearest even as `bf16::from_f32` (NaN stays NaN,
 /// quiet, with its sign and high payload bits).
-fn narrow_bf16(wide: &[f32], out: &mut [bf16]) {
+pub(crate) fn narrow_bf16(wide: &[f32], out: &mut [bf16]) {
     for (o, w) in out.iter_mut().zip(wide) {
         let bits = w.to_bits();
         // Wrapping only for NaNs near `u32::MAX`, whose sum is not used.

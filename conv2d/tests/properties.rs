@@ -99,6 +99,13 @@ fn subpixel_problems() -> impl Strategy<Value = Problem> {
     shaped_problems(16..81, 1..20, 1..14, 2..4)
 }
 
+/// Stride-1 shapes with 16-80 input and output channels per group: on CPUs with AMX, the
+/// `bf16` forward pass's tiles (partial blocks of 32 channels, short last pixel runs,
+/// dilated and padded windows).
+fn amx_problems() -> impl Strategy<Value = Problem> {
+    shaped_problems(16..81, 16..81, 1..20, 1..2)
+}
+
 /// Random problems with `cin_g` input and `cout_g` output channels per group, maps of
 /// `map` pixels a side and strides in `strides`, kernels up to 3x3, dilations up to 2,
 /// paddings up to 2.
@@ -462,6 +469,11 @@ proptest! {
     #[test]
     fn implicit_gemm_matches_reference(p in implicit_problems()) {
         every_algorithm_matches_reference::<f32>(&p).map_err(TestCaseError::fail)?;
+    }
+
+    #[test]
+    fn bf16_tiles_match_reference(p in amx_problems()) {
+        every_algorithm_matches_reference::<bf16>(&p).map_err(TestCaseError::fail)?;
     }
 
     #[test]

@@ -27,8 +27,10 @@ pub(crate) use backward_bias::backward_bias;
 
 use std::sync::OnceLock;
 
+use half::bf16;
+
 use crate::algorithm::Algorithm;
-use crate::element::Accumulator;
+use crate::element::{Accumulator, Element};
 use crate::error::{try_filled, ConvError, Result};
 use crate::geometry::Geometry;
 use crate::threading::for_each_chunk;
@@ -99,6 +101,38 @@ pub(crate) fn forward<A: Accumulator>(
         Algorithm::Im2colGemm => im2col_gemm::forward(g, input, weight, bias, out, &scratch),
     }
     scratch.finish()
+}
+
+/// The `bf16` forward pass on the CPU's AMX tiles, where `algorithm` is a tiled one and the
+/// tiles apply to the shape and the operands (see `direct::amx`), overwriting `out`; `None`
+/// (nothing written) elsewhere: other types, shapes, CPUs, or subnormal operands.
+pub(crate) fn forward_bf16<T: Element>(
+    algorithm: Algorithm,
+    g: &Geometry,
+    input: &[T],
+    weight: &[T],
+    bias: Option<&[T]>,
+    out: &mut [T],
+) -> Option<Result<()>> {
+    let (input, weight) = (
+        direct::as_type::<T, bf16>(input)?,
+        direct::as_type::<T, bf16>(weight)?,
+    );
+    let bias = bias.map(direct::as_type::<T, bf16>);
+    let operands = [Some(input), Some(weight), bias.flatten()];
+    let tiled = matches!(algorithm, Algorithm::DirectTiled | Algorithm::ImplicitGemm);
+    if !tiled
+        || bias == Some(None)
+        || input.is_empty()
+        || !direct::amx::applies(g)
+        || !direct::amx::operands_suit(&operands.into_iter().flatten().collect::<Vec<_>>())
+    {
+        return None;
+    }
+    let out = direct::as_type_mut::<T, bf16>(out)?;
+    let scratch = Scratch::new();
+    direct::amx::forward(g, input, weight, bias.flatten(), out, &scratch);
+    Some(scratch.finish())
 }
 
 /// The input gradient by `algorithm`, overwriting every element of `grad_in`; callers pass

@@ -293,6 +293,12 @@ impl Conv2dPlan {
         check_len("weight", weight.len(), g.weight_shape())?;
         check_bias(bias.map(<[T]>::len), g.cout, g.weight_shape())?;
         check_len("output", out.len(), g.output_shape())?;
+        if self.border.is_none() {
+            let tiles = || kernels::forward_bf16(self.algorithm, g, input, weight, bias, out);
+            if let Some(done) = install(g.work(), tiles) {
+                return done;
+            }
+        }
         let x = self.padded_input(input)?;
         let w = prepared_weight(weight, false)?;
         let b = bias.map(operand).transpose()?;

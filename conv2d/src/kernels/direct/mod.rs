@@ -5,6 +5,8 @@
 //! against the same slabs; the stride-1 input gradient is a forward pass on the flipped
 //! weight.
 
+#[allow(unsafe_code)] // dispatch to the AMX kernel in `crate::arch::amx`
+pub(crate) mod amx;
 mod implicit_gemm;
 mod pointwise;
 mod subpixel;
@@ -12,6 +14,7 @@ mod tiled;
 mod tiled_weight;
 mod weight_channels;
 
+pub(crate) use amx::AmxJob;
 pub(crate) use implicit_gemm::{
     applies as implicit_gemm, forward as implicit_forward, wins as implicit_gemm_wins, PixelTile,
     TILE_PIXELS,
@@ -19,7 +22,8 @@ pub(crate) use implicit_gemm::{
 pub(crate) use pointwise::applies as pointwise;
 pub(crate) use subpixel::{backward_input as backward_input_subpixel, wins as subpixel_wins};
 pub(crate) use tiled::{
-    applies as tiles, forward as tiled_forward, suits as suits_tiles, Tile, CO,
+    applies as tiles, as_type, as_type_mut, forward as tiled_forward, suits as suits_tiles, Tile,
+    CO,
 };
 pub(crate) use tiled_weight::{backward_weight as backward_weight_tiled, WeightTile, WCO, WTAPS};
 pub(crate) use weight_channels::{ChannelWeightTile, CCO, CTAPS};

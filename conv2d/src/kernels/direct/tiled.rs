@@ -199,7 +199,7 @@ fn has_tile_kernel<A: Accumulator>() -> bool {
 }
 
 /// `values` as `B`; `None` if `A` is another type.
-fn as_type<A: 'static, B: 'static>(values: &[A]) -> Option<&[B]> {
+pub(crate) fn as_type<A: 'static, B: 'static>(values: &[A]) -> Option<&[B]> {
     // SAFETY: `A` is `B` (same `TypeId`): the same slice, re-typed (same layout, length
     // and lifetime).
     (TypeId::of::<A>() == TypeId::of::<B>())
@@ -207,7 +207,7 @@ fn as_type<A: 'static, B: 'static>(values: &[A]) -> Option<&[B]> {
 }
 
 /// As [`as_type`], mutably.
-fn as_type_mut<A: 'static, B: 'static>(values: &mut [A]) -> Option<&mut [B]> {
+pub(crate) fn as_type_mut<A: 'static, B: 'static>(values: &mut [A]) -> Option<&mut [B]> {
     // SAFETY: as in `as_type`; the borrow of `values` is moved into the result.
     (TypeId::of::<A>() == TypeId::of::<B>()).then(|| unsafe {
         std::slice::from_raw_parts_mut(values.as_mut_ptr().cast(), values.len())

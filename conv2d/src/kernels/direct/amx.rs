@@ -1,0 +1,265 @@
+//! The `bf16` forward pass of a stride-1 convolution on AMX tiles: the same shifted-window
+//! scheme as [`tiled`](super::tiled), with `bf16` products summed exactly into `f32` by
+//! the CPU's matrix unit instead of widening every operand to `f32` first.
+//!
+//! The group's input is zero-padded into a slab of channel pairs (each pixel's two
+//! channels side by side, the layout `tdpbf16ps` reads); with stride 1, every tap of output
+//! pixel `q = r * row_len + x` reads pixel `start + q` of each pair, so 16 consecutive
+//! pixels of 16 consecutive pairs are one tile of 16 rows (one per pair) of 64 bytes. The
+//! weights are packed per call into rows of 32 input channels per tap and output channel.
+//! Tasks are 32 output channels by a run of output rows; their sums (bias first, then tap
+//! after tap, 32 input channels at a time) are rounded once to `bf16`.
+//!
+//! The tiles treat subnormal `bf16` operands as zero and flush subnormal `f32` sums, so
+//! [`applies`] leaves subnormal operands to the widened `f32` path (unless the flush is
+//! on, which reads them as zero anyway), and a result below `f32::MIN_POSITIVE` in
+//! magnitude comes out as zero here: as PyTorch's own AMX kernels do.
+
+use half::{bf16, slice::HalfFloatSliceExt};
+
+use super::{block_tasks, fits, Scratch};
+use crate::denormal::flush_denormal;
+use crate::element::narrow_bf16;
+use crate::geometry::{checked_product, Geometry};
+use crate::isa::{isa, Isa};
+use crate::threading::{for_each_chunk, for_each_item};
+
+/// Output channels per task (two tiles of 16) and input channels per reduction step (a
+/// tile row of 64 bytes of `bf16`).
+const CHANNELS: usize = 32;
+/// Tasks an image and group is split into at least, where its rows allow (a constant, not
+/// the thread count, so that the split never depends on it).
+const TASKS: usize = 16;
+
+/// One task's sweep for `crate::arch::amx::bf16_tiles`: `sums[c][p] = bias[co0 + c] +
+/// sum over taps and input channels of weight * slab pixel `q0 + p + tap``, for 32
+/// channels `c` and `p < len` (a multiple of 32).
+pub(crate) struct AmxJob<'a> {
+    /// Per pair of input channels, `pair_plane` pixels of two `bf16` values.
+    pub slab: &'a [u16],
+    pub pair_plane: usize,
+    /// Per tap and output channel (`co_pad` of them), `cin_pad` weights.
+    pub weights: &'a [u16],
+    pub cin_pad: usize,
+    pub co_pad: usize,
+    /// Each tap's pixel offset in a pair plane.
+    pub taps: &'a [usize],
+    /// The task's first output channel (within the group).
+    pub co0: usize,
+    /// Per output channel, its bias 16 times (one tile row).
+    pub bias: &'a [f32],
+    /// 32 rows of `len` sums.
+    pub sums: &'a mut [f32],
+    pub q0: usize,
+    pub len: usize,
+}
+
+impl AmxJob<'_> {
+    /// The slab, weight, bias and sums pointers of the kernel, after checking every bound it
+    /// relies on. Panics (a bug, not a user error) if one fails.
+    pub(crate) fn pointers(&mut self) -> (*const u16, *const u16, *const f32, *mut f32) {
+        let (len, cin_pad) = (self.len, self.cin_pad);
+        assert!(len.is_multiple_of(CHANNELS) && self.sums.len() >= CHANNELS * len);
+        assert!(cin_pad.is_multiple_of(CHANNELS) && cin_pad > 0);
+        assert!(self.co0 + CHANNELS <= self.co_pad && self.bias.len() >= self.co_pad * 16);
+        assert!(self.weights.len() >= self.taps.len() * self.co_pad * cin_pad);
+        let reach = self.taps.iter().max().map_or(0, |&t| t + self.q0 + len);
+        assert!(reach <= self.pair_plane);
+        assert!(self.slab.len() >= cin_pad / 2 * self.pair_plane * 2);
+        (
+            self.slab.as_ptr(),
+            self.weights.as_ptr(),
+            self.bias.as_ptr(),
+            self.sums.as_mut_ptr(),
+        )
+    }
+}
+
+/// Whether the AMX tiles run this shape's `bf16` forward pass: stride 1, 16 or more input
+/// and output channels per group, a slab that [`fits`], on a CPU with AMX-BF16 granted to
+/// the process and the AVX-512 level in force.
+pub(crate) fn applies(g: &Geometry) -> bool {
+    g.stride.h == 1
+        && g.stride.w == 1
+        && g.cin_per_group() >= 16
+        && g.cout_per_group() >= 16
+        && fits(g)
+        && isa() == Isa::Avx512
+        && available()
+}
+
+#[cfg(target_arch = "x86_64")]
+fn available() -> bool {
+    crate::arch::amx::available()
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn available() -> bool {
+    false
+}
+
+/// Whether the operands let the tiles give the widened path's results: no subnormal value,
+/// or the flush on (which reads them as zero, as the tiles do).
+pub(crate) fn operands_suit(values: &[&[bf16]]) -> bool {
+    let subnormal = |b: u16| b & 0x7F80 == 0 && b & 0x7F != 0;
+    flush_denormal()
+        || values.iter().all(|v| {
+            HalfFloatSliceExt::reinterpret_cast(*v)
+                .chunks(64)
+                .all(|c| !c.iter().fold(false, |any, &b| any | subnormal(b)))
+        })
+}
+
+/// `out = conv2d(input, weight) + bias` for a shape that [`applies`], overwriting `out`.
+pub(crate) fn forward(
+    g: &Geometry,
+    input: &[bf16],
+    weight: &[bf16],
+    bias: Option<&[bf16]>,
+    out: &mut [bf16],
+    scratch: &Scratch,
+) {
+    let (cin_g, cout_g) = (g.cin_per_group(), g.cout_per_group());
+    let (cin_pad, co_pad) = (
+        cin_g.next_multiple_of(CHANNELS),
+        cout_g.next_multiple_of(CHANNELS),
+    );
+    let row_len = g.ow + (g.kw - 1) * g.dilation.w;
+    let height = g.oh + (g.kh - 1) * g.dilation.h;
+    // Whole vectors of pixels past the last output (their sums are dropped).
+    let pair_plane = height * row_len + CHANNELS;
+    let taps: Vec<usize> = (0..g.kh)
+        .flat_map(|ky| (0..g.kw).map(move |kx| ky * g.dilation.h * row_len + kx * g.dilation.w))
+        .collect();
+    let per_group = scratch.ok(checked_product(
+        &[taps.len(), co_pad, cin_pad],
+        "AMX weight panels",
+    ));
+    let slab_len = scratch.ok(checked_product(&[cin_pad, pair_plane], "an AMX slab"));
+    let (Some(per_group), Some(slab_len)) = (per_group, slab_len) else {
+        return;
+    };
+    let Some(weights) = packed_weights(g, weight, cin_pad, co_pad, per_group, scratch) else {
+        return;
+    };
+    let plane = g.oh * g.ow;
+    for_each_chunk(out, cout_g * plane, |task, group_out| {
+        let (n, group) = (task / g.groups, task % g.groups);
+        let x = &input[(n * g.cin + group * cin_g) * g.h * g.w..][..cin_g * g.h * g.w];
+        let Some(mut slab) = scratch.filled(slab_len, 0u16) else {
+            return;
+        };
+        pair_slab(g, x.reinterpret_cast(), &mut slab, pair_plane, row_len);
+        let Some(mut bias_rows) = scratch.filled(co_pad * 16, 0f32) else {
+            return;
+        };
+        if let Some(b) = bias {
+            for (row, b) in bias_rows
+                .chunks_exact_mut(16)
+                .zip(&b[group * cout_g..][..cout_g])
+            {
+                row.fill(b.to_f32());
+            }
+        }
+        let blocks = co_pad / CHANNELS;
+        let row_chunk = g.oh.div_ceil(TASKS.div_ceil(blocks).min(g.oh));
+        let planes = group_out
+            .chunks_exact_mut(plane)
+            .map(|p| p.chunks_mut(row_chunk * g.ow));
+        let weights = &weights[group * per_group..][..per_group];
+        for_each_item(block_tasks(planes, CHANNELS), |(block, chunk, outs)| {
+            let rows = outs[0].len() / g.ow;
+            let q0 = chunk * row_chunk * row_len;
+            let len = ((rows - 1) * row_len + g.ow).next_multiple_of(CHANNELS);
+            let Some(mut sums) = scratch.filled(CHANNELS * len, 0f32) else {
+                return;
+            };
+            let mut job = AmxJob {
+                slab: &slab,
+                pair_plane,
+                weights,
+                cin_pad,
+                co_pad,
+                taps: &taps,
+                co0: block * CHANNELS,
+                bias: &bias_rows,
+                sums: &mut sums,
+                q0,
+                len,
+            };
+            run(&mut job);
+            for (out_rows, sums_c) in outs.into_iter().zip(sums.chunks_exact(len)) {
+                for (dst, src) in out_rows.chunks_exact_mut(g.ow).zip(sums_c.chunks(row_len)) {
+                    narrow_bf16(&src[..g.ow], dst);
+                }
+            }
+        });
+    });
+}
+
+/// Runs the AMX kernel on a job.
+#[cfg(target_arch = "x86_64")]
+fn run(job: &mut AmxJob<'_>) {
+    // SAFETY: `applies` checked that the CPU has AMX-BF16 and the process was granted its
+    // tile registers; `forward` builds the job to `AmxJob`'s bounds.
+    unsafe { crate::arch::amx::bf16_tiles(job) }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn run(_: &mut AmxJob<'_>) {
+    unreachable!("applies admits x86-64 CPUs only");
+}
+
+/// The weights of every group as `[group][tap][co_pad][cin_pad]` `bf16` bits (zero past
+/// the group's channels); `None` if the buffer cannot be allocated.
+fn packed_weights(
+    g: &Geometry,
+    weight: &[bf16],
+    cin_pad: usize,
+    co_pad: usize,
+    per_group: usize,
+    scratch: &Scratch,
+) -> Option<Vec<u16>> {
+    let (cin_g, cout_g, taps) = (g.cin_per_group(), g.cout_per_group(), g.kh * g.kw);
+    let len = scratch.ok(checked_product(&[g.groups, per_group], "AMX weight panels"))?;
+    let mut packed = scratch.filled(len, 0u16)?;
+    let bits: &[u16] = weight.reinterpret_cast();
+    for (co, rows) in bits.chunks_exact(cin_g * taps).enumerate() {
+        let (group, co_g) = (co / cout_g, co % cout_g);
+        let panels = &mut packed[group * per_group..][..per_group];
+        for (ci, row) in rows.chunks_exact(taps).enumerate() {
+            for (tap, &w) in row.iter().enumerate() {
+                panels[(tap * co_pad + co_g) * cin_pad + ci] = w;
+            }
+        }
+    }
+    Some(packed)
+}
+
+/// Pads `x` (the group's input planes as `bf16` bits) into `slab`: pair `j` holds channels
+/// `2j` and `2j + 1` (zero past the last), each pixel of the `row_len`-wide padded rows as
+/// two values side by side.
+fn pair_slab(g: &Geometry, x: &[u16], slab: &mut [u16], pair_plane: usize, row_len: usize) {
+    let cin_g = g.cin_per_group();
+    let first = g.pad_left.min(row_len);
+    let count = g.w.min(row_len - first);
+    for_each_chunk(slab, pair_plane * 2, |j, pair| {
+        let planes =
+            [2 * j, 2 * j + 1].map(|c| (c < cin_g).then(|| &x[c * g.h * g.w..][..g.h * g.w]));
+        for (r, dst) in pair.chunks_exact_mut(row_len * 2).enumerate() {
+            let Some(iy) = r.checked_sub(g.pad_top).filter(|&iy| iy < g.h) else {
+                continue;
+            };
+            let dst = &mut dst[first * 2..][..count * 2];
+            for (parity, plane) in planes.iter().enumerate() {
+                let Some(plane) = plane else {
+                    continue;
+                };
+                let src = &plane[iy * g.w..][..count];
+                for (d, &v) in dst.chunks_exact_mut(2).zip(src) {
+                    d[parity] = v;
+                }
+            }
+        }
+    });
+}
