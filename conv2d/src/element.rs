@@ -327,8 +327,15 @@ fn narrow_f16(wide: &[f32], out: &mut [f16]) {
     out.convert_from_f32_slice(wide);
 }
 
-/// `wide = values` (exact: a bf16 is the high half of an f32), into an empty buffer.
+/// `wide = values` (exact: a bf16 is the high half of an f32), into an empty buffer, with
+/// the widest vectors the CPU has.
 fn widen_bf16(values: &[bf16], wide: &mut Vec<f32>) {
+    crate::arch::widen_bf16(values, wide);
+}
+
+/// [`widen_bf16`] as portable code, for any target features it is inlined into.
+#[inline(always)]
+pub(crate) fn widen_bf16_portable(values: &[bf16], wide: &mut Vec<f32>) {
     wide.extend(
         values
             .iter()
@@ -337,8 +344,14 @@ fn widen_bf16(values: &[bf16], wide: &mut Vec<f32>) {
 }
 
 /// `out[i] = bf16(wide[i])`, rounded to nearest even as `bf16::from_f32` (NaN stays NaN,
-/// quiet, with its sign and high payload bits).
+/// quiet, with its sign and high payload bits), with the widest vectors the CPU has.
 pub(crate) fn narrow_bf16(wide: &[f32], out: &mut [bf16]) {
+    crate::arch::narrow_bf16(wide, out);
+}
+
+/// [`narrow_bf16`] as portable code, for any target features it is inlined into.
+#[inline(always)]
+pub(crate) fn narrow_bf16_portable(wide: &[f32], out: &mut [bf16]) {
     for (o, w) in out.iter_mut().zip(wide) {
         let bits = w.to_bits();
         // Wrapping only for NaNs near `u32::MAX`, whose sum is not used.

@@ -84,7 +84,7 @@ pub(crate) unsafe fn bf16_tiles(job: &mut AmxJob<'_>) {
         // the sums: for all `p < len` (a multiple of 32), taps and blocks, the 16 rows at
         // the given strides (the same holds for the blocks below).
         unsafe {
-            let b = bias.add(job.co0 * 16);
+            let b = bias;
             asm!(
                 "tileloadd tmm0, [{b} + {s}*1]",
                 "tileloadd tmm1, [{b} + {s}*1]",
@@ -97,20 +97,22 @@ pub(crate) unsafe fn bf16_tiles(job: &mut AmxJob<'_>) {
             );
         }
         for (tap, &offset) in job.taps.iter().enumerate() {
-            let w = weights.wrapping_add((tap * job.co_pad + job.co0) * job.cin_pad);
+            let w = weights.wrapping_add(tap * 32 * job.cin_pad);
             let x = slab.wrapping_add((job.q0 + p + offset) * 2);
             for k in 0..blocks {
                 // SAFETY: see above.
                 unsafe {
                     let w = w.add(k * 32);
                     let x = x.add(k * 16 * job.pair_plane * 2);
+                    // Each product as soon as its tiles are in (measured 10-20% ahead
+                    // of four loads first).
                     asm!(
                         "tileloadd tmm4, [{w0} + {ws}*1]",
-                        "tileloadd tmm5, [{w1} + {ws}*1]",
                         "tileloadd tmm6, [{x0} + {xs}*1]",
-                        "tileloadd tmm7, [{x1} + {xs}*1]",
                         "tdpbf16ps tmm0, tmm4, tmm6",
+                        "tileloadd tmm7, [{x1} + {xs}*1]",
                         "tdpbf16ps tmm1, tmm4, tmm7",
+                        "tileloadd tmm5, [{w1} + {ws}*1]",
                         "tdpbf16ps tmm2, tmm5, tmm6",
                         "tdpbf16ps tmm3, tmm5, tmm7",
                         w0 = in(reg) w,

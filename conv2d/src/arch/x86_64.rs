@@ -825,3 +825,80 @@ pub(crate) unsafe fn direct_weight_f32_avx512(job: &mut WeightRows<'_>) {
 
 /// Taps per tile of [`direct_weight_f32_avx512`]: a 3x3 kernel in one.
 const WEIGHT_TAPS: usize = 9;
+
+/// The most taps [`transpose_taps_avx512`] takes: a window's index `j * taps + t - start`
+/// must wrap, when negative, to 64 or more in 16 bits.
+pub(crate) const MAX_TRANSPOSED_TAPS: usize = 2046;
+
+/// `out[t * stride + j] = row[j * taps + t]` for `t < taps` and `j < 32`: the taps of 32
+/// consecutive input channels of a weight row, transposed into one run of 32 channels per
+/// tap. Each run gathers its 32 values from windows of 64 values of the row, one
+/// two-register permutation per window.
+///
+/// # Safety
+/// The CPU must support AVX-512 F and BW (the bounds are checked here, and `taps` is at most
+/// [`MAX_TRANSPOSED_TAPS`]: the indices are 16-bit).
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+pub(crate) unsafe fn transpose_taps_avx512(
+    row: &[u16],
+    taps: usize,
+    out: &mut [u16],
+    stride: usize,
+) {
+    let len = 32 * taps;
+    assert!(taps > 0 && taps <= MAX_TRANSPOSED_TAPS && row.len() >= len);
+    assert!(out.len() >= (taps - 1) * stride + 32);
+    let multiples: [u16; 32] = std::array::from_fn(|j| (j * taps) as u16);
+    // SAFETY: AVX-512 F and BW are present (this function's contract); `multiples` holds
+    // 32 values.
+    let multiples = unsafe { _mm512_loadu_epi16(multiples.as_ptr().cast()) };
+    let window = |start: usize| {
+        let valid = len.saturating_sub(start).min(32);
+        let mask = ((1u64 << valid) - 1) as u32;
+        // SAFETY: as above; the masked load reads only the `valid` values from `start`,
+        // inside the row's first `len`.
+        unsafe { _mm512_maskz_loadu_epi16(mask, row.as_ptr().wrapping_add(start).cast()) }
+    };
+    for t in 0..taps {
+        let mut run = _mm512_setzero_si512();
+        for w in (0..len).step_by(64) {
+            let offset = _mm512_set1_epi16((t as i32 - w as i32) as i16);
+            let index = _mm512_add_epi16(multiples, offset);
+            let inside = _mm512_cmplt_epu16_mask(index, _mm512_set1_epi16(64));
+            let picked = _mm512_permutex2var_epi16(window(w), index, window(w + 32));
+            // The windows' picks are disjoint: merged without waiting on each other.
+            run = _mm512_or_si512(run, _mm512_maskz_mov_epi16(inside, picked));
+        }
+        // SAFETY: as above; `t * stride + 32 <= out.len()` (checked).
+        unsafe { _mm512_storeu_si512(out.as_mut_ptr().add(t * stride).cast(), run) };
+    }
+}
+
+macro_rules! bf16_conversions {
+    ($features:literal, $narrow:ident, $widen:ident) => {
+        /// `element::narrow_bf16` compiled with these target features.
+        ///
+        /// # Safety
+        /// The CPU must support the features.
+        #[target_feature(enable = $features)]
+        pub(crate) unsafe fn $narrow(wide: &[f32], out: &mut [half::bf16]) {
+            crate::element::narrow_bf16_portable(wide, out);
+        }
+
+        /// `element::widen_bf16` compiled with these target features.
+        ///
+        /// # Safety
+        /// The CPU must support the features.
+        #[target_feature(enable = $features)]
+        pub(crate) unsafe fn $widen(values: &[half::bf16], wide: &mut Vec<f32>) {
+            crate::element::widen_bf16_portable(values, wide);
+        }
+    };
+}
+
+bf16_conversions!("avx2,fma", narrow_bf16_avx2, widen_bf16_avx2);
+bf16_conversions!(
+    "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma",
+    narrow_bf16_avx512,
+    widen_bf16_avx512
+);

@@ -104,8 +104,8 @@ pub(crate) fn forward<A: Accumulator>(
 }
 
 /// The `bf16` forward pass on the CPU's AMX tiles, where `algorithm` is a tiled one and the
-/// tiles apply to the shape and the operands (see `direct::amx`), overwriting `out`; `None`
-/// (nothing written) elsewhere: other types, shapes, CPUs, or subnormal operands.
+/// tiles apply to the shape (see `direct::amx`), overwriting `out`; `None` (nothing
+/// written) elsewhere: other types, shapes and CPUs.
 pub(crate) fn forward_bf16<T: Element>(
     algorithm: Algorithm,
     g: &Geometry,
@@ -119,14 +119,8 @@ pub(crate) fn forward_bf16<T: Element>(
         direct::as_type::<T, bf16>(weight)?,
     );
     let bias = bias.map(direct::as_type::<T, bf16>);
-    let operands = [Some(input), Some(weight), bias.flatten()];
     let tiled = matches!(algorithm, Algorithm::DirectTiled | Algorithm::ImplicitGemm);
-    if !tiled
-        || bias == Some(None)
-        || input.is_empty()
-        || !direct::amx::applies(g)
-        || !direct::amx::operands_suit(&operands.into_iter().flatten().collect::<Vec<_>>())
-    {
+    if !tiled || bias == Some(None) || input.is_empty() || !direct::amx::applies(g) {
         return None;
     }
     let out = direct::as_type_mut::<T, bf16>(out)?;

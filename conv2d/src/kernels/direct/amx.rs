@@ -18,7 +18,6 @@
 use half::{bf16, slice::HalfFloatSliceExt};
 
 use super::{block_tasks, fits, Scratch};
-use crate::denormal::flush_denormal;
 use crate::element::narrow_bf16;
 use crate::geometry::{checked_product, Geometry};
 use crate::isa::{isa, Isa};
@@ -38,15 +37,12 @@ pub(crate) struct AmxJob<'a> {
     /// Per pair of input channels, `pair_plane` pixels of two `bf16` values.
     pub slab: &'a [u16],
     pub pair_plane: usize,
-    /// Per tap and output channel (`co_pad` of them), `cin_pad` weights.
+    /// The task's 32 output channels' weights: per tap and channel, `cin_pad` weights.
     pub weights: &'a [u16],
     pub cin_pad: usize,
-    pub co_pad: usize,
     /// Each tap's pixel offset in a pair plane.
     pub taps: &'a [usize],
-    /// The task's first output channel (within the group).
-    pub co0: usize,
-    /// Per output channel, its bias 16 times (one tile row).
+    /// Per output channel of the task, its bias 16 times (one tile row).
     pub bias: &'a [f32],
     /// 32 rows of `len` sums.
     pub sums: &'a mut [f32],
@@ -61,8 +57,8 @@ impl AmxJob<'_> {
         let (len, cin_pad) = (self.len, self.cin_pad);
         assert!(len.is_multiple_of(CHANNELS) && self.sums.len() >= CHANNELS * len);
         assert!(cin_pad.is_multiple_of(CHANNELS) && cin_pad > 0);
-        assert!(self.co0 + CHANNELS <= self.co_pad && self.bias.len() >= self.co_pad * 16);
-        assert!(self.weights.len() >= self.taps.len() * self.co_pad * cin_pad);
+        assert!(self.bias.len() >= CHANNELS * 16);
+        assert!(self.weights.len() >= self.taps.len() * CHANNELS * cin_pad);
         let reach = self.taps.iter().max().map_or(0, |&t| t + self.q0 + len);
         assert!(reach <= self.pair_plane);
         assert!(self.slab.len() >= cin_pad / 2 * self.pair_plane * 2);
@@ -98,18 +94,6 @@ fn available() -> bool {
     false
 }
 
-/// Whether the operands let the tiles give the widened path's results: no subnormal value,
-/// or the flush on (which reads them as zero, as the tiles do).
-pub(crate) fn operands_suit(values: &[&[bf16]]) -> bool {
-    let subnormal = |b: u16| b & 0x7F80 == 0 && b & 0x7F != 0;
-    flush_denormal()
-        || values.iter().all(|v| {
-            HalfFloatSliceExt::reinterpret_cast(*v)
-                .chunks(64)
-                .all(|c| !c.iter().fold(false, |any, &b| any | subnormal(b)))
-        })
-}
-
 /// `out = conv2d(input, weight) + bias` for a shape that [`applies`], overwriting `out`.
 pub(crate) fn forward(
     g: &Geometry,
@@ -131,15 +115,15 @@ pub(crate) fn forward(
     let taps: Vec<usize> = (0..g.kh)
         .flat_map(|ky| (0..g.kw).map(move |kx| ky * g.dilation.h * row_len + kx * g.dilation.w))
         .collect();
-    let per_group = scratch.ok(checked_product(
-        &[taps.len(), co_pad, cin_pad],
+    let per_block = scratch.ok(checked_product(
+        &[taps.len(), CHANNELS, cin_pad],
         "AMX weight panels",
     ));
     let slab_len = scratch.ok(checked_product(&[cin_pad, pair_plane], "an AMX slab"));
-    let (Some(per_group), Some(slab_len)) = (per_group, slab_len) else {
+    let (Some(per_block), Some(slab_len)) = (per_block, slab_len) else {
         return;
     };
-    let Some(weights) = packed_weights(g, weight, cin_pad, co_pad, per_group, scratch) else {
+    let Some(weights) = packed_weights(g, weight, cin_pad, per_block, scratch) else {
         return;
     };
     let plane = g.oh * g.ow;
@@ -166,7 +150,6 @@ pub(crate) fn forward(
         let planes = group_out
             .chunks_exact_mut(plane)
             .map(|p| p.chunks_mut(row_chunk * g.ow));
-        let weights = &weights[group * per_group..][..per_group];
         for_each_item(block_tasks(planes, CHANNELS), |(block, chunk, outs)| {
             let rows = outs[0].len() / g.ow;
             let q0 = chunk * row_chunk * row_len;
@@ -177,12 +160,10 @@ pub(crate) fn forward(
             let mut job = AmxJob {
                 slab: &slab,
                 pair_plane,
-                weights,
+                weights: &weights[(group * blocks + block) * per_block..][..per_block],
                 cin_pad,
-                co_pad,
                 taps: &taps,
-                co0: block * CHANNELS,
-                bias: &bias_rows,
+                bias: &bias_rows[block * CHANNELS * 16..][..CHANNELS * 16],
                 sums: &mut sums,
                 q0,
                 len,
@@ -210,30 +191,66 @@ fn run(_: &mut AmxJob<'_>) {
     unreachable!("applies admits x86-64 CPUs only");
 }
 
-/// The weights of every group as `[group][tap][co_pad][cin_pad]` `bf16` bits (zero past
-/// the group's channels); `None` if the buffer cannot be allocated.
+/// The weights of every group as `[group][block of 32 output channels][tap][channel][cin_pad]`
+/// `bf16` bits (zero past the group's channels), `per_block` values per block, the blocks
+/// packed in parallel; `None` if the buffer cannot be allocated.
 fn packed_weights(
     g: &Geometry,
     weight: &[bf16],
     cin_pad: usize,
-    co_pad: usize,
-    per_group: usize,
+    per_block: usize,
     scratch: &Scratch,
 ) -> Option<Vec<u16>> {
     let (cin_g, cout_g, taps) = (g.cin_per_group(), g.cout_per_group(), g.kh * g.kw);
-    let len = scratch.ok(checked_product(&[g.groups, per_group], "AMX weight panels"))?;
+    let blocks = cout_g.div_ceil(CHANNELS);
+    let len = scratch.ok(checked_product(
+        &[g.groups, blocks, per_block],
+        "AMX weight panels",
+    ))?;
     let mut packed = scratch.filled(len, 0u16)?;
     let bits: &[u16] = weight.reinterpret_cast();
-    for (co, rows) in bits.chunks_exact(cin_g * taps).enumerate() {
-        let (group, co_g) = (co / cout_g, co % cout_g);
-        let panels = &mut packed[group * per_group..][..per_group];
-        for (ci, row) in rows.chunks_exact(taps).enumerate() {
-            for (tap, &w) in row.iter().enumerate() {
-                panels[(tap * co_pad + co_g) * cin_pad + ci] = w;
+    let stride = CHANNELS * cin_pad;
+    for_each_chunk(&mut packed, per_block, |b, panel| {
+        let (group, block) = (b / blocks, b % blocks);
+        let first = group * cout_g + block * CHANNELS;
+        let count = CHANNELS.min(cout_g - block * CHANNELS);
+        let rows = bits[first * cin_g * taps..][..count * cin_g * taps].chunks_exact(cin_g * taps);
+        for (c, row) in rows.enumerate() {
+            let panel = &mut panel[c * cin_pad..];
+            // Whole blocks of 32 input channels by vector permutations, the rest one by one.
+            let mut ci = 0;
+            while ci + CHANNELS <= cin_g
+                && transpose_taps(&row[ci * taps..], taps, &mut panel[ci..], stride)
+            {
+                ci += CHANNELS;
+            }
+            for (ci, taps_of) in row.chunks_exact(taps).enumerate().skip(ci) {
+                for (tap, &w) in taps_of.iter().enumerate() {
+                    panel[tap * stride + ci] = w;
+                }
             }
         }
-    }
+    });
     Some(packed)
+}
+
+/// `out[t * stride + j] = row[j * taps + t]` for 32 channels `j`, with AVX-512 (which
+/// [`applies`] requires); `false` (nothing written) where it does not run.
+#[cfg(target_arch = "x86_64")]
+fn transpose_taps(row: &[u16], taps: usize, out: &mut [u16], stride: usize) -> bool {
+    use crate::arch::x86_64::{transpose_taps_avx512, MAX_TRANSPOSED_TAPS};
+    let runs = isa() == Isa::Avx512 && taps <= MAX_TRANSPOSED_TAPS;
+    if runs {
+        // SAFETY: `isa()` returns AVX-512 only if the CPU supports it (F and BW); the
+        // kernel checks the bounds.
+        unsafe { transpose_taps_avx512(row, taps, out, stride) };
+    }
+    runs
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn transpose_taps(_: &[u16], _: usize, _: &mut [u16], _: usize) -> bool {
+    false
 }
 
 /// Pads `x` (the group's input planes as `bf16` bits) into `slab`: pair `j` holds channels
