@@ -106,6 +106,17 @@ fn amx_problems() -> impl Strategy<Value = Problem> {
     shaped_problems(16..81, 16..81, 1..20, 1..2)
 }
 
+/// Stride-1 shapes with 32 or 64 input and 32 to 96 output channels per group on maps up to
+/// 11x11: on CPUs with AMX, the `bf16` tiles reading the weights in place (whole blocks of
+/// 32 terms and channels) over the unrolled input.
+fn amx_in_place_problems() -> impl Strategy<Value = Problem> {
+    shaped_problems(16..81, 16..81, 1..12, 1..2).prop_map(|mut p| {
+        p.cin_g = 32 * (1 + p.cin_g % 2);
+        p.cout_g = 32 * (1 + p.cout_g % 3);
+        p
+    })
+}
+
 /// Random problems with `cin_g` input and `cout_g` output channels per group, maps of
 /// `map` pixels a side and strides in `strides`, kernels up to 3x3, dilations up to 2,
 /// paddings up to 2.
@@ -473,6 +484,11 @@ proptest! {
 
     #[test]
     fn bf16_tiles_match_reference(p in amx_problems()) {
+        every_algorithm_matches_reference::<bf16>(&p).map_err(TestCaseError::fail)?;
+    }
+
+    #[test]
+    fn bf16_in_place_tiles_match_reference(p in amx_in_place_problems()) {
         every_algorithm_matches_reference::<bf16>(&p).map_err(TestCaseError::fail)?;
     }
 

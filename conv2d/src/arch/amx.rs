@@ -44,7 +44,7 @@ fn request_tile_data() -> bool {
 }
 
 /// The tile configuration `ldtilecfg` reads: palette 1, registers 0-7 all 16 rows of 64
-/// bytes (sums `tmm0`-`tmm3`, weights `tmm4`-`tmm5`, input pairs `tmm6`-`tmm7`).
+/// bytes (sums `tmm0`-`tmm3`, left operand `tmm4`-`tmm5`, right operand `tmm6`-`tmm7`).
 #[repr(C, align(64))]
 struct TileConfig {
     palette: u8,
@@ -63,67 +63,58 @@ const CONFIG: TileConfig = TileConfig {
 };
 
 /// Runs an [`AmxJob`]: per 32 pixels, the 32 x 32 sums in four tile registers (two of
-/// channels by two of pixels), started from the bias, then per tap and block of 32 input
-/// channels two weight tiles and two input tiles loaded and four `tdpbf16ps`; the sums
-/// stored into the job's rows.
+/// channels by two of pixels), started from the bias, then per reduction step two tiles of
+/// the left operand and two of the right loaded and four `tdpbf16ps`, each issued as soon
+/// as its tiles are in (measured 10-20% ahead of four loads first); the sums stored into
+/// the job's rows.
 ///
 /// # Safety
 /// [`available`] must have returned `true` (the job's bounds are checked by
 /// `AmxJob::pointers`).
 pub(crate) unsafe fn bf16_tiles(job: &mut AmxJob<'_>) {
-    let (slab, weights, bias, sums) = job.pointers();
-    let (pair_stride, row_stride) = (job.pair_plane * 4, job.cin_pad * 2);
-    let sums_stride = job.len * 4;
-    let blocks = job.cin_pad / 32;
+    let (a, b, bias, sums) = job.pointers();
+    let (a_stride, b_stride, sums_stride) = (job.a_stride * 2, job.b_stride * 2, job.len * 4);
     // SAFETY: the tile registers are granted (this function's contract); `CONFIG` is a
     // valid palette-1 configuration, 64 bytes, aligned.
     unsafe { asm!("ldtilecfg [{}]", in(reg) &CONFIG, options(nostack, readonly)) };
     for p in (0..job.len).step_by(32) {
         // SAFETY: the tile registers are configured; `pointers` checked that every tile
-        // read below lies in the slab, the weights and the bias, and every tile written in
-        // the sums: for all `p < len` (a multiple of 32), taps and blocks, the 16 rows at
-        // the given strides (the same holds for the blocks below).
+        // read below lies in the operands and the bias, and every tile written in the
+        // sums: for all `p < len` (a multiple of 32) and steps, the 16 rows at the given
+        // strides (the same holds for the blocks below).
         unsafe {
-            let b = bias;
             asm!(
                 "tileloadd tmm0, [{b} + {s}*1]",
                 "tileloadd tmm1, [{b} + {s}*1]",
                 "tileloadd tmm2, [{c} + {s}*1]",
                 "tileloadd tmm3, [{c} + {s}*1]",
-                b = in(reg) b,
-                c = in(reg) b.add(16 * 16),
+                b = in(reg) bias,
+                c = in(reg) bias.add(16 * 16),
                 s = in(reg) 64usize,
                 options(nostack, readonly),
             );
         }
-        for (tap, &offset) in job.taps.iter().enumerate() {
-            let w = weights.wrapping_add(tap * 32 * job.cin_pad);
-            let x = slab.wrapping_add((job.q0 + p + offset) * 2);
-            for k in 0..blocks {
-                // SAFETY: see above.
-                unsafe {
-                    let w = w.add(k * 32);
-                    let x = x.add(k * 16 * job.pair_plane * 2);
-                    // Each product as soon as its tiles are in (measured 10-20% ahead
-                    // of four loads first).
-                    asm!(
-                        "tileloadd tmm4, [{w0} + {ws}*1]",
-                        "tileloadd tmm6, [{x0} + {xs}*1]",
-                        "tdpbf16ps tmm0, tmm4, tmm6",
-                        "tileloadd tmm7, [{x1} + {xs}*1]",
-                        "tdpbf16ps tmm1, tmm4, tmm7",
-                        "tileloadd tmm5, [{w1} + {ws}*1]",
-                        "tdpbf16ps tmm2, tmm5, tmm6",
-                        "tdpbf16ps tmm3, tmm5, tmm7",
-                        w0 = in(reg) w,
-                        w1 = in(reg) w.add(16 * job.cin_pad),
-                        ws = in(reg) row_stride,
-                        x0 = in(reg) x,
-                        x1 = in(reg) x.add(32),
-                        xs = in(reg) pair_stride,
-                        options(nostack, readonly),
-                    );
-                }
+        for &(at, bt) in job.steps {
+            // SAFETY: see above.
+            unsafe {
+                let (w, x) = (a.add(at), b.add(bt + 2 * p));
+                asm!(
+                    "tileloadd tmm4, [{w0} + {ws}*1]",
+                    "tileloadd tmm6, [{x0} + {xs}*1]",
+                    "tdpbf16ps tmm0, tmm4, tmm6",
+                    "tileloadd tmm7, [{x1} + {xs}*1]",
+                    "tdpbf16ps tmm1, tmm4, tmm7",
+                    "tileloadd tmm5, [{w1} + {ws}*1]",
+                    "tdpbf16ps tmm2, tmm5, tmm6",
+                    "tdpbf16ps tmm3, tmm5, tmm7",
+                    w0 = in(reg) w,
+                    w1 = in(reg) w.add(16 * job.a_stride),
+                    ws = in(reg) a_stride,
+                    x0 = in(reg) x,
+                    x1 = in(reg) x.add(32),
+                    xs = in(reg) b_stride,
+                    options(nostack, readonly),
+                );
             }
         }
         // SAFETY: see above.

@@ -30,41 +30,41 @@ const CHANNELS: usize = 32;
 /// the thread count, so that the split never depends on it).
 const TASKS: usize = 16;
 
-/// One task's sweep for `crate::arch::amx::bf16_tiles`: `sums[c][p] = bias[co0 + c] +
-/// sum over taps and input channels of weight * slab pixel `q0 + p + tap``, for 32
-/// channels `c` and `p < len` (a multiple of 32).
+/// One task's sweep for `crate::arch::amx::bf16_tiles`: `sums[c][p] = bias[c] + sum over
+/// steps of the step's left tile row `c` times its right tile column `p``, for 32 channels
+/// `c` and `p < len` (a multiple of 32). A step's left operand is 32 rows (output
+/// channels) of 32 `bf16` values `a_stride` apart from `a[at]`; its right operand 16 rows
+/// (pairs of reduction terms) `b_stride` apart from `b[bt]`, each pixel's pair side by side.
 pub(crate) struct AmxJob<'a> {
-    /// Per pair of input channels, `pair_plane` pixels of two `bf16` values.
-    pub slab: &'a [u16],
-    pub pair_plane: usize,
-    /// The task's 32 output channels' weights: per tap and channel, `cin_pad` weights.
-    pub weights: &'a [u16],
-    pub cin_pad: usize,
-    /// Each tap's pixel offset in a pair plane.
-    pub taps: &'a [usize],
+    pub a: &'a [u16],
+    pub a_stride: usize,
+    pub b: &'a [u16],
+    pub b_stride: usize,
+    /// Per reduction step, `(at, bt)`.
+    pub steps: &'a [(usize, usize)],
     /// Per output channel of the task, its bias 16 times (one tile row).
     pub bias: &'a [f32],
     /// 32 rows of `len` sums.
     pub sums: &'a mut [f32],
-    pub q0: usize,
     pub len: usize,
 }
 
 impl AmxJob<'_> {
-    /// The slab, weight, bias and sums pointers of the kernel, after checking every bound it
+    /// The operand, bias and sums pointers of the kernel, after checking every bound it
     /// relies on. Panics (a bug, not a user error) if one fails.
     pub(crate) fn pointers(&mut self) -> (*const u16, *const u16, *const f32, *mut f32) {
-        let (len, cin_pad) = (self.len, self.cin_pad);
+        let len = self.len;
         assert!(len.is_multiple_of(CHANNELS) && self.sums.len() >= CHANNELS * len);
-        assert!(cin_pad.is_multiple_of(CHANNELS) && cin_pad > 0);
         assert!(self.bias.len() >= CHANNELS * 16);
-        assert!(self.weights.len() >= self.taps.len() * CHANNELS * cin_pad);
-        let reach = self.taps.iter().max().map_or(0, |&t| t + self.q0 + len);
-        assert!(reach <= self.pair_plane);
-        assert!(self.slab.len() >= cin_pad / 2 * self.pair_plane * 2);
+        let (at, bt) = self
+            .steps
+            .iter()
+            .fold((0, 0), |(a, b), &(at, bt)| (a.max(at), b.max(bt)));
+        assert!(self.steps.is_empty() || at + 31 * self.a_stride + 32 <= self.a.len());
+        assert!(self.steps.is_empty() || bt + 2 * len + 15 * self.b_stride <= self.b.len());
         (
-            self.slab.as_ptr(),
-            self.weights.as_ptr(),
+            self.a.as_ptr(),
+            self.b.as_ptr(),
             self.bias.as_ptr(),
             self.sums.as_mut_ptr(),
         )
@@ -94,6 +94,36 @@ fn available() -> bool {
     false
 }
 
+/// How a shape's reduction (input channels x taps) is laid out for the tiles.
+enum Layout {
+    /// The weights packed per call as `[group][block of 32 output channels][tap][channel]
+    /// [cin_pad]`, `per_block` values a block; the input padded into a slab of channel
+    /// pairs. A step is one tap of 32 input channels: its right tile is 16 pixels of 16
+    /// pairs read in place, at the tap's shift.
+    Pairs {
+        weights: Vec<u16>,
+        per_block: usize,
+        cin_pad: usize,
+    },
+    /// The weights read in place (each output channel's row of `cin_g * kh * kw` terms in
+    /// PyTorch's order); the input unrolled into rows of consecutive pairs of those terms
+    /// for every pixel: an im2col, which is smaller than the weights when the image has
+    /// fewer pixels than output channels. A step is 32 consecutive terms.
+    InPlace,
+}
+
+/// Whether [`Layout::InPlace`] suits `g`: whole blocks of 32 terms and of 32 output channels
+/// (the tiles read the weight rows as they are), on maps of at most 128 padded pixels per
+/// image (`conv2d-bench/sweeps/amx_bf16.json`, one thread: 1.4-3.1x the packed layout's
+/// speed on 7x7 to 10x10 maps, where packing the weights dominates; 0.8-1.7x on 13x13 to
+/// 20x20 maps, whose unrolled input outgrows the caches; 0.6x at 56x56).
+fn in_place(g: &Geometry, row_len: usize) -> bool {
+    let terms = g.cin_per_group() * g.kh * g.kw;
+    terms.is_multiple_of(CHANNELS)
+        && g.cout_per_group().is_multiple_of(CHANNELS)
+        && g.oh * row_len <= 128
+}
+
 /// `out = conv2d(input, weight) + bias` for a shape that [`applies`], overwriting `out`.
 pub(crate) fn forward(
     g: &Geometry,
@@ -104,36 +134,57 @@ pub(crate) fn forward(
     scratch: &Scratch,
 ) {
     let (cin_g, cout_g) = (g.cin_per_group(), g.cout_per_group());
-    let (cin_pad, co_pad) = (
-        cin_g.next_multiple_of(CHANNELS),
-        cout_g.next_multiple_of(CHANNELS),
-    );
+    let co_pad = cout_g.next_multiple_of(CHANNELS);
     let row_len = g.ow + (g.kw - 1) * g.dilation.w;
     let height = g.oh + (g.kh - 1) * g.dilation.h;
-    // Whole vectors of pixels past the last output (their sums are dropped).
-    let pair_plane = height * row_len + CHANNELS;
-    let taps: Vec<usize> = (0..g.kh)
+    // Each padded plane, then a tile of pixels past the last output and a row (the reach of
+    // the last pixels' windows; their sums are dropped).
+    let plane_px = height * row_len + CHANNELS + row_len;
+    let shifts: Vec<usize> = (0..g.kh)
         .flat_map(|ky| (0..g.kw).map(move |kx| ky * g.dilation.h * row_len + kx * g.dilation.w))
         .collect();
-    let per_block = scratch.ok(checked_product(
-        &[taps.len(), CHANNELS, cin_pad],
-        "AMX weight panels",
-    ));
-    let slab_len = scratch.ok(checked_product(&[cin_pad, pair_plane], "an AMX slab"));
-    let (Some(per_block), Some(slab_len)) = (per_block, slab_len) else {
-        return;
+    let terms = cin_g * shifts.len();
+    let layout = if in_place(g, row_len) {
+        Layout::InPlace
+    } else {
+        let cin_pad = cin_g.next_multiple_of(CHANNELS);
+        let Some(per_block) = scratch.ok(checked_product(
+            &[shifts.len(), CHANNELS, cin_pad],
+            "AMX weight panels",
+        )) else {
+            return;
+        };
+        let Some(weights) = packed_weights(g, weight, cin_pad, per_block, scratch) else {
+            return;
+        };
+        Layout::Pairs {
+            weights,
+            per_block,
+            cin_pad,
+        }
     };
-    let Some(weights) = packed_weights(g, weight, cin_pad, per_block, scratch) else {
-        return;
-    };
+    let bits: &[u16] = weight.reinterpret_cast();
     let plane = g.oh * g.ow;
     for_each_chunk(out, cout_g * plane, |task, group_out| {
         let (n, group) = (task / g.groups, task % g.groups);
         let x = &input[(n * g.cin + group * cin_g) * g.h * g.w..][..cin_g * g.h * g.w];
-        let Some(mut slab) = scratch.filled(slab_len, 0u16) else {
+        let x = x.reinterpret_cast();
+        // The right operand: its buffer and row stride.
+        let right = match &layout {
+            Layout::Pairs { cin_pad, .. } => {
+                let slab = scratch.ok(checked_product(&[*cin_pad, plane_px], "an AMX slab"));
+                slab.and_then(|len| scratch.filled(len, 0u16))
+                    .map(|mut slab| {
+                        pair_slab(g, x, &mut slab, plane_px, row_len);
+                        (slab, 2 * plane_px)
+                    })
+            }
+            Layout::InPlace => unrolled(g, x, &shifts, plane_px, row_len, scratch)
+                .map(|b| (b, 2 * (g.oh * row_len + CHANNELS))),
+        };
+        let Some((right, b_stride)) = right else {
             return;
         };
-        pair_slab(g, x.reinterpret_cast(), &mut slab, pair_plane, row_len);
         let Some(mut bias_rows) = scratch.filled(co_pad * 16, 0f32) else {
             return;
         };
@@ -157,15 +208,41 @@ pub(crate) fn forward(
             let Some(mut sums) = scratch.filled(CHANNELS * len, 0f32) else {
                 return;
             };
+            let (a, a_stride, steps): (&[u16], usize, Vec<(usize, usize)>) = match &layout {
+                Layout::Pairs {
+                    weights,
+                    per_block,
+                    cin_pad,
+                } => (
+                    &weights[(group * blocks + block) * per_block..][..*per_block],
+                    *cin_pad,
+                    shifts
+                        .iter()
+                        .enumerate()
+                        .flat_map(|(tap, &shift)| {
+                            (0..cin_pad / CHANNELS).map(move |k| {
+                                let at = (tap * CHANNELS * cin_pad) + k * CHANNELS;
+                                (at, 2 * (q0 + shift) + k * CHANNELS * plane_px)
+                            })
+                        })
+                        .collect(),
+                ),
+                Layout::InPlace => (
+                    &bits[(group * cout_g + block * CHANNELS) * terms..],
+                    terms,
+                    (0..terms / CHANNELS)
+                        .map(|k| (k * CHANNELS, k * 16 * b_stride + 2 * q0))
+                        .collect(),
+                ),
+            };
             let mut job = AmxJob {
-                slab: &slab,
-                pair_plane,
-                weights: &weights[(group * blocks + block) * per_block..][..per_block],
-                cin_pad,
-                taps: &taps,
+                a,
+                a_stride,
+                b: &right,
+                b_stride,
+                steps: &steps,
                 bias: &bias_rows[block * CHANNELS * 16..][..CHANNELS * 16],
                 sums: &mut sums,
-                q0,
                 len,
             };
             run(&mut job);
@@ -176,6 +253,49 @@ pub(crate) fn forward(
             }
         });
     });
+}
+
+/// The right operand of [`Layout::InPlace`]: the group's input `x` padded into planes of
+/// `plane_px` pixels, then for each pair of consecutive reduction terms `(ci, tap)` a row
+/// holding, for every padded output pixel `q` (`oh * row_len` of them and a tile more),
+/// the two terms' inputs side by side; `None` if a buffer cannot be allocated.
+fn unrolled(
+    g: &Geometry,
+    x: &[u16],
+    shifts: &[usize],
+    plane_px: usize,
+    row_len: usize,
+    scratch: &Scratch,
+) -> Option<Vec<u16>> {
+    let cin_g = g.cin_per_group();
+    let pixels = g.oh * row_len + CHANNELS;
+    let slab_len = scratch.ok(checked_product(&[cin_g, plane_px], "an AMX slab"))?;
+    let mut slab = scratch.filled(slab_len, 0u16)?;
+    let first = g.pad_left.min(row_len);
+    let count = g.w.min(row_len - first);
+    for_each_chunk(&mut slab, plane_px, |c, plane| {
+        let src = &x[c * g.h * g.w..][..g.h * g.w];
+        for (r, dst) in plane.chunks_exact_mut(row_len).enumerate() {
+            if let Some(iy) = r.checked_sub(g.pad_top).filter(|&iy| iy < g.h) {
+                dst[first..first + count].copy_from_slice(&src[iy * g.w..][..count]);
+            }
+        }
+    });
+    let terms = cin_g * shifts.len();
+    let len = scratch.ok(checked_product(&[terms, pixels], "an unrolled AMX input"))?;
+    let mut rows = scratch.filled(len, 0u16)?;
+    let input_of = |term: usize| {
+        let (ci, tap) = (term / shifts.len(), term % shifts.len());
+        &slab[ci * plane_px + shifts[tap]..][..pixels]
+    };
+    for_each_chunk(&mut rows, 2 * pixels, |m, row| {
+        let (even, odd) = (input_of(2 * m), input_of(2 * m + 1));
+        for (d, (&e, &o)) in row.chunks_exact_mut(2).zip(even.iter().zip(odd)) {
+            d[0] = e;
+            d[1] = o;
+        }
+    });
+    Some(rows)
 }
 
 /// Runs the AMX kernel on a job.
