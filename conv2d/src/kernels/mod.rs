@@ -125,8 +125,29 @@ pub(crate) fn forward_bf16<T: Element>(
     }
     let out = direct::as_type_mut::<T, bf16>(out)?;
     let scratch = Scratch::new();
-    direct::amx::forward(g, input, weight, bias.flatten(), out, &scratch);
+    direct::amx::forward(g, input, weight, false, bias.flatten(), out, &scratch);
     Some(scratch.finish())
+}
+
+/// The `bf16` input gradient on the CPU's AMX tiles (a stride-1 convolution's, as the
+/// forward pass of its flipped convolution), where `algorithm` is a tiled one and the tiles
+/// apply, overwriting `grad_in`; `None` (nothing written) elsewhere, as [`forward_bf16`].
+pub(crate) fn backward_input_bf16<T: Element>(
+    algorithm: Algorithm,
+    g: &Geometry,
+    grad_out: &[T],
+    weight: &[T],
+    grad_in: &mut [T],
+) -> Option<Result<()>> {
+    let grad_out = direct::as_type::<T, bf16>(grad_out)?;
+    let weight = direct::as_type::<T, bf16>(weight)?;
+    let grad_in = direct::as_type_mut::<T, bf16>(grad_in)?;
+    let tiled = matches!(algorithm, Algorithm::DirectTiled | Algorithm::ImplicitGemm);
+    if !tiled || grad_out.is_empty() || weight.is_empty() {
+        return None;
+    }
+    let scratch = Scratch::new();
+    direct::amx::backward_input(g, grad_out, weight, grad_in, &scratch).then(|| scratch.finish())
 }
 
 /// The input gradient by `algorithm`, overwriting every element of `grad_in`; callers pass

@@ -361,6 +361,13 @@ impl Conv2dPlan {
         check_len("grad_output", grad_output.len(), g.output_shape())?;
         check_len("weight", weight.len(), g.weight_shape())?;
         check_len("grad_input", grad_input.len(), self.input_shape)?;
+        if self.border.is_none() {
+            let (a, gy, w) = (self.algorithm, grad_output, weight);
+            let tiles = || kernels::backward_input_bf16(a, g, gy, w, grad_input);
+            if let Some(done) = install(g.work(), tiles) {
+                return done;
+            }
+        }
         let gy = operand(grad_output)?;
         let w = prepared_weight(weight, true)?;
         match &self.border {

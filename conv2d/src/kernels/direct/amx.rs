@@ -124,11 +124,14 @@ fn in_place(g: &Geometry, row_len: usize) -> bool {
         && g.oh * row_len <= 128
 }
 
-/// `out = conv2d(input, weight) + bias` for a shape that [`applies`], overwriting `out`.
+/// `out = conv2d(input, weight) + bias` for a shape that [`applies`], overwriting `out`;
+/// with `flipped`, `weight` is the weight of the convolution whose input gradient `g` is
+/// (see [`backward_input`]), flipped and transposed on the fly as it is packed.
 pub(crate) fn forward(
     g: &Geometry,
     input: &[bf16],
     weight: &[bf16],
+    flipped: bool,
     bias: Option<&[bf16]>,
     out: &mut [bf16],
     scratch: &Scratch,
@@ -144,7 +147,7 @@ pub(crate) fn forward(
         .flat_map(|ky| (0..g.kw).map(move |kx| ky * g.dilation.h * row_len + kx * g.dilation.w))
         .collect();
     let terms = cin_g * shifts.len();
-    let layout = if in_place(g, row_len) {
+    let layout = if !flipped && in_place(g, row_len) {
         Layout::InPlace
     } else {
         let cin_pad = cin_g.next_multiple_of(CHANNELS);
@@ -154,7 +157,12 @@ pub(crate) fn forward(
         )) else {
             return;
         };
-        let Some(weights) = packed_weights(g, weight, cin_pad, per_block, scratch) else {
+        let packing = Packing {
+            cin_pad,
+            per_block,
+            flipped,
+        };
+        let Some(weights) = packed_weights(g, weight, &packing, scratch) else {
             return;
         };
         Layout::Pairs {
@@ -255,6 +263,31 @@ pub(crate) fn forward(
     });
 }
 
+/// The input gradient of a stride-1 convolution `g` whose flipped convolution (see
+/// `direct::backward_input`) the tiles run, overwriting `grad_in`; `false` (nothing
+/// written) where they do not apply, or where a weight is not finite (its products with
+/// the flipped convolution's zero padding would be NaN where the input gradient has no
+/// such terms).
+pub(crate) fn backward_input(
+    g: &Geometry,
+    grad_out: &[bf16],
+    weight: &[bf16],
+    grad_in: &mut [bf16],
+    scratch: &Scratch,
+) -> bool {
+    let Some(flipped) = super::flipped_shape(g).filter(applies) else {
+        return false;
+    };
+    // Exponent all ones: infinite or NaN (in chunks without early exit, which vectorise).
+    let bits: &[u16] = weight.reinterpret_cast();
+    let finite = |c: &[u16]| c.iter().fold(true, |ok, &b| ok & (b & 0x7F80 != 0x7F80));
+    if !bits.chunks(256).all(finite) {
+        return false;
+    }
+    forward(&flipped, grad_out, weight, true, None, grad_in, scratch);
+    true
+}
+
 /// The right operand of [`Layout::InPlace`]: the group's input `x` padded into planes of
 /// `plane_px` pixels, then for each pair of consecutive reduction terms `(ci, tap)` a row
 /// holding, for every padded output pixel `q` (`oh * row_len` of them and a tile more),
@@ -311,17 +344,30 @@ fn run(_: &mut AmxJob<'_>) {
     unreachable!("applies admits x86-64 CPUs only");
 }
 
+/// How [`packed_weights`] packs: input channels rounded up to `cin_pad`, `per_block` values
+/// per block of 32 output channels, and whether the weight is that of the convolution whose
+/// input gradient this one is (`w'[o][i][tap] = w[i][o][taps - 1 - tap]` within a group).
+struct Packing {
+    cin_pad: usize,
+    per_block: usize,
+    flipped: bool,
+}
+
 /// The weights of every group as `[group][block of 32 output channels][tap][channel][cin_pad]`
-/// `bf16` bits (zero past the group's channels), `per_block` values per block, the blocks
-/// packed in parallel; `None` if the buffer cannot be allocated.
+/// `bf16` bits (zero past the group's channels), the blocks packed in parallel; `None` if
+/// the buffer cannot be allocated.
 fn packed_weights(
     g: &Geometry,
     weight: &[bf16],
-    cin_pad: usize,
-    per_block: usize,
+    packing: &Packing,
     scratch: &Scratch,
 ) -> Option<Vec<u16>> {
     let (cin_g, cout_g, taps) = (g.cin_per_group(), g.cout_per_group(), g.kh * g.kw);
+    let Packing {
+        cin_pad,
+        per_block,
+        flipped,
+    } = *packing;
     let blocks = cout_g.div_ceil(CHANNELS);
     let len = scratch.ok(checked_product(
         &[g.groups, blocks, per_block],
@@ -334,8 +380,22 @@ fn packed_weights(
         let (group, block) = (b / blocks, b % blocks);
         let first = group * cout_g + block * CHANNELS;
         let count = CHANNELS.min(cout_g - block * CHANNELS);
-        let rows = bits[first * cin_g * taps..][..count * cin_g * taps].chunks_exact(cin_g * taps);
-        for (c, row) in rows.enumerate() {
+        let mut gathered = Vec::new();
+        for c in 0..count {
+            let row = match flipped {
+                false => &bits[(first + c) * cin_g * taps..][..cin_g * taps],
+                true => {
+                    // Output channel `o` of the flipped convolution is input channel `o`
+                    // of the original, whose weights are spread over its output channels.
+                    let o = block * CHANNELS + c;
+                    gathered.clear();
+                    for i in 0..cin_g {
+                        let run = &bits[((group * cin_g + i) * cout_g + o) * taps..][..taps];
+                        gathered.extend(run.iter().rev());
+                    }
+                    &gathered[..]
+                }
+            };
             let panel = &mut panel[c * cin_pad..];
             // Whole blocks of 32 input channels by vector permutations, the rest one by one.
             let mut ci = 0;

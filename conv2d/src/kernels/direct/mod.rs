@@ -667,9 +667,14 @@ pub(crate) fn backward_input_tiled<A: Accumulator>(
 /// The stride-1 convolution whose output is the input gradient of `g`, if it exists (see
 /// [`backward_input`]).
 fn flipped_geometry<A: Accumulator>(g: &Geometry, weight: &[A]) -> Option<Geometry> {
+    flipped_shape(g).filter(|_| all_finite(weight))
+}
+
+/// [`flipped_geometry`] for any weight: the caller checks that the weight is finite.
+pub(crate) fn flipped_shape(g: &Geometry) -> Option<Geometry> {
     let reach = |k: usize, d: usize| (k - 1) * d;
     let flipped = match (
-        g.stride.h == 1 && g.stride.w == 1 && g.kh > 0 && g.kw > 0 && all_finite(weight),
+        g.stride.h == 1 && g.stride.w == 1 && g.kh > 0 && g.kw > 0,
         reach(g.kh.max(1), g.dilation.h).checked_sub(g.pad_top),
         reach(g.kw.max(1), g.dilation.w).checked_sub(g.pad_left),
     ) {
