@@ -29,6 +29,9 @@ const CHANNELS: usize = 32;
 /// Tasks an image and group is split into at least, where its rows allow (a constant, not
 /// the thread count, so that the split never depends on it).
 const TASKS: usize = 16;
+/// Values in a tile of packed weights: 32 output channels by 32 input channels, stored
+/// whole (its rows 64 bytes apart, one contiguous run for the tile load).
+const TILE: usize = CHANNELS * CHANNELS;
 
 /// One task's sweep for `crate::arch::amx::bf16_tiles`: `sums[c][p] = bias[c] + sum over
 /// steps of the step's left tile row `c` times its right tile column `p``, for 32 channels
@@ -96,9 +99,9 @@ fn available() -> bool {
 
 /// How a shape's reduction (input channels x taps) is laid out for the tiles.
 enum Layout {
-    /// The weights packed per call as `[group][block of 32 output channels][tap][channel]
-    /// [cin_pad]`, `per_block` values a block; the input padded into a slab of channel
-    /// pairs. A step is one tap of 32 input channels: its right tile is 16 pixels of 16
+    /// The weights packed per call as `[group][block of 32 output channels][tap][block of
+    /// 32 input channels][channel][32]`, `per_block` values a block; the input padded into
+    /// a slab of channel pairs. A step is one tap of 32 input channels: its right tile is 16 pixels of 16
     /// pairs read in place, at the tap's shift.
     Pairs {
         weights: Vec<u16>,
@@ -223,13 +226,13 @@ pub(crate) fn forward(
                     cin_pad,
                 } => (
                     &weights[(group * blocks + block) * per_block..][..*per_block],
-                    *cin_pad,
+                    CHANNELS,
                     shifts
                         .iter()
                         .enumerate()
                         .flat_map(|(tap, &shift)| {
                             (0..cin_pad / CHANNELS).map(move |k| {
-                                let at = (tap * CHANNELS * cin_pad) + k * CHANNELS;
+                                let at = (tap * CHANNELS * cin_pad) + k * TILE;
                                 (at, 2 * (q0 + shift) + k * CHANNELS * plane_px)
                             })
                         })
@@ -254,9 +257,12 @@ pub(crate) fn forward(
                 len,
             };
             run(&mut job);
+            // Each channel's run rounded at once (long vectors), then its rows copied out.
+            let mut rounded = vec![bf16::ZERO; len];
             for (out_rows, sums_c) in outs.into_iter().zip(sums.chunks_exact(len)) {
-                for (dst, src) in out_rows.chunks_exact_mut(g.ow).zip(sums_c.chunks(row_len)) {
-                    narrow_bf16(&src[..g.ow], dst);
+                narrow_bf16(sums_c, &mut rounded);
+                for (dst, src) in out_rows.chunks_exact_mut(g.ow).zip(rounded.chunks(row_len)) {
+                    dst.copy_from_slice(&src[..g.ow]);
                 }
             }
         });
@@ -353,9 +359,9 @@ struct Packing {
     flipped: bool,
 }
 
-/// The weights of every group as `[group][block of 32 output channels][tap][channel][cin_pad]`
-/// `bf16` bits (zero past the group's channels), the blocks packed in parallel; `None` if
-/// the buffer cannot be allocated.
+/// The weights of every group as `[group][block of 32 output channels][tap][block of 32 input
+/// channels][channel][32]` `bf16` bits (zero past the group's channels), the blocks packed
+/// in parallel; `None` if the buffer cannot be allocated.
 fn packed_weights(
     g: &Geometry,
     weight: &[bf16],
@@ -396,17 +402,18 @@ fn packed_weights(
                     &gathered[..]
                 }
             };
-            let panel = &mut panel[c * cin_pad..];
+            // Input channel `ci` of channel `c` within a tap: its tile, row, column.
+            let at = |ci: usize| ci / CHANNELS * TILE + c * CHANNELS + ci % CHANNELS;
             // Whole blocks of 32 input channels by vector permutations, the rest one by one.
             let mut ci = 0;
             while ci + CHANNELS <= cin_g
-                && transpose_taps(&row[ci * taps..], taps, &mut panel[ci..], stride)
+                && transpose_taps(&row[ci * taps..], taps, &mut panel[at(ci)..], stride)
             {
                 ci += CHANNELS;
             }
             for (ci, taps_of) in row.chunks_exact(taps).enumerate().skip(ci) {
                 for (tap, &w) in taps_of.iter().enumerate() {
-                    panel[tap * stride + ci] = w;
+                    panel[tap * stride + at(ci)] = w;
                 }
             }
         }
