@@ -116,15 +116,15 @@ enum Layout {
 }
 
 /// Whether [`Layout::InPlace`] suits `g`: whole blocks of 32 terms and of 32 output channels
-/// (the tiles read the weight rows as they are), on maps of at most 128 padded pixels per
-/// image (`conv2d-bench/sweeps/amx_bf16.json`, one thread: 1.4-3.1x the packed layout's
-/// speed on 7x7 to 10x10 maps, where packing the weights dominates; 0.8-1.7x on 13x13 to
-/// 20x20 maps, whose unrolled input outgrows the caches; 0.6x at 56x56).
+/// (the tiles read the weight rows as they are), on maps of at most 256 padded pixels per
+/// image (`conv2d-bench/sweeps/amx_bf16.json`, one thread: 1.9-3.6x the packed layout's
+/// speed on 7x7 to 11x11 maps, where packing the weights dominates; 0.93-1.28x at 13x13 and
+/// 14x14; 0.6-0.87x from 357 pixels, whose unrolled input outgrows the caches).
 fn in_place(g: &Geometry, row_len: usize) -> bool {
     let terms = g.cin_per_group() * g.kh * g.kw;
     terms.is_multiple_of(CHANNELS)
         && g.cout_per_group().is_multiple_of(CHANNELS)
-        && g.oh * row_len <= 128
+        && g.oh * row_len <= 256
 }
 
 /// `out = conv2d(input, weight) + bias` for a shape that [`applies`], overwriting `out`;
