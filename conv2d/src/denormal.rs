@@ -27,7 +27,10 @@ static FLUSH: AtomicBool = AtomicBool::new(false);
 /// of exactness for values below the normal range (`f32::MIN_POSITIVE`, about 1.2e-38, for
 /// `f32`, `bf16` and `Complex<f32>`; 2.2e-308 for `f64`; `f16` inputs become normal `f32`
 /// numbers and are never flushed). Unlike the CPU's modes, products of two normal numbers
-/// that fall below the normal range inside a sum are not flushed.
+/// that fall below the normal range inside a sum are not flushed. With it off, subnormal
+/// values are exact, except on CPUs with AMX-BF16, whose matrix unit runs the tiled `bf16`
+/// forward pass and input gradient reading subnormal `bf16` operands and sums as zero (as
+/// PyTorch's kernels there).
 ///
 /// # Example
 /// ```

@@ -20,7 +20,10 @@ pub const ISA_ENV: &str = "CONV2D_ISA";
 /// complex types; `direct` for `f32`, `f16` and `bf16` uses FMAs on AVX2 and AVX-512, and
 /// `direct-tiled` FMAs and vectors as wide as the level has (below AVX2 it runs another
 /// algorithm), so their last bits depend on the level. The GEMM-based algorithm dispatches
-/// on its own, inside the `gemm` crate.
+/// on its own, inside the `gemm` crate. At the AVX-512 level, a CPU with AMX-BF16 also runs
+/// `direct-tiled`'s `bf16` forward pass and input gradient on its matrix unit (see
+/// [`Algorithm::DirectTiled`](crate::Algorithm::DirectTiled)); lowering the level to AVX2
+/// turns that off.
 ///
 /// # Example
 /// ```

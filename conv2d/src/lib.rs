@@ -39,7 +39,10 @@
 //! [`Algorithm::Direct`] use fused multiply-adds on AVX2 and AVX-512, so their last bits may
 //! differ between levels, and the GEMM behind
 //! [`Algorithm::Im2colGemm`] picks its own kernels, so its last bits may differ between
-//! machines.
+//! machines. On CPUs with AMX-BF16 the tiled algorithms run the `bf16` forward pass and
+//! stride-1 input gradient on the matrix unit (exact products, `f32` sums in another
+//! order), which reads subnormal `bf16` operands as zero and flushes sums below
+//! `f32::MIN_POSITIVE`, as PyTorch's kernels on those CPUs do.
 #![deny(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
