@@ -64,14 +64,15 @@ pub enum Algorithm {
     /// 6-channel output block of the band; pointwise, the group's subsampled input planes
     /// when strided (or not whole vectors of 16).
     ///
-    /// `bf16` on CPUs with AMX-BF16 (16 or more input and output channels per group, stride
-    /// 1, zero padding; chosen by this algorithm or [`Algorithm::ImplicitGemm`]): the
-    /// forward pass and the input gradient run on the matrix unit instead, `tdpbf16ps`
-    /// summing exact products into `f32` tiles of 32 output channels by 32 pixels. On maps
-    /// of more than 256 padded pixels the input is padded into a slab of channel pairs read
+    /// `bf16` on CPUs with AMX-BF16 (16 or more output channels per group, zero padding, and
+    /// with stride 1 16 or more input channels per group, else 32 or more terms per output;
+    /// chosen by this algorithm or [`Algorithm::ImplicitGemm`]): the forward pass, and the
+    /// stride-1 input gradient, run on the matrix unit instead, `tdpbf16ps` summing exact
+    /// products into `f32` tiles of 32 output channels by 32 pixels. With stride 1 on maps
+    /// of more than 128 padded pixels the input is padded into a slab of channel pairs read
     /// as shifted windows (as above) and the weights are packed per call into tiles of 32
-    /// input channels per tap; on smaller maps the weights are read in place and the
-    /// input unrolled. Subnormal `bf16` operands read as zero there, and sums below
+    /// input channels per tap; otherwise the weights are read in place (padded to whole
+    /// tiles where needed) and the input unrolled (an im2col, any stride or dilation). Subnormal `bf16` operands read as zero there, and sums below
     /// `f32::MIN_POSITIVE` as zero (as PyTorch's oneDNN on those CPUs). Scratch: the packed
     /// weights (or the unrolled input), the group's padded input and per task 32 rows of
     /// sums.

@@ -117,6 +117,12 @@ fn amx_in_place_problems() -> impl Strategy<Value = Problem> {
     })
 }
 
+/// Strided shapes with 16-60 output channels per group: on CPUs with AMX, the `bf16` tiles
+/// over the unrolled input (any stride and dilation, weights padded to whole tiles).
+fn amx_strided_problems() -> impl Strategy<Value = Problem> {
+    shaped_problems(4..40, 16..61, 2..20, 2..4)
+}
+
 /// Random problems with `cin_g` input and `cout_g` output channels per group, maps of
 /// `map` pixels a side and strides in `strides`, kernels up to 3x3, dilations up to 2,
 /// paddings up to 2.
@@ -489,6 +495,11 @@ proptest! {
 
     #[test]
     fn bf16_in_place_tiles_match_reference(p in amx_in_place_problems()) {
+        every_algorithm_matches_reference::<bf16>(&p).map_err(TestCaseError::fail)?;
+    }
+
+    #[test]
+    fn bf16_strided_tiles_match_reference(p in amx_strided_problems()) {
         every_algorithm_matches_reference::<bf16>(&p).map_err(TestCaseError::fail)?;
     }
 

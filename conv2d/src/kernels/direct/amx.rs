@@ -32,6 +32,9 @@ const TASKS: usize = 16;
 /// Values in a tile of packed weights: 32 output channels by 32 input channels, stored
 /// whole (its rows 64 bytes apart, one contiguous run for the tile load).
 const TILE: usize = CHANNELS * CHANNELS;
+/// Values of an unrolled input (per image and group) beyond which a strided layer is left
+/// to the widened `f32` path (16 Mi: 32 MiB).
+const UNROLLED_BUDGET: usize = 16 << 20;
 
 /// One task's sweep for `crate::arch::amx::bf16_tiles`: `sums[c][p] = bias[c] + sum over
 /// steps of the step's left tile row `c` times its right tile column `p``, for 32 channels
@@ -74,17 +77,19 @@ impl AmxJob<'_> {
     }
 }
 
-/// Whether the AMX tiles run this shape's `bf16` forward pass: stride 1, 16 or more input
-/// and output channels per group, a slab that [`fits`], on a CPU with AMX-BF16 granted to
-/// the process and the AVX-512 level in force.
+/// Whether the AMX tiles run this shape's `bf16` forward pass: 16 or more output channels
+/// per group, and, with stride 1, 16 or more input channels per group, else 32 or more
+/// terms per output (input channels x taps) and an unrolled input of at most
+/// [`UNROLLED_BUDGET`] values; a slab that [`fits`], on a CPU with AMX-BF16 granted to the
+/// process and the AVX-512 level in force.
 pub(crate) fn applies(g: &Geometry) -> bool {
-    g.stride.h == 1
-        && g.stride.w == 1
-        && g.cin_per_group() >= 16
-        && g.cout_per_group() >= 16
-        && fits(g)
-        && isa() == Isa::Avx512
-        && available()
+    let terms = g.cin_per_group().saturating_mul(g.kh).saturating_mul(g.kw);
+    let pixels = g.oh.saturating_mul(g.ow).saturating_add(CHANNELS);
+    let inputs = match g.stride.h == 1 && g.stride.w == 1 {
+        true => g.cin_per_group() >= 16,
+        false => terms >= CHANNELS && terms.saturating_mul(pixels) <= UNROLLED_BUDGET,
+    };
+    inputs && g.cout_per_group() >= 16 && fits(g) && isa() == Isa::Avx512 && available()
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -99,32 +104,33 @@ fn available() -> bool {
 
 /// How a shape's reduction (input channels x taps) is laid out for the tiles.
 enum Layout {
-    /// The weights packed per call as `[group][block of 32 output channels][tap][block of
-    /// 32 input channels][channel][32]`, `per_block` values a block; the input padded into
-    /// a slab of channel pairs. A step is one tap of 32 input channels: its right tile is 16 pixels of 16
-    /// pairs read in place, at the tap's shift.
+    /// Stride 1: the weights packed per call as `[group][block of 32 output channels][tap]
+    /// [block of 32 input channels][channel][32]`, `per_block` values a block; the input
+    /// padded into a slab of channel pairs. A step is one tap of 32 input channels: its
+    /// right tile is 16 pixels of 16 pairs read in place, at the tap's shift.
     Pairs {
         weights: Vec<u16>,
         per_block: usize,
         cin_pad: usize,
     },
-    /// The weights read in place (each output channel's row of `cin_g * kh * kw` terms in
-    /// PyTorch's order); the input unrolled into rows of consecutive pairs of those terms
-    /// for every pixel: an im2col, which is smaller than the weights when the image has
-    /// fewer pixels than output channels. A step is 32 consecutive terms.
-    InPlace,
+    /// The weights read as they are (each output channel's row of `cin_g * kh * kw` terms
+    /// in PyTorch's order), or, where the terms or the channels are not whole blocks of
+    /// 32, from a zero-padded copy `[group][co_pad][terms_pad]`; the input unrolled into
+    /// rows of consecutive pairs of those terms for every output pixel (an im2col, any
+    /// stride or dilation). A step is 32 consecutive terms.
+    Unrolled {
+        padded: Option<Vec<u16>>,
+        terms_pad: usize,
+    },
 }
 
-/// Whether [`Layout::InPlace`] suits `g`: whole blocks of 32 terms and of 32 output channels
-/// (the tiles read the weight rows as they are), on maps of at most 256 padded pixels per
-/// image (`conv2d-bench/sweeps/amx_bf16.json`, one thread: 1.9-3.6x the packed layout's
-/// speed on 7x7 to 11x11 maps, where packing the weights dominates; 0.93-1.28x at 13x13 and
-/// 14x14; 0.6-0.87x from 357 pixels, whose unrolled input outgrows the caches).
-fn in_place(g: &Geometry, row_len: usize) -> bool {
-    let terms = g.cin_per_group() * g.kh * g.kw;
-    terms.is_multiple_of(CHANNELS)
-        && g.cout_per_group().is_multiple_of(CHANNELS)
-        && g.oh * row_len <= 256
+/// Whether a stride-1 `g` takes [`Layout::Unrolled`] rather than [`Layout::Pairs`]: maps of
+/// at most 128 padded pixels per image (`conv2d-bench/sweeps/amx_bf16.json`, one thread:
+/// 1.9-3.6x the packed layout's speed on 7x7 to 11x11 maps, where packing the weights
+/// dominates; 0.8-1.3x at 13x13 and 14x14, `resnet_3x3_c256` among the slower; 0.6-0.87x
+/// from 357 pixels, whose unrolled input outgrows the caches).
+fn unrolls(g: &Geometry, row_len: usize) -> bool {
+    g.oh * row_len <= 128
 }
 
 /// `out = conv2d(input, weight) + bias` for a shape that [`applies`], overwriting `out`;
@@ -141,6 +147,9 @@ pub(crate) fn forward(
 ) {
     let (cin_g, cout_g) = (g.cin_per_group(), g.cout_per_group());
     let co_pad = cout_g.next_multiple_of(CHANNELS);
+    let bits: &[u16] = weight.reinterpret_cast();
+    let stride_1 = g.stride.h == 1 && g.stride.w == 1;
+    // Stride 1's padded rows: each tap reads a window of them shifted by `shift`.
     let row_len = g.ow + (g.kw - 1) * g.dilation.w;
     let height = g.oh + (g.kh - 1) * g.dilation.h;
     // Each padded plane, then a tile of pixels past the last output and a row (the reach of
@@ -150,8 +159,16 @@ pub(crate) fn forward(
         .flat_map(|ky| (0..g.kw).map(move |kx| ky * g.dilation.h * row_len + kx * g.dilation.w))
         .collect();
     let terms = cin_g * shifts.len();
-    let layout = if !flipped && in_place(g, row_len) {
-        Layout::InPlace
+    let layout = if !stride_1 || (!flipped && unrolls(g, row_len)) {
+        let terms_pad = terms.next_multiple_of(CHANNELS);
+        let padded = match terms == terms_pad && cout_g == co_pad {
+            true => None,
+            false => match padded_weights(g, bits, terms_pad, co_pad, scratch) {
+                Some(padded) => Some(padded),
+                None => return,
+            },
+        };
+        Layout::Unrolled { padded, terms_pad }
     } else {
         let cin_pad = cin_g.next_multiple_of(CHANNELS);
         let Some(per_block) = scratch.ok(checked_product(
@@ -174,7 +191,8 @@ pub(crate) fn forward(
             cin_pad,
         }
     };
-    let bits: &[u16] = weight.reinterpret_cast();
+    // Output pixel `(y, x)` is pixel `y * grid_row + x` of the right operand.
+    let grid_row = if stride_1 { row_len } else { g.ow };
     let plane = g.oh * g.ow;
     for_each_chunk(out, cout_g * plane, |task, group_out| {
         let (n, group) = (task / g.groups, task % g.groups);
@@ -190,8 +208,8 @@ pub(crate) fn forward(
                         (slab, 2 * plane_px)
                     })
             }
-            Layout::InPlace => unrolled(g, x, &shifts, plane_px, row_len, scratch)
-                .map(|b| (b, 2 * (g.oh * row_len + CHANNELS))),
+            Layout::Unrolled { terms_pad, .. } => unrolled(g, x, *terms_pad, scratch)
+                .map(|(b, grid)| (b, 2 * (g.oh * grid + CHANNELS))),
         };
         let Some((right, b_stride)) = right else {
             return;
@@ -214,8 +232,8 @@ pub(crate) fn forward(
             .map(|p| p.chunks_mut(row_chunk * g.ow));
         for_each_item(block_tasks(planes, CHANNELS), |(block, chunk, outs)| {
             let rows = outs[0].len() / g.ow;
-            let q0 = chunk * row_chunk * row_len;
-            let len = ((rows - 1) * row_len + g.ow).next_multiple_of(CHANNELS);
+            let q0 = chunk * row_chunk * grid_row;
+            let len = ((rows - 1) * grid_row + g.ow).next_multiple_of(CHANNELS);
             let Some(mut sums) = scratch.filled(CHANNELS * len, 0f32) else {
                 return;
             };
@@ -238,13 +256,17 @@ pub(crate) fn forward(
                         })
                         .collect(),
                 ),
-                Layout::InPlace => (
-                    &bits[(group * cout_g + block * CHANNELS) * terms..],
-                    terms,
-                    (0..terms / CHANNELS)
+                Layout::Unrolled { padded, terms_pad } => {
+                    let first = block * CHANNELS;
+                    let (a, a_stride) = match padded {
+                        None => (&bits[(group * cout_g + first) * terms..], terms),
+                        Some(p) => (&p[(group * co_pad + first) * terms_pad..], *terms_pad),
+                    };
+                    let steps = (0..terms_pad / CHANNELS)
                         .map(|k| (k * CHANNELS, k * 16 * b_stride + 2 * q0))
-                        .collect(),
-                ),
+                        .collect();
+                    (a, a_stride, steps)
+                }
             };
             let mut job = AmxJob {
                 a,
@@ -261,7 +283,10 @@ pub(crate) fn forward(
             let mut rounded = vec![bf16::ZERO; len];
             for (out_rows, sums_c) in outs.into_iter().zip(sums.chunks_exact(len)) {
                 narrow_bf16(sums_c, &mut rounded);
-                for (dst, src) in out_rows.chunks_exact_mut(g.ow).zip(rounded.chunks(row_len)) {
+                for (dst, src) in out_rows
+                    .chunks_exact_mut(g.ow)
+                    .zip(rounded.chunks(grid_row))
+                {
                     dst.copy_from_slice(&src[..g.ow]);
                 }
             }
@@ -294,47 +319,133 @@ pub(crate) fn backward_input(
     true
 }
 
-/// The right operand of [`Layout::InPlace`]: the group's input `x` padded into planes of
-/// `plane_px` pixels, then for each pair of consecutive reduction terms `(ci, tap)` a row
-/// holding, for every padded output pixel `q` (`oh * row_len` of them and a tile more),
-/// the two terms' inputs side by side; `None` if a buffer cannot be allocated.
+/// The right operand of [`Layout::Unrolled`] and the pixels of its grid's rows: the
+/// group's input `x` zero-padded (each padded row split into its column phases where the
+/// kernel is wider than the stride, so that the taps' reads are runs), then for each pair
+/// of consecutive reduction terms `(ci, ky, kx)` (`terms_pad` of them, zero past the last)
+/// a row holding, for every pixel of the output grid (and a tile more), the two terms'
+/// inputs side by side. With stride 1 the grid is the padded width, and each term's pixels
+/// one run of its padded plane; otherwise the grid is the output width, read row by row.
+/// `None` if a buffer cannot be allocated.
 fn unrolled(
     g: &Geometry,
     x: &[u16],
-    shifts: &[usize],
-    plane_px: usize,
-    row_len: usize,
+    terms_pad: usize,
     scratch: &Scratch,
-) -> Option<Vec<u16>> {
-    let cin_g = g.cin_per_group();
-    let pixels = g.oh * row_len + CHANNELS;
-    let slab_len = scratch.ok(checked_product(&[cin_g, plane_px], "an AMX slab"))?;
+) -> Option<(Vec<u16>, usize)> {
+    let (cin_g, taps) = (g.cin_per_group(), g.kh * g.kw);
+    let (s, d) = (g.stride, g.dilation);
+    let stride_1 = s.h == 1 && s.w == 1;
+    let height = (g.oh - 1) * s.h + (g.kh - 1) * d.h + 1;
+    let width = (g.ow - 1) * s.w + (g.kw - 1) * d.w + 1;
+    // Phases: padded column `c` is slot `c / s.w` of phase `c % s.w`; else `step` apart.
+    let (phases, step) = match g.kw > s.w {
+        true => (s.w, 1),
+        false => (1, s.w),
+    };
+    let slots = width.div_ceil(phases);
+    let row_len = slots * phases;
+    let grid = if stride_1 { width } else { g.ow };
+    let pixels = g.oh * grid + CHANNELS;
+    // With stride 1 a term's run starts up to a row in and is `pixels` long: a tail.
+    let plane = height * row_len + if stride_1 { width + CHANNELS } else { 0 };
+    let slab_len = scratch.ok(checked_product(&[cin_g, plane], "an AMX slab"))?;
     let mut slab = scratch.filled(slab_len, 0u16)?;
-    let first = g.pad_left.min(row_len);
-    let count = g.w.min(row_len - first);
-    for_each_chunk(&mut slab, plane_px, |c, plane| {
+    let inputs = g.w.min(width.saturating_sub(g.pad_left));
+    for_each_chunk(&mut slab, plane, |c, plane| {
         let src = &x[c * g.h * g.w..][..g.h * g.w];
-        for (r, dst) in plane.chunks_exact_mut(row_len).enumerate() {
-            if let Some(iy) = r.checked_sub(g.pad_top).filter(|&iy| iy < g.h) {
-                dst[first..first + count].copy_from_slice(&src[iy * g.w..][..count]);
+        for (r, dst) in plane.chunks_exact_mut(row_len).take(height).enumerate() {
+            let Some(iy) = r.checked_sub(g.pad_top).filter(|&iy| iy < g.h) else {
+                continue;
+            };
+            let src = &src[iy * g.w..][..inputs];
+            if phases == 1 {
+                dst[g.pad_left..][..inputs].copy_from_slice(src);
+                continue;
+            }
+            for (p, phase) in dst.chunks_exact_mut(slots).enumerate() {
+                // The first padded column of phase `p` holding an input column.
+                let c0 = g.pad_left + (p + phases - g.pad_left % phases) % phases;
+                let Some(src) = src.get(c0 - g.pad_left..) else {
+                    continue;
+                };
+                for (d, &v) in phase[c0 / phases..]
+                    .iter_mut()
+                    .zip(src.iter().step_by(phases))
+                {
+                    *d = v;
+                }
             }
         }
     });
-    let terms = cin_g * shifts.len();
-    let len = scratch.ok(checked_product(&[terms, pixels], "an unrolled AMX input"))?;
+    let len = scratch.ok(checked_product(
+        &[terms_pad, pixels],
+        "an unrolled AMX input",
+    ))?;
     let mut rows = scratch.filled(len, 0u16)?;
-    let input_of = |term: usize| {
-        let (ci, tap) = (term / shifts.len(), term % shifts.len());
-        &slab[ci * plane_px + shifts[tap]..][..pixels]
+    // Term `t`'s inputs for output row `oy` on, `step` apart, if it is a term.
+    let run = |t: usize, oy: usize| {
+        let (ci, ky, kx) = (t / taps, t % taps / g.kw, t % g.kw);
+        let (r, c) = (oy * s.h + ky * d.h, kx * d.w);
+        let start = ci * plane + r * row_len + c % phases * slots + c / phases;
+        (t < cin_g * taps).then(|| &slab[start..])
     };
+    // Segments of the grid read as one run: all of it with stride 1, else each output row.
+    let (segments, segment) = if stride_1 { (1, pixels) } else { (g.oh, g.ow) };
     for_each_chunk(&mut rows, 2 * pixels, |m, row| {
-        let (even, odd) = (input_of(2 * m), input_of(2 * m + 1));
-        for (d, (&e, &o)) in row.chunks_exact_mut(2).zip(even.iter().zip(odd)) {
-            d[0] = e;
-            d[1] = o;
+        for (oy, dst) in row.chunks_exact_mut(2 * segment).take(segments).enumerate() {
+            let (even, odd) = (run(2 * m, oy), run(2 * m + 1, oy));
+            if let (Some(even), Some(odd), 1) = (even, odd, step) {
+                let pairs = even[..segment].iter().zip(&odd[..segment]);
+                for (d, (&e, &o)) in dst.chunks_exact_mut(2).zip(pairs) {
+                    d[0] = e;
+                    d[1] = o;
+                }
+                continue;
+            }
+            for (parity, src) in [even, odd].into_iter().enumerate() {
+                let Some(src) = src else {
+                    continue;
+                };
+                if step == 1 {
+                    for (d, &v) in dst.chunks_exact_mut(2).zip(&src[..segment]) {
+                        d[parity] = v;
+                    }
+                } else {
+                    for (d, &v) in dst.chunks_exact_mut(2).zip(src.iter().step_by(step)) {
+                        d[parity] = v;
+                    }
+                }
+            }
         }
     });
-    Some(rows)
+    Some((rows, grid))
+}
+
+/// The weights of every group zero-padded to `[group][co_pad][terms_pad]` `bf16` bits, for
+/// [`Layout::Unrolled`] where the rows are not whole tiles; `None` if the buffer cannot be
+/// allocated.
+fn padded_weights(
+    g: &Geometry,
+    bits: &[u16],
+    terms_pad: usize,
+    co_pad: usize,
+    scratch: &Scratch,
+) -> Option<Vec<u16>> {
+    let terms = g.cin_per_group() * g.kh * g.kw;
+    let cout_g = g.cout_per_group();
+    let len = scratch.ok(checked_product(
+        &[g.groups, co_pad, terms_pad],
+        "padded AMX weights",
+    ))?;
+    let mut padded = scratch.filled(len, 0u16)?;
+    for_each_chunk(&mut padded, co_pad * terms_pad, |group, rows| {
+        let weights = bits[group * cout_g * terms..][..cout_g * terms].chunks_exact(terms);
+        for (dst, src) in rows.chunks_exact_mut(terms_pad).zip(weights) {
+            dst[..terms].copy_from_slice(src);
+        }
+    });
+    Some(padded)
 }
 
 /// Runs the AMX kernel on a job.
