@@ -33,7 +33,7 @@ use crate::algorithm::Algorithm;
 use crate::element::{Accumulator, Element};
 use crate::error::{try_filled, ConvError, Result};
 use crate::geometry::Geometry;
-use crate::threading::for_each_chunk;
+use crate::threading::{for_each_chunk, install};
 
 /// Scratch buffers of parallel tasks, which cannot return errors: a task whose buffer
 /// cannot be allocated skips its work and records why, and the kernel's dispatcher returns
@@ -105,7 +105,7 @@ pub(crate) fn forward<A: Accumulator>(
 
 /// The `bf16` forward pass on the CPU's AMX tiles, where `algorithm` is a tiled one and the
 /// tiles apply to the shape (see `direct::amx`), overwriting `out`; `None` (nothing
-/// written) elsewhere: other types, shapes and CPUs.
+/// written, no thread woken) elsewhere: other types, shapes and CPUs.
 pub(crate) fn forward_bf16<T: Element>(
     algorithm: Algorithm,
     g: &Geometry,
@@ -124,9 +124,11 @@ pub(crate) fn forward_bf16<T: Element>(
         return None;
     }
     let out = direct::as_type_mut::<T, bf16>(out)?;
-    let scratch = Scratch::new();
-    direct::amx::forward(g, input, weight, false, bias.flatten(), out, &scratch);
-    Some(scratch.finish())
+    Some(install(g.work(), || {
+        let scratch = Scratch::new();
+        direct::amx::forward(g, input, weight, false, bias.flatten(), out, &scratch);
+        scratch.finish()
+    }))
 }
 
 /// The `bf16` input gradient on the CPU's AMX tiles (a stride-1 convolution's, as the
@@ -141,13 +143,17 @@ pub(crate) fn backward_input_bf16<T: Element>(
 ) -> Option<Result<()>> {
     let grad_out = direct::as_type::<T, bf16>(grad_out)?;
     let weight = direct::as_type::<T, bf16>(weight)?;
-    let grad_in = direct::as_type_mut::<T, bf16>(grad_in)?;
     let tiled = matches!(algorithm, Algorithm::DirectTiled | Algorithm::ImplicitGemm);
     if !tiled || grad_out.is_empty() || weight.is_empty() {
         return None;
     }
-    let scratch = Scratch::new();
-    direct::amx::backward_input(g, grad_out, weight, grad_in, &scratch).then(|| scratch.finish())
+    let flipped = direct::amx::flipped(g, weight)?;
+    let grad_in = direct::as_type_mut::<T, bf16>(grad_in)?;
+    Some(install(g.work(), || {
+        let scratch = Scratch::new();
+        direct::amx::forward(&flipped, grad_out, weight, true, None, grad_in, &scratch);
+        scratch.finish()
+    }))
 }
 
 /// The input gradient by `algorithm`, overwriting every element of `grad_in`; callers pass

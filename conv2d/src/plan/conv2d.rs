@@ -294,8 +294,7 @@ impl Conv2dPlan {
         check_bias(bias.map(<[T]>::len), g.cout, g.weight_shape())?;
         check_len("output", out.len(), g.output_shape())?;
         if self.border.is_none() {
-            let tiles = || kernels::forward_bf16(self.algorithm, g, input, weight, bias, out);
-            if let Some(done) = install(g.work(), tiles) {
+            if let Some(done) = kernels::forward_bf16(self.algorithm, g, input, weight, bias, out) {
                 return done;
             }
         }
@@ -363,8 +362,7 @@ impl Conv2dPlan {
         check_len("grad_input", grad_input.len(), self.input_shape)?;
         if self.border.is_none() {
             let (a, gy, w) = (self.algorithm, grad_output, weight);
-            let tiles = || kernels::backward_input_bf16(a, g, gy, w, grad_input);
-            if let Some(done) = install(g.work(), tiles) {
+            if let Some(done) = kernels::backward_input_bf16(a, g, gy, w, grad_input) {
                 return done;
             }
         }

@@ -134,8 +134,8 @@ fn unrolls(g: &Geometry, row_len: usize) -> bool {
 }
 
 /// `out = conv2d(input, weight) + bias` for a shape that [`applies`], overwriting `out`;
-/// with `flipped`, `weight` is the weight of the convolution whose input gradient `g` is
-/// (see [`backward_input`]), flipped and transposed on the fly as it is packed.
+/// with `flipped`, `g` is a [`flipped`] convolution and `weight` the weight of the
+/// convolution whose input gradient it computes, flipped and transposed as it is packed.
 pub(crate) fn forward(
     g: &Geometry,
     input: &[bf16],
@@ -294,29 +294,16 @@ pub(crate) fn forward(
     });
 }
 
-/// The input gradient of a stride-1 convolution `g` whose flipped convolution (see
-/// `direct::backward_input`) the tiles run, overwriting `grad_in`; `false` (nothing
-/// written) where they do not apply, or where a weight is not finite (its products with
-/// the flipped convolution's zero padding would be NaN where the input gradient has no
-/// such terms).
-pub(crate) fn backward_input(
-    g: &Geometry,
-    grad_out: &[bf16],
-    weight: &[bf16],
-    grad_in: &mut [bf16],
-    scratch: &Scratch,
-) -> bool {
-    let Some(flipped) = super::flipped_shape(g).filter(applies) else {
-        return false;
-    };
+/// The flipped convolution (see `direct::backward_input`) whose forward pass on the tiles,
+/// with `flipped` set, is the input gradient of the stride-1 convolution `g`; `None` where
+/// the tiles do not apply, or where a weight is not finite (its products with the flipped
+/// convolution's zero padding would be NaN where the input gradient has no such terms).
+pub(crate) fn flipped(g: &Geometry, weight: &[bf16]) -> Option<Geometry> {
+    let flipped = super::flipped_shape(g).filter(applies)?;
     // Exponent all ones: infinite or NaN (in chunks without early exit, which vectorise).
     let bits: &[u16] = weight.reinterpret_cast();
     let finite = |c: &[u16]| c.iter().fold(true, |ok, &b| ok & (b & 0x7F80 != 0x7F80));
-    if !bits.chunks(256).all(finite) {
-        return false;
-    }
-    forward(&flipped, grad_out, weight, true, None, grad_in, scratch);
-    true
+    bits.chunks(256).all(finite).then_some(flipped)
 }
 
 /// The right operand of [`Layout::Unrolled`] and the pixels of its grid's rows: the
