@@ -602,15 +602,32 @@ fn extreme_strides_paddings_and_dilations_compute_the_taps_that_land() {
     .unwrap()
     .forward(&x, &w, None)
     .unwrap();
+    // Its gradients: the stride-1 convolution's, with only that pixel's output gradient.
+    let gy: Vec<f32> = (0..6).map(|c| c as f32 - 2.5).collect();
+    let dense_gy: Vec<f32> = (0..6 * 4)
+        .map(|i| if i % 4 == 0 { gy[i / 4] } else { 0.0 })
+        .collect();
+    let dense_plan = Conv2dPlan::new(
+        [1, 4, 3, 6],
+        [6, 2, 3, 3],
+        &Conv2dOptions::default().groups(2),
+    )
+    .unwrap();
+    let dense_gx = dense_plan.backward_input(&dense_gy, &w).unwrap();
+    let dense_gw = dense_plan.backward_weight(&x, &dense_gy).unwrap();
     for stride in [1 << 31, usize::MAX / 2] {
         let opts = Conv2dOptions::default().groups(2).stride(stride);
         let plan = Conv2dPlan::new([1, 4, 3, 6], [6, 2, 3, 3], &opts).unwrap();
         assert_eq!(plan.output_shape(), [1, 6, 1, 1]);
         for algorithm in all {
-            let y = plan.clone().with_algorithm(algorithm);
-            let y = y.forward(&x, &w, None).unwrap();
+            let plan = plan.clone().with_algorithm(algorithm);
+            let y = plan.forward(&x, &w, None).unwrap();
             let first: Vec<f32> = dense.chunks(4).map(|plane| plane[0]).collect();
             assert_eq!(y, first, "{}", algorithm.name());
+            let gx = plan.backward_input(&gy, &w).unwrap();
+            assert_eq!(gx, dense_gx, "{} input gradient", algorithm.name());
+            let gw = plan.backward_weight(&x, &gy).unwrap();
+            assert_eq!(gw, dense_gw, "{} weight gradient", algorithm.name());
         }
     }
     // 'same' padding with dilations of 2^31 and 2^32 - 1: only the centre tap lands.

@@ -1,19 +1,19 @@
-//! The `bf16` forward pass of a stride-1 convolution on AMX tiles: the same shifted-window
-//! scheme as [`tiled`](super::tiled), with `bf16` products summed exactly into `f32` by
-//! the CPU's matrix unit instead of widening every operand to `f32` first.
+//! The `bf16` forward pass (and, through the flipped convolution, the stride-1 input
+//! gradient) on AMX tiles: `bf16` products summed exactly into `f32` by the CPU's matrix
+//! unit instead of widening every operand to `f32` first.
 //!
-//! The group's input is zero-padded into a slab of channel pairs (each pixel's two
-//! channels side by side, the layout `tdpbf16ps` reads); with stride 1, every tap of output
-//! pixel `q = r * row_len + x` reads pixel `start + q` of each pair, so 16 consecutive
-//! pixels of 16 consecutive pairs are one tile of 16 rows (one per pair) of 64 bytes. The
-//! weights are packed per call into rows of 32 input channels per tap and output channel.
-//! Tasks are 32 output channels by a run of output rows; their sums (bias first, then tap
-//! after tap, 32 input channels at a time) are rounded once to `bf16`.
+//! A step of the reduction multiplies 32 output channels' 32 terms (two left tiles) by 32
+//! pixels' same terms, stored as 16 rows of pairs of terms, each pixel's pair side by side
+//! (two right tiles, the layout `tdpbf16ps` reads). [`Layout::Pairs`] (stride 1, larger
+//! maps) pads the input into a slab of channel pairs, read as shifted windows as in
+//! [`tiled`](super::tiled), and packs the weights per call; [`Layout::Unrolled`] reads the
+//! weights in place and unrolls the input (an im2col, any stride). Tasks are 32 output
+//! channels by a run of output rows; their sums (bias first, then the steps in order) are
+//! rounded once to `bf16`.
 //!
-//! The tiles treat subnormal `bf16` operands as zero and flush subnormal `f32` sums, so
-//! [`applies`] leaves subnormal operands to the widened `f32` path (unless the flush is
-//! on, which reads them as zero anyway), and a result below `f32::MIN_POSITIVE` in
-//! magnitude comes out as zero here: as PyTorch's own AMX kernels do.
+//! The unit treats subnormal `bf16` operands as zero and flushes subnormal `f32` sums, so a
+//! result below `f32::MIN_POSITIVE` in magnitude comes out as zero here, as in PyTorch's
+//! own AMX kernels.
 
 use half::{bf16, slice::HalfFloatSliceExt};
 
@@ -36,9 +36,9 @@ const TILE: usize = CHANNELS * CHANNELS;
 /// to the widened `f32` path (16 Mi: 32 MiB).
 const UNROLLED_BUDGET: usize = 16 << 20;
 
-/// One task's sweep for `crate::arch::amx::bf16_tiles`: `sums[c][p] = bias[c] + sum over
-/// steps of the step's left tile row `c` times its right tile column `p``, for 32 channels
-/// `c` and `p < len` (a multiple of 32). A step's left operand is 32 rows (output
+/// One task's sweep for `crate::arch::amx::bf16_tiles`: `sums[c][p]` is `bias[c]` plus, over
+/// the steps, the step's left row `c` times its right column `p`, for 32 channels `c` and
+/// `p < len` (a multiple of 32). A step's left operand is 32 rows (output
 /// channels) of 32 `bf16` values `a_stride` apart from `a[at]`; its right operand 16 rows
 /// (pairs of reduction terms) `b_stride` apart from `b[bt]`, each pixel's pair side by side.
 pub(crate) struct AmxJob<'a> {

@@ -342,7 +342,8 @@ fn run<A: Accumulator>(job: &mut Band<'_, A>) {
             init: tiled::as_f32(std::slice::from_ref(&job.init)).expect("f32")[0],
             out,
             ow: job.g.ow,
-            step: job.g.stride.h * job.slab.row_len(),
+            // Saturating: a huge stride leaves one output row, and no second row to step to.
+            step: job.g.stride.h.saturating_mul(job.slab.row_len()),
         };
         match isa() {
             // SAFETY: `isa()` returns a level only if the CPU supports it; `pointers`
@@ -525,7 +526,8 @@ fn run_weight<A: Accumulator>(job: &mut WeightJob<'_, A>) {
             starts: job.starts,
             grad_out,
             ow: job.g.ow,
-            step: job.g.stride.h * job.slab.row_len(),
+            // Saturating: a huge stride leaves one output row, and no second row to step to.
+            step: job.g.stride.h.saturating_mul(job.slab.row_len()),
             sums,
         };
         // SAFETY: `isa()` returns AVX-512 only if the CPU supports it; `pointers` checks
