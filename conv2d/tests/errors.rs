@@ -726,3 +726,36 @@ fn zero_channel_images_give_the_bias() {
     }
     assert_eq!(plan.backward_bias(&y).unwrap(), bias.map(|b| b * 24.0));
 }
+
+#[test]
+fn bf16_strides_and_paddings_beyond_the_image() {
+    // A stride and padding that leave the padded rows narrower than the left padding: every
+    // output reads padding only. On CPUs with AMX this runs the bf16 tiles.
+    use half::bf16;
+    let x: Vec<bf16> = (0..32 * 3 * 3)
+        .map(|i| bf16::from_f32((i % 7) as f32 - 3.0))
+        .collect();
+    let w: Vec<bf16> = (0..16 * 32 * 2 * 2)
+        .map(|i| bf16::from_f32((i % 5) as f32 - 2.0))
+        .collect();
+    let b: Vec<bf16> = (0..16).map(|c| bf16::from_f32(c as f32)).collect();
+    for (stride, padding) in [
+        ((100, 100), (10, 10)),
+        ((1, 100), (1, 10)),
+        ((2, 7), (0, 5)),
+    ] {
+        let opts = Conv2dOptions::default().stride(stride).padding(padding);
+        let plan = Conv2dPlan::new([1, 32, 3, 3], [16, 32, 2, 2], &opts).unwrap();
+        let want = plan.clone().with_algorithm(Algorithm::DirectRows);
+        let want = want.forward(&x, &w, Some(&b)).unwrap();
+        for algorithm in Algorithm::ALL {
+            let y = plan
+                .clone()
+                .with_algorithm(algorithm)
+                .forward(&x, &w, Some(&b))
+                .unwrap();
+            let name = algorithm.name();
+            assert_eq!(y, want, "stride {stride:?}, padding {padding:?}, {name}");
+        }
+    }
+}

@@ -208,8 +208,8 @@ pub(crate) fn forward(
                         (slab, 2 * plane_px)
                     })
             }
-            Layout::Unrolled { terms_pad, .. } => unrolled(g, x, *terms_pad, scratch)
-                .map(|(b, grid)| (b, 2 * (g.oh * grid + CHANNELS))),
+            Layout::Unrolled { terms_pad, .. } => unrolled(g, x, *terms_pad, grid_row, scratch)
+                .map(|b| (b, 2 * (g.oh * grid_row + CHANNELS))),
         };
         let Some((right, b_stride)) = right else {
             return;
@@ -306,20 +306,21 @@ pub(crate) fn flipped(g: &Geometry, weight: &[bf16]) -> Option<Geometry> {
     bits.chunks(256).all(finite).then_some(flipped)
 }
 
-/// The right operand of [`Layout::Unrolled`] and the pixels of its grid's rows: the
+/// The right operand of [`Layout::Unrolled`], on a grid of `grid` pixels a row: the
 /// group's input `x` zero-padded (each padded row split into its column phases where the
 /// kernel is wider than the stride, so that the taps' reads are runs), then for each pair
 /// of consecutive reduction terms `(ci, ky, kx)` (`terms_pad` of them, zero past the last)
 /// a row holding, for every pixel of the output grid (and a tile more), the two terms'
 /// inputs side by side. With stride 1 the grid is the padded width, and each term's pixels
-/// one run of its padded plane; otherwise the grid is the output width, read row by row.
+/// one run of its padded plane; otherwise it is the output width, read row by row.
 /// `None` if a buffer cannot be allocated.
 fn unrolled(
     g: &Geometry,
     x: &[u16],
     terms_pad: usize,
+    grid: usize,
     scratch: &Scratch,
-) -> Option<(Vec<u16>, usize)> {
+) -> Option<Vec<u16>> {
     let (cin_g, taps) = (g.cin_per_group(), g.kh * g.kw);
     let (s, d) = (g.stride, g.dilation);
     let stride_1 = s.h == 1 && s.w == 1;
@@ -332,34 +333,32 @@ fn unrolled(
     };
     let slots = width.div_ceil(phases);
     let row_len = slots * phases;
-    let grid = if stride_1 { width } else { g.ow };
     let pixels = g.oh * grid + CHANNELS;
     // With stride 1 a term's run starts up to a row in and is `pixels` long: a tail.
     let plane = height * row_len + if stride_1 { width + CHANNELS } else { 0 };
     let slab_len = scratch.ok(checked_product(&[cin_g, plane], "an AMX slab"))?;
     let mut slab = scratch.filled(slab_len, 0u16)?;
-    let inputs = g.w.min(width.saturating_sub(g.pad_left));
+    // Padded column `first + i` holds input column `i`, for `i < count` (as `padded_slab`).
+    let first = g.pad_left.min(width);
+    let count = g.w.min(width - first);
     for_each_chunk(&mut slab, plane, |c, plane| {
         let src = &x[c * g.h * g.w..][..g.h * g.w];
         for (r, dst) in plane.chunks_exact_mut(row_len).take(height).enumerate() {
             let Some(iy) = r.checked_sub(g.pad_top).filter(|&iy| iy < g.h) else {
                 continue;
             };
-            let src = &src[iy * g.w..][..inputs];
+            let src = &src[iy * g.w..][..count];
             if phases == 1 {
-                dst[g.pad_left..][..inputs].copy_from_slice(src);
+                dst[first..first + count].copy_from_slice(src);
                 continue;
             }
             for (p, phase) in dst.chunks_exact_mut(slots).enumerate() {
-                // The first padded column of phase `p` holding an input column.
-                let c0 = g.pad_left + (p + phases - g.pad_left % phases) % phases;
-                let Some(src) = src.get(c0 - g.pad_left..) else {
+                // The first slot of phase `p` at or after `first`, and its input column.
+                let j0 = first.saturating_sub(p).div_ceil(phases);
+                let Some(src) = src.get(j0 * phases + p - first..) else {
                     continue;
                 };
-                for (d, &v) in phase[c0 / phases..]
-                    .iter_mut()
-                    .zip(src.iter().step_by(phases))
-                {
+                for (d, &v) in phase[j0..].iter_mut().zip(src.iter().step_by(phases)) {
                     *d = v;
                 }
             }
@@ -406,7 +405,7 @@ fn unrolled(
             }
         }
     });
-    Some((rows, grid))
+    Some(rows)
 }
 
 /// The weights of every group zero-padded to `[group][co_pad][terms_pad]` `bf16` bits, for
