@@ -53,7 +53,12 @@ pub enum Algorithm {
     /// blocks of 16 input channels; a pointwise one (1x1, unpadded, any stride) as a GEMM
     /// of the same tiles over the input planes as they are (strided ones subsampled
     /// first), in blocks of 64 input channels: for `f32`, `f16` and `bf16` (which sum in
-    /// `f32`) and `f64` on CPUs with AVX2 or AVX-512; its stride-1 input gradient is the
+    /// `f32`) and `f64` on CPUs with AVX2 or AVX-512. With AVX-512, a stride-1 layer whose
+    /// output rows are as wide as its input rows (`padding = "same"` and the like, padding
+    /// narrower than a row) reads input rows stored without padding columns, the terms
+    /// that would read one masked out of the fused multiply-add, and sums straight into the
+    /// output; where an output is not finite (where a masked term could have made `0 *
+    /// inf = NaN`), the padded tiles recompute the call. Its stride-1 input gradient is the
     /// same kernel on the flipped weight, and its stride-1 weight gradient (`f32`, `f16`,
     /// `bf16`; for a finite input) tiles of 4 output channels by 6 taps of dot products
     /// over the same padded rows, or, with 64 or more output channels per group and 512 or

@@ -31,6 +31,8 @@ struct Problem {
     stride: (usize, usize),
     dilation: (usize, usize),
     pad: (usize, usize),
+    /// `padding = "same"` (`pad` unused).
+    same: bool,
     mode: u8,
     bias: bool,
     seed: u64,
@@ -66,6 +68,7 @@ fn problems() -> impl Strategy<Value = Problem> {
                     dilation,
                     pad,
                     mode,
+                    same: false,
                     bias,
                     seed,
                 }
@@ -75,6 +78,18 @@ fn problems() -> impl Strategy<Value = Problem> {
             p.h + 2 * p.pad.0 > p.dilation.0 * (p.k.0 - 1)
                 && p.w + 2 * p.pad.1 > p.dilation.1 * (p.k.1 - 1)
         })
+}
+
+/// Stride-1 problems with `padding = "same"`, kernels 1-5 columns wide and column
+/// dilations 1-3 (an odd reach pads one more column on the right), maps narrower and wider
+/// than a vector: `direct-tiled`'s masked AVX-512 tiles (output rows as wide as the input's).
+fn same_problems() -> impl Strategy<Value = Problem> {
+    (tile_problems(), 1usize..6, 1usize..4).prop_map(|(mut p, kw, dilation)| {
+        p.same = true;
+        p.k.1 = kw;
+        p.dilation.1 = dilation;
+        p
+    })
 }
 
 /// A random stride-1 problem with several output channels per group and up to 35 input
@@ -152,6 +167,7 @@ fn shaped_problems(
                     dilation,
                     pad,
                     mode: 0,
+                    same: false,
                     bias,
                     seed,
                 }
@@ -185,6 +201,7 @@ fn pointwise_problems() -> impl Strategy<Value = Problem> {
                 dilation: (1, 1),
                 pad: (0, 0),
                 mode: 0,
+                same: false,
                 bias,
                 seed,
             },
@@ -218,6 +235,7 @@ fn wide_problems() -> impl Strategy<Value = Problem> {
                 dilation: (dilation, dilation),
                 pad: (dilation, dilation),
                 mode: 0,
+                same: false,
                 bias,
                 seed,
             },
@@ -238,9 +256,13 @@ impl Problem {
         }
     }
     fn options(&self) -> Conv2dOptions {
+        let padding = match self.same {
+            true => Padding::Same,
+            false => self.pad.into(),
+        };
         Conv2dOptions::default()
             .stride(self.stride)
-            .padding(self.pad)
+            .padding(padding)
             .dilation(self.dilation)
             .groups(self.groups)
             .padding_mode(self.padding_mode().0)
@@ -248,11 +270,26 @@ impl Problem {
     fn spec(&self) -> ConvSpec {
         ConvSpec {
             stride: [self.stride.0, self.stride.1],
-            pads: [self.pad.0, self.pad.0, self.pad.1, self.pad.1],
+            pads: self.pads(),
             dilation: [self.dilation.0, self.dilation.1],
             groups: self.groups,
             mode: self.padding_mode().1,
         }
+    }
+    /// Top, bottom, left, right: PyTorch's split of `"same"` puts an odd one out at the
+    /// bottom and right.
+    fn pads(&self) -> [usize; 4] {
+        if !self.same {
+            return [self.pad.0, self.pad.0, self.pad.1, self.pad.1];
+        }
+        let reach_h = self.dilation.0 * (self.k.0 - 1);
+        let reach_w = self.dilation.1 * (self.k.1 - 1);
+        [
+            reach_h / 2,
+            reach_h - reach_h / 2,
+            reach_w / 2,
+            reach_w - reach_w / 2,
+        ]
     }
     fn input_shape(&self) -> [usize; 4] {
         [self.n, self.cin_g * self.groups, self.h, self.w]
@@ -414,7 +451,7 @@ fn every_algorithm_matches_reference<T: Element>(p: &Problem) -> Result<(), Stri
         ConvTranspose2dPlan::new(plan.output_shape(), t_weight, &t_opts),
         p.padding_mode().0,
     ) {
-        (Ok(tplan), PaddingMode::Zeros) => {
+        (Ok(tplan), PaddingMode::Zeros) if !p.same => {
             let no_bias = reference::conv2d(
                 &to_tensor(&xs, &x),
                 &to_tensor(&ws, &w),
@@ -514,6 +551,12 @@ proptest! {
 
     #[test]
     fn direct_tiles_match_reference(p in tile_problems()) {
+        every_algorithm_matches_reference::<f32>(&p).map_err(TestCaseError::fail)?;
+        every_algorithm_matches_reference::<f64>(&p).map_err(TestCaseError::fail)?;
+    }
+
+    #[test]
+    fn same_padding_tiles_match_reference(p in same_problems()) {
         every_algorithm_matches_reference::<f32>(&p).map_err(TestCaseError::fail)?;
         every_algorithm_matches_reference::<f64>(&p).map_err(TestCaseError::fail)?;
     }
@@ -700,6 +743,7 @@ fn every_algorithm_matches_reference_on_shapes_that_split_into_blocks() {
             dilation,
             pad,
             mode: 0,
+            same: false,
             bias: true,
             seed: i as u64,
         };

@@ -6,8 +6,8 @@ use crate::element::Accumulator;
 use std::arch::x86_64::*;
 
 use crate::kernels::direct::{
-    self, Band, BandRows, ChannelWeightTile, PixelTile, Tile, WeightJob, WeightRows, WeightTile,
-    CCO, CO, CTAPS, TILE_PIXELS, WCO, WTAPS,
+    self, Band, BandRows, ChannelWeightTile, MaskedTile, PixelTile, Tile, WeightJob, WeightRows,
+    WeightTile, CCO, CO, CTAPS, TILE_PIXELS, WCO, WTAPS,
 };
 use crate::kernels::rows::generic;
 
@@ -106,9 +106,86 @@ register!(
     _mm256_storeu_pd
 );
 
+/// An AVX-512 register: [`Register`] with lane masks (bit `i` for lane `i`; an 8-lane
+/// register reads the low 8 bits).
+pub(crate) trait MaskedRegister: Register {
+    /// `a * b + c` in the masked lanes, `c` in the others.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F.
+    unsafe fn fmadd_where(a: Self, b: Self, c: Self, mask: u16) -> Self;
+    /// The masked lanes of `p`, zeros in the others (which are not read).
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F; `p`'s masked lanes are elements.
+    unsafe fn load_where(p: *const Self::Elem, mask: u16) -> Self;
+    /// Stores the masked lanes only.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F; `p`'s masked lanes are elements.
+    unsafe fn store_where(p: *mut Self::Elem, v: Self, mask: u16);
+    /// Whether every masked lane is finite.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F and DQ.
+    unsafe fn finite_where(v: Self, mask: u16) -> bool;
+}
+
+/// `fpclass` categories: quiet NaN, +infinity, -infinity, signalling NaN.
+const NOT_FINITE: i32 = 0x01 | 0x08 | 0x10 | 0x80;
+
+macro_rules! masked_register {
+    ($reg:ty, $elem:ty, $mask:ty, $fmadd:ident, $load:ident, $store:ident, $class:ident) => {
+        impl MaskedRegister for $reg {
+            #[target_feature(enable = "avx512f")]
+            #[inline]
+            unsafe fn fmadd_where(a: Self, b: Self, c: Self, mask: u16) -> Self {
+                $fmadd(a, b, c, mask as $mask)
+            }
+            #[target_feature(enable = "avx512f")]
+            #[inline]
+            unsafe fn load_where(p: *const $elem, mask: u16) -> Self {
+                // SAFETY: the masked lanes of `p` are elements (the caller's contract); the
+                // others are not accessed.
+                unsafe { $load(mask as $mask, p) }
+            }
+            #[target_feature(enable = "avx512f")]
+            #[inline]
+            unsafe fn store_where(p: *mut $elem, v: Self, mask: u16) {
+                // SAFETY: as above.
+                unsafe { $store(p, mask as $mask, v) }
+            }
+            #[target_feature(enable = "avx512f,avx512dq")]
+            #[inline]
+            unsafe fn finite_where(v: Self, mask: u16) -> bool {
+                $class::<NOT_FINITE>(mask as $mask, v) == 0
+            }
+        }
+    };
+}
+
+masked_register!(
+    __m512,
+    f32,
+    u16,
+    _mm512_mask3_fmadd_ps,
+    _mm512_maskz_loadu_ps,
+    _mm512_mask_storeu_ps,
+    _mm512_mask_fpclass_ps_mask
+);
+masked_register!(
+    __m512d,
+    f64,
+    u8,
+    _mm512_mask3_fmadd_pd,
+    _mm512_maskz_loadu_pd,
+    _mm512_mask_storeu_pd,
+    _mm512_mask_fpclass_pd_mask
+);
+
 /// An element type with tile kernels: its AVX-512 and AVX2 registers.
 pub(crate) trait TileElement: Copy {
-    type Zmm: Register<Elem = Self>;
+    type Zmm: MaskedRegister<Elem = Self>;
     type Ymm: Register<Elem = Self>;
 }
 
@@ -241,6 +318,122 @@ pub(crate) unsafe fn direct_tile_avx512<E: TileElement>(job: &mut Tile<'_, E>) {
         // SAFETY: see above.
         _ => unsafe { tile::<E::Zmm, 3>(job, pointers, full, 0..CO) },
     }
+}
+
+/// The masked tile kernel for `f32` and `f64` with AVX-512: [`CO`] x 4 vectors of sums in
+/// registers, as [`direct_tile_avx512`], the taps swept kernel column by kernel column with
+/// that column's lane masks held; a last run of fewer vectors takes as many, and a last
+/// partial vector stores only its own lanes. Returns whether every sum stored is finite
+/// (checked only when `check`; `true` otherwise).
+///
+/// # Safety
+/// The CPU must support AVX-512 F and DQ (the job's bounds are checked by
+/// `MaskedTile::pointers`).
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+pub(crate) unsafe fn masked_tile_avx512<E: TileElement>(
+    job: &mut MaskedTile<'_, E>,
+    check: bool,
+) -> bool {
+    let lanes = E::Zmm::LANES;
+    let vectors = job.len.div_ceil(lanes);
+    let full = vectors / 4 * 4 * lanes;
+    let pointers = job.pointers(lanes);
+    let job = &*job;
+    let mut finite = true;
+    for q in (0..full).step_by(4 * lanes) {
+        // SAFETY: AVX-512 F and DQ are present (this function's contract); the run's 4
+        // vectors start below `len`; `pointers` are the job's, checked.
+        finite &= unsafe { masked_tile::<E::Zmm, 4>(job, pointers, q, check) };
+    }
+    // SAFETY (each arm): as above, the run's vectors covering `full..len`.
+    finite
+        & match vectors % 4 {
+            0 => true,
+            // SAFETY: see above.
+            1 => unsafe { masked_tile::<E::Zmm, 1>(job, pointers, full, check) },
+            // SAFETY: see above.
+            2 => unsafe { masked_tile::<E::Zmm, 2>(job, pointers, full, check) },
+            // SAFETY: see above.
+            _ => unsafe { masked_tile::<E::Zmm, 3>(job, pointers, full, check) },
+        }
+}
+
+/// One run of `VECTORS` registers of outputs from `q` for [`masked_tile_avx512`]; lanes at
+/// or past `job.len` are neither summed nor stored. Whether every stored sum is finite
+/// (when `check`).
+///
+/// # Safety
+/// The CPU must support AVX-512 F and DQ; `q < job.len`, `q + R::LANES * (VECTORS - 1) <
+/// job.len`, and `pointers` are the job's, checked by `MaskedTile::pointers`.
+#[inline(always)]
+unsafe fn masked_tile<R: MaskedRegister, const VECTORS: usize>(
+    job: &MaskedTile<'_, R::Elem>,
+    (slab, rows, outs): (*const R::Elem, [*const R::Elem; CO], [*mut R::Elem; CO]),
+    q: usize,
+    check: bool,
+) -> bool {
+    let lanes = R::LANES;
+    let columns = job.columns;
+    // The lanes of each vector below `len`.
+    let inside: [u16; VECTORS] = std::array::from_fn(|v| {
+        let left = job.len - q - lanes * v;
+        if left >= lanes {
+            u16::MAX
+        } else {
+            (1 << left) - 1
+        }
+    });
+    // SAFETY: `R`'s instructions are present (this function's contract).
+    let zero = unsafe { R::splat(job.init[0]) };
+    let mut acc = [[zero; VECTORS]; CO];
+    for (c, acc_c) in acc.iter_mut().enumerate() {
+        for (v, a) in acc_c.iter_mut().enumerate() {
+            // SAFETY: as above; the masked lanes are inside channel `c`'s `len` sums, as for
+            // the stores below.
+            *a = unsafe {
+                match job.resume {
+                    true => R::load_where(outs[c].add(q + lanes * v), inside[v]),
+                    false => R::splat(job.init[c]),
+                }
+            };
+        }
+    }
+    let first = q / lanes;
+    for kx in 0..columns {
+        let masks: [u16; VECTORS] =
+            std::array::from_fn(|v| job.masks[(first + v) * columns + kx] & inside[v]);
+        let x0 = slab.wrapping_add(q + kx * job.column_step);
+        let w0 = rows.map(|r| r.wrapping_add(kx));
+        for (j, &row) in job.rows.iter().enumerate() {
+            // SAFETY: `row + kx * column_step + q + lanes * VECTORS` is within the reach of
+            // `len` rounded up to whole vectors, inside the slab; every channel's row holds
+            // `rows.len() * columns` weights (`pointers` checked both).
+            unsafe {
+                let x = x0.add(row);
+                let xs: [R; VECTORS] = std::array::from_fn(|v| R::load(x.add(lanes * v)));
+                for (acc_c, w) in acc.iter_mut().zip(w0) {
+                    let wc = R::splat(*w.add(j * columns));
+                    for ((a, &xv), &m) in acc_c.iter_mut().zip(&xs).zip(&masks) {
+                        *a = R::fmadd_where(wc, xv, *a, m);
+                    }
+                }
+            }
+        }
+    }
+    let mut finite = true;
+    for (c, acc_c) in acc.iter().enumerate() {
+        for (v, &a) in acc_c.iter().enumerate() {
+            // SAFETY: the masked lanes are inside channel `c`'s `len` sums (`pointers`
+            // checked it).
+            unsafe {
+                R::store_where(outs[c].add(q + lanes * v), a, inside[v]);
+                if check {
+                    finite &= R::finite_where(a, inside[v]);
+                }
+            }
+        }
+    }
+    finite
 }
 
 /// The implicit-GEMM kernel for `f32` with AVX-512: per tile of [`TILE_PIXELS`] pixels,

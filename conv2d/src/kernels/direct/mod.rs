@@ -8,6 +8,7 @@
 #[allow(unsafe_code)] // dispatch to the AMX kernel in `crate::arch::amx`
 pub(crate) mod amx;
 mod implicit_gemm;
+mod masked;
 mod pointwise;
 mod subpixel;
 mod tiled;
@@ -19,6 +20,7 @@ pub(crate) use implicit_gemm::{
     applies as implicit_gemm, forward as implicit_forward, wins as implicit_gemm_wins, PixelTile,
     TILE_PIXELS,
 };
+pub(crate) use masked::MaskedTile;
 pub(crate) use pointwise::applies as pointwise;
 pub(crate) use subpixel::{backward_input as backward_input_subpixel, wins as subpixel_wins};
 pub(crate) use tiled::{

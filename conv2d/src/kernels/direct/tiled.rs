@@ -13,7 +13,7 @@
 
 use std::any::TypeId;
 
-use super::{block_tasks, padded_slab, pointwise, Scratch, LANES};
+use super::{block_tasks, masked, padded_slab, pointwise, Scratch, LANES};
 use crate::element::Accumulator;
 use crate::geometry::Geometry;
 use crate::isa::{isa, Isa};
@@ -107,6 +107,9 @@ pub(crate) fn forward<A: Accumulator>(
 ) {
     if pointwise::applies(g) {
         return pointwise::forward(g, input, weight, bias, out, scratch);
+    }
+    if masked::applies::<A>(g) && masked::forward(g, input, weight, bias, out, scratch) {
+        return;
     }
     let plane = g.oh * g.ow;
     let (cin_g, cout_g) = (g.cin_per_group(), g.cout_per_group());

@@ -1,0 +1,306 @@
+//! [`Algorithm::DirectTiled`](crate::Algorithm::DirectTiled)'s forward pass on AVX-512 for
+//! stride-1 layers whose output rows are as wide as their input rows (the "same" padding of
+//! most CNNs): [`tiled`](super::tiled)'s register tile, with the input rows stored without
+//! padding columns and the taps that would read one masked instead.
+//!
+//! With output pixel `q = oy * w + ox` (the output's own layout), every tap reads slab
+//! element `start + q` as in `tiled`, but a tap `kx` columns to the side of a row's first or
+//! last pixel reads the neighbouring row's pixel there: those lanes are masked out of the
+//! fused multiply-add (AVX-512's masked FMA costs what the plain one does). So no column is
+//! computed and dropped (`tiled` computes `(kw - 1) * dilation` per row: 7% of a 28-wide
+//! map, 29% of a 7-wide one), and the sums go straight into the output.
+//!
+//! A masked lane leaves out a term where `tiled` adds `0 * weight`; the two differ only
+//! when the weight is infinite or NaN (PyTorch gives NaN there). Every weight meets an
+//! input value in some output (the padding is narrower than a row), which is then not
+//! finite either: the kernel reports whether any output is not finite, and the caller then
+//! runs `tiled`.
+//!
+//! Within a block of [`CI_BLOCK`] input channels the taps go kernel column by kernel column
+//! (so that the column's masks stay in mask registers), then channel by channel and row by
+//! row; every output sums its bias, then the blocks in order, whatever the thread count.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::tiled::{as_type, as_type_mut, tile_rows, CO};
+use super::{block_tasks, Scratch};
+use crate::element::Accumulator;
+use crate::geometry::{checked_product, Geometry};
+use crate::isa::{isa, Isa};
+use crate::threading::{for_each_chunk, for_each_item};
+
+/// Input channels whose taps one sweep runs through before the next block.
+const CI_BLOCK: usize = 16;
+/// Tasks a band is split into at least, where its rows allow (a constant, not the thread
+/// count, so that the split never depends on it).
+const TASKS: usize = 16;
+/// Elements of a band's slab (all input channels of the group), as in `tiled`.
+const SLAB_BUDGET: usize = 1024 * 1024;
+/// Bytes in one AVX-512 register.
+const REGISTER_BYTES: usize = 64;
+
+/// Whether the masked forward pass runs this shape in `A`: AVX-512, `f32` or `f64`, stride
+/// 1, output rows as wide as the input's (so `q` steps through input and output alike),
+/// padding narrower than a row on each side, and at least half a tile of output channels
+/// per group.
+pub(crate) fn applies<A: Accumulator>(g: &Geometry) -> bool {
+    let reach_w = (g.kw.max(1) - 1).saturating_mul(g.dilation.w);
+    let pad_right = reach_w.checked_sub(g.pad_left);
+    isa() == Isa::Avx512
+        && (as_type::<A, f32>(&[]).is_some() || as_type::<A, f64>(&[]).is_some())
+        && g.stride.h == 1
+        && g.stride.w == 1
+        && g.ow == g.w
+        && g.pad_left < g.w
+        && pad_right.is_some_and(|p| p < g.w)
+        && g.cout_per_group() >= CO / 2
+}
+
+/// One tile sweep over a block of input channels: for `q < len`,
+/// `outs[c][q] = init[c] (or outs[c][q] when resuming) + sum over tap rows j and kernel
+/// columns kx, where masks[q / lanes * columns + kx] has q's lane, of
+/// weights[weight_rows[c] + j * columns + kx] * slab[rows[j] + kx * column_step + q]`.
+pub(crate) struct MaskedTile<'a, A> {
+    /// The band's slab from the task's first output row.
+    pub slab: &'a [A],
+    /// Per tap row `(ci, ky)` of the block: where its kernel column 0 reads output 0's
+    /// term.
+    pub rows: &'a [usize],
+    /// Kernel columns.
+    pub columns: usize,
+    /// Slab elements between neighbouring kernel columns (the dilation).
+    pub column_step: usize,
+    /// Per vector of outputs and kernel column: the lanes whose term reads a real input
+    /// column (see [`column_masks`]).
+    pub masks: &'a [u16],
+    /// The layer's weights as they are.
+    pub weights: &'a [A],
+    /// Where channel `c`'s weights for the block begin (a channel past the group's last
+    /// repeats a real one; its sums are dropped).
+    pub weight_rows: [usize; CO],
+    pub init: [A; CO],
+    /// Whether the sums start from `outs` (a later block) rather than `init`.
+    pub resume: bool,
+    /// Per channel, `len` sums.
+    pub outs: [&'a mut [A]; CO],
+    pub len: usize,
+}
+
+impl<A> MaskedTile<'_, A> {
+    /// The slab, weight-row and output pointers of the vector kernel, for registers of
+    /// `lanes` elements, after checking every bound it relies on: each channel's outputs
+    /// holding `len` sums, its weights a row of `rows.len() * columns`, a mask per vector
+    /// of `len` and column, and every window up to `len` rounded up to whole vectors inside
+    /// the slab. Panics (a bug, not a user error) if one fails.
+    #[allow(clippy::type_complexity)] // three pointers, named where they are unpacked
+    pub(crate) fn pointers(&mut self, lanes: usize) -> (*const A, [*const A; CO], [*mut A; CO]) {
+        let (len, columns) = (self.len, self.columns);
+        assert!(self.outs.iter().all(|o| o.len() >= len));
+        let row_weights = self.rows.len() * columns;
+        assert!(self
+            .weight_rows
+            .iter()
+            .all(|&r| r + row_weights <= self.weights.len()));
+        assert!(self.masks.len() >= len.div_ceil(lanes) * columns);
+        let reach = columns.saturating_sub(1) * self.column_step + len.next_multiple_of(lanes);
+        let end = self.rows.iter().max().map_or(0, |&r| r + reach);
+        assert!(end <= self.slab.len());
+        let weights = self.weights.as_ptr();
+        // `wrapping_add` keeps this safe code; every row is inside `weights` (checked).
+        let rows = self.weight_rows.map(|r| weights.wrapping_add(r));
+        let outs = self.outs.each_mut().map(|o| o.as_mut_ptr());
+        (self.slab.as_ptr(), rows, outs)
+    }
+}
+
+/// Per vector of `lanes` outputs from output `0` of a row (up to `len` outputs) and kernel
+/// column `kx`: the bits of the lanes whose term reads input column
+/// `q % w + kx * dilation - pad_left` inside `0..w`.
+fn column_masks(g: &Geometry, len: usize, lanes: usize) -> Vec<u16> {
+    let vectors = len.div_ceil(lanes);
+    let mut masks = Vec::with_capacity(vectors * g.kw);
+    for v in 0..vectors {
+        for kx in 0..g.kw {
+            let shift = kx * g.dilation.w;
+            let mask = (0..lanes)
+                .filter(|&lane| {
+                    let x = (v * lanes + lane) % g.w + shift;
+                    x >= g.pad_left && x - g.pad_left < g.w
+                })
+                .fold(0u16, |m, lane| m | 1 << lane);
+            masks.push(mask);
+        }
+    }
+    masks
+}
+
+/// `out = conv2d(input, weight) + bias` for a shape that [`applies`]; `false` if an output
+/// is not finite (a masked term may then differ from PyTorch's `0 * weight`: the caller
+/// recomputes every output another way).
+pub(crate) fn forward<A: Accumulator>(
+    g: &Geometry,
+    input: &[A],
+    weight: &[A],
+    bias: Option<&[A]>,
+    out: &mut [A],
+    scratch: &Scratch,
+) -> bool {
+    let plane = g.oh * g.ow;
+    let (cin_g, cout_g) = (g.cin_per_group(), g.cout_per_group());
+    let taps = cin_g * g.kh * g.kw;
+    let in_len = cin_g * g.h * g.w;
+    let lanes = REGISTER_BYTES / std::mem::size_of::<A>();
+    let reach_h = (g.kh - 1) * g.dilation.h;
+    let band = (SLAB_BUDGET / (cin_g * g.w).max(1))
+        .saturating_sub(reach_h)
+        .clamp(1, g.oh);
+    let finite = AtomicBool::new(true);
+    for_each_chunk(out, cout_g * plane, |task, group_out| {
+        let (n, group) = (task / g.groups, task % g.groups);
+        let x = &input[(n * g.cin + group * cin_g) * g.h * g.w..][..in_len];
+        for oy0 in (0..g.oh).step_by(band) {
+            let rows = band.min(g.oh - oy0);
+            let Some(slab) = unpadded_slab(g, x, oy0, rows, lanes, scratch) else {
+                return;
+            };
+            let tap_rows: Vec<usize> = (0..cin_g)
+                .flat_map(|ci| {
+                    (0..g.kh).map(move |ky| ci * slab.plane_len + ky * g.dilation.h * g.w)
+                })
+                .collect();
+            // Tasks: a tile of CO channels and a run of the band's rows (see `tiled`).
+            let tiles = cout_g.div_ceil(CO);
+            let row_chunk = rows.div_ceil(TASKS.div_ceil(tiles).min(rows));
+            let masks = column_masks(g, row_chunk * g.w, lanes);
+            let planes = group_out
+                .chunks_exact_mut(plane)
+                .map(|p| p[oy0 * g.w..][..rows * g.w].chunks_mut(row_chunk * g.w));
+            for_each_item(block_tasks(planes, CO), |(tile, chunk, outs)| {
+                let co0 = group * cout_g + tile * CO;
+                let count = outs.len();
+                let len = outs[0].len();
+                let (init, weight_rows) = tile_rows(bias, co0, count, taps);
+                // Channels past the group's last sum into spare rows, dropped.
+                let Some(mut spare) = scratch.filled((CO - count) * len, A::ZERO) else {
+                    return;
+                };
+                let (mut real, mut spare) = (outs.into_iter(), spare.chunks_exact_mut(len));
+                let mut outs: [&mut [A]; CO] = std::array::from_fn(|_| {
+                    let row: &mut [A] = match real.next() {
+                        Some(row) => row,
+                        None => spare.next().expect("CO - count spare rows"),
+                    };
+                    row
+                });
+                let block_rows = CI_BLOCK * g.kh;
+                let blocks = tap_rows.len().div_ceil(block_rows);
+                for (b, rows) in tap_rows.chunks(block_rows).enumerate() {
+                    let all_finite = run(
+                        &mut MaskedTile {
+                            slab: &slab.data[chunk * row_chunk * g.w..],
+                            rows,
+                            columns: g.kw,
+                            column_step: g.dilation.w,
+                            masks: &masks,
+                            weights: weight,
+                            weight_rows: weight_rows.map(|r| r + b * CI_BLOCK * g.kh * g.kw),
+                            init,
+                            resume: b > 0,
+                            outs: outs.each_mut().map(|o| &mut **o),
+                            len,
+                        },
+                        b + 1 == blocks,
+                    );
+                    if !all_finite {
+                        finite.store(false, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    finite.into_inner()
+}
+
+/// The input rows output rows `oy0..oy0 + rows` read, of every plane of `x`, with zero rows
+/// for the padding above and below but no padding column, after `pad_left` zeros and
+/// followed by `pad_right + lanes` (the reach of a last, partial vector).
+struct UnpaddedSlab<A> {
+    data: Vec<A>,
+    /// The length of one plane.
+    plane_len: usize,
+}
+
+/// Copies [`UnpaddedSlab`]; `None` if its buffer cannot be allocated.
+fn unpadded_slab<A: Accumulator>(
+    g: &Geometry,
+    x: &[A],
+    oy0: usize,
+    rows: usize,
+    lanes: usize,
+    scratch: &Scratch,
+) -> Option<UnpaddedSlab<A>> {
+    let height = rows + (g.kh - 1) * g.dilation.h;
+    let plane_len = height * g.w;
+    let planes = x.len() / (g.h * g.w).max(1);
+    let margins = (g.kw - 1) * g.dilation.w + lanes;
+    let len = scratch.ok(
+        checked_product(&[planes, plane_len], "an unpadded slab").and_then(|len| {
+            len.checked_add(margins)
+                .ok_or(crate::error::ConvError::overflow("an unpadded slab"))
+        }),
+    )?;
+    let mut data = scratch.filled(len, A::ZERO)?;
+    // Slab row r holds input row oy0 + r - pad_top: rows first..last are inside the image.
+    let first = g.pad_top.saturating_sub(oy0).min(height);
+    let last = (g.h + g.pad_top).saturating_sub(oy0).clamp(first, height);
+    let image_row0 = oy0 + first - g.pad_top;
+    let planes_data = &mut data[g.pad_left..][..planes * plane_len];
+    for_each_chunk(planes_data, plane_len, |c, slab_c| {
+        let x_c = &x[c * g.h * g.w..][..g.h * g.w];
+        slab_c[first * g.w..last * g.w]
+            .copy_from_slice(&x_c[image_row0 * g.w..][..(last - first) * g.w]);
+    });
+    Some(UnpaddedSlab { data, plane_len })
+}
+
+/// Runs a tile sweep with the AVX-512 kernel for `A` (see [`applies`]); whether every sum
+/// it stored is finite (checked only when `check`, else `true`).
+fn run<A: Accumulator>(job: &mut MaskedTile<'_, A>, check: bool) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use crate::arch::x86_64::masked_tile_avx512;
+        if let Some(mut job) = job.retyped::<f32>() {
+            // SAFETY: `applies` admitted AVX-512, which `isa()` reports only where the CPU
+            // has it; the caller builds the job to `MaskedTile`'s bounds.
+            return unsafe { masked_tile_avx512(&mut job, check) };
+        }
+        if let Some(mut job) = job.retyped::<f64>() {
+            // SAFETY: as above.
+            return unsafe { masked_tile_avx512(&mut job, check) };
+        }
+    }
+    let _ = (job, check);
+    unreachable!("applies admits f32 and f64 with AVX-512 only");
+}
+
+impl<A: 'static + Copy> MaskedTile<'_, A> {
+    /// The same sweep over `B`; `None` if `A` is another type.
+    fn retyped<B: 'static + Copy>(&mut self) -> Option<MaskedTile<'_, B>> {
+        Some(MaskedTile {
+            slab: as_type(self.slab)?,
+            rows: self.rows,
+            columns: self.columns,
+            column_step: self.column_step,
+            masks: self.masks,
+            weights: as_type(self.weights)?,
+            weight_rows: self.weight_rows,
+            init: as_type(&self.init)?.try_into().ok()?,
+            resume: self.resume,
+            outs: self
+                .outs
+                .each_mut()
+                .map(|o| as_type_mut(o).expect("the outputs' type is the slab's")),
+            len: self.len,
+        })
+    }
+}
