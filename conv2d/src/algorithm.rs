@@ -149,9 +149,10 @@ impl Algorithm {
     /// `im2col-gemm` 1.2-3.2x on every strided layer and (one thread) 1.15-1.34x on four of
     /// the six stride-1 layers up to 64 channels (0.88-0.93x on the other two), and lost
     /// 0.7-0.9x on stride 1 from 128 channels, where the `gemm` crate reads the input in
-    /// place. Dilated stride-1 layers with 256 or more input channels per group, and
-    /// strided layers with 2048 or more output pixels, take `implicit-gemm` (32 or more
-    /// output channels per group; see its sweeps in the README).
+    /// place. Dilated stride-1 layers on maps of 4096 or more pixels (with 128 or more
+    /// input channels per group; 256 or more, and 144 pixels, where `direct-tiled`'s masked
+    /// tiles do not apply), and strided layers with 2048 or more output pixels, take
+    /// `implicit-gemm` (32 or more output channels per group; see its sweeps in the README).
     pub(crate) fn choose(g: &Geometry) -> Self {
         let taps = g.kh.saturating_mul(g.kw);
         use crate::kernels::direct::{fits, implicit_gemm_wins, pointwise, suits_tiles};

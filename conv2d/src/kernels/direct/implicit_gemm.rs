@@ -93,23 +93,32 @@ pub(crate) fn applies<A: Accumulator>(g: &Geometry) -> bool {
 
 /// Whether [`Algorithm::choose`](crate::Algorithm) takes the implicit GEMM for a shape
 /// (whatever the type), with more than one tap and 32 or more output channels per group:
-/// - dilated stride-1 kernels (whose windows span the most padding columns) with 256 or
-///   more input channels per group and 144 or more output pixels. Over
-///   `conv2d-bench/sweeps/implicit_gemm.json` (one thread, two runs) it ran those
-///   1.02-1.25x as fast as `direct-tiled` (1.3-2.2x at dilations 6 to 18); dilated layers
-///   of 64-128 channels 0.89-1.13x, and every undilated layer 0.65-0.98x: packing the
-///   weights per call costs more than the padding columns it saves there;
+/// - dilated stride-1 kernels on maps of 4096 or more output pixels with 128 or more input
+///   channels per group. Over `conv2d-bench/sweeps/implicit_gemm.json` (one and two
+///   threads) it ran 65x65 maps of 128-256 channels 1.15-1.18x as fast as `direct-tiled`'s
+///   masked tiles (which compute no padding column either; a tie for 128 channels on two
+///   threads), 57x57 and smaller maps 0.42-1.05x, and 64 channels 0.95-0.97x;
+/// - dilated stride-1 kernels that the masked tiles do not [`suit`](super::masked::suits)
+///   (output rows narrower or wider than the input's, or no AVX-512), with 256 or more
+///   input channels per group and 144 or more output pixels: before the masked tiles, the
+///   same sweep ran those 1.02-1.25x as fast as `direct-tiled`'s padded tiles (1.3-2.2x at
+///   dilations 6 to 18), dilated layers of 64-128 channels 0.89-1.13x, and every
+///   undilated layer 0.65-0.98x: packing the weights per call costs more than the padding
+///   columns it saves there;
 /// - strided kernels with 2048 or more output pixels in all: over
 ///   `conv2d-bench/sweeps/strided.json` 1.19-1.47x as fast as `im2col-gemm` (1 and 2
 ///   threads), 0.94-1.29x at 196-784 pixels and 0.57-0.71x at 49 (packing again).
 pub(crate) fn wins(g: &Geometry) -> bool {
+    let pixels = g.oh.saturating_mul(g.ow);
     let dilated = g.stride.h == 1
         && g.stride.w == 1
         && g.dilation.h.max(g.dilation.w) >= 2
-        && g.cin_per_group() >= 256
-        && g.oh.saturating_mul(g.ow) >= 144;
+        && match super::masked::suits(g) {
+            true => g.cin_per_group() >= 128 && pixels >= 4096,
+            false => g.cin_per_group() >= 256 && pixels >= 144,
+        };
     let strided =
-        (g.stride.h > 1 || g.stride.w > 1) && g.n.saturating_mul(g.oh).saturating_mul(g.ow) >= 2048;
+        (g.stride.h > 1 || g.stride.w > 1) && g.n.saturating_mul(pixels) >= 2048;
     g.kh.saturating_mul(g.kw) > 1 && g.cout_per_group() >= 32 && (dilated || strided)
 }
 

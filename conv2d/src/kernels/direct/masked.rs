@@ -39,15 +39,20 @@ const SLAB_BUDGET: usize = 1024 * 1024;
 /// Bytes in one AVX-512 register.
 const REGISTER_BYTES: usize = 64;
 
-/// Whether the masked forward pass runs this shape in `A`: AVX-512, `f32` or `f64`, stride
-/// 1, output rows as wide as the input's (so `q` steps through input and output alike),
-/// padding narrower than a row on each side, and at least half a tile of output channels
-/// per group.
+/// Whether the masked forward pass runs this shape in `A`: `f32` or `f64` and a shape it
+/// [`suits`].
 pub(crate) fn applies<A: Accumulator>(g: &Geometry) -> bool {
+    (as_type::<A, f32>(&[]).is_some() || as_type::<A, f64>(&[]).is_some()) && suits(g)
+}
+
+/// Whether the masked forward pass suits the shape on this CPU, whatever the type:
+/// AVX-512, stride 1, output rows as wide as the input's (so `q` steps through input and
+/// output alike), padding narrower than a row on each side, and at least half a tile of
+/// output channels per group.
+pub(crate) fn suits(g: &Geometry) -> bool {
     let reach_w = (g.kw.max(1) - 1).saturating_mul(g.dilation.w);
     let pad_right = reach_w.checked_sub(g.pad_left);
     isa() == Isa::Avx512
-        && (as_type::<A, f32>(&[]).is_some() || as_type::<A, f64>(&[]).is_some())
         && g.stride.h == 1
         && g.stride.w == 1
         && g.ow == g.w
