@@ -117,8 +117,7 @@ pub(crate) fn wins(g: &Geometry) -> bool {
             true => g.cin_per_group() >= 128 && pixels >= 4096,
             false => g.cin_per_group() >= 256 && pixels >= 144,
         };
-    let strided =
-        (g.stride.h > 1 || g.stride.w > 1) && g.n.saturating_mul(pixels) >= 2048;
+    let strided = (g.stride.h > 1 || g.stride.w > 1) && g.n.saturating_mul(pixels) >= 2048;
     g.kh.saturating_mul(g.kw) > 1 && g.cout_per_group() >= 32 && (dilated || strided)
 }
 

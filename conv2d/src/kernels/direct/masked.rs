@@ -20,11 +20,13 @@
 //! (so that the column's masks stay in mask registers), then channel by channel and row by
 //! row; every output sums its bias, then the blocks in order, whatever the thread count.
 
+use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::tiled::{as_type, as_type_mut, tile_rows, CO};
 use super::{block_tasks, Scratch};
 use crate::element::Accumulator;
+use crate::error::try_reserve;
 use crate::geometry::{checked_product, Geometry};
 use crate::isa::{isa, Isa};
 use crate::threading::{for_each_chunk, for_each_item};
@@ -254,17 +256,31 @@ fn unpadded_slab<A: Accumulator>(
                 .ok_or(crate::error::ConvError::overflow("an unpadded slab"))
         }),
     )?;
-    let mut data = scratch.filled(len, A::ZERO)?;
+    let mut data = Vec::new();
+    scratch.ok(try_reserve(&mut data, len))?;
     // Slab row r holds input row oy0 + r - pad_top: rows first..last are inside the image.
     let first = g.pad_top.saturating_sub(oy0).min(height);
     let last = (g.h + g.pad_top).saturating_sub(oy0).clamp(first, height);
     let image_row0 = oy0 + first - g.pad_top;
-    let planes_data = &mut data[g.pad_left..][..planes * plane_len];
+    // Every element is written once, each channel's in parallel (no zeroing pass first).
+    let zero = MaybeUninit::new(A::ZERO);
+    let slab = &mut data.spare_capacity_mut()[..len];
+    let (front, rest) = slab.split_at_mut(g.pad_left);
+    let (planes_data, back) = rest.split_at_mut(planes * plane_len);
+    front.fill(zero);
+    back.fill(zero);
     for_each_chunk(planes_data, plane_len, |c, slab_c| {
         let x_c = &x[c * g.h * g.w..][..g.h * g.w];
-        slab_c[first * g.w..last * g.w]
-            .copy_from_slice(&x_c[image_row0 * g.w..][..(last - first) * g.w]);
+        let (above, rest) = slab_c.split_at_mut(first * g.w);
+        let (image, below) = rest.split_at_mut((last - first) * g.w);
+        above.fill(zero);
+        image.write_copy_of_slice(&x_c[image_row0 * g.w..][..image.len()]);
+        below.fill(zero);
     });
+    // SAFETY: the first `len` elements (within the capacity reserved) were all written
+    // above: the front and back margins, and every plane's rows above, inside and below
+    // the image (`for_each_chunk` returns once every chunk is done).
+    unsafe { data.set_len(len) };
     Some(UnpaddedSlab { data, plane_len })
 }
 
