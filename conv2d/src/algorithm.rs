@@ -22,7 +22,7 @@ use crate::geometry::Geometry;
 /// let wide = Conv2dPlan::new([1, 256, 28, 28], [64, 256, 1, 1], &Conv2dOptions::default())?;
 /// assert_eq!(wide.algorithm(), Algorithm::Im2colGemm);
 /// let atrous = Conv2dOptions::default().padding(6).dilation(6);
-/// let aspp = Conv2dPlan::new([1, 256, 33, 33], [256, 256, 3, 3], &atrous)?;
+/// let aspp = Conv2dPlan::new([1, 256, 65, 65], [256, 256, 3, 3], &atrous)?;
 /// assert_eq!(aspp.algorithm(), Algorithm::ImplicitGemm);
 /// # Ok::<(), conv2d::ConvError>(())
 /// ```

@@ -25,15 +25,19 @@ pub(crate) mod rows;
 
 pub(crate) use backward_bias::backward_bias;
 
+use std::mem::MaybeUninit;
 use std::sync::OnceLock;
 
 use half::bf16;
 
 use crate::algorithm::Algorithm;
 use crate::element::{Accumulator, Element};
-use crate::error::{try_filled, ConvError, Result};
+use crate::error::{try_filled, try_reserve, ConvError, Result};
 use crate::geometry::Geometry;
 use crate::threading::{for_each_chunk, install};
+
+/// Elements from which [`Scratch::filled`] shares the writing out among the threads.
+const FILL_CHUNK: usize = 64 * 1024;
 
 /// Scratch buffers of parallel tasks, which cannot return errors: a task whose buffer
 /// cannot be allocated skips its work and records why, and the kernel's dispatcher returns
@@ -54,9 +58,28 @@ impl Scratch {
             .ok()
     }
 
-    /// `len` copies of `value`, or `None` once the failure is recorded.
-    pub(crate) fn filled<T: Clone>(&self, len: usize, value: T) -> Option<Vec<T>> {
-        self.ok(try_filled(len, value))
+    /// `len` copies of `value`, or `None` once the failure is recorded; from
+    /// [`FILL_CHUNK`] elements on, written in chunks by the call's threads (a kernel's
+    /// scratch is often as large as its input: filled by the calling thread alone, the
+    /// others would wait meanwhile).
+    #[allow(unsafe_code)] // raw-buffer code: a vector's capacity written, then its length set
+    pub(crate) fn filled<T: Copy + Send + Sync>(&self, len: usize, value: T) -> Option<Vec<T>> {
+        if len < FILL_CHUNK {
+            return self.ok(try_filled(len, value));
+        }
+        let mut v = Vec::new();
+        self.ok(try_reserve(&mut v, len))?;
+        for_each_chunk(
+            &mut v.spare_capacity_mut()[..len],
+            FILL_CHUNK,
+            |_, chunk| {
+                chunk.fill(MaybeUninit::new(value));
+            },
+        );
+        // SAFETY: the capacity holds `len` elements (reserved above), and every one of the
+        // first `len` was written (`for_each_chunk` returns once every chunk is done).
+        unsafe { v.set_len(len) };
+        Some(v)
     }
 
     fn finish(self) -> Result<()> {
