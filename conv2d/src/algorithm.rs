@@ -167,6 +167,21 @@ impl Algorithm {
         }
     }
 
+    /// Multiply-adds below which a call of this algorithm runs on the caller's thread:
+    /// waking the pool costs about 25-30 us here (a 2-core VM), so the tiled and GEMM
+    /// kernels (a multiply-add in a fraction of a cycle) gain from a second thread only from
+    /// about 4 Mi of them. `conv2d-bench` over `sweeps/threads.json` (17 small layers,
+    /// 2026-11-30) with 1 and 2 threads: dense 3x3 layers of 0.6-4 M multiply-adds ran
+    /// 1.08-3.3x as fast on one thread, of 7 M and more 0.73-0.86x (two threads ahead);
+    /// pointwise ones of 0.2-3.2 M 1.0-3.9x; depthwise (`direct`, several cycles per
+    /// multiply-add) took a second thread from 0.2 M (0.61-0.82x).
+    pub(crate) fn inline_below(self) -> usize {
+        match self {
+            Algorithm::DirectTiled | Algorithm::ImplicitGemm | Algorithm::Im2colGemm => 1 << 22,
+            Algorithm::Direct | Algorithm::DirectRows => crate::threading::INLINE_WORK,
+        }
+    }
+
     /// The choice for a transposed convolution's forward pass (the input gradient of
     /// `g`): `implicit-gemm`'s phase split where strided with a kernel larger than the
     /// stride, 32 or more output channels per group and 2048 or more input pixels in all

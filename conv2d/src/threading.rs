@@ -73,9 +73,10 @@ pub fn num_threads() -> usize {
     }
 }
 
-/// Multiply-adds below which a call runs on the caller's thread: waking the pool would cost
-/// more than it saves.
-const INLINE_WORK: usize = 1 << 16;
+/// Multiply-adds (or elements) below which a call runs on the caller's thread: waking the
+/// pool would cost more than it saves. Kernels that do a multiply-add in a fraction of a
+/// cycle pass their own threshold (see `Algorithm::inline_below`).
+pub(crate) const INLINE_WORK: usize = 1 << 16;
 
 thread_local! {
     /// Set while a call runs on the caller's thread: the task helpers below then loop.
@@ -84,10 +85,15 @@ thread_local! {
 
 /// Runs `op`, which does about `work` multiply-adds, inside the pool of [`num_threads`]
 /// threads (rebuilt when the count changes), or on the caller's thread when there is one
-/// thread or little work. If no pool can be built, `op` runs on the caller's thread too.
-pub(crate) fn install<R: Send>(work: usize, op: impl FnOnce() -> R + Send) -> R {
+/// thread or less work than `inline_below`. If no pool can be built, `op` runs on the
+/// caller's thread too.
+pub(crate) fn install<R: Send>(
+    work: usize,
+    inline_below: usize,
+    op: impl FnOnce() -> R + Send,
+) -> R {
     let threads = num_threads();
-    if threads == 1 || work < INLINE_WORK {
+    if threads == 1 || work < inline_below {
         return inline(op);
     }
     let pool = {

@@ -12,7 +12,7 @@ use crate::geometry::Geometry;
 use crate::kernels;
 use crate::options::{Conv2dOptions, Padding, PaddingMode};
 use crate::padding_mode::Border;
-use crate::threading::install;
+use crate::threading::{install, INLINE_WORK};
 
 /// A `conv2d` whose shapes and options have been checked, run on contiguous NCHW slices.
 ///
@@ -302,7 +302,7 @@ impl Conv2dPlan {
         let w = prepared_weight(weight, false)?;
         let b = bias.map(operand).transpose()?;
         fill(out, |out| {
-            install(g.work(), || {
+            install(g.work(), self.algorithm.inline_below(), || {
                 kernels::forward(self.algorithm, g, &x, &w, b.as_deref(), out)
             })
         })
@@ -370,7 +370,7 @@ impl Conv2dPlan {
         let w = prepared_weight(weight, true)?;
         match &self.border {
             None => fill(grad_input, |gx| {
-                install(g.work(), || {
+                install(g.work(), self.algorithm.inline_below(), || {
                     kernels::backward_input(self.algorithm, g, &gy, &w, gx)
                 })
             }),
@@ -378,7 +378,7 @@ impl Conv2dPlan {
                 let mut padded = try_filled(g.input_len(), <T::Acc as crate::Accumulator>::ZERO)?;
                 let [_, _, h, w_] = self.input_shape;
                 fill(grad_input, |gx| {
-                    install(g.work(), || {
+                    install(g.work(), self.algorithm.inline_below(), || {
                         kernels::backward_input(self.algorithm, g, &gy, &w, &mut padded)?;
                         border.fold(&padded, h, w_, gx);
                         Ok(())
@@ -441,7 +441,7 @@ impl Conv2dPlan {
         let x = self.padded_input(input)?;
         let gy = operand(grad_output)?;
         fill(grad_weight, |gw| {
-            install(g.work(), || {
+            install(g.work(), self.algorithm.inline_below(), || {
                 kernels::backward_weight(self.algorithm, g, &x, &gy, gw)
             })
         })
@@ -494,7 +494,9 @@ impl Conv2dPlan {
         check_len("grad_bias", grad_bias.len(), [1, g.cout, 1, 1])?;
         let gy = operand(grad_output)?;
         fill(grad_bias, |gb| {
-            install(g.output_len(), || kernels::backward_bias(&gy, g.n, gb));
+            install(g.output_len(), INLINE_WORK, || {
+                kernels::backward_bias(&gy, g.n, gb)
+            });
             Ok(())
         })
     }
@@ -506,7 +508,9 @@ impl Conv2dPlan {
             None => Ok(x),
             Some(border) => {
                 let [_, _, h, w] = self.input_shape;
-                Ok(Operand::owned(install(x.len(), || border.pad(&x, h, w))?))
+                Ok(Operand::owned(install(x.len(), INLINE_WORK, || {
+                    border.pad(&x, h, w)
+                })?))
             }
         }
     }

@@ -15,7 +15,7 @@ use crate::error::{fmt_shape, try_filled, ConvError, Result};
 use crate::geometry::Geometry;
 use crate::kernels;
 use crate::options::ConvTranspose2dOptions;
-use crate::threading::install;
+use crate::threading::{install, INLINE_WORK};
 
 /// A `conv_transpose2d` whose shapes and options have been checked, run on contiguous NCHW
 /// slices.
@@ -347,7 +347,7 @@ impl ConvTranspose2dPlan {
         let w = prepared_weight(weight, false)?;
         let b = bias.map(operand).transpose()?;
         fill(out, |out| {
-            install(g.work(), || {
+            install(g.work(), self.algorithm.inline_below(), || {
                 kernels::backward_input(self.algorithm, g, &x, &w, out)?;
                 if let Some(b) = &b {
                     kernels::add_bias(out, b, g.n);
@@ -411,7 +411,7 @@ impl ConvTranspose2dPlan {
         let gy = operand(grad_output)?;
         let w = prepared_weight(weight, true)?;
         fill(grad_input, |gx| {
-            install(g.work(), || {
+            install(g.work(), self.algorithm.inline_below(), || {
                 kernels::forward(self.algorithm, g, &gy, &w, None, gx)
             })
         })
@@ -473,7 +473,7 @@ impl ConvTranspose2dPlan {
         // The kernel sums conj(its input) * (its output gradient) = conj(gy) * x here;
         // PyTorch's convention wants conj(x) * gy, the conjugate of that.
         fill(grad_weight, |gw| {
-            install(g.work(), || {
+            install(g.work(), self.algorithm.inline_below(), || {
                 kernels::backward_weight(self.algorithm, g, &gy, &x, gw)
             })?;
             conjugate_in_place(gw);
@@ -528,7 +528,9 @@ impl ConvTranspose2dPlan {
         check_len("grad_bias", grad_bias.len(), [1, g.cin, 1, 1])?;
         let gy = operand(grad_output)?;
         fill(grad_bias, |gb| {
-            install(g.output_len(), || kernels::backward_bias(&gy, g.n, gb));
+            install(g.output_len(), INLINE_WORK, || {
+                kernels::backward_bias(&gy, g.n, gb)
+            });
             Ok(())
         })
     }
