@@ -35,6 +35,8 @@ use super::{all_finite, Scratch};
 use crate::element::Accumulator;
 use crate::geometry::{checked_product, Geometry};
 use crate::isa::{isa, Isa};
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use crate::threading::for_each_chunk;
 
 /// Output pixels in one vector of sums.
@@ -633,11 +635,13 @@ pub(crate) fn backward_input<A: Accumulator>(
     grad_in: &mut [A],
     scratch: &Scratch,
 ) {
-    let Some(flipped) = flipped_geometry(g, weight) else {
-        return super::direct_rows::backward_input(g, grad_out, weight, grad_in);
-    };
-    if let Some(w) = flipped_weight(g, weight, scratch) {
-        forward(&flipped, grad_out, &w, None, grad_in, scratch);
+    let flipped = flipped_shape(g).map(|f| (f, flipped_weight(g, weight, scratch)));
+    match flipped {
+        Some((f, Some(Some(w)))) => forward(&f, grad_out, &w, None, grad_in, scratch),
+        Some((_, None)) => {}
+        None | Some((_, Some(None))) => {
+            super::direct_rows::backward_input(g, grad_out, weight, grad_in)
+        }
     }
 }
 
@@ -656,25 +660,22 @@ pub(crate) fn backward_input_tiled<A: Accumulator>(
         true => implicit_gemm::applies::<A>(g),
         false => tiles::<A>(g),
     };
-    let Some(flipped) = flipped_geometry(g, weight).filter(applies) else {
+    let Some(flipped) = flipped_shape(g).filter(applies) else {
         return false;
     };
-    if let Some(w) = flipped_weight(g, weight, scratch) {
-        match implicit {
+    match flipped_weight(g, weight, scratch) {
+        Some(Some(w)) => match implicit {
             true => implicit_gemm::forward(&flipped, grad_out, &w, None, grad_in, scratch),
             false => tiled::forward(&flipped, grad_out, &w, None, grad_in, scratch),
-        }
+        },
+        Some(None) => return false,
+        None => {}
     }
     true
 }
 
 /// The stride-1 convolution whose output is the input gradient of `g`, if it exists (see
-/// [`backward_input`]).
-fn flipped_geometry<A: Accumulator>(g: &Geometry, weight: &[A]) -> Option<Geometry> {
-    flipped_shape(g).filter(|_| all_finite(weight))
-}
-
-/// [`flipped_geometry`] for any weight: the caller checks that the weight is finite.
+/// [`backward_input`]; the caller checks that the weight is finite).
 pub(crate) fn flipped_shape(g: &Geometry) -> Option<Geometry> {
     let reach = |k: usize, d: usize| (k - 1) * d;
     let flipped = match (
@@ -699,21 +700,32 @@ pub(crate) fn flipped_shape(g: &Geometry) -> Option<Geometry> {
 }
 
 /// The weight flipped in space and transposed in channels:
-/// `w'[ci][co in group][ky'][kx'] = w[co][ci in group][kh-1-ky'][kw-1-kx']`.
-fn flipped_weight<A: Accumulator>(g: &Geometry, weight: &[A], scratch: &Scratch) -> Option<Vec<A>> {
+/// `w'[ci][co in group][ky'][kx'] = w[co][ci in group][kh-1-ky'][kw-1-kx']`, each input
+/// channel's rows by a task; `Some(None)` if a weight is not finite (the flipped
+/// convolution would not give the input gradient, see [`backward_input`]), `None` if the
+/// buffer cannot be allocated.
+fn flipped_weight<A: Accumulator>(
+    g: &Geometry,
+    weight: &[A],
+    scratch: &Scratch,
+) -> Option<Option<Vec<A>>> {
     let (cin_g, cout_g, taps) = (g.cin_per_group(), g.cout_per_group(), g.kh * g.kw);
     let mut w = scratch.filled(weight.len(), A::ZERO)?;
-    let mut runs = w.chunks_exact_mut(taps);
-    for group in 0..g.groups {
-        for ci_in_group in 0..cin_g {
-            for co in group * cout_g..(group + 1) * cout_g {
-                let taps_of = &weight[(co * cin_g + ci_in_group) * taps..][..taps];
-                let run = runs.next().expect("one run of taps per weight row");
-                for (d, &v) in run.iter_mut().zip(taps_of.iter().rev()) {
-                    *d = v;
-                }
+    let finite = AtomicBool::new(true);
+    for_each_chunk(&mut w, cout_g * taps, |row, runs| {
+        let (group, ci_in_group) = (row / cin_g, row % cin_g);
+        let mut ok = true;
+        for (i, run) in runs.chunks_exact_mut(taps).enumerate() {
+            let co = group * cout_g + i;
+            let taps_of = &weight[(co * cin_g + ci_in_group) * taps..][..taps];
+            for (d, &v) in run.iter_mut().zip(taps_of.iter().rev()) {
+                *d = v;
+                ok &= v.is_finite();
             }
         }
-    }
-    Some(w)
+        if !ok {
+            finite.store(false, Ordering::Relaxed);
+        }
+    });
+    Some(finite.into_inner().then_some(w))
 }
