@@ -517,18 +517,22 @@ unsafe fn pixel_tile_avx512<const VECTORS: usize>(
     }
 }
 
-/// A 16 x 16 transpose: `outs[j][p] = rows[p * stride + j]` for `p, j < 16`, in
+/// A 16 x 16 transpose: `outs[j][p] = values[starts[p] + j]` for `p, j < 16`, in
 /// registers: in-lane unpacks and shuffles, then 128-bit lane shuffles.
 ///
 /// # Safety
-/// The CPU must support AVX-512 F (the bounds are checked: panics if `rows` holds fewer
-/// than `15 * stride + 16` values or an output row fewer than 16).
+/// The CPU must support AVX-512 F (the bounds are checked: panics if a row
+/// `starts[p]..starts[p] + 16` is not inside `values` or an output row holds fewer than 16).
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
-pub(crate) unsafe fn transpose16_f32_avx512(rows: &[f32], stride: usize, outs: [&mut [f32]; 16]) {
-    assert!(rows.len() >= 15 * stride + 16 && outs.iter().all(|o| o.len() >= 16));
-    // SAFETY: row `p < 16` reads `rows[p * stride..][..16]`, inside `rows` (checked).
+pub(crate) unsafe fn transpose16_f32_avx512(
+    values: &[f32],
+    starts: [usize; 16],
+    outs: [&mut [f32]; 16],
+) {
+    assert!(starts.iter().all(|&s| s + 16 <= values.len()) && outs.iter().all(|o| o.len() >= 16));
+    // SAFETY: row `p < 16` reads `values[starts[p]..][..16]`, inside `values` (checked).
     let r: [__m512; 16] =
-        std::array::from_fn(|p| unsafe { _mm512_loadu_ps(rows.as_ptr().add(p * stride)) });
+        std::array::from_fn(|p| unsafe { _mm512_loadu_ps(values.as_ptr().add(starts[p])) });
     // t[2i], t[2i + 1]: elements 0-1 and 2-3 (of each 128-bit lane) of rows 2i, 2i + 1
     // interleaved.
     let t: [__m512; 16] = std::array::from_fn(|i| match i % 2 {

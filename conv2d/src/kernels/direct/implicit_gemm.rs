@@ -266,17 +266,30 @@ pub(super) fn grown<'a>(
 }
 
 /// Pixel-major sums (rows of `width`) into channel rows: `outs[j][i] = sums[rows[i] *
-/// width + j]` for every `i < rows.len()` and channel `j < outs.len()`, 64 values of a
-/// channel at a time (sums rows of many channels at once would alias in L1: planes of 4 KiB
-/// share its sets), each channel's values written in order.
+/// width + j]` for every `i < rows.len()` and channel `j < outs.len()`: blocks of 16
+/// pixels by 16 channels transposed in registers, what is left 64 values of a channel at
+/// a time (sums rows of many channels at once would alias in L1: planes of 4 KiB share its
+/// sets), each channel's values written in order.
 pub(super) fn write_rows(sums: &[f32], width: usize, outs: &mut [&mut [f32]], rows: &[usize]) {
-    for (i0, at) in (0..rows.len()).step_by(64).zip(rows.chunks(64)) {
-        for (j, out) in outs.iter_mut().enumerate() {
-            for (o, &r) in out[i0..][..at.len()].iter_mut().zip(at) {
-                *o = sums[r * width + j];
-            }
+    let (pixels, channels) = (rows.len() / 16 * 16, outs.len() / 16 * 16);
+    for (i0, at) in (0..pixels).step_by(16).zip(rows.chunks_exact(16)) {
+        for (j0, block) in (0..channels).step_by(16).zip(outs.chunks_exact_mut(16)) {
+            let mut runs = block.iter_mut().map(|o| &mut o[i0..][..16]);
+            let runs = std::array::from_fn(|_| runs.next().expect("16 channels"));
+            transpose16(&sums[j0..], std::array::from_fn(|p| at[p] * width), runs);
         }
     }
+    let rest = |i0: usize, j0: usize, outs: &mut [&mut [f32]]| {
+        for (i0, at) in (i0..rows.len()).step_by(64).zip(rows[i0..].chunks(64)) {
+            for (j, out) in outs.iter_mut().enumerate() {
+                for (o, &r) in out[i0..][..at.len()].iter_mut().zip(at) {
+                    *o = sums[r * width + j0 + j];
+                }
+            }
+        }
+    };
+    rest(0, channels, &mut outs[channels..]);
+    rest(pixels, 0, &mut outs[..channels]);
 }
 
 /// The weights as panels: for each group and each [`BLOCK`] of its output channels
@@ -318,7 +331,7 @@ fn pack_panel(rows: &[f32], taps: usize, panel: &mut [f32]) {
                 let outs = std::array::from_fn(|_| {
                     &mut panel_rows.next().expect("16 panel rows")[j0..j0 + 16]
                 });
-                transpose16(&rows[k0..], taps, outs);
+                transpose16(&rows[k0..], std::array::from_fn(|k| k * taps), outs);
                 continue;
             }
             for (j, row) in rows.chunks_exact(taps).enumerate() {
@@ -330,14 +343,14 @@ fn pack_panel(rows: &[f32], taps: usize, panel: &mut [f32]) {
     }
 }
 
-/// `outs[j][k] = rows[k * stride + j]` for 16 rows and columns, on AVX-512 (see
+/// `outs[j][p] = values[starts[p] + j]` for 16 rows and columns, on AVX-512 (see
 /// [`applies`]).
-fn transpose16(rows: &[f32], stride: usize, outs: [&mut [f32]; 16]) {
+fn transpose16(values: &[f32], starts: [usize; 16], outs: [&mut [f32]; 16]) {
     match isa() {
         // SAFETY: `isa()` returns a level only if the CPU supports it; the kernel checks
         // its bounds.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { crate::arch::x86_64::transpose16_f32_avx512(rows, stride, outs) },
+        Isa::Avx512 => unsafe { crate::arch::x86_64::transpose16_f32_avx512(values, starts, outs) },
         _ => unreachable!("applies admits AVX-512 only"),
     }
 }
