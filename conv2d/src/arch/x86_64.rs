@@ -335,7 +335,7 @@ pub(crate) unsafe fn masked_tile_avx512<E: TileElement>(
     check: bool,
 ) -> bool {
     let lanes = E::Zmm::LANES;
-    let vectors = job.len.div_ceil(lanes);
+    let vectors = job.tile.len.div_ceil(lanes);
     let full = vectors / 4 * 4 * lanes;
     let pointers = job.pointers(lanes);
     let job = &*job;
@@ -359,12 +359,12 @@ pub(crate) unsafe fn masked_tile_avx512<E: TileElement>(
 }
 
 /// One run of `VECTORS` registers of outputs from `q` for [`masked_tile_avx512`]; lanes at
-/// or past `job.len` are neither summed nor stored. Whether every stored sum is finite
-/// (when `check`).
+/// or past the tile's `len` are neither summed nor stored. Whether every stored sum is
+/// finite (when `check`).
 ///
 /// # Safety
-/// The CPU must support AVX-512 F and DQ; `q < job.len`, `q + R::LANES * (VECTORS - 1) <
-/// job.len`, and `pointers` are the job's, checked by `MaskedTile::pointers`.
+/// The CPU must support AVX-512 F and DQ; `q + R::LANES * (VECTORS - 1) < len` (the
+/// tile's), and `pointers` are the job's, checked by `MaskedTile::pointers`.
 #[inline(always)]
 unsafe fn masked_tile<R: MaskedRegister, const VECTORS: usize>(
     job: &MaskedTile<'_, R::Elem>,
@@ -373,10 +373,10 @@ unsafe fn masked_tile<R: MaskedRegister, const VECTORS: usize>(
     check: bool,
 ) -> bool {
     let lanes = R::LANES;
-    let columns = job.columns;
+    let (columns, tile) = (job.columns, &job.tile);
     // The lanes of each vector below `len`.
     let inside: [u16; VECTORS] = std::array::from_fn(|v| {
-        let left = job.len - q - lanes * v;
+        let left = tile.len - q - lanes * v;
         if left >= lanes {
             u16::MAX
         } else {
@@ -384,16 +384,16 @@ unsafe fn masked_tile<R: MaskedRegister, const VECTORS: usize>(
         }
     });
     // SAFETY: `R`'s instructions are present (this function's contract).
-    let zero = unsafe { R::splat(job.init[0]) };
+    let zero = unsafe { R::splat(tile.init[0]) };
     let mut acc = [[zero; VECTORS]; CO];
     for (c, acc_c) in acc.iter_mut().enumerate() {
         for (v, a) in acc_c.iter_mut().enumerate() {
             // SAFETY: as above; the masked lanes are inside channel `c`'s `len` sums, as for
             // the stores below.
             *a = unsafe {
-                match job.resume {
+                match tile.resume {
                     true => R::load_where(outs[c].add(q + lanes * v), inside[v]),
-                    false => R::splat(job.init[c]),
+                    false => R::splat(tile.init[c]),
                 }
             };
         }
@@ -404,10 +404,10 @@ unsafe fn masked_tile<R: MaskedRegister, const VECTORS: usize>(
             std::array::from_fn(|v| job.masks[(first + v) * columns + kx] & inside[v]);
         let x0 = slab.wrapping_add(q + kx * job.column_step);
         let w0 = rows.map(|r| r.wrapping_add(kx));
-        for (j, &row) in job.rows.iter().enumerate() {
+        for (j, &row) in tile.starts.iter().enumerate() {
             // SAFETY: `row + kx * column_step + q + lanes * VECTORS` is within the reach of
             // `len` rounded up to whole vectors, inside the slab; every channel's row holds
-            // `rows.len() * columns` weights (`pointers` checked both).
+            // `starts.len() * columns` weights (`pointers` checked both).
             unsafe {
                 let x = x0.add(row);
                 let xs: [R; VECTORS] = std::array::from_fn(|v| R::load(x.add(lanes * v)));

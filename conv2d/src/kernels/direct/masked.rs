@@ -23,7 +23,7 @@
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::tiled::{as_type, as_type_mut, tile_rows, CO};
+use super::tiled::{as_type, tile_rows, Tile, CO};
 use super::{block_tasks, Scratch};
 use crate::element::Accumulator;
 use crate::error::try_reserve;
@@ -63,16 +63,15 @@ pub(crate) fn suits(g: &Geometry) -> bool {
         && g.cout_per_group() >= CO / 2
 }
 
-/// One tile sweep over a block of input channels: for `q < len`,
-/// `outs[c][q] = init[c] (or outs[c][q] when resuming) + sum over tap rows j and kernel
-/// columns kx, where masks[q / lanes * columns + kx] has q's lane, of
-/// weights[weight_rows[c] + j * columns + kx] * slab[rows[j] + kx * column_step + q]`.
+/// One tile sweep over a block of input channels: [`Tile`]'s sums with each tap `t` a tap
+/// row (`starts[t]`, kernel column 0) swept over every kernel column `kx`, the lanes
+/// outside `masks` left out: for `q < len`, `outs[c][q] = init[c] (or outs[c][q] when
+/// resuming) + sum over t and kx, where masks[q / lanes * columns + kx] has q's lane, of
+/// weights[rows[c] + t * columns + kx] * slab[starts[t] + kx * column_step + q]`.
 pub(crate) struct MaskedTile<'a, A> {
-    /// The band's slab from the task's first output row.
-    pub slab: &'a [A],
-    /// Per tap row `(ci, ky)` of the block: where its kernel column 0 reads output 0's
-    /// term.
-    pub rows: &'a [usize],
+    /// The slab from the task's first output row, the tap rows of the block (`(ci, ky)`)
+    /// as `starts`, and any `len`.
+    pub tile: Tile<'a, A>,
     /// Kernel columns.
     pub columns: usize,
     /// Slab elements between neighbouring kernel columns (the dilation).
@@ -80,43 +79,29 @@ pub(crate) struct MaskedTile<'a, A> {
     /// Per vector of outputs and kernel column: the lanes whose term reads a real input
     /// column (see [`column_masks`]).
     pub masks: &'a [u16],
-    /// The layer's weights as they are.
-    pub weights: &'a [A],
-    /// Where channel `c`'s weights for the block begin (a channel past the group's last
-    /// repeats a real one; its sums are dropped).
-    pub weight_rows: [usize; CO],
-    pub init: [A; CO],
-    /// Whether the sums start from `outs` (a later block) rather than `init`.
-    pub resume: bool,
-    /// Per channel, `len` sums.
-    pub outs: [&'a mut [A]; CO],
-    pub len: usize,
 }
 
 impl<A> MaskedTile<'_, A> {
     /// The slab, weight-row and output pointers of the vector kernel, for registers of
     /// `lanes` elements, after checking every bound it relies on: each channel's outputs
-    /// holding `len` sums, its weights a row of `rows.len() * columns`, a mask per vector
+    /// holding `len` sums, its weights a row of `starts.len() * columns`, a mask per vector
     /// of `len` and column, and every window up to `len` rounded up to whole vectors inside
     /// the slab. Panics (a bug, not a user error) if one fails.
     #[allow(clippy::type_complexity)] // three pointers, named where they are unpacked
     pub(crate) fn pointers(&mut self, lanes: usize) -> (*const A, [*const A; CO], [*mut A; CO]) {
-        let (len, columns) = (self.len, self.columns);
-        assert!(self.outs.iter().all(|o| o.len() >= len));
-        let row_weights = self.rows.len() * columns;
-        assert!(self
-            .weight_rows
+        let (tile, columns) = (&mut self.tile, self.columns);
+        let len = tile.len;
+        assert!(tile.outs.iter().all(|o| o.len() >= len));
+        let row_weights = tile.starts.len() * columns;
+        assert!(tile
+            .rows
             .iter()
-            .all(|&r| r + row_weights <= self.weights.len()));
+            .all(|&r| r + row_weights <= tile.weights.len()));
         assert!(self.masks.len() >= len.div_ceil(lanes) * columns);
         let reach = columns.saturating_sub(1) * self.column_step + len.next_multiple_of(lanes);
-        let end = self.rows.iter().max().map_or(0, |&r| r + reach);
-        assert!(end <= self.slab.len());
-        let weights = self.weights.as_ptr();
-        // `wrapping_add` keeps this safe code; every row is inside `weights` (checked).
-        let rows = self.weight_rows.map(|r| weights.wrapping_add(r));
-        let outs = self.outs.each_mut().map(|o| o.as_mut_ptr());
-        (self.slab.as_ptr(), rows, outs)
+        let end = tile.starts.iter().max().map_or(0, |&r| r + reach);
+        assert!(end <= tile.slab.len());
+        tile.unchecked_pointers()
     }
 }
 
@@ -204,17 +189,19 @@ pub(crate) fn forward<A: Accumulator>(
                 for (b, rows) in tap_rows.chunks(block_rows).enumerate() {
                     let all_finite = run(
                         &mut MaskedTile {
-                            slab: &slab.data[chunk * row_chunk * g.w..],
-                            rows,
+                            tile: Tile {
+                                slab: &slab.data[chunk * row_chunk * g.w..],
+                                starts: rows,
+                                weights: weight,
+                                rows: weight_rows.map(|r| r + b * CI_BLOCK * g.kh * g.kw),
+                                init,
+                                resume: b > 0,
+                                outs: outs.each_mut().map(|o| &mut **o),
+                                len,
+                            },
                             columns: g.kw,
                             column_step: g.dilation.w,
                             masks: &masks,
-                            weights: weight,
-                            weight_rows: weight_rows.map(|r| r + b * CI_BLOCK * g.kh * g.kw),
-                            init,
-                            resume: b > 0,
-                            outs: outs.each_mut().map(|o| &mut **o),
-                            len,
                         },
                         b + 1 == blocks,
                     );
@@ -308,20 +295,10 @@ impl<A: 'static + Copy> MaskedTile<'_, A> {
     /// The same sweep over `B`; `None` if `A` is another type.
     fn retyped<B: 'static + Copy>(&mut self) -> Option<MaskedTile<'_, B>> {
         Some(MaskedTile {
-            slab: as_type(self.slab)?,
-            rows: self.rows,
+            tile: self.tile.retyped()?,
             columns: self.columns,
             column_step: self.column_step,
             masks: self.masks,
-            weights: as_type(self.weights)?,
-            weight_rows: self.weight_rows,
-            init: as_type(&self.init)?.try_into().ok()?,
-            resume: self.resume,
-            outs: self
-                .outs
-                .each_mut()
-                .map(|o| as_type_mut(o).expect("the outputs' type is the slab's")),
-            len: self.len,
         })
     }
 }

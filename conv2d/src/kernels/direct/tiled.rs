@@ -88,8 +88,14 @@ impl<A> Tile<'_, A> {
         assert!(self.rows.iter().all(|&r| r + taps <= self.weights.len()));
         let end = self.starts.iter().max().map_or(0, |&s| s + len);
         assert!(end <= self.slab.len());
+        self.unchecked_pointers()
+    }
+
+    /// The slab, weight-row and output pointers, for callers that checked their bounds.
+    #[allow(clippy::type_complexity)] // as `pointers`
+    pub(super) fn unchecked_pointers(&mut self) -> (*const A, [*const A; CO], [*mut A; CO]) {
         let weights = self.weights.as_ptr();
-        // `wrapping_add` keeps this safe code; every row is inside `weights` (checked).
+        // `wrapping_add` keeps this safe code (the caller checked every row).
         let rows = self.rows.map(|r| weights.wrapping_add(r));
         let outs = self.outs.each_mut().map(|o| o.as_mut_ptr());
         (self.slab.as_ptr(), rows, outs)
@@ -230,7 +236,7 @@ pub(crate) fn as_f32_mut<A: Accumulator>(values: &mut [A]) -> Option<&mut [f32]>
 #[cfg(target_arch = "x86_64")]
 impl<A: 'static + Copy> Tile<'_, A> {
     /// The same sweep over `B`; `None` if `A` is another type.
-    fn retyped<B: 'static + Copy>(&mut self) -> Option<Tile<'_, B>> {
+    pub(super) fn retyped<B: 'static + Copy>(&mut self) -> Option<Tile<'_, B>> {
         Some(Tile {
             slab: as_type(self.slab)?,
             starts: self.starts,
