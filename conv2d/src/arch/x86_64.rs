@@ -320,11 +320,11 @@ pub(crate) unsafe fn direct_tile_avx512<E: TileElement>(job: &mut Tile<'_, E>) {
     }
 }
 
-/// The masked tile kernel for `f32` and `f64` with AVX-512: [`CO`] x 4 vectors of sums in
-/// registers, as [`direct_tile_avx512`], the taps swept kernel column by kernel column with
-/// that column's lane masks held; a last run of fewer vectors takes as many, and a last
-/// partial vector stores only its own lanes. Returns whether every sum stored is finite
-/// (checked only when `check`; `true` otherwise).
+/// The masked tile kernel for `f32` and `f64` with AVX-512: `job.channels` (2, 4 or
+/// [`CO`]) x 4 vectors of sums in registers, as [`direct_tile_avx512`], the taps swept
+/// kernel column by kernel column with that column's lane masks held; a last run of fewer
+/// vectors takes as many, and a last partial vector stores only its own lanes. Returns
+/// whether every sum stored is finite (checked only when `check`; `true` otherwise).
 ///
 /// # Safety
 /// The CPU must support AVX-512 F and DQ (the job's bounds are checked by
@@ -334,39 +334,59 @@ pub(crate) unsafe fn masked_tile_avx512<E: TileElement>(
     job: &mut MaskedTile<'_, E>,
     check: bool,
 ) -> bool {
-    let lanes = E::Zmm::LANES;
+    match job.channels {
+        // SAFETY: this function's contract, which `masked_sweep` shares.
+        2 => unsafe { masked_sweep::<E::Zmm, 2>(job, check) },
+        // SAFETY: see above.
+        4 => unsafe { masked_sweep::<E::Zmm, 4>(job, check) },
+        // SAFETY: see above.
+        _ => unsafe { masked_sweep::<E::Zmm, CO>(job, check) },
+    }
+}
+
+/// [`masked_tile_avx512`] for `CH` channels.
+///
+/// # Safety
+/// As [`masked_tile_avx512`].
+#[inline(always)]
+unsafe fn masked_sweep<R: MaskedRegister, const CH: usize>(
+    job: &mut MaskedTile<'_, R::Elem>,
+    check: bool,
+) -> bool {
+    let lanes = R::LANES;
     let vectors = job.tile.len.div_ceil(lanes);
     let full = vectors / 4 * 4 * lanes;
-    let pointers = job.pointers(lanes);
+    let pointers = job.pointers(lanes, CH);
     let job = &*job;
     let mut finite = true;
     for q in (0..full).step_by(4 * lanes) {
         // SAFETY: AVX-512 F and DQ are present (this function's contract); the run's 4
-        // vectors start below `len`; `pointers` are the job's, checked.
-        finite &= unsafe { masked_tile::<E::Zmm, 4>(job, pointers, q, check) };
+        // vectors start below `len`; `pointers` are the job's, checked for `CH` channels.
+        finite &= unsafe { masked_tile::<R, 4, CH>(job, pointers, q, check) };
     }
     // SAFETY (each arm): as above, the run's vectors covering `full..len`.
     finite
         & match vectors % 4 {
             0 => true,
             // SAFETY: see above.
-            1 => unsafe { masked_tile::<E::Zmm, 1>(job, pointers, full, check) },
+            1 => unsafe { masked_tile::<R, 1, CH>(job, pointers, full, check) },
             // SAFETY: see above.
-            2 => unsafe { masked_tile::<E::Zmm, 2>(job, pointers, full, check) },
+            2 => unsafe { masked_tile::<R, 2, CH>(job, pointers, full, check) },
             // SAFETY: see above.
-            _ => unsafe { masked_tile::<E::Zmm, 3>(job, pointers, full, check) },
+            _ => unsafe { masked_tile::<R, 3, CH>(job, pointers, full, check) },
         }
 }
 
-/// One run of `VECTORS` registers of outputs from `q` for [`masked_tile_avx512`]; lanes at
-/// or past the tile's `len` are neither summed nor stored. Whether every stored sum is
+/// One run of `VECTORS` registers of outputs from `q` of the first `CH` channels, for
+/// [`masked_tile_avx512`]; lanes at or past the tile's `len` are neither summed nor stored. Whether every stored sum is
 /// finite (when `check`).
 ///
 /// # Safety
 /// The CPU must support AVX-512 F and DQ; `q + R::LANES * (VECTORS - 1) < len` (the
-/// tile's), and `pointers` are the job's, checked by `MaskedTile::pointers`.
+/// tile's), and `pointers` are the job's, checked by `MaskedTile::pointers` for `CH`
+/// channels.
 #[inline(always)]
-unsafe fn masked_tile<R: MaskedRegister, const VECTORS: usize>(
+unsafe fn masked_tile<R: MaskedRegister, const VECTORS: usize, const CH: usize>(
     job: &MaskedTile<'_, R::Elem>,
     (slab, rows, outs): (*const R::Elem, [*const R::Elem; CO], [*mut R::Elem; CO]),
     q: usize,
@@ -385,7 +405,7 @@ unsafe fn masked_tile<R: MaskedRegister, const VECTORS: usize>(
     });
     // SAFETY: `R`'s instructions are present (this function's contract).
     let zero = unsafe { R::splat(tile.init[0]) };
-    let mut acc = [[zero; VECTORS]; CO];
+    let mut acc = [[zero; VECTORS]; CH];
     for (c, acc_c) in acc.iter_mut().enumerate() {
         for (v, a) in acc_c.iter_mut().enumerate() {
             // SAFETY: as above; the masked lanes are inside channel `c`'s `len` sums, as for

@@ -79,19 +79,26 @@ pub(crate) struct MaskedTile<'a, A> {
     /// Per vector of outputs and kernel column: the lanes whose term reads a real input
     /// column (see [`column_masks`]).
     pub masks: &'a [u16],
+    /// The channels summed: the first 2, 4 or [`CO`] (the others are not touched).
+    pub channels: usize,
 }
 
 impl<A> MaskedTile<'_, A> {
     /// The slab, weight-row and output pointers of the vector kernel, for registers of
-    /// `lanes` elements, after checking every bound it relies on: each channel's outputs
-    /// holding `len` sums, its weights a row of `starts.len() * columns`, a mask per vector
-    /// of `len` and column, and every window up to `len` rounded up to whole vectors inside
-    /// the slab. Panics (a bug, not a user error) if one fails.
+    /// `lanes` elements and the first `channels`, after checking every bound it relies on:
+    /// each of those channels' outputs holding `len` sums, every weight row
+    /// `starts.len() * columns` weights, a mask per vector of `len` and column, and every
+    /// window up to `len` rounded up to whole vectors inside the slab. Panics (a bug, not a
+    /// user error) if one fails.
     #[allow(clippy::type_complexity)] // three pointers, named where they are unpacked
-    pub(crate) fn pointers(&mut self, lanes: usize) -> (*const A, [*const A; CO], [*mut A; CO]) {
+    pub(crate) fn pointers(
+        &mut self,
+        lanes: usize,
+        channels: usize,
+    ) -> (*const A, [*const A; CO], [*mut A; CO]) {
         let (tile, columns) = (&mut self.tile, self.columns);
         let len = tile.len;
-        assert!(tile.outs.iter().all(|o| o.len() >= len));
+        assert!(channels <= CO && tile.outs[..channels].iter().all(|o| o.len() >= len));
         let row_weights = tile.starts.len() * columns;
         assert!(tile
             .rows
@@ -172,15 +179,17 @@ pub(crate) fn forward<A: Accumulator>(
                 let count = outs.len();
                 let len = outs[0].len();
                 let (init, weight_rows) = tile_rows(bias, co0, count, taps);
-                // Channels past the group's last sum into spare rows, dropped.
-                let Some(mut spare) = scratch.filled((CO - count) * len, A::ZERO) else {
+                // The kernel sums 2, 4 or CO channels: one past the group's last sums into a
+                // spare row, dropped; rows past those are placeholders it does not touch.
+                let channels = count.next_multiple_of(2).min(CO);
+                let Some(mut spare) = scratch.filled((channels - count) * len, A::ZERO) else {
                     return;
                 };
                 let (mut real, mut spare) = (outs.into_iter(), spare.chunks_exact_mut(len));
                 let mut outs: [&mut [A]; CO] = std::array::from_fn(|_| {
                     let row: &mut [A] = match real.next() {
                         Some(row) => row,
-                        None => spare.next().expect("CO - count spare rows"),
+                        None => spare.next().unwrap_or_default(),
                     };
                     row
                 });
@@ -202,6 +211,7 @@ pub(crate) fn forward<A: Accumulator>(
                             columns: g.kw,
                             column_step: g.dilation.w,
                             masks: &masks,
+                            channels,
                         },
                         b + 1 == blocks,
                     );
@@ -296,6 +306,7 @@ impl<A: 'static + Copy> MaskedTile<'_, A> {
     fn retyped<B: 'static + Copy>(&mut self) -> Option<MaskedTile<'_, B>> {
         Some(MaskedTile {
             tile: self.tile.retyped()?,
+            channels: self.channels,
             columns: self.columns,
             column_step: self.column_step,
             masks: self.masks,
