@@ -790,12 +790,13 @@ pub(crate) unsafe fn direct_weight_tile_f32_avx2(job: &mut WeightTile<'_, f32>) 
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
 pub(crate) unsafe fn channel_weight_tile_f32_avx512(job: &mut ChannelWeightTile<'_>) {
     const V: usize = CCO / 16;
-    let (len, pitch) = (job.len, job.pitch);
+    let (rows, width, row_step, pitch) = (job.rows, job.width, job.row_step, job.pitch);
     let (windows, grad_out, sums) = job.pointers();
     let mut acc = [[_mm512_setzero_ps(); V]; CTAPS];
     // SAFETY: AVX-512 F is present (this function's contract); `sums` holds CTAPS x CCO
-    // values, output-gradient row `q < len` CCO values from `q * pitch`, and every window
-    // `len` values (`pointers` checked all three).
+    // values, output-gradient pixel `r * width + x` CCO values from its `pitch` multiple,
+    // and every window `(rows - 1) * row_step + width` values (`pointers` checked all
+    // three).
     unsafe {
         if job.resume {
             for (j, acc_j) in acc.iter_mut().enumerate() {
@@ -804,13 +805,17 @@ pub(crate) unsafe fn channel_weight_tile_f32_avx512(job: &mut ChannelWeightTile<
                 }
             }
         }
-        for q in 0..len {
-            let row = grad_out.add(q * pitch);
-            let ys: [__m512; V] = std::array::from_fn(|v| _mm512_loadu_ps(row.add(16 * v)));
-            for (j, acc_j) in acc.iter_mut().enumerate() {
-                let x = _mm512_set1_ps(*windows[j].add(q));
-                for (a, &y) in acc_j.iter_mut().zip(&ys) {
-                    *a = _mm512_fmadd_ps(y, x, *a);
+        for r in 0..rows {
+            let row = grad_out.add(r * width * pitch);
+            let inputs = windows.map(|w| w.add(r * row_step));
+            for x in 0..width {
+                let ys: [__m512; V] =
+                    std::array::from_fn(|v| _mm512_loadu_ps(row.add(x * pitch + 16 * v)));
+                for (acc_j, input) in acc.iter_mut().zip(inputs) {
+                    let x = _mm512_set1_ps(*input.add(x));
+                    for (a, &y) in acc_j.iter_mut().zip(&ys) {
+                        *a = _mm512_fmadd_ps(y, x, *a);
+                    }
                 }
             }
         }
@@ -831,7 +836,7 @@ pub(crate) unsafe fn channel_weight_tile_f32_avx512(job: &mut ChannelWeightTile<
 /// `ChannelWeightTile::pointers`).
 #[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn channel_weight_tile_f32_avx2(job: &mut ChannelWeightTile<'_>) {
-    let (len, pitch) = (job.len, job.pitch);
+    let (rows, width, row_step, pitch) = (job.rows, job.width, job.row_step, job.pitch);
     let (windows, grad_out, sums) = job.pointers();
     for c0 in (0..CCO).step_by(16) {
         let mut acc = [[_mm256_setzero_ps(); 2]; CTAPS];
@@ -845,13 +850,17 @@ pub(crate) unsafe fn channel_weight_tile_f32_avx2(job: &mut ChannelWeightTile<'_
                     }
                 }
             }
-            for q in 0..len {
-                let row = grad_out.add(q * pitch + c0);
-                let ys = [_mm256_loadu_ps(row), _mm256_loadu_ps(row.add(8))];
-                for (j, acc_j) in acc.iter_mut().enumerate() {
-                    let x = _mm256_set1_ps(*windows[j].add(q));
-                    for (a, &y) in acc_j.iter_mut().zip(&ys) {
-                        *a = _mm256_fmadd_ps(y, x, *a);
+            for r in 0..rows {
+                let row = grad_out.add(r * width * pitch + c0);
+                let inputs = windows.map(|w| w.add(r * row_step));
+                for x in 0..width {
+                    let at = row.add(x * pitch);
+                    let ys = [_mm256_loadu_ps(at), _mm256_loadu_ps(at.add(8))];
+                    for (acc_j, input) in acc.iter_mut().zip(inputs) {
+                        let x = _mm256_set1_ps(*input.add(x));
+                        for (a, &y) in acc_j.iter_mut().zip(&ys) {
+                            *a = _mm256_fmadd_ps(y, x, *a);
+                        }
                     }
                 }
             }

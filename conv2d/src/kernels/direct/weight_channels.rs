@@ -2,7 +2,7 @@
 //! with many output channels per group: vectorised over output channels, so that no sum
 //! needs a horizontal reduction. The output gradient of a band is transposed into rows of
 //! output channels, one per output pixel `q` (counted in slab rows as in
-//! [`tiled`](super::tiled), zero in the columns that are not outputs), and
+//! [`tiled`](super::tiled)'s slab rows, whose padding columns it skips), and
 //! `grad_w[co][t] = sum_q grad_out_t[q][co] * slab[start_t + q]`: a register tile of
 //! [`CCO`] channels (vectors) by [`CTAPS`] taps (input values broadcast) per pixel.
 //!
@@ -25,21 +25,25 @@ pub(crate) const CTAPS: usize = 6;
 /// Elements of the group's sums (padded channels x taps) up to which this kernel runs:
 /// they are revisited for every chunk of pixels, so they must stay in L2.
 const MAX_SUMS: usize = 256 * 1024;
-/// Output pixels per sweep of every tap tile of a task: their output-gradient rows stay
-/// in L1 meanwhile.
+/// Output pixels per sweep of every tap tile of a task (whole output rows, at least one):
+/// their output-gradient rows stay in L1 meanwhile.
 const Q_CHUNK: usize = 64;
 /// Tasks a group is split into at least, where its taps allow (a constant, not the thread
 /// count, so that the split never depends on it).
 const TASKS: usize = 16;
 
-/// One tile: `sums[j * CCO + c] (+)= sum_q grad_out[q * pitch + c] * slab[starts[j] + q]` for
-/// `q < len`, `c < CCO`, `j < CTAPS`.
+/// One tile over `rows` output rows of `width` pixels: `sums[j * CCO + c] (+)= sum over
+/// r < rows, x < width of grad_out[(r * width + x) * pitch + c] * slab[starts[j] + r *
+/// row_step + x]` for `c < CCO`, `j < CTAPS` (the output gradient holds output pixels only;
+/// the slab's rows are `row_step` apart, padding columns included).
 pub(crate) struct ChannelWeightTile<'a> {
     pub slab: &'a [f32],
     pub starts: [usize; CTAPS],
     pub grad_out: &'a [f32],
     pub pitch: usize,
-    pub len: usize,
+    pub rows: usize,
+    pub width: usize,
+    pub row_step: usize,
     /// Whether `sums` holds earlier sums to add to (else they start from zero).
     pub resume: bool,
     pub sums: &'a mut [f32],
@@ -47,14 +51,15 @@ pub(crate) struct ChannelWeightTile<'a> {
 
 impl ChannelWeightTile<'_> {
     /// Each tap's window, the output-gradient rows and the sums, after checking every bound
-    /// the vector kernels rely on (panics on a bug): `len` rows of `CCO` values `pitch`
-    /// apart, `CTAPS * CCO` sums, every window `start..start + len` inside the slab.
+    /// the vector kernels rely on (panics on a bug): `rows * width` rows of `CCO` values
+    /// `pitch` apart, `CTAPS * CCO` sums, every window's rows inside the slab.
     pub(crate) fn pointers(&mut self) -> ([*const f32; CTAPS], *const f32, *mut f32) {
-        let len = self.len;
-        assert!(len > 0 && self.pitch >= CCO);
-        assert!(self.grad_out.len() >= (len - 1) * self.pitch + CCO);
+        let pixels = self.rows * self.width;
+        assert!(pixels > 0 && self.pitch >= CCO);
+        assert!(self.grad_out.len() >= (pixels - 1) * self.pitch + CCO);
         assert!(self.sums.len() >= CTAPS * CCO);
-        assert!(self.starts.iter().all(|&s| s + len <= self.slab.len()));
+        let reach = (self.rows - 1) * self.row_step + self.width;
+        assert!(self.starts.iter().all(|&s| s + reach <= self.slab.len()));
         let slab = self.slab.as_ptr();
         // `wrapping_add` keeps this safe code; every window is inside the slab (checked).
         let windows = self.starts.map(|s| slab.wrapping_add(s));
@@ -113,11 +118,11 @@ pub(super) fn backward_weight<A: Accumulator>(
         .enumerate()
     {
         for_each_band(g, input, grad_out, group, scratch, |band| {
-            // The band's output gradient, one row of `pitch` channels per pixel.
-            let Some(mut gy_t) = scratch.filled(band.rows * row_len * pitch, 0.0f32) else {
+            // The band's output gradient, one row of `pitch` channels per output pixel.
+            let Some(mut gy_t) = scratch.filled(band.rows * g.ow * pitch, 0.0f32) else {
                 return false;
             };
-            for_each_chunk(&mut gy_t, row_len * pitch, |r, dst| {
+            for_each_chunk(&mut gy_t, g.ow * pitch, |r, dst| {
                 let oy = band.oy0 + r;
                 for (co, gy_c) in band.grad_out.chunks_exact(plane).enumerate() {
                     for (ox, &v) in gy_c[oy * g.ow..][..g.ow].iter().enumerate() {
@@ -132,19 +137,22 @@ pub(super) fn backward_weight<A: Accumulator>(
                 }
             }
             let first_band = band.n == 0 && band.oy0 == 0;
+            let chunk_rows = (Q_CHUNK / g.ow).max(1);
             for_each_item(tasks, |(tile, first, part)| {
-                for q0 in (0..band.len).step_by(Q_CHUNK) {
+                for r0 in (0..band.rows).step_by(chunk_rows) {
                     for (i, sums) in part.chunks_exact_mut(per_tile).enumerate() {
                         let t0 = (first + i) * CTAPS;
                         run(&mut ChannelWeightTile {
                             slab: &band.slab.data,
                             starts: std::array::from_fn(|j| {
-                                band.starts[(t0 + j).min(taps - 1)] + q0
+                                band.starts[(t0 + j).min(taps - 1)] + r0 * row_len
                             }),
-                            grad_out: &gy_t[q0 * pitch + tile * CCO..],
+                            grad_out: &gy_t[r0 * g.ow * pitch + tile * CCO..],
                             pitch,
-                            len: Q_CHUNK.min(band.len - q0),
-                            resume: !first_band || q0 > 0,
+                            rows: chunk_rows.min(band.rows - r0),
+                            width: g.ow,
+                            row_step: row_len,
+                            resume: !first_band || r0 > 0,
                             sums,
                         });
                     }
