@@ -9,7 +9,9 @@
 //! not outputs are computed and dropped), then the output rows are copied out. The taps
 //! are swept in blocks of [`CI_BLOCK`] input channels, the sums carried in the output
 //! block between blocks, so that each block's windows and weights stay in L1; every
-//! output sums its bias, then its taps in order, whatever the thread count.
+//! output sums its bias, then its taps in order, whatever the thread count. On AVX-512,
+//! shapes whose output rows are as wide as the input's go to [`masked`](super::masked)
+//! first, which computes no padding column.
 
 use std::any::TypeId;
 
