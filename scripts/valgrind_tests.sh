@@ -10,7 +10,7 @@
 #
 #   bash scripts/valgrind_tests.sh
 #
-# Property tests run 10 cases per property here (96 natively, where CI runs them on every
+# Property tests run 6 cases per property here (96 natively, where CI runs them on every
 # level too). Left out: tests/workspace.rs (repeated ResNet-18 training steps, minutes under valgrind;
 # it replaces the allocator anyway), tests/threads_env.rs (environment only), and the
 # properties written for AVX-512-only kernels (the masked tiles, AMX), which valgrind never
@@ -30,7 +30,7 @@ for isa in avx2; do
     while read -r name path; do
         case "$name" in workspace|threads_env) continue ;; esac
         start=$(date +%s)
-        CONV2D_ISA=$isa CONV2D_STRESS_SECONDS=0.5 CONV2D_PROPTEST_CASES=10 valgrind --error-exitcode=101 --quiet \
+        CONV2D_ISA=$isa CONV2D_STRESS_SECONDS=0.5 CONV2D_PROPTEST_CASES=6 valgrind --error-exitcode=101 --quiet \
             "../$path" --test-threads=2 --quiet $avx512_only >/tmp/valgrind-$name.log 2>&1 || {
             cat /tmp/valgrind-$name.log
             echo "valgrind: $name failed with CONV2D_ISA=$isa"
