@@ -30,13 +30,13 @@ pub(crate) use tiled::{
 pub(crate) use tiled_weight::{backward_weight as backward_weight_tiled, WeightTile, WCO, WTAPS};
 pub(crate) use weight_channels::{ChannelWeightTile, CCO, CTAPS};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use super::rows::band_rows;
 use super::{all_finite, Scratch};
 use crate::element::Accumulator;
 use crate::geometry::{checked_product, Geometry};
 use crate::isa::{isa, Isa};
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use crate::threading::for_each_chunk;
 
 /// Output pixels in one vector of sums.
