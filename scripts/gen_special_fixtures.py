@@ -87,6 +87,10 @@ def cases():
                      weight=[[[0, 1, 1, 1], "-inf"]]))
     c.append(special(tconv("t_inf_grad_output", (1, 2, 3, 3), (2, 2, 3, 3), stride=(2, 2))[0],
                      grad_output=[[[0, 0, 3, 3], "inf"]]))
+    # Kernel row 0 reads only padding rows, for every output: NaN in all of channel 1.
+    c.append(special(conv("inf_weight_row_meets_only_padding", (1, 2, 2, 9), (4, 2, 3, 3),
+                          padding="same", dilation=(2, 2))[0],
+                     weight=[[[1, 0, 0, 1], "inf"]]))
     return c
 
 
