@@ -1,0 +1,232 @@
+//! The library's thread pool and its size, the counterpart of `torch.set_num_threads`.
+
+#[allow(unsafe_code)] // a region's job borrows its owner's stack (see `pool::Region`)
+mod pool;
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError};
+
+use pool::{Claims, Pool};
+
+use crate::error::{ConvError, Result};
+
+/// The environment variable read once, at first use, for the default thread count.
+///
+/// # Example
+/// ```
+/// // Set before the first convolution, e.g. `CONV2D_NUM_THREADS=1 cargo run`;
+/// // `set_num_threads` overrides it.
+/// assert_eq!(conv2d::NUM_THREADS_ENV, "CONV2D_NUM_THREADS");
+/// assert!(conv2d::num_threads() >= 1);
+/// ```
+pub const NUM_THREADS_ENV: &str = "CONV2D_NUM_THREADS";
+
+/// 0 means "not set in code": fall back to the environment, then to the machine.
+static REQUESTED: AtomicUsize = AtomicUsize::new(0);
+static POOL: Mutex<Option<Pool>> = Mutex::new(None);
+
+fn default_threads() -> usize {
+    static DEFAULT: OnceLock<usize> = OnceLock::new();
+    *DEFAULT.get_or_init(|| {
+        std::env::var(NUM_THREADS_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    })
+}
+
+/// Sets how many threads later calls use, like `torch.set_num_threads`.
+///
+/// Results do not depend on the thread count: every output element is summed by one thread
+/// in a fixed order.
+///
+/// # Errors
+/// `n == 0`.
+///
+/// # Example
+/// ```
+/// conv2d::set_num_threads(2).unwrap();
+/// assert_eq!(conv2d::num_threads(), 2);
+/// assert!(conv2d::set_num_threads(0).is_err());
+/// ```
+pub fn set_num_threads(n: usize) -> Result<()> {
+    if n == 0 {
+        return Err(ConvError::invalid(
+            "set_num_threads expects a positive number of threads, but got 0",
+        ));
+    }
+    REQUESTED.store(n, Ordering::Relaxed);
+    Ok(())
+}
+
+/// The number of threads calls use: the last [`set_num_threads`], else `CONV2D_NUM_THREADS`,
+/// else the number of CPUs.
+///
+/// # Example
+/// ```
+/// assert!(conv2d::num_threads() >= 1);
+/// ```
+pub fn num_threads() -> usize {
+    match REQUESTED.load(Ordering::Relaxed) {
+        0 => default_threads(),
+        n => n,
+    }
+}
+
+/// Multiply-adds (or elements) below which a call runs on the caller's thread: waking the
+/// pool would cost more than it saves. Kernels that do a multiply-add in a fraction of a
+/// cycle pass their own threshold (see `Algorithm::inline_below`).
+pub(crate) const INLINE_WORK: usize = 1 << 16;
+
+thread_local! {
+    /// The pool a call's task helpers share their tasks with; `None` (the caller's thread
+    /// alone) outside [`install`] and for a call run inline.
+    static CURRENT: RefCell<Option<Pool>> = const { RefCell::new(None) };
+}
+
+/// Runs `op`, which does about `work` multiply-adds, with the pool of [`num_threads`]
+/// threads (the caller among them; rebuilt when the count changes), or on the caller's
+/// thread alone when there is one thread or less work than `inline_below`. If no pool can
+/// be built, `op` runs on the caller's thread alone too.
+pub(crate) fn install<R>(work: usize, inline_below: usize, op: impl FnOnce() -> R) -> R {
+    let threads = num_threads();
+    if threads == 1 || work < inline_below {
+        return with_pool(None, op);
+    }
+    let pool = {
+        let mut guard = POOL.lock().unwrap_or_else(PoisonError::into_inner);
+        match guard.as_ref() {
+            Some(pool) if pool.threads() == threads => Some(pool.clone()),
+            _ => {
+                let built = Pool::new(threads);
+                if let Some(pool) = &built {
+                    if let Some(old) = guard.replace(pool.clone()) {
+                        old.shut_down();
+                    }
+                }
+                built
+            }
+        }
+    };
+    with_pool(pool, op)
+}
+
+/// Runs `op` with the task helpers sharing out to `pool` (or looping on this thread if
+/// `None`), restoring the previous pool afterwards (even if `op` panics).
+fn with_pool<R>(pool: Option<Pool>, op: impl FnOnce() -> R) -> R {
+    struct Restore(Option<Pool>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            CURRENT.with(|c| *c.borrow_mut() = self.0.take());
+        }
+    }
+    let _restore = Restore(CURRENT.with(|c| c.replace(pool)));
+    op()
+}
+
+/// Runs a worker thread's loop `op` with the task helpers sharing out to its pool (a
+/// region started inside a task is shared out too).
+fn as_worker(pool: Pool, op: impl FnOnce()) {
+    with_pool(Some(pool), op);
+}
+
+fn current() -> Option<Pool> {
+    CURRENT.with(|c| c.borrow().clone())
+}
+
+/// Takes each slot's value once, by task index.
+fn take<T>(slots: &[Mutex<Option<T>>], i: usize) -> T {
+    let value = slots[i]
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take();
+    value.expect("each task is claimed once")
+}
+
+/// `f(state, i)` for each `i` in `0..n` on the current pool's threads, with a state made
+/// by `init` for each thread that claims a task.
+fn run_tasks<S>(
+    pool: &Pool,
+    n: usize,
+    init: impl Fn() -> S + Sync,
+    f: impl Fn(&mut S, usize) + Sync,
+) {
+    pool.run(n, &|claims: &Claims<'_>| {
+        let mut state = None;
+        while let Some(i) = claims.next() {
+            f(state.get_or_insert_with(&init), i);
+        }
+    });
+}
+
+/// `f(i, chunk)` for each `size`-element chunk of `data`, in parallel unless inline.
+pub(crate) fn for_each_chunk<T: Send>(
+    data: &mut [T],
+    size: usize,
+    f: impl Fn(usize, &mut [T]) + Sync + Send,
+) {
+    for_each_chunk_init(data, size, || (), |(), i, c| f(i, c));
+}
+
+/// [`for_each_chunk`] with per-thread scratch state made by `init`.
+pub(crate) fn for_each_chunk_init<T: Send, S>(
+    data: &mut [T],
+    size: usize,
+    init: impl Fn() -> S + Sync + Send,
+    f: impl Fn(&mut S, usize, &mut [T]) + Sync + Send,
+) {
+    if size == 0 {
+        return;
+    }
+    let chunks = data.chunks_mut(size);
+    match current() {
+        Some(pool) if chunks.len() > 1 => {
+            let slots: Vec<_> = chunks.map(|c| Mutex::new(Some(c))).collect();
+            run_tasks(&pool, slots.len(), init, |s, i| f(s, i, take(&slots, i)));
+        }
+        _ => {
+            let mut state = init();
+            chunks.enumerate().for_each(|(i, c)| f(&mut state, i, c));
+        }
+    }
+}
+
+/// `f(item)` for each of `items`, in parallel unless inline.
+pub(crate) fn for_each_item<T: Send>(items: Vec<T>, f: impl Fn(T) + Sync + Send) {
+    for_each_item_init(items, || (), |(), item| f(item));
+}
+
+/// [`for_each_item`] with per-thread scratch state made by `init`.
+pub(crate) fn for_each_item_init<T: Send, S>(
+    items: Vec<T>,
+    init: impl Fn() -> S + Sync + Send,
+    f: impl Fn(&mut S, T) + Sync + Send,
+) {
+    match current() {
+        Some(pool) if items.len() > 1 => {
+            let slots: Vec<_> = items.into_iter().map(|t| Mutex::new(Some(t))).collect();
+            run_tasks(&pool, slots.len(), init, |s, i| f(s, take(&slots, i)));
+        }
+        _ => {
+            let mut state = init();
+            items.into_iter().for_each(|item| f(&mut state, item));
+        }
+    }
+}
+
+/// `f(state, i)` for each `i` in `0..n`, with per-thread scratch state made by `init`.
+pub(crate) fn for_each_index_init<S>(
+    n: usize,
+    init: impl Fn() -> S + Sync + Send,
+    f: impl Fn(&mut S, usize) + Sync + Send,
+) {
+    match current() {
+        Some(pool) if n > 1 => run_tasks(&pool, n, init, f),
+        _ => {
+            let mut state = init();
+            (0..n).for_each(|i| f(&mut state, i));
+        }
+    }
+}
