@@ -1,4 +1,9 @@
 //! The library's thread pool and its size, the counterpart of `torch.set_num_threads`.
+//!
+//! A call runs inside [`install`]; its kernels share their tasks out through the helpers
+//! below ([`for_each_chunk`] and the like), which loop on the caller's thread when the call
+//! runs inline (one thread, or too little work) and otherwise hand the tasks to
+//! [`pool`]'s fork-join pool, the caller working too.
 
 #[allow(unsafe_code)] // a region's job borrows its owner's stack (see `pool::Region`)
 mod pool;

@@ -131,6 +131,14 @@ struct Shared {
     threads: usize,
 }
 
+impl Shared {
+    /// The latest published region with a task left, if any.
+    fn latest_with_tasks(&self) -> Option<Arc<Region>> {
+        let state = lock(&self.state);
+        state.regions.iter().rev().find(|r| r.has_tasks()).cloned()
+    }
+}
+
 struct State {
     regions: Vec<Arc<Region>>,
     sleepers: usize,
@@ -218,9 +226,20 @@ impl Pool {
             .regions
             .retain(|r| !Arc::ptr_eq(r, &region));
         // Every task is claimed (this thread's job ran until none was left); wait for the
-        // threads still inside the job.
+        // threads still inside the job, helping with any region published meanwhile (one
+        // that a task of this region started, say).
+        let mut seen = None;
         let mut spins = 0u32;
         while region.active.load(Ordering::SeqCst) > 0 {
+            let generation = self.0.generation.load(Ordering::SeqCst);
+            if seen != Some(generation) {
+                seen = Some(generation);
+                if let Some(other) = self.0.latest_with_tasks() {
+                    other.help();
+                    seen = None;
+                    continue;
+                }
+            }
             spins = spins.saturating_add(1);
             match spins < 1 << 12 {
                 true => std::hint::spin_loop(),
@@ -239,11 +258,7 @@ impl Pool {
 fn work(shared: &Shared) {
     loop {
         let generation = shared.generation.load(Ordering::SeqCst);
-        let region = {
-            let state = lock(&shared.state);
-            state.regions.iter().rev().find(|r| r.has_tasks()).cloned()
-        };
-        if let Some(region) = region {
+        if let Some(region) = shared.latest_with_tasks() {
             region.help();
             continue;
         }
@@ -268,5 +283,80 @@ fn work(shared: &Shared) {
                 break;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counts(n: usize) -> Vec<AtomicUsize> {
+        (0..n).map(|_| AtomicUsize::new(0)).collect()
+    }
+
+    /// Runs a region's tasks, each once, on a pool of `threads`.
+    fn run_all(pool: &Pool, runs: &[AtomicUsize]) {
+        pool.run(runs.len(), &|claims: &Claims<'_>| {
+            while let Some(i) = claims.next() {
+                runs[i].fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+
+    #[test]
+    fn every_task_runs_once() {
+        for threads in [1, 2, 3, 5] {
+            let pool = Pool::new(threads).expect("a pool");
+            for tasks in [0, 1, 2, 7, 64, 1000] {
+                let runs = counts(tasks);
+                run_all(&pool, &runs);
+                assert!(
+                    runs.iter().all(|r| r.load(Ordering::Relaxed) == 1),
+                    "{threads} threads, {tasks} tasks"
+                );
+            }
+            pool.shut_down();
+        }
+    }
+
+    #[test]
+    fn regions_started_inside_tasks_complete() {
+        let pool = Pool::new(3).expect("a pool");
+        let inner = counts(5 * 40);
+        pool.run(5, &|claims: &Claims<'_>| {
+            while let Some(i) = claims.next() {
+                run_all(&pool, &inner[i * 40..][..40]);
+            }
+        });
+        assert!(inner.iter().all(|r| r.load(Ordering::Relaxed) == 1));
+        pool.shut_down();
+    }
+
+    #[test]
+    fn a_panic_reaches_the_owner_once_the_other_tasks_are_done() {
+        let pool = Pool::new(2).expect("a pool");
+        let runs = counts(50);
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            pool.run(runs.len(), &|claims: &Claims<'_>| {
+                while let Some(i) = claims.next() {
+                    if i == 17 {
+                        panic!("task 17");
+                    }
+                    std::thread::sleep(Duration::from_micros(50));
+                    runs[i].fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }));
+        let payload = result.expect_err("the panic is resumed");
+        assert_eq!(payload.downcast_ref::<&str>(), Some(&"task 17"));
+        // The thread whose task panicked left its run; every other claimed task finished
+        // before `run` returned, and none ran twice.
+        assert!(runs.iter().all(|r| r.load(Ordering::Relaxed) <= 1));
+        assert_eq!(runs[17].load(Ordering::Relaxed), 0);
+        // The pool still runs regions.
+        let again = counts(30);
+        run_all(&pool, &again);
+        assert!(again.iter().all(|r| r.load(Ordering::Relaxed) == 1));
+        pool.shut_down();
     }
 }
