@@ -277,29 +277,36 @@ fn pack(
         }
     }
     let mut panels = scratch.filled(len, 0.0f32)?;
+    // A job per group and block: its panels (one per phase) are contiguous; each output
+    // channel's weights for the block (`count` rows of `kernel` taps, contiguous) are read
+    // once, into every phase.
     let mut rest = &mut panels[..];
     let mut jobs = Vec::new();
     for group in 0..g.groups {
         for b in 0..blocks {
             let count = BLOCK.min(cin_g - b * BLOCK);
+            let width = count.next_multiple_of(16);
+            let mut phase_panels = Vec::new();
             for &(ry, rx) in phases {
                 let steps = cout_g * rows.taps[ry].len() * cols.taps[rx].len();
-                let (panel, tail) = rest.split_at_mut(steps * count.next_multiple_of(16));
+                let (panel, tail) = rest.split_at_mut(steps * width);
                 rest = tail;
-                jobs.push((group, b * BLOCK, count, (ry, rx), panel));
+                phase_panels.push(panel.chunks_exact_mut(width));
             }
+            jobs.push((group, b * BLOCK, count, phase_panels));
         }
     }
-    crate::threading::for_each_item(jobs, |(group, ci0, count, (ry, rx), panel)| {
-        let width = count.next_multiple_of(16);
-        let mut dst = panel.chunks_exact_mut(width);
+    crate::threading::for_each_item(jobs, |(group, ci0, count, mut phase_panels)| {
         for co in group * cout_g..(group + 1) * cout_g {
-            for &(ky, _) in &rows.taps[ry] {
-                for &(kx, _) in &cols.taps[rx] {
-                    let row = dst.next().expect("a panel row per step");
-                    let tap = ky * g.kw + kx;
-                    for (j, w) in row[..count].iter_mut().enumerate() {
-                        *w = weight[(co * cin_g + ci0 + j) * kernel + tap];
+            let block = &weight[(co * cin_g + ci0) * kernel..][..count * kernel];
+            for (&(ry, rx), dst) in phases.iter().zip(&mut phase_panels) {
+                for &(ky, _) in &rows.taps[ry] {
+                    for &(kx, _) in &cols.taps[rx] {
+                        let row = dst.next().expect("a panel row per step");
+                        let tap = ky * g.kw + kx;
+                        for (w, src) in row[..count].iter_mut().zip(block.chunks_exact(kernel)) {
+                            *w = src[tap];
+                        }
                     }
                 }
             }
