@@ -167,18 +167,18 @@ impl Algorithm {
         }
     }
 
-    /// Multiply-adds below which a call of this algorithm runs on the caller's thread:
-    /// waking the pool costs about 25-30 us here (a 2-core VM), so the tiled and GEMM
-    /// kernels (a multiply-add in a fraction of a cycle) gain from a second thread only from
-    /// about 4 Mi of them. `conv2d-bench` over `sweeps/threads.json` (17 small layers,
-    /// 2026-11-30) with 1 and 2 threads: dense 3x3 layers of 0.6-4 M multiply-adds ran
-    /// 1.08-3.3x as fast on one thread, of 7 M and more 0.73-0.86x (two threads ahead);
-    /// pointwise ones of 0.2-3.2 M 1.0-3.9x; depthwise (`direct`, several cycles per
-    /// multiply-add) took a second thread from 0.2 M (0.61-0.82x).
+    /// Multiply-adds below which a call of this algorithm runs on the caller's thread.
+    /// `conv2d-bench` over `sweeps/threads.json` (23 small layers, 2026-12-01) with 1 and 2
+    /// threads, every call forced onto the pool: dense 3x3 layers of 0.6-4 M multiply-adds
+    /// ran 0.54-0.97x as fast on two threads as on one, of 7 M and more 1.20-1.53x, so the
+    /// tiled and GEMM kernels (a multiply-add in a fraction of a cycle) take a second
+    /// thread from 4 Mi (pointwise layers gain from about 3 M: 1.4-1.8x at 3.2 M, 0.8x at
+    /// 0.8 M); depthwise (`direct`, several cycles per multiply-add) 0.99-1.04x at 7 K and
+    /// 1.22-1.47x from 14 K, so `direct` takes it from 8 Ki.
     pub(crate) fn inline_below(self) -> usize {
         match self {
             Algorithm::DirectTiled | Algorithm::ImplicitGemm | Algorithm::Im2colGemm => 1 << 22,
-            Algorithm::Direct | Algorithm::DirectRows => crate::threading::INLINE_WORK,
+            Algorithm::Direct | Algorithm::DirectRows => 1 << 13,
         }
     }
 

@@ -80,9 +80,9 @@ pub fn num_threads() -> usize {
     }
 }
 
-/// Multiply-adds (or elements) below which a call runs on the caller's thread: waking the
-/// pool would cost more than it saves. Kernels that do a multiply-add in a fraction of a
-/// cycle pass their own threshold (see `Algorithm::inline_below`).
+/// Elements below which an element-wise pass of a call (adding the bias, padding the
+/// input) runs on the caller's thread: sharing it out would cost more than it saves. The
+/// convolutions pass their algorithm's threshold (see `Algorithm::inline_below`).
 pub(crate) const INLINE_WORK: usize = 1 << 16;
 
 thread_local! {
