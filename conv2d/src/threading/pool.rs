@@ -81,6 +81,9 @@ pub(crate) type Job<'a> = dyn Fn(&Claims<'_>) + Sync + 'a;
 /// all sequentially consistent, so a worker that enters after the owner's last check sees
 /// every task claimed and leaves without calling `job`.
 struct Region {
+    /// Its publication's number: regions published later (one a task of this region
+    /// started, say) have higher ones.
+    seq: usize,
     job: *const Job<'static>,
     next: AtomicUsize,
     tasks: usize,
@@ -132,10 +135,11 @@ struct Shared {
 }
 
 impl Shared {
-    /// The latest published region with a task left, if any.
-    fn latest_with_tasks(&self) -> Option<Arc<Region>> {
+    /// The latest region published after number `after` with a task left, if any.
+    fn latest_with_tasks(&self, after: usize) -> Option<Arc<Region>> {
         let state = lock(&self.state);
-        state.regions.iter().rev().find(|r| r.has_tasks()).cloned()
+        let mut regions = state.regions.iter().rev();
+        regions.find(|r| r.seq > after && r.has_tasks()).cloned()
     }
 }
 
@@ -205,7 +209,10 @@ impl Pool {
         // and this function returns (or unwinds) only after waiting for it below.
         #[allow(unsafe_code)]
         let erased: *const Job<'static> = unsafe { std::mem::transmute(job as *const Job<'_>) };
+        let mut state = lock(&self.0.state);
+        let seq = self.0.generation.fetch_add(1, Ordering::SeqCst) + 1;
         let region = Arc::new(Region {
+            seq,
             job: erased,
             next,
             tasks,
@@ -213,28 +220,26 @@ impl Pool {
             active: AtomicUsize::new(0),
             panic: Mutex::new(None),
         });
-        {
-            let mut state = lock(&self.0.state);
-            state.regions.push(Arc::clone(&region));
-            self.0.generation.fetch_add(1, Ordering::SeqCst);
-            if state.sleepers > 0 {
-                self.0.published.notify_all();
-            }
+        state.regions.push(Arc::clone(&region));
+        if state.sleepers > 0 {
+            self.0.published.notify_all();
         }
+        drop(state);
         region.help();
         lock(&self.0.state)
             .regions
             .retain(|r| !Arc::ptr_eq(r, &region));
         // Every task is claimed (this thread's job ran until none was left); wait for the
-        // threads still inside the job, helping with any region published meanwhile (one
-        // that a task of this region started, say).
+        // threads still inside the job, helping with regions published after this one (one
+        // that a task of this region started, say), never an earlier one: its task could
+        // outlast this region and would hold its own buffers on top of this one's.
         let mut seen = None;
         let mut spins = 0u32;
         while region.active.load(Ordering::SeqCst) > 0 {
             let generation = self.0.generation.load(Ordering::SeqCst);
             if seen != Some(generation) {
                 seen = Some(generation);
-                if let Some(other) = self.0.latest_with_tasks() {
+                if let Some(other) = self.0.latest_with_tasks(region.seq) {
                     other.help();
                     seen = None;
                     continue;
@@ -258,7 +263,7 @@ impl Pool {
 fn work(shared: &Shared) {
     loop {
         let generation = shared.generation.load(Ordering::SeqCst);
-        if let Some(region) = shared.latest_with_tasks() {
+        if let Some(region) = shared.latest_with_tasks(0) {
             region.help();
             continue;
         }

@@ -21,6 +21,7 @@ use super::{block_tasks, fits, Scratch};
 use crate::element::narrow_bf16;
 use crate::geometry::{checked_product, Geometry};
 use crate::isa::{isa, Isa};
+use crate::kernels::Aligned;
 use crate::threading::{for_each_chunk, for_each_item};
 
 /// Output channels per task (two tiles of 16) and input channels per reduction step (a
@@ -109,7 +110,7 @@ enum Layout {
     /// padded into a slab of channel pairs. A step is one tap of 32 input channels: its
     /// right tile is 16 pixels of 16 pairs read in place, at the tap's shift.
     Pairs {
-        weights: Vec<u16>,
+        weights: Aligned<u16>,
         per_block: usize,
         cin_pad: usize,
     },
@@ -119,7 +120,7 @@ enum Layout {
     /// rows of consecutive pairs of those terms for every output pixel (an im2col, any
     /// stride or dilation). A step is 32 consecutive terms.
     Unrolled {
-        padded: Option<Vec<u16>>,
+        padded: Option<Aligned<u16>>,
         terms_pad: usize,
     },
 }
@@ -202,7 +203,7 @@ pub(crate) fn forward(
         let right = match &layout {
             Layout::Pairs { cin_pad, .. } => {
                 let slab = scratch.ok(checked_product(&[*cin_pad, plane_px], "an AMX slab"));
-                slab.and_then(|len| scratch.filled(len, 0u16))
+                slab.and_then(|len| scratch.filled_aligned(len, 0u16))
                     .map(|mut slab| {
                         pair_slab(g, x, &mut slab, plane_px, row_len);
                         (slab, 2 * plane_px)
@@ -214,7 +215,7 @@ pub(crate) fn forward(
         let Some((right, b_stride)) = right else {
             return;
         };
-        let Some(mut bias_rows) = scratch.filled(co_pad * 16, 0f32) else {
+        let Some(mut bias_rows) = scratch.filled_aligned(co_pad * 16, 0f32) else {
             return;
         };
         if let Some(b) = bias {
@@ -234,7 +235,7 @@ pub(crate) fn forward(
             let rows = outs[0].len() / g.ow;
             let q0 = chunk * row_chunk * grid_row;
             let len = ((rows - 1) * grid_row + g.ow).next_multiple_of(CHANNELS);
-            let Some(mut sums) = scratch.filled(CHANNELS * len, 0f32) else {
+            let Some(mut sums) = scratch.filled_aligned(CHANNELS * len, 0f32) else {
                 return;
             };
             let (a, a_stride, steps): (&[u16], usize, Vec<(usize, usize)>) = match &layout {
@@ -320,7 +321,7 @@ fn unrolled(
     terms_pad: usize,
     grid: usize,
     scratch: &Scratch,
-) -> Option<Vec<u16>> {
+) -> Option<Aligned<u16>> {
     let (cin_g, taps) = (g.cin_per_group(), g.kh * g.kw);
     let (s, d) = (g.stride, g.dilation);
     let stride_1 = s.h == 1 && s.w == 1;
@@ -368,7 +369,7 @@ fn unrolled(
         &[terms_pad, pixels],
         "an unrolled AMX input",
     ))?;
-    let mut rows = scratch.filled(len, 0u16)?;
+    let mut rows = scratch.filled_aligned(len, 0u16)?;
     // Term `t`'s inputs for output row `oy` on, `step` apart, if it is a term.
     let run = |t: usize, oy: usize| {
         let (ci, ky, kx) = (t / taps, t % taps / g.kw, t % g.kw);
@@ -417,14 +418,14 @@ fn padded_weights(
     terms_pad: usize,
     co_pad: usize,
     scratch: &Scratch,
-) -> Option<Vec<u16>> {
+) -> Option<Aligned<u16>> {
     let terms = g.cin_per_group() * g.kh * g.kw;
     let cout_g = g.cout_per_group();
     let len = scratch.ok(checked_product(
         &[g.groups, co_pad, terms_pad],
         "padded AMX weights",
     ))?;
-    let mut padded = scratch.filled(len, 0u16)?;
+    let mut padded = scratch.filled_aligned(len, 0u16)?;
     for_each_chunk(&mut padded, co_pad * terms_pad, |group, rows| {
         let weights = bits[group * cout_g * terms..][..cout_g * terms].chunks_exact(terms);
         for (dst, src) in rows.chunks_exact_mut(terms_pad).zip(weights) {
@@ -464,7 +465,7 @@ fn packed_weights(
     weight: &[bf16],
     packing: &Packing,
     scratch: &Scratch,
-) -> Option<Vec<u16>> {
+) -> Option<Aligned<u16>> {
     let (cin_g, cout_g, taps) = (g.cin_per_group(), g.cout_per_group(), g.kh * g.kw);
     let Packing {
         cin_pad,
@@ -476,7 +477,7 @@ fn packed_weights(
         &[g.groups, blocks, per_block],
         "AMX weight panels",
     ))?;
-    let mut packed = scratch.filled(len, 0u16)?;
+    let mut packed = scratch.filled_aligned(len, 0u16)?;
     let bits: &[u16] = weight.reinterpret_cast();
     let stride = CHANNELS * cin_pad;
     for_each_chunk(&mut packed, per_block, |b, panel| {
