@@ -20,6 +20,7 @@ use crate::element::Accumulator;
 use crate::error::try_reserve;
 use crate::geometry::Geometry;
 use crate::isa::{isa, Isa};
+use crate::kernels::Aligned;
 use crate::threading::{for_each_chunk, for_each_item, for_each_item_init};
 
 /// Output pixels per register tile.
@@ -295,11 +296,11 @@ pub(super) fn write_rows(sums: &[f32], width: usize, outs: &mut [&mut [f32]], ro
 /// The weights as panels: for each group and each [`BLOCK`] of its output channels
 /// (the last rounded up to whole vectors of 16, the extra channels zero), row `k` holds
 /// reduction step `k`'s weight of every channel. `None` if the buffer cannot be allocated.
-fn pack(g: &Geometry, weight: &[f32], scratch: &Scratch) -> Option<Vec<f32>> {
+fn pack(g: &Geometry, weight: &[f32], scratch: &Scratch) -> Option<Aligned<f32>> {
     let (cin_g, cout_g) = (g.cin_per_group(), g.cout_per_group());
     let taps = cin_g * g.kh * g.kw;
     let padded = cout_g.next_multiple_of(16);
-    let mut panels = scratch.filled(g.groups * padded * taps, 0.0)?;
+    let mut panels = scratch.filled_aligned(g.groups * padded * taps, 0.0)?;
     // Panels in parallel; one per group's block, `width * taps` long.
     let blocks = padded.div_ceil(BLOCK);
     let mut jobs = Vec::new();

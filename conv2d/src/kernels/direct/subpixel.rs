@@ -18,6 +18,7 @@ use crate::element::Accumulator;
 use crate::geometry::Geometry;
 use crate::isa::{isa, Isa};
 use crate::kernels::all_finite;
+use crate::kernels::Aligned;
 use crate::threading::{for_each_chunk, for_each_item_init};
 
 /// Tasks a call is split into at least, where its rows allow (a constant, not the thread
@@ -261,7 +262,7 @@ fn pack(
     cols: &Axis,
     phases: &[(usize, usize)],
     scratch: &Scratch,
-) -> Option<(Vec<f32>, Vec<usize>)> {
+) -> Option<(Aligned<f32>, Vec<usize>)> {
     let (cin_g, cout_g) = (g.cin_per_group(), g.cout_per_group());
     let kernel = g.kh * g.kw;
     let blocks = cin_g.div_ceil(BLOCK);
@@ -276,7 +277,7 @@ fn pack(
             }
         }
     }
-    let mut panels = scratch.filled(len, 0.0f32)?;
+    let mut panels = scratch.filled_aligned(len, 0.0f32)?;
     // A job per group and block: its panels (one per phase) are contiguous; each output
     // channel's weights for the block (`count` rows of `kernel` taps, contiguous) are read
     // once, into every phase.
