@@ -33,7 +33,7 @@ pub(crate) use weight_channels::{ChannelWeightTile, CCO, CTAPS};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::rows::band_rows;
-use super::{all_finite, Scratch};
+use super::{all_finite, Aligned, Scratch};
 use crate::element::Accumulator;
 use crate::geometry::{checked_product, Geometry};
 use crate::isa::{isa, Isa};
@@ -47,7 +47,7 @@ const LANES: usize = 16;
 /// `p, p + stride.w, p + 2*stride.w, ...` (there are `stride.w` phases, or fewer when the
 /// stride exceeds the row: the others would hold no column a tap reads).
 pub(crate) struct Slab<A> {
-    data: Vec<A>,
+    data: Aligned<A>,
     height: usize,
     phase_width: usize,
     phases: usize,
@@ -225,7 +225,7 @@ fn padded_slab<A: Accumulator>(
                 .ok_or(crate::error::ConvError::overflow("a padded slab"))
         }),
     )?;
-    let mut data = scratch.filled(len, A::ZERO)?;
+    let mut data = scratch.filled_aligned(len, A::ZERO)?;
     // Channels in parallel: a caller with one image and group pads its whole slab here.
     let plane_len = height * row_len;
     for_each_chunk(&mut data[..planes * plane_len], plane_len, |c, slab_c| {

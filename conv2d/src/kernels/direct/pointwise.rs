@@ -10,7 +10,7 @@
 //! then its input channels in order, whatever the thread count.
 
 use super::tiled::{run, tile_rows, Tile, CO};
-use super::{every_nth, Scratch, LANES};
+use super::{every_nth, Aligned, Scratch, LANES};
 use crate::element::Accumulator;
 use crate::geometry::Geometry;
 use crate::threading::{for_each_chunk, for_each_item};
@@ -151,9 +151,9 @@ fn stage<A: Accumulator>(
     x: &[A],
     padded: usize,
     scratch: &Scratch,
-) -> Option<Vec<A>> {
+) -> Option<Aligned<A>> {
     let in_plane = g.h * g.w;
-    let mut buf = scratch.filled(g.cin_per_group() * padded, A::ZERO)?;
+    let mut buf = scratch.filled_aligned(g.cin_per_group() * padded, A::ZERO)?;
     for_each_chunk(&mut buf, padded, |c, dst| {
         let src = &x[c * in_plane..][..in_plane];
         for (oy, row) in dst.chunks_exact_mut(g.ow).take(g.oh).enumerate() {

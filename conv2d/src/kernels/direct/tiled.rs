@@ -150,7 +150,7 @@ pub(crate) fn forward<A: Accumulator>(
                 let chunk_rows = outs[0].len() / g.ow;
                 let len = ((chunk_rows - 1) * row_len + g.ow).next_multiple_of(LANES);
                 let (init, rows) = tile_rows(bias, co0, count, taps);
-                let Some(mut flat) = scratch.filled(CO * len, A::ZERO) else {
+                let Some(mut flat) = scratch.filled_aligned(CO * len, A::ZERO) else {
                     return;
                 };
                 let mut rows_of_flat = flat.chunks_exact_mut(len);

@@ -115,7 +115,7 @@ pub(crate) fn backward_weight<A: Accumulator>(
             // The band's output gradient in slab-row layout, zero between rows, with
             // zero rows up to a whole number of tiles.
             let tiles = cout_g.div_ceil(WCO);
-            let Some(mut flat) = scratch.filled(tiles * WCO * len, A::ZERO) else {
+            let Some(mut flat) = scratch.filled_aligned(tiles * WCO * len, A::ZERO) else {
                 return false;
             };
             for (dst, src) in flat

@@ -110,7 +110,8 @@ pub(super) fn backward_weight<A: Accumulator>(
     let per_tile = CTAPS * CCO;
     let tiles_per_task = tap_tiles.div_ceil(TASKS.div_ceil(co_tiles).min(tap_tiles));
     // Per group: per channel tile, per tap tile, CTAPS x CCO sums.
-    let Some(mut sums) = scratch.filled(g.groups * co_tiles * tap_tiles * per_tile, 0.0f32) else {
+    let Some(mut sums) = scratch.filled_aligned(g.groups * co_tiles * tap_tiles * per_tile, 0.0f32)
+    else {
         return;
     };
     for (group, sums_g) in sums
@@ -119,7 +120,7 @@ pub(super) fn backward_weight<A: Accumulator>(
     {
         for_each_band(g, input, grad_out, group, scratch, |band| {
             // The band's output gradient, one row of `pitch` channels per output pixel.
-            let Some(mut gy_t) = scratch.filled(band.rows * g.ow * pitch, 0.0f32) else {
+            let Some(mut gy_t) = scratch.filled_aligned(band.rows * g.ow * pitch, 0.0f32) else {
                 return false;
             };
             for_each_chunk(&mut gy_t, g.ow * pitch, |r, dst| {
