@@ -199,7 +199,7 @@ pub(crate) fn forward<A: Accumulator>(
                     let all_finite = run(
                         &mut MaskedTile {
                             tile: Tile {
-                                slab: &slab.data[chunk * row_chunk * g.w..],
+                                slab: &slab.data[slab.start + chunk * row_chunk * g.w..],
                                 starts: rows,
                                 weights: weight,
                                 rows: weight_rows.map(|r| r + b * CI_BLOCK * g.kh * g.kw),
@@ -229,7 +229,11 @@ pub(crate) fn forward<A: Accumulator>(
 /// for the padding above and below but no padding column, after `pad_left` zeros and
 /// followed by `pad_right + lanes` (the reach of a last, partial vector).
 struct UnpaddedSlab<A> {
+    /// Unused values first (`start` of them), so that the first image pixel starts a
+    /// register's worth of bytes: runs of outputs whose taps are whole rows apart then load
+    /// whole cache lines.
     data: Vec<A>,
+    start: usize,
     /// The length of one plane.
     plane_len: usize,
 }
@@ -253,8 +257,14 @@ fn unpadded_slab<A: Accumulator>(
                 .ok_or(crate::error::ConvError::overflow("an unpadded slab"))
         }),
     )?;
-    let mut data = Vec::new();
-    scratch.ok(try_reserve(&mut data, len))?;
+    let mut data: Vec<A> = Vec::new();
+    let lead = REGISTER_BYTES / std::mem::size_of::<A>();
+    scratch.ok(try_reserve(&mut data, len.saturating_add(lead)))?;
+    let start = data
+        .as_ptr()
+        .wrapping_add(g.pad_left)
+        .align_offset(REGISTER_BYTES);
+    let (start, len) = (start.min(lead), len + start.min(lead));
     // Slab row r holds input row oy0 + r - pad_top: rows first..last are inside the image.
     let first = g.pad_top.saturating_sub(oy0).min(height);
     let last = (g.h + g.pad_top).saturating_sub(oy0).clamp(first, height);
@@ -262,7 +272,7 @@ fn unpadded_slab<A: Accumulator>(
     // Every element is written once, each channel's in parallel (no zeroing pass first).
     let zero = MaybeUninit::new(A::ZERO);
     let slab = &mut data.spare_capacity_mut()[..len];
-    let (front, rest) = slab.split_at_mut(g.pad_left);
+    let (front, rest) = slab.split_at_mut(start + g.pad_left);
     let (planes_data, back) = rest.split_at_mut(planes * plane_len);
     front.fill(zero);
     back.fill(zero);
@@ -275,10 +285,14 @@ fn unpadded_slab<A: Accumulator>(
         below.fill(zero);
     });
     // SAFETY: the first `len` elements (within the capacity reserved) were all written
-    // above: the front and back margins, and every plane's rows above, inside and below
-    // the image (`for_each_chunk` returns once every chunk is done).
+    // above: the unused lead and the front margin, the back margin, and every plane's rows
+    // above, inside and below the image (`for_each_chunk` returns once every chunk is done).
     unsafe { data.set_len(len) };
-    Some(UnpaddedSlab { data, plane_len })
+    Some(UnpaddedSlab {
+        data,
+        start,
+        plane_len,
+    })
 }
 
 /// Runs a tile sweep with the AVX-512 kernel for `A` (see [`applies`]); whether every sum
