@@ -167,16 +167,19 @@ impl Algorithm {
         }
     }
 
-    /// Multiply-adds below which a call of this algorithm runs on the caller's thread.
-    /// `conv2d-bench` over `sweeps/threads.json` (23 small layers, 2026-12-01) with 1 and 2
-    /// threads, every call forced onto the pool: dense 3x3 layers of 0.6-4 M multiply-adds
-    /// ran 0.54-0.97x as fast on two threads as on one, of 7 M and more 1.20-1.53x, so the
-    /// tiled and GEMM kernels (a multiply-add in a fraction of a cycle) take a second
-    /// thread from 4 Mi (pointwise layers gain from about 3 M: 1.4-1.8x at 3.2 M, 0.8x at
-    /// 0.8 M); depthwise (`direct`, several cycles per multiply-add) 0.99-1.04x at 7 K and
-    /// 1.22-1.47x from 14 K, so `direct` takes it from 8 Ki.
-    pub(crate) fn inline_below(self) -> usize {
+    /// Multiply-adds below which a call of this algorithm runs on the caller's thread, for
+    /// shape `g`. `conv2d-bench` over `sweeps/threads.json` (27 small layers, 2026-12-01)
+    /// with 1 and 2 threads, every call forced onto the pool: dense 3x3 layers of 0.6-4 M
+    /// multiply-adds ran 0.54-0.97x as fast on two threads as on one, of 7 M and more
+    /// 1.20-1.53x, so the tiled and GEMM kernels (a multiply-add in a fraction of a cycle)
+    /// take a second thread from 4 Mi; `direct-tiled`'s pointwise GEMM (no slab to pad) ran
+    /// 0.75-0.80x at 0.8 M and 1.34-1.50x from 1.6 M, so it takes one from 1 Mi
+    /// (`im2col-gemm`'s pointwise layers 0.96-1.00x at 2.4-2.6 M, 1.36x at 3.2 M); depthwise
+    /// (`direct`, several cycles per multiply-add) 0.99-1.04x at 7 K and 1.22-1.47x from
+    /// 14 K, so `direct` takes it from 8 Ki.
+    pub(crate) fn inline_below(self, g: &Geometry) -> usize {
         match self {
+            Algorithm::DirectTiled if crate::kernels::direct::pointwise(g) => 1 << 20,
             Algorithm::DirectTiled | Algorithm::ImplicitGemm | Algorithm::Im2colGemm => 1 << 22,
             Algorithm::Direct | Algorithm::DirectRows => 1 << 13,
         }

@@ -193,7 +193,7 @@ pub(crate) fn forward_bf16<T: Element>(
         return None;
     }
     let out = direct::as_type_mut::<T, bf16>(out)?;
-    Some(install(g.work(), algorithm.inline_below(), || {
+    Some(install(g.work(), algorithm.inline_below(g), || {
         let scratch = Scratch::new();
         direct::amx::forward(g, input, weight, false, bias.flatten(), out, &scratch);
         scratch.finish()
@@ -218,7 +218,7 @@ pub(crate) fn backward_input_bf16<T: Element>(
     }
     let flipped = direct::amx::flipped(g, weight)?;
     let grad_in = direct::as_type_mut::<T, bf16>(grad_in)?;
-    Some(install(g.work(), algorithm.inline_below(), || {
+    Some(install(g.work(), algorithm.inline_below(g), || {
         let scratch = Scratch::new();
         direct::amx::forward(&flipped, grad_out, weight, true, None, grad_in, &scratch);
         scratch.finish()

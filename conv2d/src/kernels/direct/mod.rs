@@ -35,6 +35,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use super::rows::band_rows;
 use super::{all_finite, Aligned, Scratch};
 use crate::element::Accumulator;
+use crate::error::try_reserve;
 use crate::geometry::{checked_product, Geometry};
 use crate::isa::{isa, Isa};
 use crate::threading::for_each_chunk;
@@ -704,28 +705,42 @@ pub(crate) fn flipped_shape(g: &Geometry) -> Option<Geometry> {
 /// channel's rows by a task; `Some(None)` if a weight is not finite (the flipped
 /// convolution would not give the input gradient, see [`backward_input`]), `None` if the
 /// buffer cannot be allocated.
+#[allow(unsafe_code)] // raw-buffer code: a vector's capacity written, then its length set
 fn flipped_weight<A: Accumulator>(
     g: &Geometry,
     weight: &[A],
     scratch: &Scratch,
 ) -> Option<Option<Vec<A>>> {
     let (cin_g, cout_g, taps) = (g.cin_per_group(), g.cout_per_group(), g.kh * g.kw);
-    let mut w = scratch.filled(weight.len(), A::ZERO)?;
+    let mut w = Vec::new();
+    scratch.ok(try_reserve(&mut w, weight.len()))?;
     let finite = AtomicBool::new(true);
-    for_each_chunk(&mut w, cout_g * taps, |row, runs| {
-        let (group, ci_in_group) = (row / cin_g, row % cin_g);
-        let mut ok = true;
-        for (i, run) in runs.chunks_exact_mut(taps).enumerate() {
-            let co = group * cout_g + i;
-            let taps_of = &weight[(co * cin_g + ci_in_group) * taps..][..taps];
-            for (d, &v) in run.iter_mut().zip(taps_of.iter().rev()) {
-                *d = v;
-                ok &= v.is_finite();
+    // Every element written once (no zeroing pass first): a chunk per input channel's rows.
+    let rows_len = cout_g * taps;
+    for_each_chunk(
+        &mut w.spare_capacity_mut()[..weight.len()],
+        rows_len,
+        |row, runs| {
+            let (group, ci_in_group) = (row / cin_g, row % cin_g);
+            let mut ok = true;
+            for (i, run) in runs.chunks_exact_mut(taps).enumerate() {
+                let co = group * cout_g + i;
+                let taps_of = &weight[(co * cin_g + ci_in_group) * taps..][..taps];
+                for (d, &v) in run.iter_mut().zip(taps_of.iter().rev()) {
+                    d.write(v);
+                    ok &= v.is_finite();
+                }
             }
-        }
-        if !ok {
-            finite.store(false, Ordering::Relaxed);
-        }
-    });
+            if !ok {
+                finite.store(false, Ordering::Relaxed);
+            }
+        },
+    );
+    // SAFETY: the capacity holds `weight.len()` elements (reserved above), and every one
+    // was written: the chunks (one per input channel of each group, `cout_g * taps` long,
+    // `weight.len() = groups * cin_g * cout_g * taps`) are split into `cout_g` runs of
+    // `taps`, each run written whole from its weight row (`for_each_chunk` returns once
+    // every chunk is done).
+    unsafe { w.set_len(weight.len()) };
     Some(finite.into_inner().then_some(w))
 }
