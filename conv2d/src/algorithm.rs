@@ -177,12 +177,18 @@ impl Algorithm {
     /// (`im2col-gemm`'s pointwise layers 0.96-1.00x at 2.4-2.6 M, 1.36x at 3.2 M); depthwise
     /// (`direct`, several cycles per multiply-add) 0.99-1.04x at 7 K and 1.22-1.47x from
     /// 14 K, so `direct` takes it from 8 Ki.
-    pub(crate) fn inline_below(self, g: &Geometry) -> usize {
+    fn inline_below(self, g: &Geometry) -> usize {
         match self {
             Algorithm::DirectTiled if crate::kernels::direct::pointwise(g) => 1 << 20,
             Algorithm::DirectTiled | Algorithm::ImplicitGemm | Algorithm::Im2colGemm => 1 << 22,
             Algorithm::Direct | Algorithm::DirectRows => 1 << 13,
         }
+    }
+
+    /// Runs `op`, a call of this algorithm on shape `g`, with the call's threads: on the
+    /// caller's thread alone below [`inline_below`](Self::inline_below)'s work.
+    pub(crate) fn install<R>(self, g: &Geometry, op: impl FnOnce() -> R) -> R {
+        crate::threading::install(g.work(), self.inline_below(g), op)
     }
 
     /// The choice for a transposed convolution's forward pass (the input gradient of

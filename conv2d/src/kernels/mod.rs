@@ -34,7 +34,7 @@ use crate::algorithm::Algorithm;
 use crate::element::{Accumulator, Element};
 use crate::error::{try_filled, try_reserve, ConvError, Result};
 use crate::geometry::Geometry;
-use crate::threading::{for_each_chunk, install};
+use crate::threading::for_each_chunk;
 
 /// Elements from which [`Scratch::filled`] shares the writing out among the threads.
 const FILL_CHUNK: usize = 64 * 1024;
@@ -193,7 +193,7 @@ pub(crate) fn forward_bf16<T: Element>(
         return None;
     }
     let out = direct::as_type_mut::<T, bf16>(out)?;
-    Some(install(g.work(), algorithm.inline_below(g), || {
+    Some(algorithm.install(g, || {
         let scratch = Scratch::new();
         direct::amx::forward(g, input, weight, false, bias.flatten(), out, &scratch);
         scratch.finish()
@@ -218,7 +218,7 @@ pub(crate) fn backward_input_bf16<T: Element>(
     }
     let flipped = direct::amx::flipped(g, weight)?;
     let grad_in = direct::as_type_mut::<T, bf16>(grad_in)?;
-    Some(install(g.work(), algorithm.inline_below(g), || {
+    Some(algorithm.install(g, || {
         let scratch = Scratch::new();
         direct::amx::forward(&flipped, grad_out, weight, true, None, grad_in, &scratch);
         scratch.finish()

@@ -302,7 +302,7 @@ impl Conv2dPlan {
         let w = prepared_weight(weight, false)?;
         let b = bias.map(operand).transpose()?;
         fill(out, |out| {
-            install(g.work(), self.algorithm.inline_below(g), || {
+            self.algorithm.install(g, || {
                 kernels::forward(self.algorithm, g, &x, &w, b.as_deref(), out)
             })
         })
@@ -370,7 +370,7 @@ impl Conv2dPlan {
         let w = prepared_weight(weight, true)?;
         match &self.border {
             None => fill(grad_input, |gx| {
-                install(g.work(), self.algorithm.inline_below(g), || {
+                self.algorithm.install(g, || {
                     kernels::backward_input(self.algorithm, g, &gy, &w, gx)
                 })
             }),
@@ -378,7 +378,7 @@ impl Conv2dPlan {
                 let mut padded = try_filled(g.input_len(), <T::Acc as crate::Accumulator>::ZERO)?;
                 let [_, _, h, w_] = self.input_shape;
                 fill(grad_input, |gx| {
-                    install(g.work(), self.algorithm.inline_below(g), || {
+                    self.algorithm.install(g, || {
                         kernels::backward_input(self.algorithm, g, &gy, &w, &mut padded)?;
                         border.fold(&padded, h, w_, gx);
                         Ok(())
@@ -441,7 +441,7 @@ impl Conv2dPlan {
         let x = self.padded_input(input)?;
         let gy = operand(grad_output)?;
         fill(grad_weight, |gw| {
-            install(g.work(), self.algorithm.inline_below(g), || {
+            self.algorithm.install(g, || {
                 kernels::backward_weight(self.algorithm, g, &x, &gy, gw)
             })
         })

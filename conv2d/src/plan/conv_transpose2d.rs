@@ -347,7 +347,7 @@ impl ConvTranspose2dPlan {
         let w = prepared_weight(weight, false)?;
         let b = bias.map(operand).transpose()?;
         fill(out, |out| {
-            install(g.work(), self.algorithm.inline_below(g), || {
+            self.algorithm.install(g, || {
                 kernels::backward_input(self.algorithm, g, &x, &w, out)?;
                 if let Some(b) = &b {
                     kernels::add_bias(out, b, g.n);
@@ -411,9 +411,8 @@ impl ConvTranspose2dPlan {
         let gy = operand(grad_output)?;
         let w = prepared_weight(weight, true)?;
         fill(grad_input, |gx| {
-            install(g.work(), self.algorithm.inline_below(g), || {
-                kernels::forward(self.algorithm, g, &gy, &w, None, gx)
-            })
+            self.algorithm
+                .install(g, || kernels::forward(self.algorithm, g, &gy, &w, None, gx))
         })
     }
 
@@ -473,7 +472,7 @@ impl ConvTranspose2dPlan {
         // The kernel sums conj(its input) * (its output gradient) = conj(gy) * x here;
         // PyTorch's convention wants conj(x) * gy, the conjugate of that.
         fill(grad_weight, |gw| {
-            install(g.work(), self.algorithm.inline_below(g), || {
+            self.algorithm.install(g, || {
                 kernels::backward_weight(self.algorithm, g, &gy, &x, gw)
             })?;
             conjugate_in_place(gw);
