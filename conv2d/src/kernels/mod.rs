@@ -62,23 +62,15 @@ impl Scratch {
     /// [`FILL_CHUNK`] elements on, written in chunks by the call's threads (a kernel's
     /// scratch is often as large as its input: filled by the calling thread alone, the
     /// others would wait meanwhile).
-    #[allow(unsafe_code)] // raw-buffer code: a vector's capacity written, then its length set
+    #[allow(unsafe_code)] // calls `write_in_chunks`
     pub(crate) fn filled<T: Copy + Send + Sync>(&self, len: usize, value: T) -> Option<Vec<T>> {
         if len < FILL_CHUNK {
             return self.ok(try_filled(len, value));
         }
         let mut v = Vec::new();
         self.ok(try_reserve(&mut v, len))?;
-        for_each_chunk(
-            &mut v.spare_capacity_mut()[..len],
-            FILL_CHUNK,
-            |_, chunk| {
-                chunk.fill(MaybeUninit::new(value));
-            },
-        );
-        // SAFETY: the capacity holds `len` elements (reserved above), and every one of the
-        // first `len` was written (`for_each_chunk` returns once every chunk is done).
-        unsafe { v.set_len(len) };
+        // SAFETY: `fill` writes every element of each chunk.
+        unsafe { write_in_chunks(&mut v, len, |_, chunk| chunk.fill(MaybeUninit::new(value))) };
         Some(v)
     }
 
@@ -104,6 +96,41 @@ impl Scratch {
         })
     }
 
+    /// A copy of `values` whose first element is 64-byte aligned, written once (no filling
+    /// pass first) in chunks by the call's threads; `None` once the failure is recorded.
+    /// For inputs read a vector at a time: the pointwise kernel ran `resnet_1x1_expand`
+    /// 1.2x slower on planes 16 bytes off a line (a `Vec` from `malloc`) than on aligned
+    /// ones, the copy included.
+    #[allow(unsafe_code)] // calls `write_in_chunks`
+    pub(crate) fn copied_aligned<T: Copy + Send + Sync>(&self, values: &[T]) -> Option<Aligned<T>> {
+        let Some(&first) = values.first() else {
+            return Some(Aligned::default());
+        };
+        let slack = ALIGN / std::mem::size_of::<T>().max(1);
+        let total = self.ok(values
+            .len()
+            .checked_add(slack)
+            .ok_or(ConvError::overflow("a buffer")))?;
+        let mut buffer: Vec<T> = Vec::new();
+        self.ok(try_reserve(&mut buffer, total))?;
+        let offset = buffer.as_ptr().align_offset(ALIGN).min(slack);
+        let len = offset + values.len();
+        let write = |start: usize, chunk: &mut [MaybeUninit<T>]| {
+            let lead = offset.saturating_sub(start).min(chunk.len());
+            let (lead_part, copied) = chunk.split_at_mut(lead);
+            lead_part.fill(MaybeUninit::new(first));
+            copied.write_copy_of_slice(&values[start + lead - offset..][..copied.len()]);
+        };
+        // SAFETY: `write` writes every element of each chunk: those before `offset` with
+        // `first`, the rest from `values` (chunk `start..start + chunk.len()` within `len`).
+        unsafe { write_in_chunks(&mut buffer, len, write) };
+        Some(Aligned {
+            buffer,
+            offset,
+            len: values.len(),
+        })
+    }
+
     fn finish(self) -> Result<()> {
         self.0.into_inner().map_or(Ok(()), Err)
     }
@@ -111,6 +138,37 @@ impl Scratch {
 
 /// Bytes of alignment [`Scratch::filled_aligned`] gives.
 const ALIGN: usize = 64;
+
+/// Whether `values` starts on a 64-byte line, the alignment [`Scratch::filled_aligned`]
+/// gives.
+pub(crate) fn is_aligned<T>(values: &[T]) -> bool {
+    values.as_ptr().cast::<u8>().align_offset(ALIGN) == 0
+}
+
+/// Writes the first `len` elements of `v`'s capacity (which holds them) in chunks of
+/// [`FILL_CHUNK`], `write(start, chunk)` on the call's threads (`start`: the chunk's first
+/// index), and sets `v`'s length to `len`.
+///
+/// # Safety
+/// `write` initialises every element of each chunk it is given.
+#[allow(unsafe_code)] // raw-buffer code: a vector's capacity written, then its length set
+unsafe fn write_in_chunks<T: Send + Sync>(
+    v: &mut Vec<T>,
+    len: usize,
+    write: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync,
+) {
+    for_each_chunk(
+        &mut v.spare_capacity_mut()[..len],
+        FILL_CHUNK,
+        |c, chunk| {
+            write(c * FILL_CHUNK, chunk);
+        },
+    );
+    // SAFETY: the capacity holds `len` elements (`spare_capacity_mut()[..len]` above would
+    // have panicked otherwise), and every one was written (`write`'s contract;
+    // `for_each_chunk` returns once every chunk is done).
+    unsafe { v.set_len(len) };
+}
 
 /// A buffer of [`Scratch::filled_aligned`]: `len` values from an aligned element of a
 /// vector.
@@ -124,6 +182,16 @@ impl<T> std::ops::Deref for Aligned<T> {
     type Target = [T];
     fn deref(&self) -> &[T] {
         &self.buffer[self.offset..][..self.len]
+    }
+}
+
+impl<T> Default for Aligned<T> {
+    fn default() -> Self {
+        Self {
+            buffer: Vec::new(),
+            offset: 0,
+            len: 0,
+        }
     }
 }
 
@@ -328,4 +396,26 @@ pub(crate) fn add_bias<A: Accumulator>(out: &mut [A], bias: &[A], batch: usize) 
             *v += b;
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copied_aligned_copies_every_value_onto_a_line() {
+        // Several chunks of `FILL_CHUNK`, from every element offset of a line.
+        let values: Vec<f32> = (0..3 * FILL_CHUNK + 5).map(|i| i as f32).collect();
+        let scratch = Scratch::new();
+        for shift in 0..16 {
+            let copy = scratch.copied_aligned(&values[shift..]).expect("a buffer");
+            assert!(is_aligned(&copy), "shift {shift}");
+            assert_eq!(&copy[..], &values[shift..], "shift {shift}");
+        }
+        assert!(scratch
+            .copied_aligned::<f32>(&[])
+            .expect("a buffer")
+            .is_empty());
+        assert!(scratch.finish().is_ok());
+    }
 }

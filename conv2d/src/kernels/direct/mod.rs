@@ -33,7 +33,7 @@ pub(crate) use weight_channels::{ChannelWeightTile, CCO, CTAPS};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::rows::band_rows;
-use super::{all_finite, Aligned, Scratch};
+use super::{all_finite, is_aligned, Aligned, Scratch};
 use crate::element::Accumulator;
 use crate::error::try_reserve;
 use crate::geometry::{checked_product, Geometry};
@@ -274,6 +274,10 @@ fn padded_slab<A: Accumulator>(
 /// or more. Steps of 2 (the common stride) take whole pairs, which the compiler vectorises.
 #[inline]
 fn every_nth<A: Accumulator>(dst: &mut [A], src: &[A], step: usize) {
+    if step == 1 {
+        dst.copy_from_slice(&src[..dst.len()]);
+        return;
+    }
     if step == 2 {
         let pairs = dst.len().min(src.len() / 2);
         for (d, pair) in dst[..pairs].iter_mut().zip(src.chunks_exact(2)) {

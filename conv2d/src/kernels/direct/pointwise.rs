@@ -10,7 +10,7 @@
 //! then its input channels in order, whatever the thread count.
 
 use super::tiled::{run, tile_rows, Tile, CO};
-use super::{every_nth, Aligned, Scratch, LANES};
+use super::{every_nth, is_aligned, Aligned, Scratch, LANES};
 use crate::element::Accumulator;
 use crate::geometry::Geometry;
 use crate::threading::{for_each_chunk, for_each_item};
@@ -53,10 +53,10 @@ pub(crate) fn forward<A: Accumulator>(
     let (plane, in_plane) = (g.oh * g.ow, g.h * g.w);
     let padded = plane.next_multiple_of(LANES);
     let (cin_g, cout_g) = (g.cin_per_group(), g.cout_per_group());
-    let staged = g.stride.h != 1 || g.stride.w != 1 || padded != plane;
     for (task, out_g) in out.chunks_exact_mut(cout_g * plane).enumerate() {
         let (n, group) = (task / g.groups, task % g.groups);
         let x = &input[(n * g.cin + group * cin_g) * in_plane..][..cin_g * in_plane];
+        let staged = g.stride.h != 1 || g.stride.w != 1 || padded != plane || !is_aligned(x);
         let copy;
         let x = if staged {
             let Some(buf) = stage(g, x, padded, scratch) else {
@@ -144,8 +144,8 @@ pub(crate) fn forward<A: Accumulator>(
 }
 
 /// The input pixels the outputs read (every `stride`-th of every `stride`-th row), each
-/// channel's plane in `padded` values with zeros after the last; `None` if the buffer
-/// cannot be allocated.
+/// channel's plane in `padded` values with zeros after the last, on aligned lines; `None`
+/// if the buffer cannot be allocated.
 fn stage<A: Accumulator>(
     g: &Geometry,
     x: &[A],
@@ -153,6 +153,9 @@ fn stage<A: Accumulator>(
     scratch: &Scratch,
 ) -> Option<Aligned<A>> {
     let in_plane = g.h * g.w;
+    if (g.stride.h, g.stride.w) == (1, 1) && in_plane == padded {
+        return scratch.copied_aligned(x);
+    }
     let mut buf = scratch.filled_aligned(g.cin_per_group() * padded, A::ZERO)?;
     for_each_chunk(&mut buf, padded, |c, dst| {
         let src = &x[c * in_plane..][..in_plane];
