@@ -62,7 +62,7 @@ impl Scratch {
     /// [`FILL_CHUNK`] elements on, written in chunks by the call's threads (a kernel's
     /// scratch is often as large as its input: filled by the calling thread alone, the
     /// others would wait meanwhile).
-    #[allow(unsafe_code)] // calls `write_in_chunks`
+    #[allow(unsafe_code)] // calls `extend_in_chunks`
     pub(crate) fn filled<T: Copy + Send + Sync>(&self, len: usize, value: T) -> Option<Vec<T>> {
         if len < FILL_CHUNK {
             return self.ok(try_filled(len, value));
@@ -70,25 +70,46 @@ impl Scratch {
         let mut v = Vec::new();
         self.ok(try_reserve(&mut v, len))?;
         // SAFETY: `fill` writes every element of each chunk.
-        unsafe { write_in_chunks(&mut v, len, |_, chunk| chunk.fill(MaybeUninit::new(value))) };
+        unsafe {
+            extend_in_chunks(&mut v, len, FILL_CHUNK, |_, chunk| {
+                chunk.fill(MaybeUninit::new(value));
+            });
+        };
         Some(v)
     }
 
     /// [`filled`](Self::filled), the first element 64-byte aligned: for buffers whose rows
     /// the AMX tiles load and store 64 bytes at a time (`bf16` `resnet_3x3_c128` on one
     /// thread ran 1.2x slower when a change elsewhere moved its buffers off that alignment).
+    #[allow(unsafe_code)] // calls `written_aligned`
     pub(crate) fn filled_aligned<T: Copy + Send + Sync>(
         &self,
         len: usize,
         value: T,
     ) -> Option<Aligned<T>> {
-        let slack = ALIGN / std::mem::size_of::<T>().max(1);
-        let total = len.checked_add(slack);
-        let buffer = self.filled(
-            self.ok(total.ok_or(ConvError::overflow("a buffer")))?,
-            value,
-        )?;
-        let offset = buffer.as_ptr().align_offset(ALIGN).min(slack);
+        let fill = |_, chunk: &mut [MaybeUninit<T>]| chunk.fill(MaybeUninit::new(value));
+        // SAFETY: `fill` writes every element of each chunk.
+        unsafe { self.written_aligned(len, FILL_CHUNK, value, fill) }
+    }
+
+    /// `len` values, the first 64-byte aligned, written once (no filling pass first) in
+    /// chunks of `chunk` by `write(index, chunk)` on the call's threads; `None` once the
+    /// failure is recorded. For copies that also pad, such as padded planes.
+    ///
+    /// # Safety
+    /// `write` initialises every element of each chunk it is given.
+    #[allow(unsafe_code)] // calls `extend_in_chunks`
+    pub(crate) unsafe fn written_aligned<T: Copy + Send + Sync>(
+        &self,
+        len: usize,
+        chunk: usize,
+        lead: T,
+        write: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync,
+    ) -> Option<Aligned<T>> {
+        let (mut buffer, offset) = self.aligned_start(len, lead)?;
+        // SAFETY: `write` initialises every element of each chunk (this function's
+        // contract).
+        unsafe { extend_in_chunks(&mut buffer, len, chunk, write) };
         Some(Aligned {
             buffer,
             offset,
@@ -101,34 +122,32 @@ impl Scratch {
     /// For inputs read a vector at a time: the pointwise kernel ran `resnet_1x1_expand`
     /// 1.2x slower on planes 16 bytes off a line (a `Vec` from `malloc`) than on aligned
     /// ones, the copy included.
-    #[allow(unsafe_code)] // calls `write_in_chunks`
+    #[allow(unsafe_code)] // calls `written_aligned`
     pub(crate) fn copied_aligned<T: Copy + Send + Sync>(&self, values: &[T]) -> Option<Aligned<T>> {
         let Some(&first) = values.first() else {
             return Some(Aligned::default());
         };
-        let slack = ALIGN / std::mem::size_of::<T>().max(1);
-        let total = self.ok(values
-            .len()
-            .checked_add(slack)
-            .ok_or(ConvError::overflow("a buffer")))?;
-        let mut buffer: Vec<T> = Vec::new();
-        self.ok(try_reserve(&mut buffer, total))?;
-        let offset = buffer.as_ptr().align_offset(ALIGN).min(slack);
-        let len = offset + values.len();
-        let write = |start: usize, chunk: &mut [MaybeUninit<T>]| {
-            let lead = offset.saturating_sub(start).min(chunk.len());
-            let (lead_part, copied) = chunk.split_at_mut(lead);
-            lead_part.fill(MaybeUninit::new(first));
-            copied.write_copy_of_slice(&values[start + lead - offset..][..copied.len()]);
+        let copy = |c: usize, chunk: &mut [MaybeUninit<T>]| {
+            chunk.write_copy_of_slice(&values[c * FILL_CHUNK..][..chunk.len()]);
         };
-        // SAFETY: `write` writes every element of each chunk: those before `offset` with
-        // `first`, the rest from `values` (chunk `start..start + chunk.len()` within `len`).
-        unsafe { write_in_chunks(&mut buffer, len, write) };
-        Some(Aligned {
-            buffer,
-            offset,
-            len: values.len(),
-        })
+        // SAFETY: `write_copy_of_slice` writes every element of each chunk.
+        unsafe { self.written_aligned(values.len(), FILL_CHUNK, first, copy) }
+    }
+
+    /// A vector with room for `len` more elements after its `offset` (fewer than a line's
+    /// worth) copies of `lead`, its end then 64-byte aligned; `None` once the failure is
+    /// recorded.
+    fn aligned_start<T: Copy>(&self, len: usize, lead: T) -> Option<(Vec<T>, usize)> {
+        let slack = ALIGN / std::mem::size_of::<T>().max(1);
+        let total = len.checked_add(slack);
+        let mut buffer: Vec<T> = Vec::new();
+        self.ok(try_reserve(
+            &mut buffer,
+            self.ok(total.ok_or(ConvError::overflow("a buffer")))?,
+        ))?;
+        let offset = buffer.as_ptr().align_offset(ALIGN).min(slack);
+        buffer.extend(std::iter::repeat_n(lead, offset));
+        Some((buffer, offset))
     }
 
     fn finish(self) -> Result<()> {
@@ -145,29 +164,30 @@ pub(crate) fn is_aligned<T>(values: &[T]) -> bool {
     values.as_ptr().cast::<u8>().align_offset(ALIGN) == 0
 }
 
-/// Writes the first `len` elements of `v`'s capacity (which holds them) in chunks of
-/// [`FILL_CHUNK`], `write(start, chunk)` on the call's threads (`start`: the chunk's first
-/// index), and sets `v`'s length to `len`.
+/// Appends `len` elements to `v` (whose capacity holds them), written in chunks of
+/// `chunk` by `write(index, chunk)`: on the call's threads, or on this one for a single
+/// chunk.
 ///
 /// # Safety
 /// `write` initialises every element of each chunk it is given.
 #[allow(unsafe_code)] // raw-buffer code: a vector's capacity written, then its length set
-unsafe fn write_in_chunks<T: Send + Sync>(
+unsafe fn extend_in_chunks<T: Send + Sync>(
     v: &mut Vec<T>,
     len: usize,
+    chunk: usize,
     write: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync,
 ) {
-    for_each_chunk(
-        &mut v.spare_capacity_mut()[..len],
-        FILL_CHUNK,
-        |c, chunk| {
-            write(c * FILL_CHUNK, chunk);
-        },
-    );
-    // SAFETY: the capacity holds `len` elements (`spare_capacity_mut()[..len]` above would
-    // have panicked otherwise), and every one was written (`write`'s contract;
-    // `for_each_chunk` returns once every chunk is done).
-    unsafe { v.set_len(len) };
+    let (start, chunk) = (v.len(), chunk.max(1));
+    let spare = &mut v.spare_capacity_mut()[..len];
+    if spare.len() <= chunk {
+        write(0, spare);
+    } else {
+        for_each_chunk(spare, chunk, &write);
+    }
+    // SAFETY: the capacity holds `len` elements after the first `start`
+    // (`spare_capacity_mut()[..len]` above would have panicked otherwise), and every one
+    // was written (`write`'s contract; `for_each_chunk` returns once every chunk is done).
+    unsafe { v.set_len(start + len) };
 }
 
 /// A buffer of [`Scratch::filled_aligned`]: `len` values from an aligned element of a

@@ -30,6 +30,7 @@ pub(crate) use tiled::{
 pub(crate) use tiled_weight::{backward_weight as backward_weight_tiled, WeightTile, WCO, WTAPS};
 pub(crate) use weight_channels::{ChannelWeightTile, CCO, CTAPS};
 
+use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::rows::band_rows;
@@ -226,41 +227,70 @@ fn padded_slab<A: Accumulator>(
                 .ok_or(crate::error::ConvError::overflow("a padded slab"))
         }),
     )?;
-    let mut data = scratch.filled_aligned(len, A::ZERO)?;
-    // Channels in parallel: a caller with one image and group pads its whole slab here.
+    // Channels in parallel (a caller with one image and group pads its whole slab here),
+    // every element written once: the padding as zeros around each row's copy.
     let plane_len = height * row_len;
-    for_each_chunk(&mut data[..planes * plane_len], plane_len, |c, slab_c| {
+    let zero = MaybeUninit::new(A::ZERO);
+    let pad_plane = |c: usize, slab_c: &mut [MaybeUninit<A>]| {
+        if c >= planes {
+            slab_c.fill(zero);
+            return;
+        }
         let x_c = &x[c * g.h * g.w..][..g.h * g.w];
         for (r, dst) in slab_c.chunks_exact_mut(row_len).enumerate() {
-            let Some(iy) = (oy0 * g.stride.h + r).checked_sub(g.pad_top) else {
+            let iy = (oy0 * g.stride.h + r).checked_sub(g.pad_top);
+            let Some(iy) = iy.filter(|&iy| iy < g.h) else {
+                dst.fill(zero);
                 continue;
             };
-            if iy >= g.h {
-                continue;
-            }
             // Padded column c (input column c - pad_left) goes to phase c % s, slot c / s.
             let first = g.pad_left.min(width);
             let count = g.w.min(width - first);
             let src = &x_c[iy * g.w..][..count];
-            if s == 1 {
-                dst[first..first + count].copy_from_slice(src);
-                continue;
-            }
-            for (p, phase) in dst.chunks_exact_mut(phase_width).enumerate() {
-                // Slot j of phase p holds padded column j*s + p; the first one at or after
-                // `first` is slot ceil((first - p) / s).
-                let j0 = first.saturating_sub(p).div_ceil(s);
-                let src_start = j0 * s + p - first;
-                if src_start >= count {
-                    continue;
+            match s {
+                1 => {
+                    padded_middle(dst, first, count, zero).write_copy_of_slice(src);
                 }
-                let src = &src[src_start..];
-                let dst = &mut phase[j0..];
-                let count = dst.len().min(src.len().div_ceil(s));
-                every_nth(&mut dst[..count], src, s);
+                // Even source columns go to `first`'s phase, odd ones to the other.
+                2 => {
+                    let (phase0, phase1) = dst.split_at_mut(phase_width);
+                    let ((even, even_at), (odd, odd_at)) = match first % 2 {
+                        0 => ((phase0, first / 2), (phase1, first / 2)),
+                        _ => ((phase1, first / 2), (phase0, first.div_ceil(2))),
+                    };
+                    split_pairs(
+                        src,
+                        padded_middle(even, even_at, count.div_ceil(2), zero),
+                        padded_middle(odd, odd_at, count / 2, zero),
+                    );
+                }
+                _ => {
+                    dst.fill(zero);
+                    // SAFETY: every element of `dst` was just written.
+                    let dst = unsafe { dst.assume_init_mut() };
+                    for (p, phase) in dst.chunks_exact_mut(phase_width).enumerate() {
+                        // Slot j of phase p holds padded column j*s + p; the first one at
+                        // or after `first` is slot ceil((first - p) / s).
+                        let j0 = first.saturating_sub(p).div_ceil(s);
+                        let src_start = j0 * s + p - first;
+                        if src_start >= count {
+                            continue;
+                        }
+                        let src = &src[src_start..];
+                        let dst = &mut phase[j0..];
+                        let count = dst.len().min(src.len().div_ceil(s));
+                        every_nth(&mut dst[..count], src, s);
+                    }
+                }
             }
         }
-    });
+    };
+    // SAFETY: `pad_plane` writes every element of each chunk: a chunk past the planes
+    // whole, and each row of a plane (planes are whole rows) whole: with zeros outside the
+    // image; for stride 1 and 2 as zeros before and after each phase's `padded_middle`,
+    // which the copy (or `split_pairs`, which writes every element of both halves) fills;
+    // for other strides with zeros first.
+    let data = unsafe { scratch.written_aligned(len, plane_len, A::ZERO, pad_plane) }?;
     Some(Slab {
         data,
         height,
@@ -268,6 +298,35 @@ fn padded_slab<A: Accumulator>(
         phases,
         planes,
     })
+}
+
+/// `even[i] = src[2 * i]` and `odd[i] = src[2 * i + 1]` for every `i`, one pass over
+/// `src` (which holds `even.len() + odd.len()` values or more; `odd` is as long as `even`
+/// or one shorter).
+#[inline]
+fn split_pairs<A: Accumulator>(src: &[A], even: &mut [MaybeUninit<A>], odd: &mut [MaybeUninit<A>]) {
+    let pairs = odd.len();
+    for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(src.chunks_exact(2)) {
+        e.write(pair[0]);
+        o.write(pair[1]);
+    }
+    if let Some(e) = even.get_mut(pairs) {
+        e.write(src[2 * pairs]);
+    }
+}
+
+/// Zeros `dst` before `at` and after `at + len`, and returns the `len` between.
+fn padded_middle<T: Copy>(
+    dst: &mut [MaybeUninit<T>],
+    at: usize,
+    len: usize,
+    zero: MaybeUninit<T>,
+) -> &mut [MaybeUninit<T>] {
+    let (before, rest) = dst.split_at_mut(at);
+    let (middle, after) = rest.split_at_mut(len);
+    before.fill(zero);
+    after.fill(zero);
+    middle
 }
 
 /// `dst[i] = src[i * step]` for every `i`; `src` holds `(dst.len() - 1) * step + 1` values
