@@ -884,6 +884,12 @@ pub(crate) unsafe fn channel_weight_tile_f32_avx2(job: &mut ChannelWeightTile<'_
 pub(crate) unsafe fn direct_rows_f32_avx512(job: &mut BandRows<'_>) {
     let pointers = job.pointers();
     let rows = pointers.3;
+    if stacked_3x3(job.starts, job.step) {
+        // SAFETY: AVX-512 F is present (this function's contract); the taps are stacked
+        // 3 x 3 (checked); `pointers` are the job's, checked.
+        unsafe { rows_3x3_avx512(job, pointers) };
+        return;
+    }
     for r in (0..rows).step_by(2) {
         // SAFETY: AVX-512 F is present (this function's contract); `r + 2 <= rows` (or
         // `r + 1`); `pointers` are the job's, checked.
@@ -893,6 +899,65 @@ pub(crate) unsafe fn direct_rows_f32_avx512(job: &mut BandRows<'_>) {
             } else {
                 rows_avx512::<1>(job, pointers, r);
             }
+        }
+    }
+}
+
+/// Whether the taps are 3 x 3, each kernel row one output row's `step` below the one
+/// before (`starts[3 * ky + kx] == starts[kx] + ky * step`: a vertical stride and dilation
+/// of 1), so that neighbouring output rows read the same input rows.
+fn stacked_3x3(starts: &[usize], step: usize) -> bool {
+    starts.len() == 9
+        && (0..9).all(|t| Some(starts[t]) == (t / 3).checked_mul(step).map(|d| d + starts[t % 3]))
+}
+
+/// Every output row of [`direct_rows_f32_avx512`] for [`stacked_3x3`] taps, in strips of
+/// four vectors of columns: input row after input row, each row's vectors loaded once and
+/// fused into the sums of the three output rows that read it (held in registers and passed
+/// on as the rows advance), the nine weights in registers. Every output sums its taps in
+/// the order of `rows_avx512` (kernel row by kernel row), so the two give the same bits.
+///
+/// # Safety
+/// The CPU must support AVX-512 F; the taps are [`stacked_3x3`], and `pointers` are the
+/// job's, checked by `BandRows::pointers`.
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+#[inline]
+unsafe fn rows_3x3_avx512(
+    job: &BandRows<'_>,
+    (slab, taps, out, rows): (*const f32, *const f32, *mut f32, usize),
+) {
+    let (ow, step) = (job.ow, job.step);
+    // SAFETY: there are nine taps (`stacked_3x3`), with as many weights (`pointers`).
+    let w: [__m512; 9] = std::array::from_fn(|t| unsafe { _mm512_set1_ps(*taps.add(t)) });
+    let columns = [job.starts[0], job.starts[1], job.starts[2]];
+    let init = [_mm512_set1_ps(job.init); 4];
+    for first in (0..ow.div_ceil(16)).step_by(4) {
+        let o: [usize; 4] = std::array::from_fn(|v| ((first + v) * 16).min(ow - 16));
+        // The sums of output rows j - 2, j - 1 and j (kernel rows 2, 1 and 0 read input
+        // row j); rows outside 0..rows are summed and dropped.
+        let mut acc = [init; 3];
+        for j in 0..rows + 2 {
+            for (kx, &column) in columns.iter().enumerate() {
+                // SAFETY: input row j at `column` is the window of tap `3 * ky + kx` of
+                // output row `j - ky` for a `ky < 3` with `j - ky` in `0..rows`
+                // (`stacked_3x3`), and `o[v] + 16 <= ow`: inside the slab (`pointers`
+                // checked every row's windows).
+                let xs: [__m512; 4] = std::array::from_fn(|v| unsafe {
+                    _mm512_loadu_ps(slab.add(j * step + column + o[v]))
+                });
+                for (ky, acc_row) in acc.iter_mut().rev().enumerate() {
+                    for (a, &xv) in acc_row.iter_mut().zip(&xs) {
+                        *a = _mm512_fmadd_ps(w[3 * ky + kx], xv, *a);
+                    }
+                }
+            }
+            if j >= 2 {
+                for (a, &ov) in acc[0].iter().zip(&o) {
+                    // SAFETY: `(j - 2) * ow + o[v] + 16 <= rows * ow`, the output's length.
+                    unsafe { _mm512_storeu_ps(out.add((j - 2) * ow + ov), *a) };
+                }
+            }
+            acc = [acc[1], acc[2], init];
         }
     }
 }
