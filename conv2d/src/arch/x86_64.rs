@@ -1073,6 +1073,12 @@ unsafe fn rows_avx2<const ROWS: usize>(
 pub(crate) unsafe fn direct_weight_f32_avx512(job: &mut WeightRows<'_>) {
     let (ow, step) = (job.ow, job.step);
     let (slab, grad_out, sums, rows) = job.pointers();
+    if stacked_3x3(job.starts, step) {
+        // SAFETY: AVX-512 F is present (this function's contract); the taps are stacked
+        // 3 x 3 (checked); the pointers are the job's, checked.
+        unsafe { weight_3x3_avx512(job, (slab, grad_out, sums, rows)) };
+        return;
+    }
     let taps = job.starts.len();
     let full = ow / 16 * 16;
     let tail: __mmask16 = (1u32 << (ow - full)).wrapping_sub(1) as __mmask16;
@@ -1111,6 +1117,73 @@ pub(crate) unsafe fn direct_weight_f32_avx512(job: &mut WeightRows<'_>) {
                 _mm512_storeu_ps((*sums.add(t0 + j)).as_mut_ptr(), *a);
             }
         }
+    }
+}
+
+/// [`direct_weight_f32_avx512`] for [`stacked_3x3`] taps: input row after input row, each
+/// row's three windows loaded once per 16 pixels and fused with the output-gradient rows of
+/// the (up to three) output rows that read them. Each tap's sums take the same terms in
+/// the same order as the general kernel (output row by output row), so the two give the
+/// same bits.
+///
+/// # Safety
+/// The CPU must support AVX-512 F; the taps are [`stacked_3x3`], and the pointers are the
+/// job's, checked by `WeightRows::pointers`.
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+#[inline]
+unsafe fn weight_3x3_avx512(
+    job: &WeightRows<'_>,
+    (slab, grad_out, sums, rows): (*const f32, *const f32, *mut [f32; 16], usize),
+) {
+    let (ow, step) = (job.ow, job.step);
+    let full = ow / 16 * 16;
+    let tail: __mmask16 = (1u32 << (ow - full)).wrapping_sub(1) as __mmask16;
+    let columns = [job.starts[0], job.starts[1], job.starts[2]];
+    // SAFETY: there are nine taps, each with a vector of sums (`pointers`).
+    let mut acc: [__m512; 9] =
+        std::array::from_fn(|t| unsafe { _mm512_loadu_ps((*sums.add(t)).as_ptr()) });
+    for j in 0..rows + 2 {
+        // Kernel row ky reads input row j for output row j - ky, where that row exists.
+        let live: [bool; 3] = std::array::from_fn(|ky| j >= ky && j - ky < rows);
+        let gy: [*const f32; 3] =
+            std::array::from_fn(|ky| grad_out.wrapping_add(j.wrapping_sub(ky).wrapping_mul(ow)));
+        let base = slab.wrapping_add(j * step);
+        // SAFETY: input row j at `column` is the window of tap `3 * ky + kx` of a live
+        // output row `j - ky` (every j in `0..rows + 2` has one), and output-gradient row
+        // `j - ky` is read only when live; loads stay within `ow` values of each row start
+        // (the tail masked): inside the slab and the output gradient (`pointers` checked).
+        unsafe {
+            for o in (0..full).step_by(16) {
+                let xs: [__m512; 3] =
+                    std::array::from_fn(|kx| _mm512_loadu_ps(base.add(columns[kx] + o)));
+                for ky in 0..3 {
+                    if live[ky] {
+                        let y = _mm512_loadu_ps(gy[ky].add(o));
+                        for (kx, &x) in xs.iter().enumerate() {
+                            acc[3 * ky + kx] = _mm512_fmadd_ps(x, y, acc[3 * ky + kx]);
+                        }
+                    }
+                }
+            }
+            if full < ow {
+                let xs: [__m512; 3] = std::array::from_fn(|kx| {
+                    _mm512_maskz_loadu_ps(tail, base.add(columns[kx] + full))
+                });
+                for ky in 0..3 {
+                    if live[ky] {
+                        let y = _mm512_maskz_loadu_ps(tail, gy[ky].add(full));
+                        for (kx, &x) in xs.iter().enumerate() {
+                            let a = &mut acc[3 * ky + kx];
+                            *a = _mm512_mask3_fmadd_ps(x, y, *a, tail);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for (t, a) in acc.iter().enumerate() {
+        // SAFETY: tap `t < 9` has a vector of sums.
+        unsafe { _mm512_storeu_ps((*sums.add(t)).as_mut_ptr(), *a) };
     }
 }
 
