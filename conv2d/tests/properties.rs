@@ -179,6 +179,20 @@ fn shaped_problems(
         })
 }
 
+/// Depthwise-style 3x3 shapes (one input channel per group), strides 1 and 2, padding 0-2,
+/// maps up to 139 a side (more than one block of 64 outputs per row at stride 2):
+/// `direct`'s row kernels for stacked taps and its stride-2 kernel reading the input
+/// planes with masked edges.
+fn depthwise_problems() -> impl Strategy<Value = Problem> {
+    shaped_problems(1..2, 1..4, 1..140, 1..3).prop_map(|mut p| {
+        p.k = (3, 3);
+        p.dilation = (1, 1);
+        p.h = p.h.max(3);
+        p.w = p.w.max(3);
+        p
+    })
+}
+
 /// Pointwise shapes (1x1, unpadded, strides 1 to 3): `direct-tiled`'s GEMM on the input
 /// planes, staged when strided or not whole vectors, its sums carried across blocks of 64
 /// input channels, planes split into chunks when the channel tiles are few.
@@ -564,6 +578,11 @@ proptest! {
     fn same_padding_tiles_match_reference(p in same_problems()) {
         every_algorithm_matches_reference::<f32>(&p).map_err(TestCaseError::fail)?;
         every_algorithm_matches_reference::<f64>(&p).map_err(TestCaseError::fail)?;
+    }
+
+    #[test]
+    fn depthwise_rows_match_reference(p in depthwise_problems()) {
+        every_algorithm_matches_reference::<f32>(&p).map_err(TestCaseError::fail)?;
     }
 
     #[test]

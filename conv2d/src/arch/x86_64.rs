@@ -6,8 +6,8 @@ use crate::element::Accumulator;
 use std::arch::x86_64::*;
 
 use crate::kernels::direct::{
-    self, Band, BandRows, ChannelWeightTile, MaskedTile, PixelTile, Tile, WeightJob, WeightRows,
-    WeightTile, CCO, CO, CTAPS, TILE_PIXELS, WCO, WTAPS,
+    self, Band, BandRows, ChannelWeightTile, MaskedTile, PixelTile, StridedRows, Tile, WeightJob,
+    WeightRows, WeightTile, CCO, CO, CTAPS, TILE_PIXELS, WCO, WTAPS,
 };
 use crate::kernels::rows::generic;
 
@@ -868,6 +868,90 @@ pub(crate) unsafe fn channel_weight_tile_f32_avx2(job: &mut ChannelWeightTile<'_
                 for (v, &a) in acc_j.iter().enumerate() {
                     _mm256_storeu_ps(sums.add(j * CCO + c0 + 8 * v), a);
                 }
+            }
+        }
+    }
+}
+
+/// The stride-2 3x3 depthwise kernel for `f32` with AVX-512 (see
+/// `kernels::direct::strided_depthwise`): per output row, four vectors of 16 sums at a
+/// time, tap after tap; each tap's 32 input columns loaded with the lanes outside the
+/// image masked to zero (a row outside it is all zeros), its even columns picked.
+///
+/// # Safety
+/// The CPU must support AVX-512 F (the job's bounds are checked by
+/// `StridedRows::pointers`).
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+pub(crate) unsafe fn strided_depthwise_f32_avx512(job: &mut StridedRows<'_>) {
+    let (plane, out, rows) = job.pointers();
+    let (h, w, ow) = (job.h as isize, job.w as isize, job.ow);
+    let (pad_top, pad_left) = (job.pad_top as isize, job.pad_left as isize);
+    let weights: [__m512; 9] = std::array::from_fn(|t| _mm512_set1_ps(job.taps[t]));
+    let evens = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    // The lanes of 16 values from column `c` (of a row `w` long) that lie in `0..w`.
+    let inside = |c: isize| -> __mmask16 {
+        let (lo, hi) = ((-c).clamp(0, 16), (w - c).clamp(0, 16));
+        (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as __mmask16
+    };
+    // Per block of four output vectors, kernel column and vector: the first input column
+    // of its window and the lanes of its two halves inside the row (the same every row).
+    let blocks = ow.div_ceil(64);
+    let windows: Vec<[[(isize, __mmask16, __mmask16); 4]; 3]> = (0..blocks)
+        .map(|b| {
+            std::array::from_fn(|kx| {
+                std::array::from_fn(|v| {
+                    let c = 2 * (64 * b + 16 * v) as isize + kx as isize - pad_left;
+                    (c, inside(c), inside(c + 16))
+                })
+            })
+        })
+        .collect();
+    let stores: Vec<[__mmask16; 4]> = (0..blocks)
+        .map(|b| {
+            std::array::from_fn(|v| {
+                let lanes = ow.saturating_sub(64 * b + 16 * v).min(16);
+                ((1u32 << lanes) - 1) as __mmask16
+            })
+        })
+        .collect();
+    for r in 0..rows {
+        let oy = (job.oy0 + r) as isize;
+        for (b, (block, store)) in windows.iter().zip(&stores).enumerate() {
+            let mut acc = [_mm512_set1_ps(job.init); 4];
+            for ky in 0..3 {
+                let iy = 2 * oy + ky as isize - pad_top;
+                let taps = &weights[3 * ky..3 * ky + 3];
+                if !(0..h).contains(&iy) {
+                    for &wt in taps {
+                        for a in &mut acc {
+                            *a = _mm512_fmadd_ps(wt, _mm512_setzero_ps(), *a);
+                        }
+                    }
+                    continue;
+                }
+                let row = plane.wrapping_offset(iy * w);
+                for (&wt, windows) in taps.iter().zip(block) {
+                    for (a, &(c, low, high)) in acc.iter_mut().zip(windows) {
+                        let at = row.wrapping_offset(c);
+                        // SAFETY: only lanes at columns in `0..w` of row `iy` (in `0..h`)
+                        // are read (masked loads touch no other lane): inside the plane,
+                        // which holds `h * w` values (`pointers` checked).
+                        let x = unsafe {
+                            _mm512_permutex2var_ps(
+                                _mm512_maskz_loadu_ps(low, at),
+                                evens,
+                                _mm512_maskz_loadu_ps(high, at.wrapping_add(16)),
+                            )
+                        };
+                        *a = _mm512_fmadd_ps(wt, x, *a);
+                    }
+                }
+            }
+            for (v, (a, &mask)) in acc.iter().zip(store).enumerate() {
+                let o = (64 * b + 16 * v).min(ow);
+                // SAFETY: the lanes of `mask` are outputs `o..` of row `r < rows` before
+                // `ow`, which the output holds (`pointers` checked).
+                unsafe { _mm512_mask_storeu_ps(out.add(r * ow + o), mask, *a) };
             }
         }
     }

@@ -1,15 +1,18 @@
 //! Direct convolution with the sums in registers. Each forward task pads the input rows its
 //! band of output rows reads (for each input channel of the group) into a small slab, split
 //! into `stride` column phases so that every tap reads contiguous pixels; then it computes
-//! four vectors of 16 output pixels at a time, tap after tap. The weight gradient reduces
-//! against the same slabs; the stride-1 input gradient is a forward pass on the flipped
-//! weight.
+//! four vectors of 16 output pixels at a time, tap after tap (3x3 taps a row apart reuse
+//! each input row for three output rows). The weight gradient reduces against the same
+//! slabs; the stride-1 input gradient is a forward pass on the flipped weight. 3x3
+//! depthwise-style layers with stride 2 on AVX-512 read the input planes with no slab
+//! ([`strided_depthwise`]).
 
 #[allow(unsafe_code)] // dispatch to the AMX kernel in `crate::arch::amx`
 pub(crate) mod amx;
 mod implicit_gemm;
 mod masked;
 mod pointwise;
+mod strided_depthwise;
 mod subpixel;
 mod tiled;
 mod tiled_weight;
@@ -22,6 +25,7 @@ pub(crate) use implicit_gemm::{
 };
 pub(crate) use masked::MaskedTile;
 pub(crate) use pointwise::applies as pointwise;
+pub(crate) use strided_depthwise::StridedRows;
 pub(crate) use subpixel::{backward_input as backward_input_subpixel, wins as subpixel_wins};
 pub(crate) use tiled::{
     applies as tiles, as_type, as_type_mut, forward as tiled_forward, suits as suits_tiles, Tile,
@@ -135,6 +139,9 @@ pub(crate) fn forward<A: Accumulator>(
     let plane = g.oh * g.ow;
     if plane == 0 || out.is_empty() {
         return;
+    }
+    if strided_depthwise::applies::<A>(g) {
+        return strided_depthwise::forward(g, input, weight, bias, out);
     }
     let (cin_g, cout_g) = (g.cin_per_group(), g.cout_per_group());
     let taps = cin_g * g.kh * g.kw;
