@@ -6,8 +6,8 @@ use crate::element::Accumulator;
 use std::arch::x86_64::*;
 
 use crate::kernels::direct::{
-    self, Band, BandRows, ChannelWeightTile, MaskedTile, PixelTile, StridedRows, Tile, WeightJob,
-    WeightRows, WeightTile, CCO, CO, CTAPS, TILE_PIXELS, WCO, WTAPS,
+    self, Band, BandRows, ChannelWeightTile, MaskedTile, PixelTile, PlaneWeightRows, StridedRows,
+    Tile, WeightJob, WeightRows, WeightTile, CCO, CO, CTAPS, TILE_PIXELS, WCO, WTAPS,
 };
 use crate::kernels::rows::generic;
 
@@ -874,7 +874,7 @@ pub(crate) unsafe fn channel_weight_tile_f32_avx2(job: &mut ChannelWeightTile<'_
 }
 
 /// The stride-2 3x3 depthwise kernel for `f32` with AVX-512 (see
-/// `kernels::direct::strided_depthwise`): per output row, four vectors of 16 sums at a
+/// `kernels::direct::in_place`): per output row, four vectors of 16 sums at a
 /// time, tap after tap; each tap's 32 input columns loaded with the lanes outside the
 /// image masked to zero (a row outside it is all zeros), its even columns picked.
 ///
@@ -1219,27 +1219,54 @@ unsafe fn weight_3x3_avx512(
     job: &WeightRows<'_>,
     (slab, grad_out, sums, rows): (*const f32, *const f32, *mut [f32; 16], usize),
 ) {
-    let (ow, step) = (job.ow, job.step);
+    let step = job.step;
+    let columns = [job.starts[0], job.starts[1], job.starts[2]];
+    // SAFETY: input row j at `column` is the window of tap `3 * ky + kx` of an output row
+    // `j - ky` in `0..rows` (every j in `0..rows + 2` has one), and a window's loads stay
+    // within `ow` values of its start (the tail masked): inside the slab (`pointers`
+    // checked); the rest as the sweep requires (`pointers`).
+    unsafe {
+        weight_sweep_3x3(sums, grad_out, rows, job.ow, |j, o, lanes| {
+            std::array::from_fn(|kx| {
+                _mm512_maskz_loadu_ps(lanes, slab.wrapping_add(j * step + columns[kx] + o))
+            })
+        })
+    };
+}
+
+/// The loop of the stacked 3x3 weight-gradient kernels: padded input row after row `j`,
+/// its three windows from output `o` (`windows(j, o, lanes)`, `lanes` those up to the
+/// row's end) fused with the output-gradient rows of the (up to three) output rows that
+/// meet them; each tap's sums take their terms output row by output row, a row's last
+/// partial vector last.
+///
+/// # Safety
+/// The CPU must support AVX-512 F; `sums` holds nine vectors, `grad_out` `rows` rows of
+/// `ow` values, and `windows` may be called for any `j < rows + 2` and `o < ow`.
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+#[inline]
+unsafe fn weight_sweep_3x3(
+    sums: *mut [f32; 16],
+    grad_out: *const f32,
+    rows: usize,
+    ow: usize,
+    windows: impl Fn(usize, usize, __mmask16) -> [__m512; 3],
+) {
     let full = ow / 16 * 16;
     let tail: __mmask16 = (1u32 << (ow - full)).wrapping_sub(1) as __mmask16;
-    let columns = [job.starts[0], job.starts[1], job.starts[2]];
-    // SAFETY: there are nine taps, each with a vector of sums (`pointers`).
+    // SAFETY: there are nine vectors of sums (this function's contract).
     let mut acc: [__m512; 9] =
         std::array::from_fn(|t| unsafe { _mm512_loadu_ps((*sums.add(t)).as_ptr()) });
     for j in 0..rows + 2 {
-        // Kernel row ky reads input row j for output row j - ky, where that row exists.
+        // Kernel row ky meets padded row j for output row j - ky, where that row exists.
         let live: [bool; 3] = std::array::from_fn(|ky| j >= ky && j - ky < rows);
         let gy: [*const f32; 3] =
             std::array::from_fn(|ky| grad_out.wrapping_add(j.wrapping_sub(ky).wrapping_mul(ow)));
-        let base = slab.wrapping_add(j * step);
-        // SAFETY: input row j at `column` is the window of tap `3 * ky + kx` of a live
-        // output row `j - ky` (every j in `0..rows + 2` has one), and output-gradient row
-        // `j - ky` is read only when live; loads stay within `ow` values of each row start
-        // (the tail masked): inside the slab and the output gradient (`pointers` checked).
+        // SAFETY: output-gradient row `j - ky` is read only when live (in `0..rows`), at
+        // most `ow` values from its start (the tail masked): inside the output gradient.
         unsafe {
             for o in (0..full).step_by(16) {
-                let xs: [__m512; 3] =
-                    std::array::from_fn(|kx| _mm512_loadu_ps(base.add(columns[kx] + o)));
+                let xs = windows(j, o, !0);
                 for ky in 0..3 {
                     if live[ky] {
                         let y = _mm512_loadu_ps(gy[ky].add(o));
@@ -1250,9 +1277,7 @@ unsafe fn weight_3x3_avx512(
                 }
             }
             if full < ow {
-                let xs: [__m512; 3] = std::array::from_fn(|kx| {
-                    _mm512_maskz_loadu_ps(tail, base.add(columns[kx] + full))
-                });
+                let xs = windows(j, full, tail);
                 for ky in 0..3 {
                     if live[ky] {
                         let y = _mm512_maskz_loadu_ps(tail, gy[ky].add(full));
@@ -1269,6 +1294,48 @@ unsafe fn weight_3x3_avx512(
         // SAFETY: tap `t < 9` has a vector of sums.
         unsafe { _mm512_storeu_ps((*sums.add(t)).as_mut_ptr(), *a) };
     }
+}
+
+/// The stride-1 3x3 weight-gradient kernel for `f32` with AVX-512 reading the input plane
+/// as it is (see `kernels::direct::in_place`): [`weight_3x3_avx512`]'s loop, each window
+/// loaded with the lanes outside the image masked to zero and rows outside it taken as
+/// zeros (the values a padded slab holds there).
+///
+/// # Safety
+/// The CPU must support AVX-512 F (the job's bounds are checked by
+/// `PlaneWeightRows::pointers`).
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+pub(crate) unsafe fn plane_weight_3x3_f32_avx512(job: &mut PlaneWeightRows<'_>) {
+    let (plane, grad_out, sums, rows) = job.pointers();
+    let (h, w, ow) = (job.h as isize, job.w as isize, job.ow);
+    let (pad_top, pad_left) = (job.pad_top as isize, job.pad_left as isize);
+    // Per vector of outputs (the partial last one included) and kernel column: the lanes
+    // of its window inside the row.
+    let masks: Vec<[__mmask16; 3]> = (0..ow.div_ceil(16))
+        .map(|v| {
+            std::array::from_fn(|kx| {
+                let c = (16 * v) as isize + kx as isize - pad_left;
+                let (lo, hi) = ((-c).clamp(0, 16), (w - c).clamp(0, 16));
+                (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as __mmask16
+            })
+        })
+        .collect();
+    // The windows of padded row j from output `o`: zeros outside the image (lanes past the
+    // row's end are left out of the sums by the sweep).
+    let windows = |j: usize, o: usize, _| -> [__m512; 3] {
+        let iy = j as isize - pad_top;
+        let row = plane.wrapping_offset(iy * w - pad_left + o as isize);
+        std::array::from_fn(|kx| match (0..h).contains(&iy) {
+            // SAFETY: only lanes at columns in `0..w` of row `iy` (in `0..h`) are read
+            // (masked loads touch no other lane): inside the plane, which holds `h * w`
+            // values (`pointers` checked).
+            true => unsafe { _mm512_maskz_loadu_ps(masks[o / 16][kx], row.wrapping_add(kx)) },
+            false => _mm512_setzero_ps(),
+        })
+    };
+    // SAFETY: nine vectors of sums (the job's type) and `rows` rows of output gradient
+    // (`pointers`); `windows` reads only inside the plane, for any row and output.
+    unsafe { weight_sweep_3x3(sums, grad_out, rows, ow, windows) };
 }
 
 /// Taps per tile of [`direct_weight_f32_avx512`]: a 3x3 kernel in one.

@@ -5,14 +5,14 @@
 //! each input row for three output rows). The weight gradient reduces against the same
 //! slabs; the stride-1 input gradient is a forward pass on the flipped weight. 3x3
 //! depthwise-style layers with stride 2 on AVX-512 read the input planes with no slab
-//! ([`strided_depthwise`]).
+//! ([`in_place`]).
 
 #[allow(unsafe_code)] // dispatch to the AMX kernel in `crate::arch::amx`
 pub(crate) mod amx;
 mod implicit_gemm;
+mod in_place;
 mod masked;
 mod pointwise;
-mod strided_depthwise;
 mod subpixel;
 mod tiled;
 mod tiled_weight;
@@ -23,9 +23,9 @@ pub(crate) use implicit_gemm::{
     applies as implicit_gemm, forward as implicit_forward, wins as implicit_gemm_wins, PixelTile,
     TILE_PIXELS,
 };
+pub(crate) use in_place::{PlaneWeightRows, StridedRows};
 pub(crate) use masked::MaskedTile;
 pub(crate) use pointwise::applies as pointwise;
-pub(crate) use strided_depthwise::StridedRows;
 pub(crate) use subpixel::{backward_input as backward_input_subpixel, wins as subpixel_wins};
 pub(crate) use tiled::{
     applies as tiles, as_type, as_type_mut, forward as tiled_forward, suits as suits_tiles, Tile,
@@ -140,8 +140,8 @@ pub(crate) fn forward<A: Accumulator>(
     if plane == 0 || out.is_empty() {
         return;
     }
-    if strided_depthwise::applies::<A>(g) {
-        return strided_depthwise::forward(g, input, weight, bias, out);
+    if in_place::strided_applies::<A>(g) {
+        return in_place::strided_forward(g, input, weight, bias, out);
     }
     let (cin_g, cout_g) = (g.cin_per_group(), g.cout_per_group());
     let taps = cin_g * g.kh * g.kw;
@@ -526,6 +526,11 @@ pub(crate) fn backward_weight<A: Accumulator>(
         if plane > 0 && in_plane > 0 {
             for n in 0..g.n {
                 let x = &input[(n * g.cin + ci) * in_plane..][..in_plane];
+                let gy = &grad_out[(n * g.cout + co) * plane..][..plane];
+                if in_place::weight_applies::<A>(g) {
+                    in_place::add_weight_gradient(g, x, gy, &mut sums);
+                    continue;
+                }
                 let Some(slab) = padded_slab(g, x, 0, g.oh, 0, scratch) else {
                     return;
                 };
@@ -533,7 +538,7 @@ pub(crate) fn backward_weight<A: Accumulator>(
                     g,
                     starts: &slab.tap_starts(g),
                     slab: &slab,
-                    grad_out: &grad_out[(n * g.cout + co) * plane..][..plane],
+                    grad_out: gy,
                     sums: &mut sums,
                 };
                 run_weight(&mut job);

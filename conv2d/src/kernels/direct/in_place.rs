@@ -1,0 +1,195 @@
+//! `direct`'s 3x3 kernels that read the input planes as they are, on AVX-512: each window
+//! is loaded with the lanes outside the image masked to zero (and rows outside it taken as
+//! zeros), so padding needs no copy into a slab.
+//!
+//! - The forward pass of depthwise-style layers (one input channel per output channel)
+//!   with stride 2: each tap's 32 input columns loaded, their even columns picked in
+//!   registers. The slab would split every input row into two column phases first, a pass
+//!   over the whole input (`mobilenet_dw_3x3s2`: 60% of the call).
+//! - The weight gradient with stride 1: each input row's three windows loaded once per 16
+//!   pixels for the output-gradient rows that meet them. The slab copy was a third of
+//!   `bwd_weight_dw_3x3`.
+//!
+//! The sums take the same terms in `direct`'s order with the same zeros for the padding, so
+//! both give the same bits (and a non-finite weight or output gradient meets the padding
+//! as `0 * value`).
+
+use super::tiled::as_type;
+use super::LANES;
+use crate::element::Accumulator;
+use crate::geometry::Geometry;
+use crate::isa::{isa, Isa};
+use crate::kernels::rows::band_rows;
+use crate::threading::for_each_chunk;
+
+/// Output rows of one input plane: `out[r * ow + x] = init + sum over ky, kx of taps[3 * ky
+/// + kx] * plane[(2 * (oy0 + r) + ky - pad_top, 2 * x + kx - pad_left)]`, zero outside the
+/// `h x w` plane.
+pub(crate) struct StridedRows<'a> {
+    pub plane: &'a [f32],
+    pub h: usize,
+    pub w: usize,
+    pub pad_top: usize,
+    pub pad_left: usize,
+    /// The first output row.
+    pub oy0: usize,
+    pub ow: usize,
+    pub taps: &'a [f32; 9],
+    pub init: f32,
+    /// Whole rows of `ow` outputs.
+    pub out: &'a mut [f32],
+}
+
+impl StridedRows<'_> {
+    /// The plane and output pointers and the row count, after checking the bounds the
+    /// kernel relies on (panics on a bug): a whole `h x w` plane and whole output rows.
+    pub(crate) fn pointers(&mut self) -> (*const f32, *mut f32, usize) {
+        assert!(self.plane.len() == self.h * self.w && self.ow > 0);
+        assert!(self.out.len().is_multiple_of(self.ow));
+        (
+            self.plane.as_ptr(),
+            self.out.as_mut_ptr(),
+            self.out.len() / self.ow,
+        )
+    }
+}
+
+/// One image's contribution to one channel pair's 3x3 weight gradient with stride 1:
+/// `sums[3 * ky + kx][l] +=` the products `plane[(oy + ky - pad_top, ox + kx - pad_left)] *
+/// grad_out[oy * ow + ox]` (zero outside the `h x w` plane) of the outputs `ox` in lane `l`
+/// of their row's vectors, row by row, a row's last partial vector last.
+pub(crate) struct PlaneWeightRows<'a> {
+    pub plane: &'a [f32],
+    pub h: usize,
+    pub w: usize,
+    pub pad_top: usize,
+    pub pad_left: usize,
+    pub ow: usize,
+    /// Whole rows of `ow` values.
+    pub grad_out: &'a [f32],
+    pub sums: &'a mut [[f32; LANES]; 9],
+}
+
+impl PlaneWeightRows<'_> {
+    /// The plane, output-gradient and sums pointers and the output row count, after
+    /// checking the bounds the kernel relies on (panics on a bug).
+    pub(crate) fn pointers(&mut self) -> (*const f32, *const f32, *mut [f32; LANES], usize) {
+        assert!(self.plane.len() == self.h * self.w && self.ow > 0);
+        assert!(self.grad_out.len().is_multiple_of(self.ow));
+        (
+            self.plane.as_ptr(),
+            self.grad_out.as_ptr(),
+            self.sums.as_mut_ptr(),
+            self.grad_out.len() / self.ow,
+        )
+    }
+}
+
+/// Whether a 3x3 shape with `stride` and dilation 1 and padding narrower than the kernel
+/// runs here in `A` (`f32` on AVX-512).
+fn applies<A: Accumulator>(g: &Geometry, stride: usize) -> bool {
+    as_type::<A, f32>(&[]).is_some()
+        && isa() == Isa::Avx512
+        && (g.kh, g.kw) == (3, 3)
+        && (g.stride.h, g.stride.w) == (stride, stride)
+        && (g.dilation.h, g.dilation.w) == (1, 1)
+        && g.pad_top < 3
+        && g.pad_left < 3
+}
+
+/// Whether [`strided_forward`] runs the shape in `A`: stride 2, one input channel per
+/// group.
+pub(crate) fn strided_applies<A: Accumulator>(g: &Geometry) -> bool {
+    applies::<A>(g, 2) && g.cin_per_group() == 1
+}
+
+/// Whether [`add_weight_gradient`] runs the shape in `A`: stride 1.
+pub(crate) fn weight_applies<A: Accumulator>(g: &Geometry) -> bool {
+    applies::<A>(g, 1)
+}
+
+/// Adds image `x`'s (one input plane) contribution against `grad_out` (the pair's output
+/// gradient plane) to a pair's weight-gradient `sums`, for a shape [`weight_applies`] to.
+pub(crate) fn add_weight_gradient<A: Accumulator>(
+    g: &Geometry,
+    x: &[A],
+    grad_out: &[A],
+    sums: &mut [[A; LANES]],
+) {
+    let (Some(plane), Some(grad_out)) = (as_type::<A, f32>(x), as_type::<A, f32>(grad_out)) else {
+        unreachable!("weight_applies admits f32 only");
+    };
+    let flat = super::as_type_mut::<A, f32>(sums.as_flattened_mut()).expect("f32");
+    let (sums, _) = flat.as_chunks_mut::<LANES>();
+    let sums: &mut [[f32; LANES]; 9] = sums.try_into().expect("nine taps");
+    let mut job = PlaneWeightRows {
+        plane,
+        h: g.h,
+        w: g.w,
+        pad_top: g.pad_top,
+        pad_left: g.pad_left,
+        ow: g.ow,
+        grad_out,
+        sums,
+    };
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `weight_applies` admitted AVX-512, which `isa()` reports only where the CPU
+    // has it; `pointers` checks the job's bounds.
+    unsafe {
+        crate::arch::x86_64::plane_weight_3x3_f32_avx512(&mut job)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("weight_applies admits AVX-512 only {}", job.ow);
+}
+
+/// `out = conv2d(input, weight) + bias` for a shape that [`strided_applies`]: tasks of
+/// bands of rows of each output plane.
+pub(crate) fn strided_forward<A: Accumulator>(
+    g: &Geometry,
+    input: &[A],
+    weight: &[A],
+    bias: Option<&[A]>,
+    out: &mut [A],
+) {
+    let (Some(input), Some(weight), Some(out)) = (
+        as_type::<A, f32>(input),
+        as_type::<A, f32>(weight),
+        super::as_type_mut::<A, f32>(out),
+    ) else {
+        unreachable!("strided_applies admits f32 only");
+    };
+    let bias = bias.map(|b| as_type::<A, f32>(b).expect("f32"));
+    let (plane, in_plane) = (g.oh * g.ow, g.h * g.w);
+    if plane == 0 {
+        return;
+    }
+    let band = band_rows(g.n * g.cout, g.oh);
+    for_each_chunk(out, plane, |p, out_plane| {
+        let (n, co) = (p / g.cout, p % g.cout);
+        let ci = co / g.cout_per_group();
+        let x = &input[(n * g.cin + ci) * in_plane..][..in_plane];
+        let taps: &[f32; 9] = weight[co * 9..][..9].try_into().expect("nine taps");
+        for_each_chunk(out_plane, band * g.ow, |b, rows| {
+            let mut job = StridedRows {
+                plane: x,
+                h: g.h,
+                w: g.w,
+                pad_top: g.pad_top,
+                pad_left: g.pad_left,
+                oy0: b * band,
+                ow: g.ow,
+                taps,
+                init: bias.map_or(0.0, |b| b[co]),
+                out: rows,
+            };
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `strided_applies` admitted AVX-512, which `isa()` reports only where
+            // the CPU has it; `pointers` checks the job's bounds.
+            unsafe {
+                crate::arch::x86_64::strided_depthwise_f32_avx512(&mut job)
+            };
+            #[cfg(not(target_arch = "x86_64"))]
+            unreachable!("strided_applies admits AVX-512 only {}", job.ow);
+        });
+    });
+}
