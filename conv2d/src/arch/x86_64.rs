@@ -6,7 +6,7 @@ use crate::element::Accumulator;
 use std::arch::x86_64::*;
 
 use crate::kernels::direct::{
-    self, Band, BandRows, ChannelWeightTile, MaskedTile, PixelTile, PlaneWeightRows, StridedRows,
+    self, Band, BandRows, ChannelWeightTile, MaskedTile, PixelTile, PlaneRows, PlaneWeightRows,
     Tile, WeightJob, WeightRows, WeightTile, CCO, CO, CTAPS, TILE_PIXELS, WCO, WTAPS,
 };
 use crate::kernels::rows::generic;
@@ -873,26 +873,75 @@ pub(crate) unsafe fn channel_weight_tile_f32_avx2(job: &mut ChannelWeightTile<'_
     }
 }
 
-/// The stride-2 3x3 depthwise kernel for `f32` with AVX-512 (see
-/// `kernels::direct::in_place`): per output row, four vectors of 16 sums at a
-/// time, tap after tap; each tap's 32 input columns loaded with the lanes outside the
-/// image masked to zero (a row outside it is all zeros), its even columns picked.
+/// The lanes of 16 values from column `c` of a row `w` long that lie in `0..w`.
+fn lanes_inside(c: isize, w: isize) -> __mmask16 {
+    let (lo, hi) = ((-c).clamp(0, 16), (w - c).clamp(0, 16));
+    (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as __mmask16
+}
+
+/// The 3x3 depthwise kernels for `f32` with AVX-512 reading the input plane as it is (see
+/// `kernels::direct::in_place`): [`rows_sweep_3x3`] for stride 1, [`strided_rows_3x3`]
+/// for stride 2.
 ///
 /// # Safety
-/// The CPU must support AVX-512 F (the job's bounds are checked by
-/// `StridedRows::pointers`).
+/// The CPU must support AVX-512 F (the job's bounds are checked by `PlaneRows::pointers`).
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
-pub(crate) unsafe fn strided_depthwise_f32_avx512(job: &mut StridedRows<'_>) {
-    let (plane, out, rows) = job.pointers();
+pub(crate) unsafe fn plane_rows_3x3_f32_avx512(job: &mut PlaneRows<'_>) {
+    let pointers = job.pointers();
+    if job.stride == 2 {
+        // SAFETY: AVX-512 F is present (this function's contract); `pointers` are the
+        // job's, checked.
+        unsafe { strided_rows_3x3(job, pointers) };
+        return;
+    }
+    let (plane, out, rows) = pointers;
+    let (h, w, ow) = (job.h as isize, job.w as isize, job.ow);
+    let (pad_left, row0) = (
+        job.pad_left as isize,
+        job.oy0 as isize - job.pad_top as isize,
+    );
+    // Per output vector (as the sweep places them, in whole strips of four) and kernel
+    // column: the lanes of its window inside the row.
+    let masks: Vec<[__mmask16; 3]> = (0..ow.div_ceil(16).next_multiple_of(4))
+        .map(|v| {
+            std::array::from_fn(|kx| {
+                let c = (16 * v).min(ow - 16) as isize + kx as isize - pad_left;
+                lanes_inside(c, w)
+            })
+        })
+        .collect();
+    // Padded row j is input row `row0 + j`: zeros outside the image.
+    let windows = |j: usize, v: usize, o: usize, kx: usize| -> __m512 {
+        let iy = row0 + j as isize;
+        if !(0..h).contains(&iy) {
+            return _mm512_setzero_ps();
+        }
+        let at = plane.wrapping_offset(iy * w + o as isize + kx as isize - pad_left);
+        // SAFETY: only lanes at columns in `0..w` of row `iy` (in `0..h`) are read (masked
+        // loads touch no other lane): inside the plane, which holds `h * w` values
+        // (`pointers` checked).
+        unsafe { _mm512_maskz_loadu_ps(masks[v][kx], at) }
+    };
+    // SAFETY: nine taps (the job's type), `rows` rows of `ow >= 16` outputs (`pointers`);
+    // `windows` reads only inside the plane.
+    unsafe { rows_sweep_3x3(out, rows, ow, job.init, job.taps.as_ptr(), windows) };
+}
+
+/// The stride-2 kernel of [`plane_rows_3x3_f32_avx512`]: per output row, four vectors of
+/// 16 sums at a time, tap after tap; each tap's 32 input columns loaded with the lanes
+/// outside the image masked to zero (a row outside it is all zeros), its even columns
+/// picked.
+///
+/// # Safety
+/// The CPU must support AVX-512 F; `pointers` are the job's, checked by
+/// `PlaneRows::pointers`.
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+unsafe fn strided_rows_3x3(job: &PlaneRows<'_>, (plane, out, rows): (*const f32, *mut f32, usize)) {
     let (h, w, ow) = (job.h as isize, job.w as isize, job.ow);
     let (pad_top, pad_left) = (job.pad_top as isize, job.pad_left as isize);
     let weights: [__m512; 9] = std::array::from_fn(|t| _mm512_set1_ps(job.taps[t]));
     let evens = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
-    // The lanes of 16 values from column `c` (of a row `w` long) that lie in `0..w`.
-    let inside = |c: isize| -> __mmask16 {
-        let (lo, hi) = ((-c).clamp(0, 16), (w - c).clamp(0, 16));
-        (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as __mmask16
-    };
+    let inside = |c: isize| lanes_inside(c, w);
     // Per block of four output vectors, kernel column and vector: the first input column
     // of its window and the lanes of its two halves inside the row (the same every row).
     let blocks = ow.div_ceil(64);
@@ -995,11 +1044,8 @@ fn stacked_3x3(starts: &[usize], step: usize) -> bool {
         && (0..9).all(|t| Some(starts[t]) == (t / 3).checked_mul(step).map(|d| d + starts[t % 3]))
 }
 
-/// Every output row of [`direct_rows_f32_avx512`] for [`stacked_3x3`] taps, in strips of
-/// four vectors of columns: input row after input row, each row's vectors loaded once and
-/// fused into the sums of the three output rows that read it (held in registers and passed
-/// on as the rows advance), the nine weights in registers. Every output sums its taps in
-/// the order of `rows_avx512` (kernel row by kernel row), so the two give the same bits.
+/// Every output row of [`direct_rows_f32_avx512`] for [`stacked_3x3`] taps, by
+/// [`rows_sweep_3x3`].
 ///
 /// # Safety
 /// The CPU must support AVX-512 F; the taps are [`stacked_3x3`], and `pointers` are the
@@ -1010,25 +1056,49 @@ unsafe fn rows_3x3_avx512(
     job: &BandRows<'_>,
     (slab, taps, out, rows): (*const f32, *const f32, *mut f32, usize),
 ) {
-    let (ow, step) = (job.ow, job.step);
-    // SAFETY: there are nine taps (`stacked_3x3`), with as many weights (`pointers`).
-    let w: [__m512; 9] = std::array::from_fn(|t| unsafe { _mm512_set1_ps(*taps.add(t)) });
+    let step = job.step;
     let columns = [job.starts[0], job.starts[1], job.starts[2]];
-    let init = [_mm512_set1_ps(job.init); 4];
+    // SAFETY: input row j at `column` is the window of tap `3 * ky + kx` of an output row
+    // `j - ky` in `0..rows` (`stacked_3x3`; every j in `0..rows + 2` has one), and `o + 16
+    // <= ow`: inside the slab (`pointers` checked every row's windows); nine taps, `rows`
+    // rows of `ow >= 16` outputs (`pointers`).
+    unsafe {
+        rows_sweep_3x3(out, rows, job.ow, job.init, taps, |j, _, o, kx| {
+            _mm512_loadu_ps(slab.wrapping_add(j * step + columns[kx] + o))
+        })
+    };
+}
+
+/// The loop of the stacked 3x3 row kernels, in strips of four vectors of columns: padded
+/// input row after row `j`, its windows (`windows(j, v, o, kx)` for vector `v` of outputs
+/// from `o`) loaded once and fused into the sums of the three output rows that read them
+/// (held in registers and passed on as the rows advance), the nine weights in registers.
+/// Every output sums its taps in kernel-row order, as `rows_avx512` does (same bits).
+///
+/// # Safety
+/// The CPU must support AVX-512 F; `taps` holds nine weights, `out` `rows` rows of `ow >=
+/// 16` outputs, and `windows` may be called for any `j < rows + 2` and output vector.
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+#[inline]
+unsafe fn rows_sweep_3x3(
+    out: *mut f32,
+    rows: usize,
+    ow: usize,
+    init: f32,
+    taps: *const f32,
+    windows: impl Fn(usize, usize, usize, usize) -> __m512,
+) {
+    // SAFETY: there are nine weights (this function's contract).
+    let w: [__m512; 9] = std::array::from_fn(|t| unsafe { _mm512_set1_ps(*taps.add(t)) });
+    let init = [_mm512_set1_ps(init); 4];
     for first in (0..ow.div_ceil(16)).step_by(4) {
         let o: [usize; 4] = std::array::from_fn(|v| ((first + v) * 16).min(ow - 16));
         // The sums of output rows j - 2, j - 1 and j (kernel rows 2, 1 and 0 read input
         // row j); rows outside 0..rows are summed and dropped.
         let mut acc = [init; 3];
         for j in 0..rows + 2 {
-            for (kx, &column) in columns.iter().enumerate() {
-                // SAFETY: input row j at `column` is the window of tap `3 * ky + kx` of
-                // output row `j - ky` for a `ky < 3` with `j - ky` in `0..rows`
-                // (`stacked_3x3`), and `o[v] + 16 <= ow`: inside the slab (`pointers`
-                // checked every row's windows).
-                let xs: [__m512; 4] = std::array::from_fn(|v| unsafe {
-                    _mm512_loadu_ps(slab.add(j * step + column + o[v]))
-                });
+            for kx in 0..3 {
+                let xs: [__m512; 4] = std::array::from_fn(|v| windows(j, first + v, o[v], kx));
                 for (ky, acc_row) in acc.iter_mut().rev().enumerate() {
                     for (a, &xv) in acc_row.iter_mut().zip(&xs) {
                         *a = _mm512_fmadd_ps(w[3 * ky + kx], xv, *a);
@@ -1315,8 +1385,7 @@ pub(crate) unsafe fn plane_weight_3x3_f32_avx512(job: &mut PlaneWeightRows<'_>) 
         .map(|v| {
             std::array::from_fn(|kx| {
                 let c = (16 * v) as isize + kx as isize - pad_left;
-                let (lo, hi) = ((-c).clamp(0, 16), (w - c).clamp(0, 16));
-                (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as __mmask16
+                lanes_inside(c, w)
             })
         })
         .collect();

@@ -2,10 +2,11 @@
 //! is loaded with the lanes outside the image masked to zero (and rows outside it taken as
 //! zeros), so padding needs no copy into a slab.
 //!
-//! - The forward pass of depthwise-style layers (one input channel per output channel)
-//!   with stride 2: each tap's 32 input columns loaded, their even columns picked in
-//!   registers. The slab would split every input row into two column phases first, a pass
-//!   over the whole input (`mobilenet_dw_3x3s2`: 60% of the call).
+//! - The forward pass of depthwise-style layers (one input channel per output channel).
+//!   Stride 1: input row after input row, each window fused into the three output rows
+//!   that read it (the slab copy was 30% of `mobilenet_dw_3x3`). Stride 2: each tap's 32
+//!   input columns loaded, their even columns picked in registers (the slab would split
+//!   every input row into two column phases first, 60% of `mobilenet_dw_3x3s2`).
 //! - The weight gradient with stride 1: each input row's three windows loaded once per 16
 //!   pixels for the output-gradient rows that meet them. The slab copy was a third of
 //!   `bwd_weight_dw_3x3`.
@@ -23,9 +24,11 @@ use crate::kernels::rows::band_rows;
 use crate::threading::for_each_chunk;
 
 /// Output rows of one input plane: `out[r * ow + x] = init + sum over ky, kx of taps[3 * ky
-/// + kx] * plane[(2 * (oy0 + r) + ky - pad_top, 2 * x + kx - pad_left)]`, zero outside the
-/// `h x w` plane.
-pub(crate) struct StridedRows<'a> {
+/// + kx] * plane[(stride * (oy0 + r) + ky - pad_top, stride * x + kx - pad_left)]`, zero
+/// outside the `h x w` plane.
+pub(crate) struct PlaneRows<'a> {
+    /// 1 (then `ow >= 16`) or 2.
+    pub stride: usize,
     pub plane: &'a [f32],
     pub h: usize,
     pub w: usize,
@@ -40,11 +43,12 @@ pub(crate) struct StridedRows<'a> {
     pub out: &'a mut [f32],
 }
 
-impl StridedRows<'_> {
+impl PlaneRows<'_> {
     /// The plane and output pointers and the row count, after checking the bounds the
     /// kernel relies on (panics on a bug): a whole `h x w` plane and whole output rows.
     pub(crate) fn pointers(&mut self) -> (*const f32, *mut f32, usize) {
         assert!(self.plane.len() == self.h * self.w && self.ow > 0);
+        assert!(self.stride == 2 || (self.stride == 1 && self.ow >= 16));
         assert!(self.out.len().is_multiple_of(self.ow));
         (
             self.plane.as_ptr(),
@@ -97,10 +101,10 @@ fn applies<A: Accumulator>(g: &Geometry, stride: usize) -> bool {
         && g.pad_left < 3
 }
 
-/// Whether [`strided_forward`] runs the shape in `A`: stride 2, one input channel per
-/// group.
-pub(crate) fn strided_applies<A: Accumulator>(g: &Geometry) -> bool {
-    applies::<A>(g, 2) && g.cin_per_group() == 1
+/// Whether [`forward`] runs the shape in `A`: one input channel per group, stride 2, or
+/// stride 1 with rows of 16 outputs or more.
+pub(crate) fn forward_applies<A: Accumulator>(g: &Geometry) -> bool {
+    g.cin_per_group() == 1 && (applies::<A>(g, 2) || (applies::<A>(g, 1) && g.ow >= 16))
 }
 
 /// Whether [`add_weight_gradient`] runs the shape in `A`: stride 1.
@@ -142,9 +146,9 @@ pub(crate) fn add_weight_gradient<A: Accumulator>(
     unreachable!("weight_applies admits AVX-512 only {}", job.ow);
 }
 
-/// `out = conv2d(input, weight) + bias` for a shape that [`strided_applies`]: tasks of
+/// `out = conv2d(input, weight) + bias` for a shape that [`forward_applies`]: tasks of
 /// bands of rows of each output plane.
-pub(crate) fn strided_forward<A: Accumulator>(
+pub(crate) fn forward<A: Accumulator>(
     g: &Geometry,
     input: &[A],
     weight: &[A],
@@ -156,7 +160,7 @@ pub(crate) fn strided_forward<A: Accumulator>(
         as_type::<A, f32>(weight),
         super::as_type_mut::<A, f32>(out),
     ) else {
-        unreachable!("strided_applies admits f32 only");
+        unreachable!("forward_applies admits f32 only");
     };
     let bias = bias.map(|b| as_type::<A, f32>(b).expect("f32"));
     let (plane, in_plane) = (g.oh * g.ow, g.h * g.w);
@@ -170,7 +174,8 @@ pub(crate) fn strided_forward<A: Accumulator>(
         let x = &input[(n * g.cin + ci) * in_plane..][..in_plane];
         let taps: &[f32; 9] = weight[co * 9..][..9].try_into().expect("nine taps");
         for_each_chunk(out_plane, band * g.ow, |b, rows| {
-            let mut job = StridedRows {
+            let mut job = PlaneRows {
+                stride: g.stride.h,
                 plane: x,
                 h: g.h,
                 w: g.w,
@@ -183,13 +188,13 @@ pub(crate) fn strided_forward<A: Accumulator>(
                 out: rows,
             };
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: `strided_applies` admitted AVX-512, which `isa()` reports only where
+            // SAFETY: `forward_applies` admitted AVX-512, which `isa()` reports only where
             // the CPU has it; `pointers` checks the job's bounds.
             unsafe {
-                crate::arch::x86_64::strided_depthwise_f32_avx512(&mut job)
+                crate::arch::x86_64::plane_rows_3x3_f32_avx512(&mut job)
             };
             #[cfg(not(target_arch = "x86_64"))]
-            unreachable!("strided_applies admits AVX-512 only {}", job.ow);
+            unreachable!("forward_applies admits AVX-512 only {}", job.ow);
         });
     });
 }

@@ -3,9 +3,9 @@
 //! into `stride` column phases so that every tap reads contiguous pixels; then it computes
 //! four vectors of 16 output pixels at a time, tap after tap (3x3 taps a row apart reuse
 //! each input row for three output rows). The weight gradient reduces against the same
-//! slabs; the stride-1 input gradient is a forward pass on the flipped weight. 3x3
-//! depthwise-style layers with stride 2 on AVX-512 read the input planes with no slab
-//! ([`in_place`]).
+//! slabs; the stride-1 input gradient is a forward pass on the flipped weight. On AVX-512,
+//! 3x3 depthwise-style layers and stride-1 3x3 weight gradients read the input planes
+//! with no slab ([`in_place`]).
 
 #[allow(unsafe_code)] // dispatch to the AMX kernel in `crate::arch::amx`
 pub(crate) mod amx;
@@ -23,7 +23,7 @@ pub(crate) use implicit_gemm::{
     applies as implicit_gemm, forward as implicit_forward, wins as implicit_gemm_wins, PixelTile,
     TILE_PIXELS,
 };
-pub(crate) use in_place::{PlaneWeightRows, StridedRows};
+pub(crate) use in_place::{PlaneRows, PlaneWeightRows};
 pub(crate) use masked::MaskedTile;
 pub(crate) use pointwise::applies as pointwise;
 pub(crate) use subpixel::{backward_input as backward_input_subpixel, wins as subpixel_wins};
@@ -140,8 +140,8 @@ pub(crate) fn forward<A: Accumulator>(
     if plane == 0 || out.is_empty() {
         return;
     }
-    if in_place::strided_applies::<A>(g) {
-        return in_place::strided_forward(g, input, weight, bias, out);
+    if in_place::forward_applies::<A>(g) {
+        return in_place::forward(g, input, weight, bias, out);
     }
     let (cin_g, cout_g) = (g.cin_per_group(), g.cout_per_group());
     let taps = cin_g * g.kh * g.kw;
