@@ -887,14 +887,12 @@ fn lanes_inside(c: isize, w: isize) -> __mmask16 {
 /// The CPU must support AVX-512 F (the job's bounds are checked by `PlaneRows::pointers`).
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
 pub(crate) unsafe fn plane_rows_3x3_f32_avx512(job: &mut PlaneRows<'_>) {
-    let pointers = job.pointers();
     if job.stride == 2 {
-        // SAFETY: AVX-512 F is present (this function's contract); `pointers` are the
-        // job's, checked.
-        unsafe { strided_rows_3x3(job, pointers) };
+        // SAFETY: AVX-512 F is present (this function's contract).
+        unsafe { strided_rows_3x3(job) };
         return;
     }
-    let (plane, out, rows) = pointers;
+    let (plane, out, rows) = job.pointers();
     let (h, w, ow) = (job.h as isize, job.w as isize, job.ow);
     let (pad_left, row0) = (
         job.pad_left as isize,
@@ -933,10 +931,11 @@ pub(crate) unsafe fn plane_rows_3x3_f32_avx512(job: &mut PlaneRows<'_>) {
 /// picked.
 ///
 /// # Safety
-/// The CPU must support AVX-512 F; `pointers` are the job's, checked by
-/// `PlaneRows::pointers`.
+/// The CPU must support AVX-512 F (the job's bounds are checked by `PlaneRows::pointers`).
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
-unsafe fn strided_rows_3x3(job: &PlaneRows<'_>, (plane, out, rows): (*const f32, *mut f32, usize)) {
+#[inline(never)]
+unsafe fn strided_rows_3x3(job: &mut PlaneRows<'_>) {
+    let (plane, out, rows) = job.pointers();
     let (h, w, ow) = (job.h as isize, job.w as isize, job.ow);
     let (pad_top, pad_left) = (job.pad_top as isize, job.pad_left as isize);
     let weights: [__m512; 9] = std::array::from_fn(|t| _mm512_set1_ps(job.taps[t]));
