@@ -273,8 +273,8 @@ pub(super) fn grown<'a>(
 /// sets), each channel's values written in order.
 pub(super) fn write_rows(sums: &[f32], width: usize, outs: &mut [&mut [f32]], rows: &[usize]) {
     let (pixels, channels) = (rows.len() / 16 * 16, outs.len() / 16 * 16);
-    for (i0, at) in (0..pixels).step_by(16).zip(rows.chunks_exact(16)) {
-        for (j0, block) in (0..channels).step_by(16).zip(outs.chunks_exact_mut(16)) {
+    for (j0, block) in (0..channels).step_by(16).zip(outs.chunks_exact_mut(16)) {
+        for (i0, at) in (0..pixels).step_by(16).zip(rows.chunks_exact(16)) {
             let mut runs = block.iter_mut().map(|o| &mut o[i0..][..16]);
             let runs = std::array::from_fn(|_| runs.next().expect("16 channels"));
             transpose16(&sums[j0..], std::array::from_fn(|p| at[p] * width), runs);
