@@ -20,8 +20,6 @@ use super::LANES;
 use crate::element::Accumulator;
 use crate::geometry::Geometry;
 use crate::isa::{isa, Isa};
-use crate::kernels::rows::band_rows;
-use crate::threading::for_each_chunk;
 
 /// Output rows of one input plane: `out[r * ow + x] = init + sum over ky, kx of taps[3 * ky
 /// + kx] * plane[(stride * (oy0 + r) + ky - pad_top, stride * x + kx - pad_left)]`, zero
@@ -147,7 +145,7 @@ pub(crate) fn add_weight_gradient<A: Accumulator>(
 }
 
 /// `out = conv2d(input, weight) + bias` for a shape that [`forward_applies`]: tasks of
-/// bands of rows of each output plane.
+/// bands of rows of each output plane (the caller has returned on an empty output).
 pub(crate) fn forward<A: Accumulator>(
     g: &Geometry,
     input: &[A],
@@ -163,38 +161,28 @@ pub(crate) fn forward<A: Accumulator>(
         unreachable!("forward_applies admits f32 only");
     };
     let bias = bias.map(|b| as_type::<A, f32>(b).expect("f32"));
-    let (plane, in_plane) = (g.oh * g.ow, g.h * g.w);
-    if plane == 0 {
-        return;
-    }
-    let band = band_rows(g.n * g.cout, g.oh);
-    for_each_chunk(out, plane, |p, out_plane| {
-        let (n, co) = (p / g.cout, p % g.cout);
-        let ci = co / g.cout_per_group();
-        let x = &input[(n * g.cin + ci) * in_plane..][..in_plane];
+    super::for_each_band(g, input, out, |co, x, oy0, rows| {
         let taps: &[f32; 9] = weight[co * 9..][..9].try_into().expect("nine taps");
-        for_each_chunk(out_plane, band * g.ow, |b, rows| {
-            let mut job = PlaneRows {
-                stride: g.stride.h,
-                plane: x,
-                h: g.h,
-                w: g.w,
-                pad_top: g.pad_top,
-                pad_left: g.pad_left,
-                oy0: b * band,
-                ow: g.ow,
-                taps,
-                init: bias.map_or(0.0, |b| b[co]),
-                out: rows,
-            };
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `forward_applies` admitted AVX-512, which `isa()` reports only where
-            // the CPU has it; `pointers` checks the job's bounds.
-            unsafe {
-                crate::arch::x86_64::plane_rows_3x3_f32_avx512(&mut job)
-            };
-            #[cfg(not(target_arch = "x86_64"))]
-            unreachable!("forward_applies admits AVX-512 only {}", job.ow);
-        });
+        let mut job = PlaneRows {
+            stride: g.stride.h,
+            plane: x,
+            h: g.h,
+            w: g.w,
+            pad_top: g.pad_top,
+            pad_left: g.pad_left,
+            oy0,
+            ow: g.ow,
+            taps,
+            init: bias.map_or(0.0, |b| b[co]),
+            out: rows,
+        };
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `forward_applies` admitted AVX-512, which `isa()` reports only where the
+        // CPU has it; `pointers` checks the job's bounds.
+        unsafe {
+            crate::arch::x86_64::plane_rows_3x3_f32_avx512(&mut job)
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("forward_applies admits AVX-512 only {}", job.ow);
     });
 }

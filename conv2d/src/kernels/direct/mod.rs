@@ -171,24 +171,39 @@ pub(crate) fn forward<A: Accumulator>(
         return;
     }
     // Otherwise bands of rows of each output plane, each padding the rows it reads.
+    for_each_band(g, input, out, |co, x, oy0, rows| {
+        let Some(slab) = padded_slab(g, x, oy0, rows.len() / g.ow, 0, scratch) else {
+            return;
+        };
+        let mut job = Band {
+            g,
+            slab: &slab,
+            starts: &slab.tap_starts(g),
+            taps: &weight[co * taps..][..taps],
+            init: bias_of(co),
+            out: rows,
+        };
+        run(&mut job);
+    });
+}
+
+/// Tasks of bands of [`band_rows`] rows of each output plane (of `n * cout` in `out`):
+/// `task(co, x, oy0, rows)` with `x` the input planes of the image's group that output
+/// channel `co` belongs to and `rows` the band's outputs from row `oy0`.
+fn for_each_band<A: Send + Sync>(
+    g: &Geometry,
+    input: &[A],
+    out: &mut [A],
+    task: impl Fn(usize, &[A], usize, &mut [A]) + Sync,
+) {
+    let (cin_g, group_len) = (g.cin_per_group(), g.cin_per_group() * g.h * g.w);
     let band = band_rows(g.n * g.cout, g.oh);
-    for_each_chunk(out, plane, |p, out_plane| {
+    for_each_chunk(out, g.oh * g.ow, |p, out_plane| {
         let (n, co) = (p / g.cout, p % g.cout);
-        let ci0 = co / cout_g * cin_g;
-        let x = &input[(n * g.cin + ci0) * g.h * g.w..][..cin_g * g.h * g.w];
+        let ci0 = co / g.cout_per_group() * cin_g;
+        let x = &input[(n * g.cin + ci0) * g.h * g.w..][..group_len];
         for_each_chunk(out_plane, band * g.ow, |b, rows| {
-            let Some(slab) = padded_slab(g, x, b * band, rows.len() / g.ow, 0, scratch) else {
-                return;
-            };
-            let mut job = Band {
-                g,
-                slab: &slab,
-                starts: &slab.tap_starts(g),
-                taps: &weight[co * taps..][..taps],
-                init: bias_of(co),
-                out: rows,
-            };
-            run(&mut job);
+            task(co, x, b * band, rows)
         });
     });
 }
