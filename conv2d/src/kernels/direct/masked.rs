@@ -154,6 +154,11 @@ pub(crate) fn forward<A: Accumulator>(
         .saturating_sub(reach_h)
         .clamp(1, g.oh);
     let finite = AtomicBool::new(true);
+    // Tasks: a tile of CO channels and a run of a band's rows (see `tiled`); the masks of
+    // the longest run serve every run (a vector's masks depend on its place in the run).
+    let tiles = cout_g.div_ceil(CO);
+    let row_chunk = |rows: usize| rows.div_ceil(TASKS.div_ceil(tiles).min(rows));
+    let masks = column_masks(g, row_chunk(band) * g.w, lanes);
     for_each_chunk(out, cout_g * plane, |task, group_out| {
         let (n, group) = (task / g.groups, task % g.groups);
         let x = &input[(n * g.cin + group * cin_g) * g.h * g.w..][..in_len];
@@ -167,10 +172,7 @@ pub(crate) fn forward<A: Accumulator>(
                     (0..g.kh).map(move |ky| ci * slab.plane_len + ky * g.dilation.h * g.w)
                 })
                 .collect();
-            // Tasks: a tile of CO channels and a run of the band's rows (see `tiled`).
-            let tiles = cout_g.div_ceil(CO);
-            let row_chunk = rows.div_ceil(TASKS.div_ceil(tiles).min(rows));
-            let masks = column_masks(g, row_chunk * g.w, lanes);
+            let row_chunk = row_chunk(rows);
             let planes = group_out
                 .chunks_exact_mut(plane)
                 .map(|p| p[oy0 * g.w..][..rows * g.w].chunks_mut(row_chunk * g.w));
