@@ -281,7 +281,7 @@ const SPARE_MAX_LEN: usize = 16 << 20;
 
 /// An empty buffer with room for `len` values: a kept one if this thread has one, else a
 /// new one.
-fn spare_f32(len: usize) -> Result<Vec<f32>> {
+pub(crate) fn spare_f32(len: usize) -> Result<Vec<f32>> {
     let mut buffer = SPARE_F32
         .with_borrow_mut(|spare| {
             let fits = spare.iter().position(|b| b.capacity() >= len);

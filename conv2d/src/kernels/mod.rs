@@ -313,6 +313,30 @@ pub(crate) fn backward_input_bf16<T: Element>(
     }))
 }
 
+/// The `bf16` weight gradient on the CPU's AMX tiles (stride 1, finite input), where
+/// `algorithm` is a tiled one and the tiles apply (see `direct::amx_weight`), overwriting
+/// `grad_w`; `None` (nothing written) elsewhere, as [`forward_bf16`].
+pub(crate) fn backward_weight_bf16<T: Element>(
+    algorithm: Algorithm,
+    g: &Geometry,
+    input: &[T],
+    grad_out: &[T],
+    grad_w: &mut [T],
+) -> Option<Result<()>> {
+    let input = direct::as_type::<T, bf16>(input)?;
+    let grad_out = direct::as_type::<T, bf16>(grad_out)?;
+    let tiled = matches!(algorithm, Algorithm::DirectTiled | Algorithm::ImplicitGemm);
+    if !tiled || grad_out.is_empty() || !direct::amx_weight::applies(g, input) {
+        return None;
+    }
+    let grad_w = direct::as_type_mut::<T, bf16>(grad_w)?;
+    Some(algorithm.install(g, || {
+        let scratch = Scratch::new();
+        direct::amx_weight::backward_weight(g, input, grad_out, grad_w, &scratch);
+        scratch.finish()
+    }))
+}
+
 /// The input gradient by `algorithm`, overwriting every element of `grad_in`; callers pass
 /// the conjugated weight for complex gradients.
 pub(crate) fn backward_input<A: Accumulator>(

@@ -438,6 +438,12 @@ impl Conv2dPlan {
         check_len("input", input.len(), self.input_shape)?;
         check_len("grad_output", grad_output.len(), g.output_shape())?;
         check_len("grad_weight", grad_weight.len(), g.weight_shape())?;
+        if self.border.is_none() {
+            let (a, x, gy, gw) = (self.algorithm, input, grad_output, &mut *grad_weight);
+            if let Some(done) = kernels::backward_weight_bf16(a, g, x, gy, gw) {
+                return done;
+            }
+        }
         let x = self.padded_input(input)?;
         let gy = operand(grad_output)?;
         fill(grad_weight, |gw| {

@@ -26,7 +26,7 @@ use crate::threading::{for_each_chunk, for_each_item};
 
 /// Output channels per task (two tiles of 16) and input channels per reduction step (a
 /// tile row of 64 bytes of `bf16`).
-const CHANNELS: usize = 32;
+pub(super) const CHANNELS: usize = 32;
 /// Tasks an image and group is split into at least, where its rows allow (a constant, not
 /// the thread count, so that the split never depends on it).
 const TASKS: usize = 16;
@@ -90,7 +90,13 @@ pub(crate) fn applies(g: &Geometry) -> bool {
         true => g.cin_per_group() >= 16,
         false => terms >= CHANNELS && terms.saturating_mul(pixels) <= UNROLLED_BUDGET,
     };
-    inputs && g.cout_per_group() >= 16 && fits(g) && isa() == Isa::Avx512 && available()
+    inputs && g.cout_per_group() >= 16 && fits(g) && ready()
+}
+
+/// Whether the tiles run here: a CPU with AMX-BF16 granted to the process, and the AVX-512
+/// level in force.
+pub(super) fn ready() -> bool {
+    isa() == Isa::Avx512 && available()
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -301,10 +307,15 @@ pub(crate) fn forward(
 /// convolution's zero padding would be NaN where the input gradient has no such terms).
 pub(crate) fn flipped(g: &Geometry, weight: &[bf16]) -> Option<Geometry> {
     let flipped = super::flipped_shape(g).filter(applies)?;
-    // Exponent all ones: infinite or NaN (in chunks without early exit, which vectorise).
-    let bits: &[u16] = weight.reinterpret_cast();
+    all_finite(weight).then_some(flipped)
+}
+
+/// Whether no value is infinite or NaN (exponent all ones; in chunks without early exit,
+/// which vectorise).
+pub(super) fn all_finite(values: &[bf16]) -> bool {
+    let bits: &[u16] = values.reinterpret_cast();
     let finite = |c: &[u16]| c.iter().fold(true, |ok, &b| ok & (b & 0x7F80 != 0x7F80));
-    bits.chunks(256).all(finite).then_some(flipped)
+    bits.chunks(256).all(finite)
 }
 
 /// The right operand of [`Layout::Unrolled`], on a grid of `grid` pixels a row: the
@@ -435,16 +446,16 @@ fn padded_weights(
     Some(padded)
 }
 
-/// Runs the AMX kernel on a job.
+/// Runs the AMX kernel on a job, where the tiles are [`ready`].
 #[cfg(target_arch = "x86_64")]
-fn run(job: &mut AmxJob<'_>) {
-    // SAFETY: `applies` checked that the CPU has AMX-BF16 and the process was granted its
-    // tile registers; `forward` builds the job to `AmxJob`'s bounds.
+pub(super) fn run(job: &mut AmxJob<'_>) {
+    // SAFETY: the callers' `applies` checked `ready`: the CPU has AMX-BF16 and the process
+    // was granted its tile registers; `AmxJob::pointers` checks the job's bounds.
     unsafe { crate::arch::amx::bf16_tiles(job) }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn run(_: &mut AmxJob<'_>) {
+pub(super) fn run(_: &mut AmxJob<'_>) {
     unreachable!("applies admits x86-64 CPUs only");
 }
 

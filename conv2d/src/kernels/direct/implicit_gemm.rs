@@ -348,7 +348,7 @@ fn pack_panel(rows: &[f32], taps: usize, panel: &mut [f32]) {
 
 /// `outs[j][p] = values[starts[p] + j]` for 16 rows and columns, on AVX-512 (see
 /// [`applies`]).
-fn transpose16(values: &[f32], starts: [usize; 16], outs: [&mut [f32]; 16]) {
+pub(super) fn transpose16(values: &[f32], starts: [usize; 16], outs: [&mut [f32]; 16]) {
     match isa() {
         // SAFETY: `isa()` returns a level only if the CPU supports it; the kernel checks
         // its bounds.
