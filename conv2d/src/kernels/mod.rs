@@ -62,19 +62,12 @@ impl Scratch {
     /// [`FILL_CHUNK`] elements on, written in chunks by the call's threads (a kernel's
     /// scratch is often as large as its input: filled by the calling thread alone, the
     /// others would wait meanwhile).
-    #[allow(unsafe_code)] // calls `extend_in_chunks`
     pub(crate) fn filled<T: Copy + Send + Sync>(&self, len: usize, value: T) -> Option<Vec<T>> {
         if len < FILL_CHUNK {
             return self.ok(try_filled(len, value));
         }
         let mut v = Vec::new();
-        self.ok(try_reserve(&mut v, len))?;
-        // SAFETY: `fill` writes every element of each chunk.
-        unsafe {
-            extend_in_chunks(&mut v, len, FILL_CHUNK, |_, chunk| {
-                chunk.fill(MaybeUninit::new(value));
-            });
-        };
+        self.ok(extend_filled(&mut v, len, value))?;
         Some(v)
     }
 
@@ -153,6 +146,25 @@ impl Scratch {
     fn finish(self) -> Result<()> {
         self.0.into_inner().map_or(Ok(()), Err)
     }
+}
+
+/// Appends `len` copies of `value` to `v` (an `Allocation` error if it cannot grow), from
+/// [`FILL_CHUNK`] elements on written in chunks by the call's threads (see
+/// [`Scratch::filled`]).
+#[allow(unsafe_code)] // calls `extend_in_chunks`
+pub(crate) fn extend_filled<T: Copy + Send + Sync>(
+    v: &mut Vec<T>,
+    len: usize,
+    value: T,
+) -> Result<()> {
+    try_reserve(v, len)?;
+    // SAFETY: `fill` writes every element of each chunk.
+    unsafe {
+        extend_in_chunks(v, len, FILL_CHUNK, |_, chunk| {
+            chunk.fill(MaybeUninit::new(value));
+        });
+    };
+    Ok(())
 }
 
 /// Bytes of alignment [`Scratch::filled_aligned`] gives.

@@ -23,6 +23,7 @@ use super::{fits, Scratch};
 use crate::element::{narrow_bf16, recycle, spare_f32};
 use crate::error::Result;
 use crate::geometry::{checked_product, Geometry};
+use crate::kernels::extend_filled;
 use crate::threading::{for_each_chunk, for_each_item};
 
 /// Whether the tiles compute this shape's `bf16` weight gradient from `input`: stride 1,
@@ -84,17 +85,28 @@ pub(crate) fn backward_weight(
     ) else {
         return;
     };
-    sums.resize(sums_len, 0.0);
+    if scratch
+        .ok(extend_filled(&mut sums, sums_len, 0.0))
+        .is_none()
+    {
+        return;
+    }
     let zeros = [0f32; CHANNELS * 16];
     for n in 0..g.n {
         for (group, group_sums) in sums.chunks_exact_mut(per_group).enumerate() {
             let x = &input[(n * g.cin + group * cin_g) * g.h * g.w..][..cin_g * g.h * g.w];
             let gy =
                 &grad_out[(n * g.cout + group * cout_g) * g.oh * g.ow..][..cout_g * g.oh * g.ow];
-            let on_grid = zeroed_bits(&mut staging, right_len);
-            let right = zeroed_bits(&mut pairs, right_len);
+            let (Some(on_grid), Some(right)) = (
+                scratch.ok(zeroed_bits(&mut staging, right_len)),
+                scratch.ok(zeroed_bits(&mut pairs, right_len)),
+            ) else {
+                return;
+            };
             pixel_pairs(g, gy.reinterpret_cast(), on_grid, right, row_len, co_pad);
-            let slab = zeroed_bits(&mut staging, slab_len);
+            let Some(slab) = scratch.ok(zeroed_bits(&mut staging, slab_len)) else {
+                return;
+            };
             padded_planes(g, x.reinterpret_cast(), slab, plane_px, row_len);
             let (slab, right) = (&*slab, &*right);
             let tasks = group_sums
@@ -208,11 +220,11 @@ fn pixel_pairs(
 }
 
 /// `len` zeroed `bf16` bit patterns from a 64-byte line (the tiles load whole lines), in
-/// `buffer`.
-fn zeroed_bits(buffer: &mut Vec<f32>, len: usize) -> &mut [u16] {
+/// `buffer` (zeroed by the call's threads).
+fn zeroed_bits(buffer: &mut Vec<f32>, len: usize) -> Result<&mut [u16]> {
     buffer.clear();
-    buffer.resize(len.div_ceil(2) + 16, 0.0);
+    extend_filled(buffer, len.div_ceil(2) + 16, 0.0)?;
     let bits: &mut [u16] = bytemuck::cast_slice_mut(buffer);
     let lead = bits.as_ptr().align_offset(64).min(32);
-    &mut bits[lead..][..len]
+    Ok(&mut bits[lead..][..len])
 }
