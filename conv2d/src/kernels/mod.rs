@@ -167,6 +167,26 @@ pub(crate) fn extend_filled<T: Copy + Send + Sync>(
     Ok(())
 }
 
+/// Appends `map(x)` for every `x` of `values` to `v` (an `Allocation` error if it cannot
+/// grow), from [`FILL_CHUNK`] elements on written in chunks by the call's threads.
+#[allow(unsafe_code)] // calls `extend_in_chunks`
+pub(crate) fn extend_mapped<S: Copy + Sync, T: Send + Sync>(
+    v: &mut Vec<T>,
+    values: &[S],
+    map: impl Fn(S) -> T + Sync,
+) -> Result<()> {
+    try_reserve(v, values.len())?;
+    let write = |c: usize, chunk: &mut [MaybeUninit<T>]| {
+        for (o, &x) in chunk.iter_mut().zip(&values[c * FILL_CHUNK..]) {
+            o.write(map(x));
+        }
+    };
+    // SAFETY: chunk `c` holds at most `FILL_CHUNK` elements from `c * FILL_CHUNK`, all of
+    // them before `values.len()`: the zip writes every one.
+    unsafe { extend_in_chunks(v, values.len(), FILL_CHUNK, write) };
+    Ok(())
+}
+
 /// Bytes of alignment [`Scratch::filled_aligned`] gives.
 const ALIGN: usize = 64;
 
