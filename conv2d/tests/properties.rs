@@ -138,6 +138,65 @@ fn amx_strided_problems() -> impl Strategy<Value = Problem> {
     shaped_problems(4..40, 16..61, 2..20, 2..4)
 }
 
+/// Stride-2 and 3 shapes with 16-48 channels per group, kernels as large as the stride or
+/// larger, dilation 1 and paddings their phases need not crop: on CPUs with AMX, the
+/// `bf16` strided input gradient and transposed convolution in stride phases on the tiles.
+fn amx_phase_problems() -> impl Strategy<Value = Problem> {
+    (shaped_problems(16..49, 16..49, 2..14, 2..4), 0usize..3)
+        .prop_map(|(mut p, k)| {
+            p.dilation = (1, 1);
+            p.k = (p.stride.0 + k % 2, p.stride.1 + k / 2);
+            p.pad = (p.pad.0 % p.k.0.saturating_sub(1).max(1), p.pad.1 % 2);
+            p
+        })
+        .prop_filter("kernel must fit the padded input", |p| {
+            p.h + 2 * p.pad.0 >= p.k.0 && p.w + 2 * p.pad.1 >= p.k.1
+        })
+}
+
+/// `conv_transpose2d(x, w) + b` with `algorithm` forced against the reference (the
+/// problem's `cin_g` the transposed convolution's input channels per group).
+fn transposed_plan_matches_reference<T: Element>(
+    p: &Problem,
+    algorithm: Algorithm,
+) -> Result<(), String> {
+    let mut rng = StdRng::seed_from_u64(p.seed ^ 0x7a);
+    let cin = p.cin_g * p.groups;
+    let (x_shape, w_shape) = ([p.n, cin, p.h, p.w], [cin, p.cout_g, p.k.0, p.k.1]);
+    let x = random_vec::<T>(x_shape.iter().product(), &mut rng);
+    let w = random_vec::<T>(w_shape.iter().product(), &mut rng);
+    let b = random_vec::<T>(p.cout_g * p.groups, &mut rng);
+    let opts = ConvTranspose2dOptions::default()
+        .stride(p.stride)
+        .padding(p.pad)
+        .groups(p.groups);
+    let Ok(plan) = ConvTranspose2dPlan::new(x_shape, w_shape, &opts) else {
+        return Ok(()); // an empty output, rejected as PyTorch does
+    };
+    let [_, _, oh, ow] = plan.output_shape();
+    let y = plan
+        .with_algorithm(algorithm)
+        .forward(&x, &w, p.bias.then_some(&b[..]))
+        .map_err(|e| e.to_string())?;
+    let bt = to_tensor(&[b.len()], &b);
+    let oracle = reference::conv_transpose2d(
+        &to_tensor(&x_shape, &x),
+        &to_tensor(&w_shape, &w),
+        p.bias.then_some(&bt),
+        [p.stride.0, p.stride.1],
+        [p.pad.0, p.pad.1],
+        [1, 1],
+        p.groups,
+        [oh, ow],
+        None,
+    );
+    check_close(
+        &format!("{} transposed", algorithm.name()),
+        &y,
+        &oracle.output,
+    )
+}
+
 /// Random problems with `cin_g` input and `cout_g` output channels per group, maps of
 /// `map` pixels a side and strides in `strides`, kernels up to 3x3, dilations up to 2,
 /// paddings up to 2.
@@ -557,6 +616,13 @@ proptest! {
     #[test]
     fn bf16_strided_tiles_match_reference(p in amx_strided_problems()) {
         every_algorithm_matches_reference::<bf16>(&p).map_err(TestCaseError::fail)?;
+    }
+
+    #[test]
+    fn bf16_phases_match_reference(p in amx_phase_problems()) {
+        every_algorithm_matches_reference::<bf16>(&p).map_err(TestCaseError::fail)?;
+        transposed_plan_matches_reference::<bf16>(&p, Algorithm::DirectTiled)
+            .map_err(TestCaseError::fail)?;
     }
 
     #[test]

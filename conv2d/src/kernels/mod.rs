@@ -320,27 +320,41 @@ pub(crate) fn forward_bf16<T: Element>(
     }))
 }
 
-/// The `bf16` input gradient on the CPU's AMX tiles (a stride-1 convolution's, as the
-/// forward pass of its flipped convolution), where `algorithm` is a tiled one and the tiles
-/// apply, overwriting `grad_in`; `None` (nothing written) elsewhere, as [`forward_bf16`].
+/// The `bf16` input gradient plus `bias` per channel on the CPU's AMX tiles (a stride-1
+/// convolution's as the forward pass of its flipped convolution, a strided one's in stride
+/// phases), where `algorithm` is a tiled one and the tiles apply, overwriting `grad_in`;
+/// `None` (nothing written) elsewhere, as [`forward_bf16`].
 pub(crate) fn backward_input_bf16<T: Element>(
     algorithm: Algorithm,
     g: &Geometry,
     grad_out: &[T],
     weight: &[T],
+    bias: Option<&[T]>,
     grad_in: &mut [T],
 ) -> Option<Result<()>> {
     let grad_out = direct::as_type::<T, bf16>(grad_out)?;
     let weight = direct::as_type::<T, bf16>(weight)?;
+    let bias = bias.map(direct::as_type::<T, bf16>);
     let tiled = matches!(algorithm, Algorithm::DirectTiled | Algorithm::ImplicitGemm);
-    if !tiled || grad_out.is_empty() || weight.is_empty() {
+    if !tiled || grad_out.is_empty() || weight.is_empty() || bias == Some(None) {
         return None;
     }
-    let flipped = direct::amx::flipped(g, weight)?;
+    let bias = bias.flatten();
+    let strided = g.stride.h > 1 || g.stride.w > 1;
+    let flipped = match strided {
+        true if direct::amx_phases::applies(g, weight) => None,
+        true => return None,
+        false => Some(direct::amx::flipped(g, weight)?),
+    };
     let grad_in = direct::as_type_mut::<T, bf16>(grad_in)?;
     Some(algorithm.install(g, || {
         let scratch = Scratch::new();
-        direct::amx::forward(&flipped, grad_out, weight, true, None, grad_in, &scratch);
+        match &flipped {
+            Some(f) => direct::amx::forward(f, grad_out, weight, true, bias, grad_in, &scratch),
+            None => {
+                direct::amx_phases::backward_input(g, grad_out, weight, bias, grad_in, &scratch)
+            }
+        }
         scratch.finish()
     }))
 }

@@ -362,7 +362,7 @@ impl Conv2dPlan {
         check_len("grad_input", grad_input.len(), self.input_shape)?;
         if self.border.is_none() {
             let (a, gy, w) = (self.algorithm, grad_output, weight);
-            if let Some(done) = kernels::backward_input_bf16(a, g, gy, w, grad_input) {
+            if let Some(done) = kernels::backward_input_bf16(a, g, gy, w, None, grad_input) {
                 return done;
             }
         }

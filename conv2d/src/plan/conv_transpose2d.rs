@@ -343,6 +343,11 @@ impl ConvTranspose2dPlan {
         check_len("weight", weight.len(), g.weight_shape())?;
         check_bias(bias.map(<[T]>::len), g.cin, g.weight_shape())?;
         check_len("output", out.len(), self.output_shape())?;
+        if let Some(done) =
+            kernels::backward_input_bf16(self.algorithm, g, input, weight, bias, out)
+        {
+            return done;
+        }
         let x = operand(input)?;
         let w = prepared_weight(weight, false)?;
         let b = bias.map(operand).transpose()?;

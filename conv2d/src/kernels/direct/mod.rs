@@ -9,6 +9,7 @@
 
 #[allow(unsafe_code)] // dispatch to the AMX kernel in `crate::arch::amx`
 pub(crate) mod amx;
+pub(crate) mod amx_phases;
 pub(crate) mod amx_weight;
 mod implicit_gemm;
 mod in_place;

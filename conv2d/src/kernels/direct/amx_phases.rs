@@ -1,0 +1,159 @@
+//! The `bf16` strided input gradient (a strided transposed convolution's forward pass) on
+//! AMX tiles, split into stride phases as [`subpixel`](super::subpixel) splits it: the
+//! input-gradient pixels of phase `(ry, rx)` receive the taps `ky = ry + s * a` (and
+//! likewise across) from output-gradient pixel `q - a`, which is a stride-1 convolution of
+//! the output gradient with those taps flipped. Each phase runs [`amx`](super::amx)'s
+//! forward pass (the bias in its sums, rounded once) into a buffer, then its pixels are
+//! written to their places, every `stride`-th of the input gradient.
+//!
+//! For dilation 1, kernels at least as large as the stride (every phase has a tap) and
+//! paddings whose phase convolutions need no cropping (`q0 <= taps - 1` below).
+
+use half::bf16;
+
+use super::{amx, Scratch};
+use crate::geometry::Geometry;
+use crate::options::Pair;
+use crate::threading::for_each_chunk;
+
+/// One axis of a phase: its first `q` (of input-gradient pixel `s * q + r - pad`), the
+/// pixels it has and its taps (`ky = r + s * a` for `a < taps`).
+#[derive(Clone, Copy)]
+struct PhaseAxis {
+    r: usize,
+    q0: usize,
+    pixels: usize,
+    taps: usize,
+}
+
+impl PhaseAxis {
+    /// Phase `r` of an axis of `size` input-gradient pixels, stride `s`, padding `pad` and
+    /// a kernel of `k` taps; `None` where it has no tap or would need cropping.
+    fn new(r: usize, size: usize, s: usize, pad: usize, k: usize) -> Option<Self> {
+        let taps = k.checked_sub(r)?.div_ceil(s);
+        // Pixel `i` is in phase `r` when `(i + pad) % s == r`, its `q` then `(i + pad) / s`.
+        let first = (r + s - pad % s) % s;
+        let pixels = size.saturating_sub(first).div_ceil(s);
+        let q0 = (first + pad) / s;
+        (taps > 0 && q0 < taps).then_some(PhaseAxis {
+            r,
+            q0,
+            pixels,
+            taps,
+        })
+    }
+}
+
+/// The phases of a strided `g` with their stride-1 convolutions, where every one runs on
+/// the tiles; `None` otherwise (another path computes the input gradient).
+fn phases(g: &Geometry) -> Option<Vec<(PhaseAxis, PhaseAxis, Geometry)>> {
+    let (s, d) = (g.stride, g.dilation);
+    if (s.h == 1 && s.w == 1) || d.h != 1 || d.w != 1 {
+        return None;
+    }
+    let mut out = Vec::new();
+    for ry in 0..s.h {
+        for rx in 0..s.w {
+            let y = PhaseAxis::new(ry, g.h, s.h, g.pad_top, g.kh)?;
+            let x = PhaseAxis::new(rx, g.w, s.w, g.pad_left, g.kw)?;
+            if y.pixels == 0 || x.pixels == 0 {
+                continue;
+            }
+            // Output-gradient channels in, input-gradient channels out; phase pixel `Y`
+            // (`q = q0 + Y`) reads rows `q - a`, tap `j = taps - 1 - a`.
+            let phase = Geometry {
+                n: g.n,
+                cin: g.cout,
+                h: g.oh,
+                w: g.ow,
+                cout: g.cin,
+                kh: y.taps,
+                kw: x.taps,
+                groups: g.groups,
+                stride: Pair { h: 1, w: 1 },
+                dilation: Pair { h: 1, w: 1 },
+                pad_top: y.taps - 1 - y.q0,
+                pad_left: x.taps - 1 - x.q0,
+                oh: y.pixels,
+                ow: x.pixels,
+            };
+            if !amx::applies(&phase) {
+                return None;
+            }
+            out.push((y, x, phase));
+        }
+    }
+    Some(out)
+}
+
+/// Whether the tiles compute the strided input gradient of `g` with `weight`: every phase
+/// runs on them and every weight is finite (a zero-padded read times an infinite weight
+/// would be a NaN that PyTorch's definition does not have).
+pub(crate) fn applies(g: &Geometry, weight: &[bf16]) -> bool {
+    phases(g).is_some() && amx::all_finite(weight)
+}
+
+/// `grad_in = conv2d's input gradient (+ bias per channel)` for a shape that [`applies`],
+/// overwriting `grad_in`.
+pub(crate) fn backward_input(
+    g: &Geometry,
+    grad_out: &[bf16],
+    weight: &[bf16],
+    bias: Option<&[bf16]>,
+    grad_in: &mut [bf16],
+    scratch: &Scratch,
+) {
+    let Some(phases) = phases(g) else {
+        unreachable!("applies checked the phases");
+    };
+    let (cin_g, cout_g, kernel) = (g.cin_per_group(), g.cout_per_group(), g.kh * g.kw);
+    // Each phase's weight `[ci][co of its group][jy][jx]`: tap `ky = r + s * (taps - 1 -
+    // jy)` (and across) of `weight[co][ci][..]`, all phases in one pass over the weight.
+    let taps: Vec<Vec<usize>> = phases
+        .iter()
+        .map(|(y, x, _)| {
+            (0..y.taps)
+                .flat_map(|jy| {
+                    let ky = y.r + g.stride.h * (y.taps - 1 - jy);
+                    (0..x.taps).map(move |jx| ky * g.kw + x.r + g.stride.w * (x.taps - 1 - jx))
+                })
+                .collect()
+        })
+        .collect();
+    let mut weights: Vec<Vec<bf16>> = taps
+        .iter()
+        .map(|t| vec![bf16::ZERO; g.cin * cout_g * t.len()])
+        .collect();
+    for (row, src) in weight.chunks_exact(kernel).enumerate() {
+        // Row `co * cin_g + c` of the weight: output channel `co`, input channel `c` of its
+        // group.
+        let (co, c) = (row / cin_g, row % cin_g);
+        let ci = co / cout_g * cin_g + c;
+        for (w, t) in weights.iter_mut().zip(&taps) {
+            let dst = &mut w[(ci * cout_g + co % cout_g) * t.len()..][..t.len()];
+            for (v, &tap) in dst.iter_mut().zip(t) {
+                *v = src[tap];
+            }
+        }
+    }
+    for ((y, x, phase), w) in phases.into_iter().zip(&weights) {
+        let mut out = vec![bf16::ZERO; g.n * g.cin * y.pixels * x.pixels];
+        amx::forward(&phase, grad_out, w, false, bias, &mut out, scratch);
+        // Phase pixel `(Y, X)` is input-gradient pixel `(s * (q0 + Y) + r - pad, ..)`.
+        let first = |a: PhaseAxis, s: usize, pad: usize| s * a.q0 + a.r - pad;
+        let (y0, x0) = (
+            first(y, g.stride.h, g.pad_top),
+            first(x, g.stride.w, g.pad_left),
+        );
+        let phase_plane = y.pixels * x.pixels;
+        for_each_chunk(grad_in, g.h * g.w, |p, plane| {
+            let rows = out[p * phase_plane..][..phase_plane].chunks_exact(x.pixels);
+            for (row, values) in rows.enumerate() {
+                let dst = &mut plane[(y0 + g.stride.h * row) * g.w + x0..];
+                for (d, &v) in dst.iter_mut().step_by(g.stride.w).zip(values) {
+                    *d = v;
+                }
+            }
+        });
+    }
+}
