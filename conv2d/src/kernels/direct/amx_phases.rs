@@ -120,10 +120,13 @@ pub(crate) fn backward_input(
                 .collect()
         })
         .collect();
-    let mut weights: Vec<Vec<bf16>> = taps
+    let Some(mut weights) = taps
         .iter()
-        .map(|t| vec![bf16::ZERO; g.cin * cout_g * t.len()])
-        .collect();
+        .map(|t| scratch.filled(g.cin * cout_g * t.len(), bf16::ZERO))
+        .collect::<Option<Vec<Vec<bf16>>>>()
+    else {
+        return;
+    };
     for (row, src) in weight.chunks_exact(kernel).enumerate() {
         // Row `co * cin_g + c` of the weight: output channel `co`, input channel `c` of its
         // group.
@@ -137,7 +140,9 @@ pub(crate) fn backward_input(
         }
     }
     for ((y, x, phase), w) in phases.into_iter().zip(&weights) {
-        let mut out = vec![bf16::ZERO; g.n * g.cin * y.pixels * x.pixels];
+        let Some(mut out) = scratch.filled(g.n * g.cin * y.pixels * x.pixels, bf16::ZERO) else {
+            return;
+        };
         amx::forward(&phase, grad_out, w, false, bias, &mut out, scratch);
         // Phase pixel `(Y, X)` is input-gradient pixel `(s * (q0 + Y) + r - pad, ..)`.
         let first = |a: PhaseAxis, s: usize, pad: usize| s * a.q0 + a.r - pad;

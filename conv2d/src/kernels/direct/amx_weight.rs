@@ -122,9 +122,12 @@ pub(crate) fn backward_weight(
                     })
                     .collect();
                 // The first image's sums go straight in, the others' are added.
-                let mut image = match n {
-                    0 => Vec::new(),
-                    _ => vec![0f32; CHANNELS * co_pad],
+                let image = match n {
+                    0 => Some(Vec::new()),
+                    _ => scratch.filled(CHANNELS * co_pad, 0f32),
+                };
+                let Some(mut image) = image else {
+                    return;
                 };
                 run(&mut super::AmxJob {
                     a: slab,
@@ -151,7 +154,9 @@ pub(crate) fn backward_weight(
     let sums_ref = &sums;
     for_each_chunk(grad_w, cout_g * kernel_len, |group, group_w| {
         for_each_chunk(group_w, 16 * kernel_len, |chunk, rows_w| {
-            let mut wide = vec![0f32; rows_w.len()];
+            let Some(mut wide) = scratch.filled(rows_w.len(), 0f32) else {
+                return;
+            };
             let mut outs: Vec<&mut [f32]> = wide.chunks_exact_mut(kernel_len).collect();
             let first = group * per_group + 16 * chunk;
             write_rows(&sums_ref[first..], co_pad, &mut outs, &rows);
