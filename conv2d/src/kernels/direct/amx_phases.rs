@@ -139,26 +139,69 @@ pub(crate) fn backward_input(
             }
         }
     }
+    // Each phase's sums, with its first input-gradient row and column: phase pixel `(Y, X)`
+    // is input-gradient pixel `(s * (q0 + Y) + r - pad, ..)`.
+    let first = |a: PhaseAxis, s: usize, pad: usize| s * a.q0 + a.r - pad;
+    let mut outs = Vec::new();
     for ((y, x, phase), w) in phases.into_iter().zip(&weights) {
         let Some(mut out) = scratch.filled(g.n * g.cin * y.pixels * x.pixels, bf16::ZERO) else {
             return;
         };
         amx::forward(&phase, grad_out, w, false, bias, &mut out, scratch);
-        // Phase pixel `(Y, X)` is input-gradient pixel `(s * (q0 + Y) + r - pad, ..)`.
-        let first = |a: PhaseAxis, s: usize, pad: usize| s * a.q0 + a.r - pad;
-        let (y0, x0) = (
-            first(y, g.stride.h, g.pad_top),
-            first(x, g.stride.w, g.pad_left),
-        );
-        let phase_plane = y.pixels * x.pixels;
-        for_each_chunk(grad_in, g.h * g.w, |p, plane| {
-            let rows = out[p * phase_plane..][..phase_plane].chunks_exact(x.pixels);
-            for (row, values) in rows.enumerate() {
-                let dst = &mut plane[(y0 + g.stride.h * row) * g.w + x0..];
-                for (d, &v) in dst.iter_mut().step_by(g.stride.w).zip(values) {
-                    *d = v;
+        let y0 = first(y, g.stride.h, g.pad_top);
+        outs.push((y, x, y0, first(x, g.stride.w, g.pad_left), out));
+    }
+    // Plane by plane, the rows of each row phase (the phases are row-phase major): with
+    // stride 2 across, both column phases at once, interleaved (vectorised); else each
+    // phase's every `stride`-th value.
+    let s = g.stride;
+    for_each_chunk(grad_in, g.h * g.w, |p, plane| {
+        for row_phases in outs.chunk_by(|a, b| a.0.r == b.0.r) {
+            let (y, y0) = (row_phases[0].0, row_phases[0].2);
+            let rows = |o, x| plane_rows(o, p, y, x);
+            match row_phases {
+                [one, other] if s.w == 2 => {
+                    // Column phases starting at columns 0 and 1.
+                    let (a, b) = if one.3 == 0 {
+                        (one, other)
+                    } else {
+                        (other, one)
+                    };
+                    let pairs = rows(&a.4, a.1).zip(rows(&b.4, b.1)).enumerate();
+                    for (row, (va, vb)) in pairs {
+                        let dst = &mut plane[(y0 + s.h * row) * g.w..][..g.w];
+                        let mut pairs = dst.chunks_exact_mut(2);
+                        for ((d, &a), &b) in pairs.by_ref().zip(va).zip(vb) {
+                            d[0] = a;
+                            d[1] = b;
+                        }
+                        if let ([last], Some(&a)) = (pairs.into_remainder(), va.last()) {
+                            *last = a;
+                        }
+                    }
+                }
+                _ => {
+                    for (_, x, _, x0, out) in row_phases {
+                        for (row, values) in rows(out, *x).enumerate() {
+                            let dst = &mut plane[(y0 + s.h * row) * g.w + x0..];
+                            for (d, &v) in dst.iter_mut().step_by(s.w).zip(values) {
+                                *d = v;
+                            }
+                        }
+                    }
                 }
             }
-        });
-    }
+        }
+    });
+}
+
+/// The rows of plane `p` of a phase's sums `out`.
+fn plane_rows(
+    out: &[bf16],
+    p: usize,
+    y: PhaseAxis,
+    x: PhaseAxis,
+) -> std::slice::ChunksExact<'_, bf16> {
+    let len = y.pixels * x.pixels;
+    out[p * len..][..len].chunks_exact(x.pixels)
 }
