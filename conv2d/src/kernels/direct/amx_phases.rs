@@ -4,7 +4,8 @@
 //! likewise across) from output-gradient pixel `q - a`, which is a stride-1 convolution of
 //! the output gradient with those taps flipped. Each phase runs [`amx`](super::amx)'s
 //! forward pass (the bias in its sums, rounded once) into a buffer, then its pixels are
-//! written to their places, every `stride`-th of the input gradient.
+//! written to their places, every `stride`-th of the input gradient (with stride 2 across,
+//! a row's two column phases at once, interleaved).
 //!
 //! For dilation 1, kernels at least as large as the stride (every phase has a tap) and
 //! paddings whose phase convolutions need no cropping (`q0 <= taps - 1` below).
