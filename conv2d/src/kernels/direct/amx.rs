@@ -131,6 +131,32 @@ enum Layout {
     },
 }
 
+/// A stride-1 layer's input planes zero-padded onto rows of `row_len` pixels: each tap
+/// reads a window of them shifted by its `shifts` entry (taps row by row), for every pixel
+/// of the output grid (the padded rows' pixels, outputs at `y * row_len + x`).
+pub(super) struct PaddedGrid {
+    pub row_len: usize,
+    /// Pixels per padded plane: its rows, then a tile of pixels past the last output and a
+    /// row (the reach of the last pixels' windows; their sums are dropped).
+    pub plane_px: usize,
+    pub shifts: Vec<usize>,
+}
+
+impl PaddedGrid {
+    pub(super) fn new(g: &Geometry) -> Self {
+        let row_len = g.ow + (g.kw - 1) * g.dilation.w;
+        let height = g.oh + (g.kh - 1) * g.dilation.h;
+        let shifts = (0..g.kh)
+            .flat_map(|ky| (0..g.kw).map(move |kx| ky * g.dilation.h * row_len + kx * g.dilation.w))
+            .collect();
+        PaddedGrid {
+            row_len,
+            plane_px: height * row_len + CHANNELS + row_len,
+            shifts,
+        }
+    }
+}
+
 /// Whether a stride-1 `g` takes [`Layout::Unrolled`] rather than [`Layout::Pairs`]: maps of
 /// at most 128 padded pixels per image (`conv2d-bench/sweeps/amx_bf16.json`, one thread:
 /// 1.9-3.6x the packed layout's speed on 7x7 to 11x11 maps, where packing the weights
@@ -156,15 +182,11 @@ pub(crate) fn forward(
     let co_pad = cout_g.next_multiple_of(CHANNELS);
     let bits: &[u16] = weight.reinterpret_cast();
     let stride_1 = g.stride.h == 1 && g.stride.w == 1;
-    // Stride 1's padded rows: each tap reads a window of them shifted by `shift`.
-    let row_len = g.ow + (g.kw - 1) * g.dilation.w;
-    let height = g.oh + (g.kh - 1) * g.dilation.h;
-    // Each padded plane, then a tile of pixels past the last output and a row (the reach of
-    // the last pixels' windows; their sums are dropped).
-    let plane_px = height * row_len + CHANNELS + row_len;
-    let shifts: Vec<usize> = (0..g.kh)
-        .flat_map(|ky| (0..g.kw).map(move |kx| ky * g.dilation.h * row_len + kx * g.dilation.w))
-        .collect();
+    let PaddedGrid {
+        row_len,
+        plane_px,
+        shifts,
+    } = PaddedGrid::new(g);
     let terms = cin_g * shifts.len();
     let layout = if !stride_1 || (!flipped && unrolls(g, row_len)) {
         let terms_pad = terms.next_multiple_of(CHANNELS);

@@ -17,7 +17,7 @@
 
 use half::{bf16, slice::HalfFloatSliceExt};
 
-use super::amx::{all_finite, ready, run, CHANNELS};
+use super::amx::{all_finite, ready, run, PaddedGrid, CHANNELS};
 use super::implicit_gemm::write_rows;
 use super::{fits, Scratch};
 use crate::element::{narrow_bf16, recycle, spare_f32};
@@ -54,15 +54,13 @@ pub(crate) fn backward_weight(
         cout_g.next_multiple_of(CHANNELS),
     );
     let taps = g.kh * g.kw;
-    let row_len = g.ow + (g.kw - 1) * g.dilation.w;
-    let height = g.oh + (g.kh - 1) * g.dilation.h;
-    // The grid's pixels in whole steps, and each padded plane followed by the reach of the
-    // last step's windows.
+    let PaddedGrid {
+        row_len,
+        plane_px,
+        shifts,
+    } = PaddedGrid::new(g);
+    // The grid's pixels in whole steps (each plane holds the last step's windows).
     let grid = (g.oh * row_len).next_multiple_of(CHANNELS);
-    let plane_px = height * row_len + CHANNELS + row_len;
-    let shifts: Vec<usize> = (0..g.kh)
-        .flat_map(|ky| (0..g.kw).map(move |kx| ky * g.dilation.h * row_len + kx * g.dilation.w))
-        .collect();
     // The sums of every group, tap, input channel (a row) and output channel; the
     // buffers are this thread's kept ones (fresh pages cost a fifth of the call).
     let per_group = taps * cin_pad * co_pad;
