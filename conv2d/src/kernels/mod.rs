@@ -340,20 +340,25 @@ pub(crate) fn backward_input_bf16<T: Element>(
         return None;
     }
     let bias = bias.flatten();
-    let strided = g.stride.h > 1 || g.stride.w > 1;
-    let flipped = match strided {
-        true if direct::amx_phases::applies(g, weight) => None,
-        true => return None,
-        false => Some(direct::amx::flipped(g, weight)?),
+    // Stride 1: the flipped convolution's forward pass; strided: stride phases.
+    enum Route {
+        Flipped(Geometry),
+        Phases(Vec<direct::amx_phases::Phase>),
+    }
+    let route = match g.stride.h > 1 || g.stride.w > 1 {
+        true => Route::Phases(direct::amx_phases::tiled_phases(g, weight)?),
+        false => Route::Flipped(direct::amx::flipped(g, weight)?),
     };
     let grad_in = direct::as_type_mut::<T, bf16>(grad_in)?;
     Some(algorithm.install(g, || {
         let scratch = Scratch::new();
-        match &flipped {
-            Some(f) => direct::amx::forward(f, grad_out, weight, true, bias, grad_in, &scratch),
-            None => {
-                direct::amx_phases::backward_input(g, grad_out, weight, bias, grad_in, &scratch)
+        match &route {
+            Route::Flipped(f) => {
+                direct::amx::forward(f, grad_out, weight, true, bias, grad_in, &scratch)
             }
+            Route::Phases(phases) => direct::amx_phases::backward_input(
+                g, phases, grad_out, weight, bias, grad_in, &scratch,
+            ),
         }
         scratch.finish()
     }))

@@ -17,11 +17,12 @@ use crate::geometry::Geometry;
 use crate::options::Pair;
 use crate::threading::for_each_chunk;
 
-/// One axis of a phase: its first `q` (of input-gradient pixel `s * q + r - pad`), the
-/// pixels it has and its taps (`ky = r + s * a` for `a < taps`).
+/// One axis of a phase: its first input-gradient pixel `first` (`s * q0 + r - pad`), the
+/// pixels it has (every `s`-th from there) and its taps (`ky = r + s * a` for `a < taps`).
 #[derive(Clone, Copy)]
 struct PhaseAxis {
     r: usize,
+    first: usize,
     q0: usize,
     pixels: usize,
     taps: usize,
@@ -38,6 +39,7 @@ impl PhaseAxis {
         let q0 = (first + pad) / s;
         (taps > 0 && q0 < taps).then_some(PhaseAxis {
             r,
+            first,
             q0,
             pixels,
             taps,
@@ -45,9 +47,16 @@ impl PhaseAxis {
     }
 }
 
+/// A phase with pixels: its axes and its stride-1 convolution.
+pub(crate) struct Phase {
+    y: PhaseAxis,
+    x: PhaseAxis,
+    conv: Geometry,
+}
+
 /// The phases of a strided `g` with their stride-1 convolutions, where every one runs on
 /// the tiles; `None` otherwise (another path computes the input gradient).
-fn phases(g: &Geometry) -> Option<Vec<(PhaseAxis, PhaseAxis, Geometry)>> {
+fn phases(g: &Geometry) -> Option<Vec<Phase>> {
     let (s, d) = (g.stride, g.dilation);
     if (s.h == 1 && s.w == 1) || d.h != 1 || d.w != 1 {
         return None;
@@ -62,7 +71,7 @@ fn phases(g: &Geometry) -> Option<Vec<(PhaseAxis, PhaseAxis, Geometry)>> {
             }
             // Output-gradient channels in, input-gradient channels out; phase pixel `Y`
             // (`q = q0 + Y`) reads rows `q - a`, tap `j = taps - 1 - a`.
-            let phase = Geometry {
+            let conv = Geometry {
                 n: g.n,
                 cin: g.cout,
                 h: g.oh,
@@ -78,41 +87,40 @@ fn phases(g: &Geometry) -> Option<Vec<(PhaseAxis, PhaseAxis, Geometry)>> {
                 oh: y.pixels,
                 ow: x.pixels,
             };
-            if !amx::applies(&phase) {
+            if !amx::applies(&conv) {
                 return None;
             }
-            out.push((y, x, phase));
+            out.push(Phase { y, x, conv });
         }
     }
     Some(out)
 }
 
-/// Whether the tiles compute the strided input gradient of `g` with `weight`: every phase
-/// runs on them and every weight is finite (a zero-padded read times an infinite weight
-/// would be a NaN that PyTorch's definition does not have).
-pub(crate) fn applies(g: &Geometry, weight: &[bf16]) -> bool {
-    phases(g).is_some() && amx::all_finite(weight)
+/// The phases the tiles compute the strided input gradient of `g` with `weight` in, where
+/// every phase runs on them and every weight is finite (a zero-padded read times an
+/// infinite weight would be a NaN that PyTorch's definition does not have); `None`
+/// otherwise.
+pub(crate) fn tiled_phases(g: &Geometry, weight: &[bf16]) -> Option<Vec<Phase>> {
+    phases(g).filter(|_| amx::all_finite(weight))
 }
 
-/// `grad_in = conv2d's input gradient (+ bias per channel)` for a shape that [`applies`],
+/// `grad_in = conv2d's input gradient (+ bias per channel)` in the [`tiled_phases`] of `g`,
 /// overwriting `grad_in`.
 pub(crate) fn backward_input(
     g: &Geometry,
+    phases: &[Phase],
     grad_out: &[bf16],
     weight: &[bf16],
     bias: Option<&[bf16]>,
     grad_in: &mut [bf16],
     scratch: &Scratch,
 ) {
-    let Some(phases) = phases(g) else {
-        unreachable!("applies checked the phases");
-    };
     let (cin_g, cout_g, kernel) = (g.cin_per_group(), g.cout_per_group(), g.kh * g.kw);
     // Each phase's weight `[ci][co of its group][jy][jx]`: tap `ky = r + s * (taps - 1 -
     // jy)` (and across) of `weight[co][ci][..]`, all phases in one pass over the weight.
     let taps: Vec<Vec<usize>> = phases
         .iter()
-        .map(|(y, x, _)| {
+        .map(|&Phase { y, x, .. }| {
             (0..y.taps)
                 .flat_map(|jy| {
                     let ky = y.r + g.stride.h * (y.taps - 1 - jy);
@@ -140,17 +148,15 @@ pub(crate) fn backward_input(
             }
         }
     }
-    // Each phase's sums, with its first input-gradient row and column: phase pixel `(Y, X)`
-    // is input-gradient pixel `(s * (q0 + Y) + r - pad, ..)`.
-    let first = |a: PhaseAxis, s: usize, pad: usize| s * a.q0 + a.r - pad;
+    // Each phase's sums: phase pixel `(Y, X)` is input-gradient pixel `(y.first + s * Y, ..)`.
     let mut outs = Vec::new();
-    for ((y, x, phase), w) in phases.into_iter().zip(&weights) {
+    for (phase, w) in phases.iter().zip(&weights) {
+        let (y, x) = (phase.y, phase.x);
         let Some(mut out) = scratch.filled(g.n * g.cin * y.pixels * x.pixels, bf16::ZERO) else {
             return;
         };
-        amx::forward(&phase, grad_out, w, false, bias, &mut out, scratch);
-        let y0 = first(y, g.stride.h, g.pad_top);
-        outs.push((y, x, y0, first(x, g.stride.w, g.pad_left), out));
+        amx::forward(&phase.conv, grad_out, w, false, bias, &mut out, scratch);
+        outs.push((y, x, out));
     }
     // Plane by plane, the rows of each row phase (the phases are row-phase major): with
     // stride 2 across, both column phases at once, interleaved (vectorised); else each
@@ -158,19 +164,19 @@ pub(crate) fn backward_input(
     let s = g.stride;
     for_each_chunk(grad_in, g.h * g.w, |p, plane| {
         for row_phases in outs.chunk_by(|a, b| a.0.r == b.0.r) {
-            let (y, y0) = (row_phases[0].0, row_phases[0].2);
+            let y = row_phases[0].0;
             let rows = |o, x| plane_rows(o, p, y, x);
             match row_phases {
                 [one, other] if s.w == 2 => {
                     // Column phases starting at columns 0 and 1.
-                    let (a, b) = if one.3 == 0 {
+                    let (a, b) = if one.1.first == 0 {
                         (one, other)
                     } else {
                         (other, one)
                     };
-                    let pairs = rows(&a.4, a.1).zip(rows(&b.4, b.1)).enumerate();
+                    let pairs = rows(&a.2, a.1).zip(rows(&b.2, b.1)).enumerate();
                     for (row, (va, vb)) in pairs {
-                        let dst = &mut plane[(y0 + s.h * row) * g.w..][..g.w];
+                        let dst = &mut plane[(y.first + s.h * row) * g.w..][..g.w];
                         let mut pairs = dst.chunks_exact_mut(2);
                         for ((d, &a), &b) in pairs.by_ref().zip(va).zip(vb) {
                             d[0] = a;
@@ -182,9 +188,9 @@ pub(crate) fn backward_input(
                     }
                 }
                 _ => {
-                    for (_, x, _, x0, out) in row_phases {
+                    for (_, x, out) in row_phases {
                         for (row, values) in rows(out, *x).enumerate() {
-                            let dst = &mut plane[(y0 + s.h * row) * g.w + x0..];
+                            let dst = &mut plane[(y.first + s.h * row) * g.w + x.first..];
                             for (d, &v) in dst.iter_mut().step_by(s.w).zip(values) {
                                 *d = v;
                             }
