@@ -588,40 +588,23 @@ pub(crate) unsafe fn transpose16_f32_avx512(
     }
 }
 
-/// The direct tile kernel for `f32` and `f64` with AVX2 and FMA: the [`CO`] channels in
-/// sweeps of 3 channels x 4 vectors (12 of the 16 registers); a last run of fewer vectors
-/// takes as many.
+/// The direct tile kernel for `f32` and `f64` with AVX2 and FMA: the whole [`CO`] x 2
+/// vectors of sums in 12 of the 16 registers, two pixel vectors loaded and each channel's
+/// weight broadcast per tap (15 registers: a wider tile spills a sum to the stack, whose
+/// store and reload then chain every tap).
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA (the job's bounds are checked by `Tile::pointers`).
 #[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn direct_tile_avx2<E: TileElement>(job: &mut Tile<'_, E>) {
-    const CH: usize = 3;
-    const _: () = assert!(CO.is_multiple_of(CH));
-    let lanes = E::Ymm::LANES;
-    let len = job.len;
-    let full = len / (4 * lanes) * (4 * lanes);
+    let step = 2 * E::Ymm::LANES;
     let pointers = job.pointers();
     let job = &*job;
-    for q in (0..full).step_by(4 * lanes) {
-        for c0 in (0..CO).step_by(CH) {
-            // SAFETY: AVX2 and FMA are present (this function's contract); `q + 4 * lanes
-            // <= len`, `c0 + 3 <= CO`; `pointers` are the job's, checked.
-            unsafe { tile::<E::Ymm, 4>(job, pointers, q, c0..c0 + CH) };
-        }
-    }
-    for c0 in (0..CO).step_by(CH) {
-        // SAFETY (each arm): as above, with `full + lanes * VECTORS == len` (`len` is a
-        // multiple of 16, hence of `lanes`).
-        match (len - full) / lanes {
-            0 => {}
-            // SAFETY: see above.
-            1 => unsafe { tile::<E::Ymm, 1>(job, pointers, full, c0..c0 + CH) },
-            // SAFETY: see above.
-            2 => unsafe { tile::<E::Ymm, 2>(job, pointers, full, c0..c0 + CH) },
-            // SAFETY: see above.
-            _ => unsafe { tile::<E::Ymm, 3>(job, pointers, full, c0..c0 + CH) },
-        }
+    for q in (0..job.len).step_by(step) {
+        // SAFETY: AVX2 and FMA are present (this function's contract); `q + step <= len`
+        // (`pointers` checked that `len` is a multiple of 16, hence of `step`: 16 `f32` or
+        // 8 `f64`); `pointers` are the job's, checked.
+        unsafe { tile::<E::Ymm, 2>(job, pointers, q, 0..CO) };
     }
 }
 
