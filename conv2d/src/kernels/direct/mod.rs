@@ -807,20 +807,29 @@ fn flipped_weight<A: Accumulator>(
     let mut w = Vec::new();
     scratch.ok(try_reserve(&mut w, weight.len()))?;
     let finite = AtomicBool::new(true);
-    // Every element written once (no zeroing pass first): a chunk per input channel's rows.
+    // Every element written once (no zeroing pass first): a chunk per run of up to 16 input
+    // channels of a group (a power of two dividing `cin_g`), filled output channel by output
+    // channel, so that each weight row's taps of the run are read as one contiguous slice
+    // (reading one input channel's taps across output channels, rows `cin_g * taps` apart,
+    // missed the cache on every row: 11% of a c128 input gradient).
+    let run = 1 << cin_g.trailing_zeros().min(4);
     let rows_len = cout_g * taps;
     for_each_chunk(
         &mut w.spare_capacity_mut()[..weight.len()],
-        rows_len,
-        |row, runs| {
-            let (group, ci_in_group) = (row / cin_g, row % cin_g);
+        run * rows_len,
+        |chunk, rows| {
+            let (group, ci0) = (chunk * run / cin_g, chunk * run % cin_g);
             let mut ok = true;
-            for (i, run) in runs.chunks_exact_mut(taps).enumerate() {
-                let co = group * cout_g + i;
-                let taps_of = &weight[(co * cin_g + ci_in_group) * taps..][..taps];
-                for (d, &v) in run.iter_mut().zip(taps_of.iter().rev()) {
-                    d.write(v);
-                    ok &= v.is_finite();
+            for co in 0..cout_g {
+                let row = &weight[((group * cout_g + co) * cin_g + ci0) * taps..][..run * taps];
+                ok &= row.iter().fold(true, |ok, v| ok & v.is_finite());
+                for (taps_of, dst) in row.chunks_exact(taps).zip(rows.chunks_exact_mut(rows_len)) {
+                    for (d, &v) in dst[co * taps..][..taps]
+                        .iter_mut()
+                        .zip(taps_of.iter().rev())
+                    {
+                        d.write(v);
+                    }
                 }
             }
             if !ok {
@@ -829,8 +838,8 @@ fn flipped_weight<A: Accumulator>(
         },
     );
     // SAFETY: the capacity holds `weight.len()` elements (reserved above), and every one
-    // was written: the chunks (one per input channel of each group, `cout_g * taps` long,
-    // `weight.len() = groups * cin_g * cout_g * taps`) are split into `cout_g` runs of
+    // was written: the chunks (`run` input channels of a group each, `run` dividing `cin_g`
+    // and `weight.len() = groups * cin_g * cout_g * taps`) are `run` rows of `cout_g` runs of
     // `taps`, each run written whole from its weight row (`for_each_chunk` returns once
     // every chunk is done).
     unsafe { w.set_len(weight.len()) };
