@@ -537,54 +537,62 @@ unsafe fn pixel_tile_avx512<const VECTORS: usize>(
     }
 }
 
-/// A 16 x 16 transpose: `outs[j][p] = values[starts[p] + j]` for `p, j < 16`, in
-/// registers: in-lane unpacks and shuffles, then 128-bit lane shuffles.
+/// Transposes in blocks of 16 x 16: `outs[j][p] = values[starts[p] + j]` for `j < 16`
+/// and every `p < starts.len()` (a multiple of 16), each block in registers (in-lane
+/// unpacks and shuffles, then 128-bit lane shuffles); the bounds checked once for all
+/// blocks.
 ///
 /// # Safety
-/// The CPU must support AVX-512 F (the bounds are checked: panics if a row
-/// `starts[p]..starts[p] + 16` is not inside `values` or an output row holds fewer than 16).
+/// The CPU must support AVX-512 F (the bounds are checked: panics if `starts.len()` is not
+/// a multiple of 16, a row `starts[p]..starts[p] + 16` is not inside `values` or an output
+/// row holds fewer than `starts.len()` values).
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
 pub(crate) unsafe fn transpose16_f32_avx512(
     values: &[f32],
-    starts: [usize; 16],
+    starts: &[usize],
     outs: [&mut [f32]; 16],
 ) {
-    assert!(starts.iter().all(|&s| s + 16 <= values.len()) && outs.iter().all(|o| o.len() >= 16));
-    // SAFETY: row `p < 16` reads `values[starts[p]..][..16]`, inside `values` (checked).
-    let r: [__m512; 16] =
-        std::array::from_fn(|p| unsafe { _mm512_loadu_ps(values.as_ptr().add(starts[p])) });
-    // t[2i], t[2i + 1]: elements 0-1 and 2-3 (of each 128-bit lane) of rows 2i, 2i + 1
-    // interleaved.
-    let t: [__m512; 16] = std::array::from_fn(|i| match i % 2 {
-        0 => _mm512_unpacklo_ps(r[i], r[i + 1]),
-        _ => _mm512_unpackhi_ps(r[i - 1], r[i]),
-    });
-    // u[4q + e]: element e (of each lane) of rows 4q..4q + 4.
-    let u: [__m512; 16] = std::array::from_fn(|i| {
-        let (q, e) = (i / 4, i % 4);
-        let (a, b) = (t[4 * q + e / 2], t[4 * q + 2 + e / 2]);
-        match e % 2 {
-            0 => _mm512_shuffle_ps::<0x44>(a, b),
-            _ => _mm512_shuffle_ps::<0xEE>(a, b),
+    assert!(starts.len().is_multiple_of(16));
+    assert!(starts.iter().all(|&s| s + 16 <= values.len()));
+    assert!(outs.iter().all(|o| o.len() >= starts.len()));
+    let outs = outs.map(|o| o.as_mut_ptr());
+    for (p0, block) in (0..starts.len()).step_by(16).zip(starts.chunks_exact(16)) {
+        // SAFETY: row `p < 16` reads `values[block[p]..][..16]`, inside `values` (checked).
+        let r: [__m512; 16] =
+            std::array::from_fn(|p| unsafe { _mm512_loadu_ps(values.as_ptr().add(block[p])) });
+        // t[2i], t[2i + 1]: elements 0-1 and 2-3 (of each 128-bit lane) of rows 2i, 2i + 1
+        // interleaved.
+        let t: [__m512; 16] = std::array::from_fn(|i| match i % 2 {
+            0 => _mm512_unpacklo_ps(r[i], r[i + 1]),
+            _ => _mm512_unpackhi_ps(r[i - 1], r[i]),
+        });
+        // u[4q + e]: element e (of each lane) of rows 4q..4q + 4.
+        let u: [__m512; 16] = std::array::from_fn(|i| {
+            let (q, e) = (i / 4, i % 4);
+            let (a, b) = (t[4 * q + e / 2], t[4 * q + 2 + e / 2]);
+            match e % 2 {
+                0 => _mm512_shuffle_ps::<0x44>(a, b),
+                _ => _mm512_shuffle_ps::<0xEE>(a, b),
+            }
+        });
+        // v[8h + 4o + e]: lanes 0 and 2 (o = 0) or 1 and 3 (o = 1) of quads 2h and 2h + 1.
+        let v: [__m512; 16] = std::array::from_fn(|i| {
+            let (h, o, e) = (i / 8, (i / 4) % 2, i % 4);
+            let (a, b) = (u[8 * h + e], u[8 * h + 4 + e]);
+            match o {
+                0 => _mm512_shuffle_f32x4::<0x88>(a, b),
+                _ => _mm512_shuffle_f32x4::<0xDD>(a, b),
+            }
+        });
+        for (j, out) in outs.iter().enumerate() {
+            let (a, b) = (v[j % 8], v[8 + j % 8]);
+            let column = match j / 8 {
+                0 => _mm512_shuffle_f32x4::<0x88>(a, b),
+                _ => _mm512_shuffle_f32x4::<0xDD>(a, b),
+            };
+            // SAFETY: every output row holds `starts.len() >= p0 + 16` values (checked).
+            unsafe { _mm512_storeu_ps(out.add(p0), column) };
         }
-    });
-    // v[8h + 4o + e]: lanes 0 and 2 (o = 0) or 1 and 3 (o = 1) of quads 2h and 2h + 1.
-    let v: [__m512; 16] = std::array::from_fn(|i| {
-        let (h, o, e) = (i / 8, (i / 4) % 2, i % 4);
-        let (a, b) = (u[8 * h + e], u[8 * h + 4 + e]);
-        match o {
-            0 => _mm512_shuffle_f32x4::<0x88>(a, b),
-            _ => _mm512_shuffle_f32x4::<0xDD>(a, b),
-        }
-    });
-    for (j, out) in outs.into_iter().enumerate() {
-        let (a, b) = (v[j % 8], v[8 + j % 8]);
-        let column = match j / 8 {
-            0 => _mm512_shuffle_f32x4::<0x88>(a, b),
-            _ => _mm512_shuffle_f32x4::<0xDD>(a, b),
-        };
-        // SAFETY: `out` holds 16 or more values (checked).
-        unsafe { _mm512_storeu_ps(out.as_mut_ptr(), column) };
     }
 }
 

@@ -211,13 +211,10 @@ fn pixel_pairs(
         |block, rows| {
             let w0 = block * 16;
             let mut rows = rows.chunks_exact_mut(co_pad);
-            let mut outs: [&mut [f32]; 16] =
+            let outs: [&mut [f32]; 16] =
                 std::array::from_fn(|_| rows.next().expect("16 rows of pairs"));
-            for c0 in (0..co_pad).step_by(16) {
-                let runs = outs.each_mut().map(|o| &mut o[c0..][..16]);
-                let starts = std::array::from_fn(|i| (c0 + i) * words + w0);
-                super::implicit_gemm::transpose16(source, starts, runs);
-            }
+            let starts: Vec<usize> = (0..co_pad).map(|c| c * words + w0).collect();
+            super::implicit_gemm::transpose16(source, &starts, outs);
         },
     );
 }

@@ -275,12 +275,11 @@ pub(super) fn grown<'a>(
 /// sets), each channel's values written in order.
 pub(super) fn write_rows(sums: &[f32], width: usize, outs: &mut [&mut [f32]], rows: &[usize]) {
     let (pixels, channels) = (rows.len() / 16 * 16, outs.len() / 16 * 16);
+    let starts: Vec<usize> = rows[..pixels].iter().map(|&r| r * width).collect();
     for (j0, block) in (0..channels).step_by(16).zip(outs.chunks_exact_mut(16)) {
-        for (i0, at) in (0..pixels).step_by(16).zip(rows.chunks_exact(16)) {
-            let mut runs = block.iter_mut().map(|o| &mut o[i0..][..16]);
-            let runs = std::array::from_fn(|_| runs.next().expect("16 channels"));
-            transpose16(&sums[j0..], std::array::from_fn(|p| at[p] * width), runs);
-        }
+        let mut runs = block.iter_mut().map(|o| &mut o[..pixels]);
+        let runs = std::array::from_fn(|_| runs.next().expect("16 channels"));
+        transpose16(&sums[j0..], &starts, runs);
     }
     let rest = |i0: usize, j0: usize, outs: &mut [&mut [f32]]| {
         for (i0, at) in (i0..rows.len()).step_by(64).zip(rows[i0..].chunks(64)) {
@@ -334,7 +333,8 @@ fn pack_panel(rows: &[f32], taps: usize, panel: &mut [f32]) {
                 let outs = std::array::from_fn(|_| {
                     &mut panel_rows.next().expect("16 panel rows")[j0..j0 + 16]
                 });
-                transpose16(&rows[k0..], std::array::from_fn(|k| k * taps), outs);
+                let starts: [usize; 16] = std::array::from_fn(|k| k * taps);
+                transpose16(&rows[k0..], &starts, outs);
                 continue;
             }
             for (j, row) in rows.chunks_exact(taps).enumerate() {
@@ -346,9 +346,9 @@ fn pack_panel(rows: &[f32], taps: usize, panel: &mut [f32]) {
     }
 }
 
-/// `outs[j][p] = values[starts[p] + j]` for 16 rows and columns, on AVX-512 (see
-/// [`applies`]).
-pub(super) fn transpose16(values: &[f32], starts: [usize; 16], outs: [&mut [f32]; 16]) {
+/// `outs[j][p] = values[starts[p] + j]` for 16 rows `j` and every `p < starts.len()` (a
+/// multiple of 16), on AVX-512 (see [`applies`]).
+pub(super) fn transpose16(values: &[f32], starts: &[usize], outs: [&mut [f32]; 16]) {
     match isa() {
         // SAFETY: `isa()` returns a level only if the CPU supports it; the kernel checks
         // its bounds.
