@@ -267,31 +267,36 @@ pub(super) fn grown<'a>(
 }
 
 /// Pixel-major sums (rows of `width`) into channel rows: `outs[j][i] = sums[rows[i] *
-/// width + j]` for every `i < rows.len()` and channel `j < outs.len()`: blocks of 16
-/// pixels by 16 channels transposed in registers, 16 channels at a time along their rows
-/// (16 write streams: all of a panel's channels at once took twice as long on
-/// `deeplab_dil2_3x3`, whose output is not in cache), what is left 64 values of a channel at
-/// a time (sums rows of many channels at once would alias in L1: planes of 4 KiB share its
-/// sets), each channel's values written in order.
+/// width + j]` for every `i < rows.len()` and channel `j < outs.len()` (see [`transpose`]).
 pub(super) fn write_rows(sums: &[f32], width: usize, outs: &mut [&mut [f32]], rows: &[usize]) {
-    let (pixels, channels) = (rows.len() / 16 * 16, outs.len() / 16 * 16);
-    let starts: Vec<usize> = rows[..pixels].iter().map(|&r| r * width).collect();
-    for (j0, block) in (0..channels).step_by(16).zip(outs.chunks_exact_mut(16)) {
-        let mut runs = block.iter_mut().map(|o| &mut o[..pixels]);
-        let runs = std::array::from_fn(|_| runs.next().expect("16 channels"));
-        transpose16(&sums[j0..], &starts, runs);
+    let starts: Vec<usize> = rows.iter().map(|&r| r * width).collect();
+    transpose(sums, &starts, outs);
+}
+
+/// `outs[j][i] = values[starts[i] + j]` for every `i < starts.len()` and row `j <
+/// outs.len()`: blocks of 16 x 16 transposed in registers (AVX-512), 16 output rows at a
+/// time along their length (16 write streams: all of a panel's channels at once took twice
+/// as long on `deeplab_dil2_3x3`, whose output is not in cache), what is left 64 values of
+/// a row at a time (reading many rows at once would alias in L1: planes of 4 KiB share its
+/// sets), each row's values written in order.
+pub(super) fn transpose(values: &[f32], starts: &[usize], outs: &mut [&mut [f32]]) {
+    let (whole, rows) = (starts.len() / 16 * 16, outs.len() / 16 * 16);
+    for (j0, block) in (0..rows).step_by(16).zip(outs.chunks_exact_mut(16)) {
+        let mut runs = block.iter_mut().map(|o| &mut o[..whole]);
+        let runs = std::array::from_fn(|_| runs.next().expect("16 rows"));
+        transpose16(&values[j0..], &starts[..whole], runs);
     }
     let rest = |i0: usize, j0: usize, outs: &mut [&mut [f32]]| {
-        for (i0, at) in (i0..rows.len()).step_by(64).zip(rows[i0..].chunks(64)) {
+        for (i0, at) in (i0..starts.len()).step_by(64).zip(starts[i0..].chunks(64)) {
             for (j, out) in outs.iter_mut().enumerate() {
-                for (o, &r) in out[i0..][..at.len()].iter_mut().zip(at) {
-                    *o = sums[r * width + j0 + j];
+                for (o, &s) in out[i0..][..at.len()].iter_mut().zip(at) {
+                    *o = values[s + j0 + j];
                 }
             }
         }
     };
-    rest(0, channels, &mut outs[channels..]);
-    rest(pixels, 0, &mut outs[..channels]);
+    rest(0, rows, &mut outs[rows..]);
+    rest(whole, 0, &mut outs[..rows]);
 }
 
 /// The weights as panels: for each group and each [`BLOCK`] of its output channels
@@ -347,14 +352,20 @@ fn pack_panel(rows: &[f32], taps: usize, panel: &mut [f32]) {
 }
 
 /// `outs[j][p] = values[starts[p] + j]` for 16 rows `j` and every `p < starts.len()` (a
-/// multiple of 16), on AVX-512 (see [`applies`]).
+/// multiple of 16): in registers on AVX-512, else value by value.
 pub(super) fn transpose16(values: &[f32], starts: &[usize], outs: [&mut [f32]; 16]) {
     match isa() {
         // SAFETY: `isa()` returns a level only if the CPU supports it; the kernel checks
         // its bounds.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => unsafe { crate::arch::x86_64::transpose16_f32_avx512(values, starts, outs) },
-        _ => unreachable!("applies admits AVX-512 only"),
+        _ => {
+            for (j, out) in outs.into_iter().enumerate() {
+                for (o, &s) in out.iter_mut().zip(starts) {
+                    *o = values[s + j];
+                }
+            }
+        }
     }
 }
 

@@ -10,6 +10,7 @@
 //! count. A non-finite input is left to the other kernels (a zero column times an infinite
 //! input would add NaN).
 
+use super::implicit_gemm::transpose;
 use super::tiled::{as_f32, as_f32_mut, bands};
 use super::tiled_weight::for_each_band;
 use super::Scratch;
@@ -125,11 +126,9 @@ pub(super) fn backward_weight<A: Accumulator>(
             };
             for_each_chunk(&mut gy_t, g.ow * pitch, |r, dst| {
                 let oy = band.oy0 + r;
-                for (co, gy_c) in band.grad_out.chunks_exact(plane).enumerate() {
-                    for (ox, &v) in gy_c[oy * g.ow..][..g.ow].iter().enumerate() {
-                        dst[ox * pitch + co] = v;
-                    }
-                }
+                let starts: Vec<usize> = (0..cout_g).map(|co| co * plane + oy * g.ow).collect();
+                let mut pixels: Vec<&mut [f32]> = dst.chunks_exact_mut(pitch).collect();
+                transpose(band.grad_out, &starts, &mut pixels);
             });
             let mut tasks = Vec::new();
             for (tile, sums_c) in sums_g.chunks_exact_mut(tap_tiles * per_tile).enumerate() {
@@ -165,15 +164,13 @@ pub(super) fn backward_weight<A: Accumulator>(
         // channel tiles in parallel.
         let grad_w_g = &mut grad_w[group * cout_g * taps..][..cout_g * taps];
         let sums_g = &*sums_g;
+        // (A tile's sums run tap after tap, so the channel tile's are a matrix of a row of
+        // `CCO` channels per tap.)
+        let starts: Vec<usize> = (0..taps).map(|t| t * CCO).collect();
         for_each_chunk(grad_w_g, CCO * taps, |c_tile, rows| {
             let sums_c = &sums_g[c_tile * tap_tiles * per_tile..][..tap_tiles * per_tile];
-            for (t0, tile) in (0..taps).step_by(CTAPS).zip(sums_c.chunks_exact(per_tile)) {
-                for (c, row) in rows.chunks_exact_mut(taps).enumerate() {
-                    for (j, w) in row[t0..].iter_mut().take(CTAPS).enumerate() {
-                        *w = tile[j * CCO + c];
-                    }
-                }
-            }
+            let mut rows: Vec<&mut [f32]> = rows.chunks_exact_mut(taps).collect();
+            transpose(sums_c, &starts, &mut rows);
         });
     }
 }
