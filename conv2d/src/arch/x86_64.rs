@@ -456,6 +456,48 @@ unsafe fn masked_tile<R: MaskedRegister, const VECTORS: usize, const CH: usize>(
     finite
 }
 
+/// `partial[c * 16 + l] += sum over t with t % lanes == l of weights[rows[c] + t] *
+/// column[t]` for the [`CO`] channels `c` and the lanes `l` of a register, `f32` or `f64`,
+/// with AVX-512: each channel's partial sums in a register, each column vector loaded once
+/// for all channels (the last masked to the column's length).
+///
+/// # Safety
+/// The CPU must support AVX-512 F and DQ (the bounds are checked: panics if a weight row
+/// `rows[c]..rows[c] + column.len()` is not inside `weights` or `partial` holds fewer than
+/// `16 * CO` values).
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+pub(crate) unsafe fn dot_rows_avx512<E: TileElement>(
+    weights: &[E],
+    rows: &[usize; CO],
+    column: &[E],
+    partial: &mut [E],
+) {
+    let (lanes, len) = (E::Zmm::LANES, column.len());
+    assert!(rows.iter().all(|&r| r + len <= weights.len()) && partial.len() >= 16 * CO);
+    let w = rows.map(|r| weights[r..].as_ptr());
+    // SAFETY: channel `c`'s partial sums are `partial[16 * c..][..lanes]`, inside (checked).
+    let mut acc: [E::Zmm; CO] =
+        std::array::from_fn(|c| unsafe { E::Zmm::load(partial.as_ptr().add(16 * c)) });
+    for t in (0..len).step_by(lanes) {
+        let mask = match len - t >= lanes {
+            true => u16::MAX,
+            false => (1 << (len - t)) - 1,
+        };
+        // SAFETY: the lanes loaded are below `len` (the mask): inside the column and every
+        // weight row (checked above).
+        unsafe {
+            let x = E::Zmm::load_where(column.as_ptr().add(t), mask);
+            for (a, w) in acc.iter_mut().zip(w) {
+                *a = E::Zmm::fmadd_where(E::Zmm::load_where(w.add(t), mask), x, *a, mask);
+            }
+        }
+    }
+    for (c, a) in acc.into_iter().enumerate() {
+        // SAFETY: as for the loads above.
+        unsafe { E::Zmm::store(partial.as_mut_ptr().add(16 * c), a) };
+    }
+}
+
 /// The implicit-GEMM kernel for `f32` with AVX-512: per tile of [`TILE_PIXELS`] pixels,
 /// the pixels x `width / 16` vectors of channel sums in registers (24 of the 32 at full
 /// width), each step's panel row loaded and each pixel's input broadcast; a last tile of

@@ -23,7 +23,7 @@
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::tiled::{as_type, tile_rows, Tile, CO};
+use super::tiled::{as_type, as_type_mut, tile_rows, Tile, CO};
 use super::{block_tasks, Scratch};
 use crate::element::Accumulator;
 use crate::error::try_reserve;
@@ -173,6 +173,9 @@ pub(crate) fn forward<A: Accumulator>(
                 })
                 .collect();
             let row_chunk = row_chunk(rows);
+            let Some(tails) = tail_columns(g, &slab, &tap_rows, rows, row_chunk, scratch) else {
+                return;
+            };
             let planes = group_out
                 .chunks_exact_mut(plane)
                 .map(|p| p[oy0 * g.w..][..rows * g.w].chunks_mut(row_chunk * g.w));
@@ -180,6 +183,7 @@ pub(crate) fn forward<A: Accumulator>(
                 let co0 = group * cout_g + tile * CO;
                 let count = outs.len();
                 let len = outs[0].len();
+                let main = len - tail_len(len, lanes);
                 let (init, weight_rows) = tile_rows(bias, co0, count, taps);
                 // The kernel sums 2, 4 or CO channels: one past the group's last sums into a
                 // spare row, dropped; rows past those are placeholders it does not touch.
@@ -197,18 +201,27 @@ pub(crate) fn forward<A: Accumulator>(
                 });
                 let block_rows = CI_BLOCK * g.kh;
                 let blocks = tap_rows.len().div_ceil(block_rows);
+                let tail = Tail {
+                    columns: &tails[(chunk * TAIL_LANES * taps).min(tails.len())..],
+                    taps,
+                    weight,
+                    weight_rows: &weight_rows[..count],
+                    init: &init[..count],
+                };
+                let mut partial = [[A::ZERO; 16 * CO]; TAIL_LANES];
                 for (b, rows) in tap_rows.chunks(block_rows).enumerate() {
+                    let terms = b * CI_BLOCK * g.kh * g.kw;
                     let all_finite = run(
                         &mut MaskedTile {
                             tile: Tile {
                                 slab: &slab.data[slab.start + chunk * row_chunk * g.w..],
                                 starts: rows,
                                 weights: weight,
-                                rows: weight_rows.map(|r| r + b * CI_BLOCK * g.kh * g.kw),
+                                rows: weight_rows.map(|r| r + terms),
                                 init,
                                 resume: b > 0,
                                 outs: outs.each_mut().map(|o| &mut **o),
-                                len,
+                                len: main,
                             },
                             columns: g.kw,
                             column_step: g.dilation.w,
@@ -217,14 +230,153 @@ pub(crate) fn forward<A: Accumulator>(
                         },
                         b + 1 == blocks,
                     );
+                    // The tail's terms of the block, while its weights are in L1.
+                    tail.add(len - main, terms..terms + rows.len() * g.kw, &mut partial);
                     if !all_finite {
                         finite.store(false, Ordering::Relaxed);
                     }
+                }
+                if !tail.finish(main..len, &partial, &mut outs) {
+                    finite.store(false, Ordering::Relaxed);
                 }
             });
         }
     });
     finite.into_inner()
+}
+
+/// Lanes of a run's last vector up to which [`Tail`] sums its pixels instead of the tile
+/// kernel, which would spend a whole vector of multiply-adds per tap and channel on them:
+/// a 7x7 map is 3 vectors and 1 pixel (a quarter of the tile's work for 2% of the
+/// outputs), a 14x14 map 12 vectors and 4 pixels.
+const TAIL_LANES: usize = 4;
+
+/// The pixels at the end of a run of `len` that [`Tail`] sums: those of a last vector of
+/// [`TAIL_LANES`] or fewer used lanes after a whole one, else none.
+fn tail_len(len: usize, lanes: usize) -> usize {
+    match len % lanes {
+        tail if tail <= TAIL_LANES && len > lanes => tail,
+        _ => 0,
+    }
+}
+
+/// Per run of `row_chunk` rows of a band of `rows` (the last run shorter), [`TAIL_LANES`]
+/// columns of terms for its tail pixels (see [`tail_len`]), the first that many used: each
+/// pixel's terms in the weights' order (input channel, kernel row, kernel column), zero
+/// where a tap reads a padding column. Empty if no run has a tail; `None` if the buffer
+/// cannot be allocated.
+fn tail_columns<A: Accumulator>(
+    g: &Geometry,
+    slab: &UnpaddedSlab<A>,
+    tap_rows: &[usize],
+    rows: usize,
+    row_chunk: usize,
+    scratch: &Scratch,
+) -> Option<Vec<A>> {
+    let lanes = REGISTER_BYTES / std::mem::size_of::<A>();
+    let taps = tap_rows.len() * g.kw;
+    let runs = rows.div_ceil(row_chunk);
+    let run_len = |run: usize| row_chunk.min(rows - run * row_chunk) * g.w;
+    if (0..runs).all(|run| tail_len(run_len(run), lanes) == 0) {
+        return Some(Vec::new());
+    }
+    let mut columns = scratch.filled(runs * TAIL_LANES * taps, A::ZERO)?;
+    for (run, run_columns) in columns.chunks_exact_mut(TAIL_LANES * taps).enumerate() {
+        let len = run_len(run);
+        let slab_run = &slab.data[slab.start + run * row_chunk * g.w..];
+        let pixels = len - tail_len(len, lanes)..len;
+        for (q, column) in pixels.zip(run_columns.chunks_exact_mut(taps)) {
+            for (&row, terms) in tap_rows.iter().zip(column.chunks_exact_mut(g.kw)) {
+                for (kx, term) in terms.iter_mut().enumerate() {
+                    let x = q % g.w + kx * g.dilation.w;
+                    if x >= g.pad_left && x - g.pad_left < g.w {
+                        *term = slab_run[row + kx * g.dilation.w + q];
+                    }
+                }
+            }
+        }
+    }
+    Some(columns)
+}
+
+/// The last pixels of a task's run (see [`tail_len`]), summed one by one: the pixel's
+/// column of terms (see [`tail_columns`]) dotted with every channel's weight row, a block
+/// of terms at a time as the tiles sum them, into a register of partial sums per channel
+/// (lane `l` sums the terms `t` with `t % lanes == l`, in order), whose lanes are added in
+/// order at the end.
+struct Tail<'a, A> {
+    /// A column of `taps` terms per tail pixel (from the run's first).
+    columns: &'a [A],
+    taps: usize,
+    weight: &'a [A],
+    /// Per channel, the start of its weight row.
+    weight_rows: &'a [usize],
+    /// Per channel, the value its sums start from (the bias, or zero).
+    init: &'a [A],
+}
+
+impl<A: Accumulator> Tail<'_, A> {
+    /// Adds terms `terms` of the first `pixels` tail pixels to their partial sums.
+    fn add(&self, pixels: usize, terms: std::ops::Range<usize>, partial: &mut [[A; 16 * CO]]) {
+        let channels = self.weight_rows.len();
+        // Channels past the tile's repeat its last (their sums are dropped).
+        let rows = std::array::from_fn(|c| self.weight_rows[c.min(channels - 1)] + terms.start);
+        for (column, partial) in self
+            .columns
+            .chunks_exact(self.taps)
+            .zip(partial)
+            .take(pixels)
+        {
+            dot_rows(self.weight, &rows, &column[terms.clone()], partial);
+        }
+    }
+
+    /// Writes the sums of run pixels `pixels` into `outs` (a row per channel): `init` plus
+    /// the lanes of their partial sums; whether every one is finite.
+    fn finish(
+        &self,
+        pixels: std::ops::Range<usize>,
+        partial: &[[A; 16 * CO]],
+        outs: &mut [&mut [A]],
+    ) -> bool {
+        let lanes = REGISTER_BYTES / std::mem::size_of::<A>();
+        let mut finite = true;
+        for (q, partial) in pixels.zip(partial) {
+            for ((out, &init), lanes_c) in outs.iter_mut().zip(self.init).zip(partial.chunks(16)) {
+                let sum = lanes_c[..lanes].iter().fold(init, |sum, &v| sum + v);
+                out[q] = sum;
+                finite &= sum.is_finite();
+            }
+        }
+        finite
+    }
+}
+
+/// [`dot_rows_avx512`](crate::arch::x86_64::dot_rows_avx512) for `A` (see [`applies`]).
+fn dot_rows<A: Accumulator>(weights: &[A], rows: &[usize; CO], column: &[A], partial: &mut [A]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use crate::arch::x86_64::dot_rows_avx512;
+        if let (Some(w), Some(c), Some(p)) = (
+            as_type::<A, f32>(weights),
+            as_type::<A, f32>(column),
+            as_type_mut::<A, f32>(partial),
+        ) {
+            // SAFETY: `applies` admitted AVX-512, which `isa()` reports only where the CPU
+            // has it; the kernel checks its bounds.
+            return unsafe { dot_rows_avx512(w, rows, c, p) };
+        }
+        if let (Some(w), Some(c), Some(p)) = (
+            as_type::<A, f64>(weights),
+            as_type::<A, f64>(column),
+            as_type_mut::<A, f64>(partial),
+        ) {
+            // SAFETY: as above.
+            return unsafe { dot_rows_avx512(w, rows, c, p) };
+        }
+    }
+    let _ = (weights, rows, column, partial);
+    unreachable!("applies admits f32 and f64 with AVX-512 only");
 }
 
 /// The input rows output rows `oy0..oy0 + rows` read, of every plane of `x`, with zero rows
