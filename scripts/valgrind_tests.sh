@@ -26,16 +26,33 @@ binaries=$(cargo test -p conv2d --no-run 2>&1 | sed -n 's/^ *Executable tests\/\
 avx512_only="--skip same_padding_tiles_match_reference --skip bf16_tiles_match_reference
     --skip bf16_in_place_tiles_match_reference --skip bf16_strided_tiles_match_reference"
 cd conv2d  # the fixtures are read relative to the crate
+
+# One binary under valgrind; its log shown and a mark left in $failed_dir if it fails.
+check() {
+    local isa=$1 name=$2 path=$3 start
+    start=$(date +%s)
+    if CONV2D_ISA=$isa CONV2D_STRESS_SECONDS=0.5 CONV2D_PROPTEST_CASES=6 valgrind --error-exitcode=101 --quiet \
+        "../$path" --test-threads=2 --quiet $avx512_only >"/tmp/valgrind-$name.log" 2>&1; then
+        echo "valgrind clean: $name, CONV2D_ISA=$isa, $(( $(date +%s) - start )) s"
+    else
+        cat "/tmp/valgrind-$name.log"
+        echo "valgrind: $name failed with CONV2D_ISA=$isa"
+        touch "$failed_dir/$name"
+    fi
+}
+
+# Two binaries at a time: valgrind runs all of a process's threads on one core, and the
+# machine has two (`properties` and `pytorch_fixtures`, most of the stage, then run side by
+# side).
+failed_dir=$(mktemp -d)
 for isa in avx2; do
     while read -r name path; do
         case "$name" in workspace|threads_env) continue ;; esac
-        start=$(date +%s)
-        CONV2D_ISA=$isa CONV2D_STRESS_SECONDS=0.5 CONV2D_PROPTEST_CASES=6 valgrind --error-exitcode=101 --quiet \
-            "../$path" --test-threads=2 --quiet $avx512_only >/tmp/valgrind-$name.log 2>&1 || {
-            cat /tmp/valgrind-$name.log
-            echo "valgrind: $name failed with CONV2D_ISA=$isa"
-            exit 1
-        }
-        echo "valgrind clean: $name, CONV2D_ISA=$isa, $(( $(date +%s) - start )) s"
+        while [ "$(jobs -rp | wc -l)" -ge 2 ]; do wait -n || true; done
+        check "$isa" "$name" "$path" &
     done <<< "$binaries"
 done
+wait
+if [ -n "$(ls -A "$failed_dir")" ]; then
+    exit 1
+fi
