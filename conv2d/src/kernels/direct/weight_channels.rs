@@ -110,6 +110,8 @@ pub(super) fn backward_weight<A: Accumulator>(
     let pitch = co_tiles * CCO;
     let per_tile = CTAPS * CCO;
     let tiles_per_task = tap_tiles.div_ceil(TASKS.div_ceil(co_tiles).min(tap_tiles));
+    // Where each output channel's plane starts in a band's output gradient.
+    let channel_starts: Vec<usize> = (0..cout_g).map(|co| co * plane).collect();
     // Per group: per channel tile, per tap tile, CTAPS x CCO sums.
     let Some(mut sums) = scratch.filled_aligned(g.groups * co_tiles * tap_tiles * per_tile, 0.0f32)
     else {
@@ -125,10 +127,9 @@ pub(super) fn backward_weight<A: Accumulator>(
                 return false;
             };
             for_each_chunk(&mut gy_t, g.ow * pitch, |r, dst| {
-                let oy = band.oy0 + r;
-                let starts: Vec<usize> = (0..cout_g).map(|co| co * plane + oy * g.ow).collect();
+                let row = &band.grad_out[(band.oy0 + r) * g.ow..];
                 let mut pixels: Vec<&mut [f32]> = dst.chunks_exact_mut(pitch).collect();
-                transpose(band.grad_out, &starts, &mut pixels);
+                transpose(row, &channel_starts, &mut pixels);
             });
             let mut tasks = Vec::new();
             for (tile, sums_c) in sums_g.chunks_exact_mut(tap_tiles * per_tile).enumerate() {
