@@ -47,9 +47,10 @@ pub enum Algorithm {
     /// Where those rows would be mostly padding no tap reads (a huge stride, padding or
     /// dilation), [`Algorithm::Im2colGemm`] runs instead.
     Direct,
-    /// The forward pass of a stride-1 convolution with at least 3 output channels per
-    /// group, as register tiles of 6 output channels by 64 pixels over `direct`'s padded
-    /// input rows (each tap a shifted window of them), summed with fused multiply-adds in
+    /// The forward pass of a convolution with at least 3 output channels per group, as
+    /// register tiles of 6 output channels by 64 pixels over a band's input rows,
+    /// zero-padded and split by stride phase of rows and of columns (each tap a shifted
+    /// window of one phase plane, for any stride), summed with fused multiply-adds in
     /// blocks of 16 input channels; a pointwise one (1x1, unpadded, any stride) as a GEMM
     /// of the same tiles over the input planes as they are (strided ones subsampled
     /// first), in blocks of 64 input channels: for `f32`, `f16` and `bf16` (which sum in
@@ -65,7 +66,8 @@ pub enum Algorithm {
     /// more taps, tiles of 64 output channels (vectors, the output gradient transposed) by
     /// 6 taps (broadcast). Every other pass, type, shape or CPU runs what the shape would
     /// be given without it ([`Algorithm::Direct`] or [`Algorithm::Im2colGemm`]). Scratch:
-    /// the group's padded input rows (at most 1 Mi elements per band) and per task a
+    /// the group's padded input rows (at most 64 Ki elements per band forward, 1 Mi for the
+    /// weight gradient, or one output row's worth where that is more) and per task a
     /// 6-channel output block of the band; pointwise, the group's subsampled input planes
     /// when strided (or not whole vectors of 16).
     ///
@@ -144,7 +146,9 @@ impl Algorithm {
     /// than one tap: a sweep of dense and grouped stride-1 shapes (16 to 512 channels, maps
     /// of 7 to 112 pixels, one thread, `--algorithm` in `conv2d-bench`) found it 1.1-5x
     /// faster than `im2col-gemm` with 3x3 kernels, about even (0.97-0.99x) at 7x7 maps of
-    /// 256-512 channels. Pointwise (1x1, unpadded) layers take it when strided or with at
+    /// 256-512 channels; over `conv2d-bench/sweeps/strided.json` (AVX2, 1 and 2 threads,
+    /// 2026-12-02) its phase planes ran the 7x7 stem 1.9x, 3x3 stride-2 layers 0.95-1.4x
+    /// and 2x2 stride-2 ones 0.9-1.1x as fast as `im2col-gemm`. Pointwise (1x1, unpadded) layers take it when strided or with at
     /// most 64 input channels per group: over `conv2d-bench/sweeps/pointwise.json` it beat
     /// `im2col-gemm` 1.2-3.2x on every strided layer and (one thread) 1.15-1.34x on four of
     /// the six stride-1 layers up to 64 channels (0.88-0.93x on the other two), and lost

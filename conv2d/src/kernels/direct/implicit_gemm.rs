@@ -155,9 +155,8 @@ fn forward_f32(
         return;
     };
     let group_panels = cout_g.next_multiple_of(16) * taps;
-    // Bands of output rows as `direct-tiled` takes them, fewer with a stride (whose slab
-    // rows are `stride.h` per output row and `stride.w` times as long).
-    let band = (bands(g).1 / g.stride.h.saturating_mul(g.stride.w)).max(1);
+    // Bands of output rows as `direct-tiled`'s weight gradient takes them.
+    let band = bands(g).1;
     for_each_chunk(out, cout_g * plane, |task, group_out| {
         let (n, group) = (task / g.groups, task % g.groups);
         let x = &input[(n * g.cin + group * cin_g) * g.h * g.w..][..in_len];

@@ -14,6 +14,7 @@ pub(crate) mod amx_weight;
 mod implicit_gemm;
 mod in_place;
 mod masked;
+mod phase_planes;
 mod pointwise;
 mod subpixel;
 mod tiled;
@@ -231,6 +232,14 @@ fn block_tasks<'a, T: 'a>(
     tasks
 }
 
+/// The elements of `planes` slab planes of `plane_len` and `tail` more: `what`, checked
+/// for overflow (`plane_len` saturates, so only a slab that [`fits`] is allocated).
+fn slab_len(planes: usize, plane_len: usize, tail: usize, what: &str) -> crate::Result<usize> {
+    checked_product(&[planes, plane_len], what)?
+        .checked_add(tail)
+        .ok_or(crate::error::ConvError::overflow(what))
+}
+
 /// The input rows output rows `oy0..oy0+rows` read, of every plane of `x`, zero-padded on
 /// every side and split into column phases; `None` if its buffer cannot be allocated.
 fn padded_slab<A: Accumulator>(
@@ -245,12 +254,7 @@ fn padded_slab<A: Accumulator>(
     let (height, width, phase_width, phases) = slab_extents(g, rows);
     let row_len = phase_width * phases;
     let planes = x.len() / (g.h * g.w).max(1);
-    let len = scratch.ok(
-        checked_product(&[planes, height, row_len], "a padded slab").and_then(|len| {
-            len.checked_add(tail)
-                .ok_or(crate::error::ConvError::overflow("a padded slab"))
-        }),
-    )?;
+    let len = scratch.ok(slab_len(planes, height * row_len, tail, "a padded slab"))?;
     // Channels in parallel (a caller with one image and group pads its whole slab here),
     // every element written once: the padding as zeros around each row's copy.
     let plane_len = height * row_len;

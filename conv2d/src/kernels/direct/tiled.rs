@@ -1,21 +1,23 @@
-//! [`Algorithm::DirectTiled`](crate::Algorithm::DirectTiled)'s forward pass: stride 1,
-//! several output channels per group, `f32` sums on AVX2 or AVX-512. A register tile of
-//! [`CO`] output channels by [`V`] vectors of [`LANES`] pixels, the weights broadcast, the
-//! input read as shifted windows of `direct`'s padded slab.
+//! [`Algorithm::DirectTiled`](crate::Algorithm::DirectTiled)'s forward pass: several
+//! output channels per group, `f32` sums on AVX2 or AVX-512. A register tile of [`CO`]
+//! output channels by [`V`] vectors of [`LANES`] pixels, the weights broadcast, the input
+//! read as shifted windows of a band's [`phase_planes`].
 //!
-//! With stride 1 every tap of output pixel `q` (counted row after row in slab rows,
-//! `q = r * row_len + x`) reads slab element `start + q`, so a band of output rows is one
-//! contiguous run of `q`: the tile sweeps it (the `row_len - ow` columns per row that are
-//! not outputs are computed and dropped), then the output rows are copied out. The taps
-//! are swept in blocks of [`CI_BLOCK`] input channels, the sums carried in the output
-//! block between blocks, so that each block's windows and weights stay in L1; every
+//! Every tap of output pixel `q` (counted row after row in phase rows,
+//! `q = r * row_len + x`) reads element `start + q` of the planes, so a band of output rows
+//! is one contiguous run of `q`: the tile sweeps it (the `row_len - ow` columns per row
+//! that are not outputs are computed and dropped), then the output rows are copied out.
+//! The taps are swept in blocks of [`CI_BLOCK`] input channels, the sums carried in the
+//! output block between blocks, so that each block's windows and weights stay in L1; every
 //! output sums its bias, then its taps in order, whatever the thread count. On AVX-512,
 //! shapes whose output rows are as wide as the input's go to [`masked`](super::masked)
-//! first, which computes no padding column.
+//! first, which computes no padding column; pointwise ones go to
+//! [`pointwise`](super::pointwise), which reads the input planes as they are.
 
 use std::any::TypeId;
 
-use super::{block_tasks, masked, padded_slab, pointwise, Scratch, LANES};
+use super::phase_planes::{self, phase_planes};
+use super::{block_tasks, masked, pointwise, Scratch, LANES};
 use crate::element::Accumulator;
 use crate::geometry::Geometry;
 use crate::isa::{isa, Isa};
@@ -32,25 +34,30 @@ pub(crate) const PIXELS: usize = V * LANES;
 const TASKS: usize = 16;
 /// Input channels whose taps one sweep runs through before the next block.
 const CI_BLOCK: usize = 16;
-/// Elements of a band's slab (all input channels of the group): the whole padded image of
-/// most layers (4 MiB of `f32`); larger images go in bands of rows.
+/// Elements of a band's slab (all input channels of the group) in the weight gradient and
+/// `implicit-gemm`: the whole padded image of most layers (4 MiB of `f32`); larger images
+/// go in bands of rows.
 const SLAB_BUDGET: usize = 1024 * 1024;
+/// Elements of a band's [`phase_planes`] in the forward pass: 256 KiB of `f32`, half a Zen 3
+/// core's L2, so that each tile of output channels finds the band there after the first.
+/// `conv2d-bench` over 12 layers of the suite and `sweeps/strided.json` (2026-12-02, Zen 3,
+/// AVX2, alternated rounds) ran 3x3 stride-2 layers of 64-128 channels 1.1-1.5x and 2x2
+/// stride-2 ones 1.2-1.6x as fast as with [`SLAB_BUDGET`], stride-1 layers 0.98-1.10x,
+/// the 7x7 stem 0.97-0.98x; a quarter of this budget ran 0.85x overall (more bands, each
+/// re-padding the rows its kernel reaches).
+const PLANES_BUDGET: usize = 64 * 1024;
 
-/// A stride-1 slab's row length and the output rows per band: as many as keep the band's
-/// slab (every input channel of the group) within [`SLAB_BUDGET`] elements, at least one.
+/// The row length of a band's slab and the output rows per band: as many as keep the
+/// band's slab (every input channel of the group) within [`SLAB_BUDGET`] elements, at
+/// least one.
 pub(crate) fn bands(g: &Geometry) -> (usize, usize) {
-    let row_len = g.ow + (g.kw - 1) * g.dilation.w;
-    let reach_h = (g.kh - 1) * g.dilation.h;
-    let band = (SLAB_BUDGET / (g.cin_per_group() * row_len).max(1))
-        .saturating_sub(reach_h)
-        .clamp(1, g.oh);
-    (row_len, band)
+    phase_planes::bands(g, SLAB_BUDGET)
 }
 
-/// Whether the shape suits the tiled forward pass, whatever the type: stride 1 or
-/// [`pointwise`](super::pointwise), and at least half a tile of output channels per group.
+/// Whether the shape suits the tiled forward pass, whatever the type: at least half a tile
+/// of output channels per group.
 pub(crate) fn suits(g: &Geometry) -> bool {
-    (g.stride.h == 1 && g.stride.w == 1 || pointwise::applies(g)) && g.cout_per_group() >= CO / 2
+    g.cout_per_group() >= CO / 2
 }
 
 /// Whether the tiled kernel computes this shape's forward pass in `A`.
@@ -123,7 +130,7 @@ pub(crate) fn forward<A: Accumulator>(
     let (cin_g, cout_g) = (g.cin_per_group(), g.cout_per_group());
     let taps = cin_g * g.kh * g.kw;
     let in_len = cin_g * g.h * g.w;
-    let (row_len, band) = bands(g);
+    let band = phase_planes::bands(g, PLANES_BUDGET).1;
     // Each (image, group) pads a band of its input once; its tiles of CO output channels
     // then run in parallel over that slab.
     for_each_chunk(out, cout_g * plane, |task, group_out| {
@@ -131,10 +138,10 @@ pub(crate) fn forward<A: Accumulator>(
         let x = &input[(n * g.cin + group * cin_g) * g.h * g.w..][..in_len];
         for oy0 in (0..g.oh).step_by(band) {
             let rows = band.min(g.oh - oy0);
-            let Some(slab) = padded_slab(g, x, oy0, rows, PIXELS, scratch) else {
+            let Some(slab) = phase_planes(g, x, oy0, rows, PIXELS, scratch) else {
                 return;
             };
-            let starts = slab.tap_starts(g);
+            let (starts, row_len) = (&slab.starts, slab.width);
             // Tasks: a tile of CO channels and a run of the band's rows, enough of them to
             // share out even when the channels make few tiles (each output is still summed
             // whole by one task, in the same order).
