@@ -1439,6 +1439,100 @@ pub(crate) unsafe fn plane_weight_3x3_f32_avx512(job: &mut PlaneWeightRows<'_>) 
     unsafe { weight_sweep_3x3(sums, grad_out, rows, ow, windows) };
 }
 
+/// [`plane_weight_3x3_f32_avx512`]'s sums with AVX2 and FMA: kernel row after kernel row,
+/// output row after row, each vector of 8 outputs fused with its three windows, the
+/// vectors alternating between the two halves of each tap's 16 lanes of sums (six vectors
+/// of sums in registers). Every lane takes the terms the AVX-512 kernel gives it in the same
+/// order (output row by row), the windows and output-gradient vectors loaded with the lanes
+/// outside the image or past the row's end zeroed (a lane past the end adds `0 * 0`, which
+/// leaves its zero sum as it is): the same bits.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA (the job's bounds are checked by
+/// `PlaneWeightRows::pointers`).
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn plane_weight_3x3_f32_avx2(job: &mut PlaneWeightRows<'_>) {
+    let (plane, grad_out, sums, rows) = job.pointers();
+    let (h, w, ow) = (job.h as isize, job.w as isize, job.ow);
+    let (pad_top, pad_left) = (job.pad_top as isize, job.pad_left as isize);
+    let mask = |lanes: [bool; 8]| {
+        let m = lanes.map(|inside| -i32::from(inside));
+        _mm256_setr_epi32(m[0], m[1], m[2], m[3], m[4], m[5], m[6], m[7])
+    };
+    // Per vector of 8 outputs that has a lane past the row's end or a window lane outside
+    // the image row: its live lanes and each kernel column's window lanes.
+    let edges: Vec<Option<(__m256i, [__m256i; 3])>> = (0..ow.div_ceil(8))
+        .map(|v| {
+            let live = |l: usize| 8 * v + l < ow;
+            let inside = |l: usize, kx: usize| {
+                live(l) && (0..w).contains(&((8 * v + l + kx) as isize - pad_left))
+            };
+            let interior = (0..8).all(|l| (0..3).all(|kx| inside(l, kx)));
+            (!interior).then(|| {
+                let windows =
+                    std::array::from_fn(|kx| mask(std::array::from_fn(|l| inside(l, kx))));
+                (mask(std::array::from_fn(live)), windows)
+            })
+        })
+        .collect();
+    for ky in 0..3 {
+        let [mut even, mut odd]: [[__m256; 3]; 2] = std::array::from_fn(|half| {
+            std::array::from_fn(|kx| {
+                // SAFETY: taps `3 * ky..3 * ky + 3` have 16 sums each (`pointers`).
+                unsafe { _mm256_loadu_ps((*sums.add(3 * ky + kx)).as_ptr().add(8 * half)) }
+            })
+        });
+        for r in 0..rows {
+            let iy = (r + ky) as isize - pad_top;
+            let inside_rows = (0..h).contains(&iy);
+            let row = plane.wrapping_offset(iy * w - pad_left);
+            let gy = grad_out.wrapping_add(r * ow);
+            // Vector `v` of the row fused into its half's sums `a`.
+            let fuse = |v: usize, a: &mut [__m256; 3]| {
+                let o = 8 * v;
+                // SAFETY: the loads touch only lanes at columns `0..w` of row `iy` (read
+                // only when in `0..h`) and at outputs `0..ow` of output-gradient row
+                // `r < rows`, inside the plane and the output gradient (`pointers`):
+                // masked loads touch no other lane, whole ones load only such lanes.
+                unsafe {
+                    let (y, xs): (__m256, [__m256; 3]) = match &edges[v] {
+                        None => (
+                            _mm256_loadu_ps(gy.add(o)),
+                            std::array::from_fn(|kx| match inside_rows {
+                                true => _mm256_loadu_ps(row.wrapping_add(o + kx)),
+                                false => _mm256_setzero_ps(),
+                            }),
+                        ),
+                        Some((live, windows)) => (
+                            _mm256_maskload_ps(gy.add(o), *live),
+                            std::array::from_fn(|kx| match inside_rows {
+                                true => _mm256_maskload_ps(row.wrapping_add(o + kx), windows[kx]),
+                                false => _mm256_setzero_ps(),
+                            }),
+                        ),
+                    };
+                    for (a, x) in a.iter_mut().zip(xs) {
+                        *a = _mm256_fmadd_ps(x, y, *a);
+                    }
+                }
+            };
+            // Even vectors into lanes 0-7 of the sums, odd ones into lanes 8-15.
+            for v in (0..edges.len()).step_by(2) {
+                fuse(v, &mut even);
+                if v + 1 < edges.len() {
+                    fuse(v + 1, &mut odd);
+                }
+            }
+        }
+        for (half, a) in [even, odd].iter().enumerate() {
+            for (kx, &a) in a.iter().enumerate() {
+                // SAFETY: tap `3 * ky + kx` has 16 sums; this writes half `half` of them.
+                unsafe { _mm256_storeu_ps((*sums.add(3 * ky + kx)).as_mut_ptr().add(8 * half), a) };
+            }
+        }
+    }
+}
+
 /// Taps per tile of [`direct_weight_f32_avx512`]: a 3x3 kernel in one.
 const WEIGHT_TAPS: usize = 9;
 

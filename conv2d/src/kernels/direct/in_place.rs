@@ -1,6 +1,6 @@
-//! `direct`'s 3x3 kernels that read the input planes as they are, on AVX-512: each window
-//! is loaded with the lanes outside the image masked to zero (and rows outside it taken as
-//! zeros), so padding needs no copy into a slab.
+//! `direct`'s 3x3 kernels that read the input planes as they are, on AVX-512 (the weight
+//! gradient also on AVX2): each window is loaded with the lanes outside the image masked to
+//! zero (and rows outside it taken as zeros), so padding needs no copy into a slab.
 //!
 //! - The forward pass of depthwise-style layers (one input channel per output channel).
 //!   Stride 1: input row after input row, each window fused into the three output rows
@@ -88,15 +88,19 @@ impl PlaneWeightRows<'_> {
 }
 
 /// Whether a 3x3 shape with `stride` and dilation 1 and padding narrower than the kernel
-/// runs here in `A` (`f32` on AVX-512).
-fn applies<A: Accumulator>(g: &Geometry, stride: usize) -> bool {
+/// suits these kernels in `A` (`f32`), whatever the CPU.
+fn suits<A: Accumulator>(g: &Geometry, stride: usize) -> bool {
     as_type::<A, f32>(&[]).is_some()
-        && isa() == Isa::Avx512
         && (g.kh, g.kw) == (3, 3)
         && (g.stride.h, g.stride.w) == (stride, stride)
         && (g.dilation.h, g.dilation.w) == (1, 1)
         && g.pad_top < 3
         && g.pad_left < 3
+}
+
+/// Whether a shape that [`suits`] runs here on this CPU: AVX-512.
+fn applies<A: Accumulator>(g: &Geometry, stride: usize) -> bool {
+    isa() == Isa::Avx512 && suits::<A>(g, stride)
 }
 
 /// Whether [`forward`] runs the shape in `A`: one input channel per group, stride 2, or
@@ -105,9 +109,9 @@ pub(crate) fn forward_applies<A: Accumulator>(g: &Geometry) -> bool {
     g.cin_per_group() == 1 && (applies::<A>(g, 2) || (applies::<A>(g, 1) && g.ow >= 16))
 }
 
-/// Whether [`add_weight_gradient`] runs the shape in `A`: stride 1.
+/// Whether [`add_weight_gradient`] runs the shape in `A`: stride 1, on AVX-512 or AVX2.
 pub(crate) fn weight_applies<A: Accumulator>(g: &Geometry) -> bool {
-    applies::<A>(g, 1)
+    matches!(isa(), Isa::Avx2 | Isa::Avx512) && suits::<A>(g, 1)
 }
 
 /// Adds image `x`'s (one input plane) contribution against `grad_out` (the pair's output
@@ -135,13 +139,16 @@ pub(crate) fn add_weight_gradient<A: Accumulator>(
         sums,
     };
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: `weight_applies` admitted AVX-512, which `isa()` reports only where the CPU
-    // has it; `pointers` checks the job's bounds.
-    unsafe {
-        crate::arch::x86_64::plane_weight_3x3_f32_avx512(&mut job)
-    };
+    match isa() {
+        // SAFETY: `isa()` reports a level only where the CPU has it; `pointers` checks the
+        // job's bounds.
+        Isa::Avx512 => unsafe { crate::arch::x86_64::plane_weight_3x3_f32_avx512(&mut job) },
+        // SAFETY: as above.
+        Isa::Avx2 => unsafe { crate::arch::x86_64::plane_weight_3x3_f32_avx2(&mut job) },
+        _ => unreachable!("weight_applies admits AVX2 and AVX-512 only"),
+    }
     #[cfg(not(target_arch = "x86_64"))]
-    unreachable!("weight_applies admits AVX-512 only {}", job.ow);
+    unreachable!("weight_applies admits AVX2 and AVX-512 only {}", job.ow);
 }
 
 /// `out = conv2d(input, weight) + bias` for a shape that [`forward_applies`]: tasks of
