@@ -66,8 +66,8 @@ pub enum Algorithm {
     /// more taps, tiles of 64 output channels (vectors, the output gradient transposed) by
     /// 6 taps (broadcast). Every other pass, type, shape or CPU runs what the shape would
     /// be given without it ([`Algorithm::Direct`] or [`Algorithm::Im2colGemm`]). Scratch:
-    /// the group's padded input rows (at most 64 Ki elements per band forward, 1 Mi for the
-    /// weight gradient, or one output row's worth where that is more) and per task a
+    /// the group's padded input rows (at most 1 Mi elements per band, 64 Ki when strided,
+    /// or one output row's worth where that is more) and per task a
     /// 6-channel output block of the band; pointwise, the group's subsampled input planes
     /// when strided (or not whole vectors of 16).
     ///

@@ -34,18 +34,19 @@ pub(crate) const PIXELS: usize = V * LANES;
 const TASKS: usize = 16;
 /// Input channels whose taps one sweep runs through before the next block.
 const CI_BLOCK: usize = 16;
-/// Elements of a band's slab (all input channels of the group) in the weight gradient and
-/// `implicit-gemm`: the whole padded image of most layers (4 MiB of `f32`); larger images
-/// go in bands of rows.
+/// Elements of a band's slab (all input channels of the group): the whole padded image of
+/// most layers (4 MiB of `f32`); larger images go in bands of rows.
 const SLAB_BUDGET: usize = 1024 * 1024;
-/// Elements of a band's [`phase_planes`] in the forward pass: 256 KiB of `f32`, half a Zen 3
-/// core's L2, so that each tile of output channels finds the band there after the first.
-/// `conv2d-bench` over 12 layers of the suite and `sweeps/strided.json` (2026-12-02, Zen 3,
-/// AVX2, alternated rounds) ran 3x3 stride-2 layers of 64-128 channels 1.1-1.5x and 2x2
-/// stride-2 ones 1.2-1.6x as fast as with [`SLAB_BUDGET`], stride-1 layers 0.98-1.10x,
-/// the 7x7 stem 0.97-0.98x; a quarter of this budget ran 0.85x overall (more bands, each
-/// re-padding the rows its kernel reaches).
-const PLANES_BUDGET: usize = 64 * 1024;
+/// Elements of a band's [`phase_planes`] in a strided forward pass: 256 KiB of `f32`, half
+/// a Zen 3 core's L2, so that each tile of output channels finds the band there after the
+/// first (strided planes hold several input pixels per output pixel). `conv2d-bench` over
+/// 12 layers of the suite and `sweeps/strided.json` (2026-12-02, Zen 3, AVX2, alternated
+/// rounds) ran 3x3 stride-2 layers of 64-128 channels 1.1-1.5x and 2x2 stride-2 ones
+/// 1.2-1.6x as fast as with [`SLAB_BUDGET`], the 7x7 stem 0.97-0.98x; a quarter of this
+/// budget ran 0.85x overall (more bands, each re-padding the rows its kernel reaches).
+/// Stride-1 layers keep [`SLAB_BUDGET`]: 0.92-1.10x with this one, and `deeplab_dil2_3x3`
+/// (256 channels, dilation 2: two output rows a band) 0.71-0.83x.
+const STRIDED_BUDGET: usize = 64 * 1024;
 
 /// The row length of a band's slab and the output rows per band: as many as keep the
 /// band's slab (every input channel of the group) within [`SLAB_BUDGET`] elements, at
@@ -130,7 +131,9 @@ pub(crate) fn forward<A: Accumulator>(
     let (cin_g, cout_g) = (g.cin_per_group(), g.cout_per_group());
     let taps = cin_g * g.kh * g.kw;
     let in_len = cin_g * g.h * g.w;
-    let band = phase_planes::bands(g, PLANES_BUDGET).1;
+    let strided = g.stride.h > 1 || g.stride.w > 1;
+    let budget = if strided { STRIDED_BUDGET } else { SLAB_BUDGET };
+    let band = phase_planes::bands(g, budget).1;
     // Each (image, group) pads a band of its input once; its tiles of CO output channels
     // then run in parallel over that slab.
     for_each_chunk(out, cout_g * plane, |task, group_out| {
