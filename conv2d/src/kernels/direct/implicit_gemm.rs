@@ -155,7 +155,7 @@ fn forward_f32(
         return;
     };
     let group_panels = cout_g.next_multiple_of(16) * taps;
-    // Bands of output rows as `direct-tiled` takes them with stride 1.
+    // Bands of output rows within `direct-tiled`'s 1 Mi slab budget.
     let band = bands(g).1;
     for_each_chunk(out, cout_g * plane, |task, group_out| {
         let (n, group) = (task / g.groups, task % g.groups);

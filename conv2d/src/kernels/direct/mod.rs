@@ -232,10 +232,10 @@ fn block_tasks<'a, T: 'a>(
     tasks
 }
 
-/// The elements of `planes` slab planes of `plane_len` and `tail` more: `what`, checked
-/// for overflow (`plane_len` saturates, so only a slab that [`fits`] is allocated).
-fn slab_len(planes: usize, plane_len: usize, tail: usize, what: &str) -> crate::Result<usize> {
-    checked_product(&[planes, plane_len], what)?
+/// The elements of a slab, the product of `extents` (channels, then the extents of one
+/// channel's planes), and `tail` more: `what`, checked for overflow.
+fn slab_len(extents: &[usize], tail: usize, what: &str) -> crate::Result<usize> {
+    checked_product(extents, what)?
         .checked_add(tail)
         .ok_or(crate::error::ConvError::overflow(what))
 }
@@ -254,7 +254,7 @@ fn padded_slab<A: Accumulator>(
     let (height, width, phase_width, phases) = slab_extents(g, rows);
     let row_len = phase_width * phases;
     let planes = x.len() / (g.h * g.w).max(1);
-    let len = scratch.ok(slab_len(planes, height * row_len, tail, "a padded slab"))?;
+    let len = scratch.ok(slab_len(&[planes, height, row_len], tail, "a padded slab"))?;
     // Channels in parallel (a caller with one image and group pads its whole slab here),
     // every element written once: the padding as zeros around each row's copy.
     let plane_len = height * row_len;

@@ -41,7 +41,7 @@ pub(crate) fn bands(g: &Geometry, budget: usize) -> (usize, usize) {
     let (height, width, row_phases, column_phases) = extents(g, 0);
     let per_row = g
         .cin_per_group()
-        .saturating_mul(row_phases * column_phases)
+        .saturating_mul(row_phases.saturating_mul(column_phases))
         .saturating_mul(width);
     let band = (budget / per_row.max(1))
         .saturating_sub(height)
@@ -63,13 +63,13 @@ pub(crate) fn phase_planes<A: Accumulator>(
     let (height, width, row_phases, column_phases) = extents(g, rows);
     let (sh, sw) = (g.stride.h, g.stride.w);
     let planes = x.len() / (g.h * g.w).max(1);
-    // Saturating as `extents`: a shape too large for memory fails in `slab_len` or the
-    // allocation.
+    let extents = [planes, row_phases, column_phases, height, width];
+    let len = scratch.ok(slab_len(&extents, tail, "the phase planes"))?;
+    // Saturating: with no channel `slab_len` bounds neither, and the tail is one chunk.
     let phase_len = height.saturating_mul(width);
     let plane_len = row_phases
         .saturating_mul(column_phases)
         .saturating_mul(phase_len);
-    let len = scratch.ok(slab_len(planes, plane_len, tail, "the phase planes"))?;
     let zero = std::mem::MaybeUninit::new(A::ZERO);
     // Each input channel by a task: zeros first, then each phase row's input pixels.
     let pad_plane = |c: usize, chunk: &mut [std::mem::MaybeUninit<A>]| {
