@@ -146,14 +146,14 @@ impl Algorithm {
     /// than one tap: a sweep of dense and grouped stride-1 shapes (16 to 512 channels, maps
     /// of 7 to 112 pixels, one thread, `--algorithm` in `conv2d-bench`) found it 1.1-5x
     /// faster than `im2col-gemm` with 3x3 kernels, about even (0.97-0.99x) at 7x7 maps of
-    /// 256-512 channels; over `conv2d-bench/sweeps/strided.json` (AVX2, 1 and 2 threads,
-    /// 2026-12-02) its phase planes ran the 7x7 stem 1.9x, 3x3 stride-2 layers 0.95-1.4x
-    /// and 2x2 stride-2 ones 0.9-1.1x as fast as `im2col-gemm`. Pointwise (1x1, unpadded) layers take it when strided or with at
-    /// most 64 input channels per group: over `conv2d-bench/sweeps/pointwise.json` it beat
-    /// `im2col-gemm` 1.2-3.2x on every strided layer and (one thread) 1.15-1.34x on four of
-    /// the six stride-1 layers up to 64 channels (0.88-0.93x on the other two), and lost
-    /// 0.7-0.9x on stride 1 from 128 channels, where the `gemm` crate reads the input in
-    /// place. Dilated stride-1 layers on maps of 4096 or more pixels (with 128 or more
+    /// 256-512 channels; over `conv2d-bench/sweeps/strided.json` (AVX2, one thread,
+    /// 2026-12-02) its phase planes ran the 7x7 stem 1.5-2.0x, 3x3 stride-2 layers
+    /// 0.93-1.6x and 2x2 stride-2 ones 0.98-1.01x as fast as `im2col-gemm`. Pointwise (1x1,
+    /// unpadded) layers take it when strided or with at most 64 input channels per group:
+    /// over `conv2d-bench/sweeps/pointwise.json` it beat `im2col-gemm` 1.2-3.2x on every
+    /// strided layer and (one thread) 1.15-1.34x on four of the six stride-1 layers up to
+    /// 64 channels (0.88-0.93x on the other two), and lost 0.7-0.9x on stride 1 from 128
+    /// channels, where the `gemm` crate reads the input in place. Dilated stride-1 layers on maps of 4096 or more pixels (with 128 or more
     /// input channels per group; 256 or more, and 144 pixels, where `direct-tiled`'s masked
     /// tiles do not apply), and strided layers with 2048 or more output pixels, take
     /// `implicit-gemm` (32 or more output channels per group; see its sweeps in the README).
