@@ -958,83 +958,128 @@ pub(crate) unsafe fn plane_rows_3x3_f32_avx512(job: &mut PlaneRows<'_>) {
     unsafe { rows_sweep_3x3(out, rows, ow, job.init, job.taps.as_ptr(), windows) };
 }
 
-/// The stride-2 kernel of [`plane_rows_3x3_f32_avx512`]: per output row, four vectors of
-/// 16 sums at a time, tap after tap; each tap's 32 input columns loaded with the lanes
-/// outside the image masked to zero (a row outside it is all zeros), its even columns
-/// picked.
+/// The stride-2 kernel of [`plane_rows_3x3_f32_avx512`]: [`strided_strip_3x3`] over
+/// strips of two vectors of 16 outputs (a last one of one). Strips of four ran 8% slower
+/// on `mobilenet_dw_3x3s2` (Zen 5: their 16 load masks do not fit the mask registers),
+/// and a strip wider than the row computes vectors it drops.
 ///
 /// # Safety
 /// The CPU must support AVX-512 F (the job's bounds are checked by `PlaneRows::pointers`).
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
 #[inline(never)]
 unsafe fn strided_rows_3x3(job: &mut PlaneRows<'_>) {
-    let (plane, out, rows) = job.pointers();
-    let (h, w, ow) = (job.h as isize, job.w as isize, job.ow);
-    let (pad_top, pad_left) = (job.pad_top as isize, job.pad_left as isize);
-    let weights: [__m512; 9] = std::array::from_fn(|t| _mm512_set1_ps(job.taps[t]));
-    let evens = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
-    let inside = |c: isize| lanes_inside(c, w);
-    // Per block of four output vectors, kernel column and vector: the first input column
-    // of its window and the lanes of its two halves inside the row (the same every row).
-    let blocks = ow.div_ceil(64);
-    let windows: Vec<[[(isize, __mmask16, __mmask16); 4]; 3]> = (0..blocks)
-        .map(|b| {
-            std::array::from_fn(|kx| {
-                std::array::from_fn(|v| {
-                    let c = 2 * (64 * b + 16 * v) as isize + kx as isize - pad_left;
-                    (c, inside(c), inside(c + 16))
-                })
-            })
-        })
-        .collect();
-    let stores: Vec<[__mmask16; 4]> = (0..blocks)
-        .map(|b| {
-            std::array::from_fn(|v| {
-                let lanes = ow.saturating_sub(64 * b + 16 * v).min(16);
-                ((1u32 << lanes) - 1) as __mmask16
-            })
-        })
-        .collect();
-    for r in 0..rows {
-        let oy = (job.oy0 + r) as isize;
-        for (b, (block, store)) in windows.iter().zip(&stores).enumerate() {
-            let mut acc = [_mm512_set1_ps(job.init); 4];
-            for ky in 0..3 {
-                let iy = 2 * oy + ky as isize - pad_top;
-                let taps = &weights[3 * ky..3 * ky + 3];
-                if !(0..h).contains(&iy) {
-                    for &wt in taps {
-                        for a in &mut acc {
-                            *a = _mm512_fmadd_ps(wt, _mm512_setzero_ps(), *a);
-                        }
-                    }
-                    continue;
-                }
-                let row = plane.wrapping_offset(iy * w);
-                for (&wt, windows) in taps.iter().zip(block) {
-                    for (a, &(c, low, high)) in acc.iter_mut().zip(windows) {
-                        let at = row.wrapping_offset(c);
-                        // SAFETY: only lanes at columns in `0..w` of row `iy` (in `0..h`)
-                        // are read (masked loads touch no other lane): inside the plane,
-                        // which holds `h * w` values (`pointers` checked).
-                        let x = unsafe {
-                            _mm512_permutex2var_ps(
-                                _mm512_maskz_loadu_ps(low, at),
-                                evens,
-                                _mm512_maskz_loadu_ps(high, at.wrapping_add(16)),
-                            )
-                        };
-                        *a = _mm512_fmadd_ps(wt, x, *a);
-                    }
-                }
-            }
-            for (v, (a, &mask)) in acc.iter().zip(store).enumerate() {
-                let o = (64 * b + 16 * v).min(ow);
-                // SAFETY: the lanes of `mask` are outputs `o..` of row `r < rows` before
-                // `ow`, which the output holds (`pointers` checked).
-                unsafe { _mm512_mask_storeu_ps(out.add(r * ow + o), mask, *a) };
+    let pointers = job.pointers();
+    let vectors = job.ow.div_ceil(16);
+    for first in (0..vectors).step_by(2) {
+        // SAFETY: AVX-512 F is present (this function's contract); `pointers` are the
+        // job's, checked.
+        unsafe {
+            if vectors - first == 1 {
+                strided_strip_3x3::<1>(job, pointers, first)
+            } else {
+                strided_strip_3x3::<2>(job, pointers, first)
             }
         }
+    }
+}
+
+/// `VECTORS` vectors of 16 outputs from vector `first` of every output row of
+/// [`strided_rows_3x3`]: input row after input row, each row's three windows per vector
+/// (32 input columns loaded with the lanes outside the image masked to zero, a row outside
+/// it all zeros, their even or odd columns picked) fused into the sums of the one or two
+/// output rows that read it (an even row: kernel row 2 of one output row and kernel row 0
+/// of the next), so that output rows share the rows between them. Every output sums its
+/// taps in kernel-row order, as the padded slab does (same bits); a last partial vector
+/// stores only its own lanes.
+///
+/// # Safety
+/// The CPU must support AVX-512 F; `pointers` are the job's, checked by
+/// `PlaneRows::pointers`.
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+#[inline]
+unsafe fn strided_strip_3x3<const VECTORS: usize>(
+    job: &PlaneRows<'_>,
+    (plane, out, rows): (*const f32, *mut f32, usize),
+    first: usize,
+) {
+    let (h, w, ow) = (job.h as isize, job.w as isize, job.ow);
+    let weights: [__m512; 9] = std::array::from_fn(|t| _mm512_set1_ps(job.taps[t]));
+    let init = _mm512_set1_ps(job.init);
+    let evens = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    let odds = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+    // Input row `j` of the sweep is image row `row0 + j`; output row `r` reads rows `2 * r
+    // + ky`.
+    let row0 = 2 * job.oy0 as isize - job.pad_top as isize;
+    let inside = |c: isize| lanes_inside(c, w);
+    // Per vector: its first output, the lanes it stores, the first input column of
+    // kernel columns 0 and 1 (32 columns from `c`) and of column 2 (from `c + 2`), and
+    // the lanes of those four halves inside the row (the same every row).
+    let vectors: [(usize, __mmask16, isize, [__mmask16; 4]); VECTORS] = std::array::from_fn(|v| {
+        let o = 16 * (first + v);
+        let lanes = ow.saturating_sub(o).min(16);
+        let c = 2 * o as isize - job.pad_left as isize;
+        let masks = [inside(c), inside(c + 16), inside(c + 2), inside(c + 18)];
+        (o.min(ow), ((1u32 << lanes) - 1) as __mmask16, c, masks)
+    });
+    // The three windows (kernel columns 0, 1, 2) of vector `v` in input row `j`.
+    let windows = |j: usize, v: usize| -> [__m512; 3] {
+        let iy = row0 + j as isize;
+        if !(0..h).contains(&iy) {
+            return [_mm512_setzero_ps(); 3];
+        }
+        let (_, _, c, m) = vectors[v];
+        let at = plane.wrapping_offset(iy * w + c);
+        // SAFETY: only lanes at columns in `0..w` of row `iy` (in `0..h`) are read
+        // (masked loads touch no other lane): inside the plane, which holds `h * w`
+        // values (`pointers` checked).
+        unsafe {
+            let (lo, hi) = (
+                _mm512_maskz_loadu_ps(m[0], at),
+                _mm512_maskz_loadu_ps(m[1], at.wrapping_add(16)),
+            );
+            let (lo2, hi2) = (
+                _mm512_maskz_loadu_ps(m[2], at.wrapping_add(2)),
+                _mm512_maskz_loadu_ps(m[3], at.wrapping_add(18)),
+            );
+            [
+                _mm512_permutex2var_ps(lo, evens, hi),
+                _mm512_permutex2var_ps(lo, odds, hi),
+                _mm512_permutex2var_ps(lo2, evens, hi2),
+            ]
+        }
+    };
+    // `done`: output row `m - 1`, which still lacks kernel row 2 (input row `2 * m`);
+    // `next`: output row `m`.
+    let mut done = [init; VECTORS];
+    for m in 0..=rows {
+        let j = 2 * m;
+        // Kernel row 2 of output row `m - 1` and row 0 of output row `m` both read
+        // input row `j`: its windows are loaded once for both.
+        let mut next = [init; VECTORS];
+        for v in 0..VECTORS {
+            let xs = windows(j, v);
+            for (kx, &x) in xs.iter().enumerate() {
+                done[v] = _mm512_fmadd_ps(weights[6 + kx], x, done[v]);
+                next[v] = _mm512_fmadd_ps(weights[kx], x, next[v]);
+            }
+        }
+        if m > 0 {
+            for (a, &(o, mask, _, _)) in done.iter().zip(&vectors) {
+                // SAFETY: the lanes of `mask` are outputs `o..` of row `m - 1 < rows`
+                // before `ow`, which the output holds (`pointers` checked).
+                unsafe { _mm512_mask_storeu_ps(out.add((m - 1) * ow + o), mask, *a) };
+            }
+        }
+        if m < rows {
+            // Kernel row 1 of output row `m`.
+            for (v, a) in next.iter_mut().enumerate() {
+                let xs = windows(j + 1, v);
+                for (kx, &x) in xs.iter().enumerate() {
+                    *a = _mm512_fmadd_ps(weights[3 + kx], x, *a);
+                }
+            }
+        }
+        done = next;
     }
 }
 

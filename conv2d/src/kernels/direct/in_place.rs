@@ -4,9 +4,11 @@
 //!
 //! - The forward pass of depthwise-style layers (one input channel per output channel).
 //!   Stride 1: input row after input row, each window fused into the three output rows
-//!   that read it (the slab copy was 30% of `mobilenet_dw_3x3`). Stride 2: each tap's 32
-//!   input columns loaded, their even columns picked in registers (the slab would split
-//!   every input row into two column phases first, 60% of `mobilenet_dw_3x3s2`).
+//!   that read it (the slab copy was 30% of `mobilenet_dw_3x3`). Stride 2: input row after
+//!   input row too, each row's 32 columns per 16 outputs loaded, their even and odd columns
+//!   picked in registers (the slab would split every input row into two column phases
+//!   first, 60% of `mobilenet_dw_3x3s2`), each row's windows fused into the one or two
+//!   output rows that read it (2x as fast as loading every tap's windows per output row).
 //! - The weight gradient with stride 1: each input row's three windows loaded once per 16
 //!   pixels for the output-gradient rows that meet them. The slab copy was a third of
 //!   `bwd_weight_dw_3x3`.
