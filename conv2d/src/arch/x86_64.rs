@@ -931,12 +931,12 @@ pub(crate) unsafe fn plane_rows_3x3_f32_avx512(job: &mut PlaneRows<'_>) {
         job.pad_left as isize,
         job.oy0 as isize - job.pad_top as isize,
     );
-    // Per output vector (as the sweep places them, in whole strips of four) and kernel
-    // column: the lanes of its window inside the row.
-    let masks: Vec<[__mmask16; 3]> = (0..ow.div_ceil(16).next_multiple_of(4))
+    // Per output vector (as the sweep places them, the last overlapping the one before)
+    // and kernel column: the lanes of its window inside the row.
+    let masks: Vec<[__mmask16; 3]> = (0..ow.div_ceil(16))
         .map(|v| {
             std::array::from_fn(|kx| {
-                let c = (16 * v).min(ow - 16) as isize + kx as isize - pad_left;
+                let c = row_vector_start(v, ow) as isize + kx as isize - pad_left;
                 lanes_inside(c, w)
             })
         })
@@ -953,7 +953,7 @@ pub(crate) unsafe fn plane_rows_3x3_f32_avx512(job: &mut PlaneRows<'_>) {
         // (`pointers` checked).
         unsafe { _mm512_maskz_loadu_ps(masks[v][kx], at) }
     };
-    // SAFETY: nine taps (the job's type), `rows` rows of `ow >= 16` outputs (`pointers`);
+    // SAFETY: nine taps (the job's type), `rows` rows of `ow` outputs (`pointers`);
     // `windows` reads only inside the plane.
     unsafe { rows_sweep_3x3(out, rows, ow, job.init, job.taps.as_ptr(), windows) };
 }
@@ -1146,15 +1146,21 @@ unsafe fn rows_3x3_avx512(
     };
 }
 
-/// The loop of the stacked 3x3 row kernels, in strips of four vectors of columns: padded
-/// input row after row `j`, its windows (`windows(j, v, o, kx)` for vector `v` of outputs
-/// from `o`) loaded once and fused into the sums of the three output rows that read them
-/// (held in registers and passed on as the rows advance), the nine weights in registers.
-/// Every output sums its taps in kernel-row order, as `rows_avx512` does (same bits).
+/// Where output vector `v` of a row of `ow` outputs starts in the stacked 3x3 row kernels:
+/// `16 * v`, the last of a row of 16 or more overlapping the one before rather than
+/// leaving a tail (a row of fewer is one vector from 0).
+fn row_vector_start(v: usize, ow: usize) -> usize {
+    (16 * v).min(ow.saturating_sub(16))
+}
+
+/// The loop of the stacked 3x3 row kernels: [`rows_strip_3x3`] over strips of two
+/// vectors of columns (a last one of one: strips of four ran `mobilenet_dw_3x3` 7%, a
+/// 28x28 map 1.8x slower on Zen 5, their sums, windows and load masks beyond the
+/// registers, and a 28-wide row computing two vectors it drops).
 ///
 /// # Safety
-/// The CPU must support AVX-512 F; `taps` holds nine weights, `out` `rows` rows of `ow >=
-/// 16` outputs, and `windows` may be called for any `j < rows + 2` and output vector.
+/// The CPU must support AVX-512 F; `taps` holds nine weights, `out` `rows` rows of `ow`
+/// outputs, and `windows` may be called for any `j < rows + 2` and output vector.
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
 #[inline]
 unsafe fn rows_sweep_3x3(
@@ -1167,29 +1173,65 @@ unsafe fn rows_sweep_3x3(
 ) {
     // SAFETY: there are nine weights (this function's contract).
     let w: [__m512; 9] = std::array::from_fn(|t| unsafe { _mm512_set1_ps(*taps.add(t)) });
-    let init = [_mm512_set1_ps(init); 4];
-    for first in (0..ow.div_ceil(16)).step_by(4) {
-        let o: [usize; 4] = std::array::from_fn(|v| ((first + v) * 16).min(ow - 16));
-        // The sums of output rows j - 2, j - 1 and j (kernel rows 2, 1 and 0 read input
-        // row j); rows outside 0..rows are summed and dropped.
-        let mut acc = [init; 3];
-        for j in 0..rows + 2 {
-            for kx in 0..3 {
-                let xs: [__m512; 4] = std::array::from_fn(|v| windows(j, first + v, o[v], kx));
-                for (ky, acc_row) in acc.iter_mut().rev().enumerate() {
-                    for (a, &xv) in acc_row.iter_mut().zip(&xs) {
-                        *a = _mm512_fmadd_ps(w[3 * ky + kx], xv, *a);
-                    }
-                }
+    let vectors = ow.div_ceil(16);
+    for first in (0..vectors).step_by(2) {
+        let strip = (out, rows, ow, init, first);
+        // SAFETY: as this function's contract.
+        unsafe {
+            match (vectors - first, ow < 16) {
+                (1, true) => rows_strip_3x3::<1, true>(strip, &w, &windows),
+                (1, false) => rows_strip_3x3::<1, false>(strip, &w, &windows),
+                _ => rows_strip_3x3::<2, false>(strip, &w, &windows),
             }
-            if j >= 2 {
-                for (a, &ov) in acc[0].iter().zip(&o) {
-                    // SAFETY: `(j - 2) * ow + o[v] + 16 <= rows * ow`, the output's length.
-                    unsafe { _mm512_storeu_ps(out.add((j - 2) * ow + ov), *a) };
-                }
-            }
-            acc = [acc[1], acc[2], init];
         }
+    }
+}
+
+/// `VECTORS` vectors of columns from vector `first` of [`rows_sweep_3x3`]: padded input row
+/// after row `j`, its windows (`windows(j, v, o, kx)` for vector `v` of outputs from `o`,
+/// [`row_vector_start`]; a row of fewer than 16 stores only its own lanes) loaded
+/// once and fused into the sums of the three output rows that read them (held in registers
+/// and passed on as the rows advance), the nine weights in registers. Every output sums its
+/// taps in kernel-row order, as `rows_avx512` does (same bits).
+///
+/// # Safety
+/// As [`rows_sweep_3x3`]; `first < ow.div_ceil(16)`, and `NARROW` exactly when `ow < 16`.
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+#[inline]
+unsafe fn rows_strip_3x3<const VECTORS: usize, const NARROW: bool>(
+    (out, rows, ow, init, first): (*mut f32, usize, usize, f32, usize),
+    w: &[__m512; 9],
+    windows: &impl Fn(usize, usize, usize, usize) -> __m512,
+) {
+    let init = [_mm512_set1_ps(init); VECTORS];
+    let o: [usize; VECTORS] = std::array::from_fn(|v| row_vector_start(first + v, ow));
+    // The sums of output rows j - 2, j - 1 and j (kernel rows 2, 1 and 0 read input row
+    // j); rows outside 0..rows are summed and dropped.
+    let mut acc = [init; 3];
+    for j in 0..rows + 2 {
+        for kx in 0..3 {
+            let xs: [__m512; VECTORS] = std::array::from_fn(|v| windows(j, first + v, o[v], kx));
+            for (ky, acc_row) in acc.iter_mut().rev().enumerate() {
+                for (a, &xv) in acc_row.iter_mut().zip(&xs) {
+                    *a = _mm512_fmadd_ps(w[3 * ky + kx], xv, *a);
+                }
+            }
+        }
+        if j >= 2 {
+            for (a, &ov) in acc[0].iter().zip(&o) {
+                let at = out.wrapping_add((j - 2) * ow + ov);
+                // SAFETY: `(j - 2) * ow + o[v] + min(16, ow) <= rows * ow`, the output's
+                // length; a row of fewer than 16 (`NARROW`) stores `ow` lanes.
+                unsafe {
+                    if NARROW {
+                        _mm512_mask_storeu_ps(at, ((1u32 << ow) - 1) as __mmask16, *a)
+                    } else {
+                        _mm512_storeu_ps(at, *a)
+                    }
+                };
+            }
+        }
+        acc = [acc[1], acc[2], init];
     }
 }
 

@@ -27,7 +27,7 @@ use crate::isa::{isa, Isa};
 /// + kx] * plane[(stride * (oy0 + r) + ky - pad_top, stride * x + kx - pad_left)]`, zero
 /// outside the `h x w` plane.
 pub(crate) struct PlaneRows<'a> {
-    /// 1 (then `ow >= 16`) or 2.
+    /// 1 or 2.
     pub stride: usize,
     pub plane: &'a [f32],
     pub h: usize,
@@ -48,7 +48,7 @@ impl PlaneRows<'_> {
     /// kernel relies on (panics on a bug): a whole `h x w` plane and whole output rows.
     pub(crate) fn pointers(&mut self) -> (*const f32, *mut f32, usize) {
         assert!(self.plane.len() == self.h * self.w && self.ow > 0);
-        assert!(self.stride == 2 || (self.stride == 1 && self.ow >= 16));
+        assert!(self.stride == 1 || self.stride == 2);
         assert!(self.out.len().is_multiple_of(self.ow));
         (
             self.plane.as_ptr(),
@@ -105,10 +105,9 @@ fn applies<A: Accumulator>(g: &Geometry, stride: usize) -> bool {
     isa() == Isa::Avx512 && suits::<A>(g, stride)
 }
 
-/// Whether [`forward`] runs the shape in `A`: one input channel per group, stride 2, or
-/// stride 1 with rows of 16 outputs or more.
+/// Whether [`forward`] runs the shape in `A`: one input channel per group, stride 1 or 2.
 pub(crate) fn forward_applies<A: Accumulator>(g: &Geometry) -> bool {
-    g.cin_per_group() == 1 && (applies::<A>(g, 2) || (applies::<A>(g, 1) && g.ow >= 16))
+    g.cin_per_group() == 1 && (applies::<A>(g, 2) || applies::<A>(g, 1))
 }
 
 /// Whether [`add_weight_gradient`] runs the shape in `A`: stride 1, on AVX-512 or AVX2.
