@@ -240,14 +240,18 @@ fn shaped_problems(
 
 /// Depthwise-style 3x3 shapes (one input channel per group), strides 1 and 2, padding 0-2,
 /// 3-11 rows of up to 139 columns (more than one block of 64 outputs per row at stride 2;
-/// few rows keep the oracle cheap under valgrind): `direct`'s row kernels for stacked taps
-/// and its kernels reading the input planes with masked edges.
+/// few rows keep the oracle cheap under valgrind), a third of them rows of whole vectors of
+/// 16 outputs at stride 1 (where a window's last lane meets the row's end): `direct`'s row
+/// kernels for stacked taps and its kernels reading the input planes with masked edges.
 fn depthwise_problems() -> impl Strategy<Value = Problem> {
     shaped_problems(1..2, 1..4, 1..140, 1..3).prop_map(|mut p| {
         p.k = (3, 3);
         p.dilation = (1, 1);
         p.h = 3 + p.h % 9;
-        p.w = p.w.max(3);
+        p.w = match p.w % 3 {
+            0 => (16 * (1 + p.w % 8) + 2).saturating_sub(2 * p.pad.1).max(3),
+            _ => p.w.max(3),
+        };
         p
     })
 }
