@@ -6,10 +6,13 @@
 
 Needs torch (pip install torch==2.15.0). Both sides: NCHW of the same element type (float32
 unless --dtype says otherwise), two warm-up calls, then
-calls until at least 20 calls and 0.5 s, median reported. The two sides take turns for R
-rounds (default 3: PyTorch's whole suite, then ours, and again), and each case keeps each
-side's fastest round, so that a slow phase of a shared machine does not fall on one side
-only. Ratio = PyTorch time / our time (above 1: we are faster).
+calls until at least 20 calls and 0.5 s, median reported. The two sides take turns case by
+case for R rounds (default 3: each case on PyTorch, then on conv2d-bench with a one-case
+suite, then the next case), and each case keeps each side's fastest round, so that a slow
+phase of a shared machine does not fall on one side only (the speed of the machine this
+was written on drifted 10-20% from one minute to the next, and whole-suite turns of half a
+minute let that drift fall on one side). Ratio = PyTorch time / our time (above 1: we are
+faster).
 """
 import argparse
 import json
@@ -68,25 +71,29 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    cases = json.load(open(args.suite))["cases"]
+    suite = json.load(open(args.suite))
+    cases = suite["cases"]
+    subprocess.run(["cargo", "build", "-q", "--release", "-p", "conv2d-bench"], cwd=ROOT,
+                   check=True)
+    bench = os.path.join(ROOT, "target", "release", "conv2d-bench")
     torch_ms, ours = {}, {}
-    for turn in range(1, args.rounds + 1):
-        with torch.no_grad():
+    with tempfile.TemporaryDirectory() as tmp:
+        one, out = os.path.join(tmp, "case.json"), os.path.join(tmp, "rust.json")
+        for turn in range(1, args.rounds + 1):
             for c in cases:
-                ms = median_seconds(torch_call(c, DTYPES[args.dtype])) * 1e3
+                with torch.no_grad():
+                    ms = median_seconds(torch_call(c, DTYPES[args.dtype])) * 1e3
                 torch_ms[c["name"]] = min(ms, torch_ms.get(c["name"], math.inf))
                 print(f"round {turn}/{args.rounds} torch {c['name']}: {ms:.3f} ms",
                       file=sys.stderr)
-        with tempfile.TemporaryDirectory() as tmp:
-            out = os.path.join(tmp, "rust.json")
-            subprocess.run(["cargo", "run", "-q", "--release", "-p", "conv2d-bench", "--",
-                            "--suite", args.suite, "--threads", str(args.threads), "--json",
-                            out, "--dtype", args.dtype],
-                           cwd=ROOT, check=True, stdout=sys.stderr)
-            for r in json.load(open(out))["results"]:
-                best = ours.get(r["case"])
-                if best is None or r["median_ms"] < best["median_ms"]:
-                    ours[r["case"]] = r
+                json.dump({**suite, "cases": [c]}, open(one, "w"))
+                subprocess.run([bench, "--suite", one, "--threads", str(args.threads),
+                                "--json", out, "--dtype", args.dtype],
+                               cwd=ROOT, check=True, stdout=sys.stderr)
+                for r in json.load(open(out))["results"]:
+                    best = ours.get(r["case"])
+                    if best is None or r["median_ms"] < best["median_ms"]:
+                        ours[r["case"]] = r
     print(f"torch {torch.__version__}, {args.threads} threads, {args.dtype}, "
           f"{time.strftime('%Y-%m-%d')}, fastest of {args.rounds} rounds per side")
     print(f"| case | op | PyTorch ms | conv2d ms | ratio | algorithm |")
