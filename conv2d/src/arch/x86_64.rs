@@ -3,6 +3,7 @@
 //! the wider registers. Callers must have checked the CPU (see `crate::isa`).
 
 use crate::element::Accumulator;
+use smallvec::SmallVec;
 use std::arch::x86_64::*;
 
 use crate::kernels::direct::{
@@ -907,6 +908,7 @@ pub(crate) unsafe fn channel_weight_tile_f32_avx2(job: &mut ChannelWeightTile<'_
 }
 
 /// The lanes of 16 values from column `c` of a row `w` long that lie in `0..w`.
+#[inline(always)]
 fn lanes_inside(c: isize, w: isize) -> __mmask16 {
     let (lo, hi) = ((-c).clamp(0, 16), (w - c).clamp(0, 16));
     (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as __mmask16
@@ -933,29 +935,107 @@ pub(crate) unsafe fn plane_rows_3x3_f32_avx512(job: &mut PlaneRows<'_>) {
     );
     // Per output vector (as the sweep places them, the last overlapping the one before)
     // and kernel column: the lanes of its window inside the row.
-    let masks: Vec<[__mmask16; 3]> = (0..ow.div_ceil(16))
-        .map(|v| {
-            std::array::from_fn(|kx| {
-                let c = row_vector_start(v, ow) as isize + kx as isize - pad_left;
-                lanes_inside(c, w)
-            })
-        })
-        .collect();
-    // Padded row j is input row `row0 + j`: zeros outside the image.
-    let windows = |j: usize, v: usize, o: usize, kx: usize| -> __m512 {
-        let iy = row0 + j as isize;
-        if !(0..h).contains(&iy) {
-            return _mm512_setzero_ps();
-        }
-        let at = plane.wrapping_offset(iy * w + o as isize + kx as isize - pad_left);
-        // SAFETY: only lanes at columns in `0..w` of row `iy` (in `0..h`) are read (masked
-        // loads touch no other lane): inside the plane, which holds `h * w` values
-        // (`pointers` checked).
-        unsafe { _mm512_maskz_loadu_ps(masks[v][kx], at) }
+    let masks = window_masks(ow, pad_left, w, |v| row_vector_start(v, ow));
+    let windows = PlaneRowWindows {
+        plane,
+        h,
+        w,
+        row0,
+        pad_left,
+        masks: &masks,
     };
     // SAFETY: nine taps (the job's type), `rows` rows of `ow` outputs (`pointers`);
     // `windows` reads only inside the plane.
-    unsafe { rows_sweep_3x3(out, rows, ow, job.init, job.taps.as_ptr(), windows) };
+    unsafe { rows_sweep_3x3(out, rows, ow, job.init, job.taps.as_ptr(), &windows) };
+}
+
+/// The windows a stacked 3x3 row kernel ([`rows_sweep_3x3`]) reads. A trait whose methods
+/// always inline, not a closure: LLVM called such closures out of line as the kernels
+/// around them grew (3-5x slower depthwise layers).
+trait RowWindows {
+    /// Kernel column `kx`'s window of padded input row `j` for output vector `v`, which
+    /// starts at output `o`.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F; `j` and `v` are a row and a vector of the sweep.
+    unsafe fn window(&self, j: usize, v: usize, o: usize, kx: usize) -> __m512;
+}
+
+/// The windows of a padded slab: row `j` from `j * step`, kernel column `kx` from
+/// `columns[kx]`.
+struct SlabRowWindows {
+    slab: *const f32,
+    step: usize,
+    columns: [usize; 3],
+}
+
+impl RowWindows for SlabRowWindows {
+    #[inline(always)]
+    unsafe fn window(&self, j: usize, _: usize, o: usize, kx: usize) -> __m512 {
+        // SAFETY: a window of the sweep lies inside the slab (the caller's contract).
+        unsafe { _mm512_loadu_ps(self.slab.wrapping_add(j * self.step + self.columns[kx] + o)) }
+    }
+}
+
+/// The windows of an `h x w` input plane read as it is: padded row `j` is image row `row0 +
+/// j` (zeros outside the image), a window's lanes outside the row masked to zero.
+struct PlaneRowWindows<'a> {
+    plane: *const f32,
+    h: isize,
+    w: isize,
+    row0: isize,
+    pad_left: isize,
+    /// Per output vector and kernel column, the lanes of its window inside the row.
+    masks: &'a [[__mmask16; 3]],
+}
+
+impl RowWindows for PlaneRowWindows<'_> {
+    #[inline(always)]
+    unsafe fn window(&self, j: usize, v: usize, o: usize, kx: usize) -> __m512 {
+        let iy = self.row0 + j as isize;
+        if !(0..self.h).contains(&iy) {
+            // SAFETY: AVX-512 F is present (the caller's contract).
+            return unsafe { _mm512_setzero_ps() };
+        }
+        let at = self
+            .plane
+            .wrapping_offset(iy * self.w + o as isize + kx as isize - self.pad_left);
+        let lanes = self.masks[v][kx];
+        // SAFETY: only lanes at columns in `0..w` of row `iy` (in `0..h`) are read (all 16
+        // for a plain load, and masked loads touch no other lane): inside the plane, which
+        // holds `h * w` values (the job's `pointers` checked).
+        unsafe {
+            if lanes == !0 {
+                _mm512_loadu_ps(at)
+            } else {
+                _mm512_maskz_loadu_ps(lanes, at)
+            }
+        }
+    }
+}
+
+/// Per vector `v` of a row of `ow` outputs (the vector starting at output `start(v)`) and
+/// kernel column `kx`: the lanes of its window, from column `start(v) + kx - pad_left`,
+/// that lie in a row `w` long. On the stack for rows of up to 256 outputs, filled in the
+/// caller's kernel: a table collected into a `Vec` per plane, its closure called out of
+/// line, took 10-20% of a depthwise weight gradient on 7x7 maps.
+#[inline(always)]
+fn window_masks(
+    ow: usize,
+    pad_left: isize,
+    w: isize,
+    start: impl Fn(usize) -> usize,
+) -> SmallVec<[[__mmask16; 3]; 16]> {
+    let mut masks = SmallVec::with_capacity(ow.div_ceil(16));
+    for v in 0..ow.div_ceil(16) {
+        let c = start(v) as isize - pad_left;
+        masks.push([
+            lanes_inside(c, w),
+            lanes_inside(c + 1, w),
+            lanes_inside(c + 2, w),
+        ]);
+    }
+    masks
 }
 
 /// The stride-2 kernel of [`plane_rows_3x3_f32_avx512`]: [`strided_strip_3x3`] over
@@ -1140,9 +1220,18 @@ unsafe fn rows_3x3_avx512(
     // <= ow`: inside the slab (`pointers` checked every row's windows); nine taps, `rows`
     // rows of `ow >= 16` outputs (`pointers`).
     unsafe {
-        rows_sweep_3x3(out, rows, job.ow, job.init, taps, |j, _, o, kx| {
-            _mm512_loadu_ps(slab.wrapping_add(j * step + columns[kx] + o))
-        })
+        rows_sweep_3x3(
+            out,
+            rows,
+            job.ow,
+            job.init,
+            taps,
+            &SlabRowWindows {
+                slab,
+                step,
+                columns,
+            },
+        )
     };
 }
 
@@ -1169,7 +1258,7 @@ unsafe fn rows_sweep_3x3(
     ow: usize,
     init: f32,
     taps: *const f32,
-    windows: impl Fn(usize, usize, usize, usize) -> __m512,
+    windows: &impl RowWindows,
 ) {
     // SAFETY: there are nine weights (this function's contract).
     let w: [__m512; 9] = std::array::from_fn(|t| unsafe { _mm512_set1_ps(*taps.add(t)) });
@@ -1179,9 +1268,9 @@ unsafe fn rows_sweep_3x3(
         // SAFETY: as this function's contract.
         unsafe {
             match (vectors - first, ow < 16) {
-                (1, true) => rows_strip_3x3::<1, true>(strip, &w, &windows),
-                (1, false) => rows_strip_3x3::<1, false>(strip, &w, &windows),
-                _ => rows_strip_3x3::<2, false>(strip, &w, &windows),
+                (1, true) => rows_strip_3x3::<1, true>(strip, &w, windows),
+                (1, false) => rows_strip_3x3::<1, false>(strip, &w, windows),
+                _ => rows_strip_3x3::<2, false>(strip, &w, windows),
             }
         }
     }
@@ -1201,7 +1290,7 @@ unsafe fn rows_sweep_3x3(
 unsafe fn rows_strip_3x3<const VECTORS: usize, const NARROW: bool>(
     (out, rows, ow, init, first): (*mut f32, usize, usize, f32, usize),
     w: &[__m512; 9],
-    windows: &impl Fn(usize, usize, usize, usize) -> __m512,
+    windows: &impl RowWindows,
 ) {
     let init = [_mm512_set1_ps(init); VECTORS];
     let o: [usize; VECTORS] = std::array::from_fn(|v| row_vector_start(first + v, ow));
@@ -1210,7 +1299,13 @@ unsafe fn rows_strip_3x3<const VECTORS: usize, const NARROW: bool>(
     let mut acc = [init; 3];
     for j in 0..rows + 2 {
         for kx in 0..3 {
-            let xs: [__m512; VECTORS] = std::array::from_fn(|v| windows(j, first + v, o[v], kx));
+            // A loop, not `array::from_fn`: a closure here may be called out of line.
+            let mut xs = [_mm512_setzero_ps(); VECTORS];
+            for (v, x) in xs.iter_mut().enumerate() {
+                // SAFETY: `j < rows + 2` and vector `first + v` of the row (this
+                // function's contract).
+                *x = unsafe { windows.window(j, first + v, o[v], kx) };
+            }
             for (ky, acc_row) in acc.iter_mut().rev().enumerate() {
                 for (a, &xv) in acc_row.iter_mut().zip(&xs) {
                     *a = _mm512_fmadd_ps(w[3 * ky + kx], xv, *a);
@@ -1415,11 +1510,12 @@ unsafe fn weight_3x3_avx512(
     // within `ow` values of its start (the tail masked): inside the slab (`pointers`
     // checked); the rest as the sweep requires (`pointers`).
     unsafe {
-        weight_sweep_3x3(sums, grad_out, rows, job.ow, |j, o, lanes| {
-            std::array::from_fn(|kx| {
-                _mm512_maskz_loadu_ps(lanes, slab.wrapping_add(j * step + columns[kx] + o))
-            })
-        })
+        let windows = SlabRowWindows {
+            slab,
+            step,
+            columns,
+        };
+        weight_sweep_3x3(sums, grad_out, rows, job.ow, &windows)
     };
 }
 
@@ -1439,7 +1535,7 @@ unsafe fn weight_sweep_3x3(
     grad_out: *const f32,
     rows: usize,
     ow: usize,
-    windows: impl Fn(usize, usize, __mmask16) -> [__m512; 3],
+    windows: &impl WeightWindows,
 ) {
     let full = ow / 16 * 16;
     let tail: __mmask16 = (1u32 << (ow - full)).wrapping_sub(1) as __mmask16;
@@ -1458,7 +1554,7 @@ unsafe fn weight_sweep_3x3(
         // most `ow` values from its start (the tail masked): inside the output gradient.
         unsafe {
             for o in (0..full).step_by(16) {
-                let xs = windows(j, o, !0);
+                let xs = windows.windows(j, o, !0);
                 for ky in 0..3 {
                     if all || live[ky] {
                         let y = _mm512_loadu_ps(gy[ky].add(o));
@@ -1469,7 +1565,7 @@ unsafe fn weight_sweep_3x3(
                 }
             }
             if full < ow {
-                let xs = windows(j, full, tail);
+                let xs = windows.windows(j, full, tail);
                 for ky in 0..3 {
                     if live[ky] {
                         let y = _mm512_maskz_loadu_ps(tail, gy[ky].add(full));
@@ -1500,42 +1596,86 @@ unsafe fn weight_sweep_3x3(
 pub(crate) unsafe fn plane_weight_3x3_f32_avx512(job: &mut PlaneWeightRows<'_>) {
     let (plane, grad_out, sums, rows) = job.pointers();
     let (h, w, ow) = (job.h as isize, job.w as isize, job.ow);
-    let (pad_top, pad_left) = (job.pad_top as isize, job.pad_left as isize);
+    let pad_left = job.pad_left as isize;
     // Per vector of outputs (the partial last one included) and kernel column: the lanes
     // of its window inside the row (working them out per load ran 1.3x slower).
-    let masks: Vec<[__mmask16; 3]> = (0..ow.div_ceil(16))
-        .map(|v| {
-            std::array::from_fn(|kx| {
-                let c = (16 * v) as isize + kx as isize - pad_left;
-                lanes_inside(c, w)
-            })
-        })
-        .collect();
-    // The windows of padded row j from output `o`: zeros outside the image (lanes past the
-    // row's end are left out of the sums by the sweep); plain loads where the three
-    // windows lie inside the row (1.16x on `bwd_weight_dw_3x3`).
-    let windows = |j: usize, o: usize, _| -> [__m512; 3] {
-        let iy = j as isize - pad_top;
-        let row = plane.wrapping_offset(iy * w - pad_left + o as isize);
-        if !(0..h).contains(&iy) {
-            return [_mm512_setzero_ps(); 3];
-        }
-        let c = o as isize - pad_left;
-        if c >= 0 && c + 18 <= w {
-            // SAFETY: columns `c..c + 18` of row `iy` (in `0..h`) lie in `0..w`: inside
-            // the plane, which holds `h * w` values (`pointers` checked).
-            return std::array::from_fn(|kx| unsafe { _mm512_loadu_ps(row.wrapping_add(kx)) });
-        }
-        // SAFETY: only lanes at columns in `0..w` of row `iy` (in `0..h`) are read (masked
-        // loads touch no other lane): inside the plane, which holds `h * w` values
-        // (`pointers` checked).
-        std::array::from_fn(|kx| unsafe {
-            _mm512_maskz_loadu_ps(masks[o / 16][kx], row.wrapping_add(kx))
-        })
+    let masks = window_masks(ow, pad_left, w, |v| 16 * v);
+    let windows = PlaneRowWindows {
+        plane,
+        h,
+        w,
+        row0: -(job.pad_top as isize),
+        pad_left,
+        masks: &masks,
     };
     // SAFETY: nine vectors of sums (the job's type) and `rows` rows of output gradient
     // (`pointers`); `windows` reads only inside the plane, for any row and output.
-    unsafe { weight_sweep_3x3(sums, grad_out, rows, ow, windows) };
+    unsafe { weight_sweep_3x3(sums, grad_out, rows, ow, &windows) };
+}
+
+/// The three windows (kernel columns 0, 1, 2) of a stacked 3x3 weight-gradient kernel
+/// ([`weight_sweep_3x3`]), a trait for the reason [`RowWindows`] is.
+trait WeightWindows {
+    /// The windows of padded input row `j` from output `o`; `lanes`: those up to the row's
+    /// end.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F; `j` and `o` are a row and an output of the sweep.
+    unsafe fn windows(&self, j: usize, o: usize, lanes: __mmask16) -> [__m512; 3];
+}
+
+impl WeightWindows for SlabRowWindows {
+    #[inline(always)]
+    unsafe fn windows(&self, j: usize, o: usize, lanes: __mmask16) -> [__m512; 3] {
+        let at = self.slab.wrapping_add(j * self.step + o);
+        // SAFETY: a window's lanes up to the row's end lie inside the slab (the caller's
+        // contract); masked loads touch no other lane.
+        unsafe {
+            [
+                _mm512_maskz_loadu_ps(lanes, at.wrapping_add(self.columns[0])),
+                _mm512_maskz_loadu_ps(lanes, at.wrapping_add(self.columns[1])),
+                _mm512_maskz_loadu_ps(lanes, at.wrapping_add(self.columns[2])),
+            ]
+        }
+    }
+}
+
+/// Zeros outside the image (lanes past the row's end are left out of the sums by the
+/// sweep); plain loads where the three windows lie inside the row (1.16x on
+/// `bwd_weight_dw_3x3`).
+impl WeightWindows for PlaneRowWindows<'_> {
+    #[inline(always)]
+    unsafe fn windows(&self, j: usize, o: usize, _: __mmask16) -> [__m512; 3] {
+        let iy = self.row0 + j as isize;
+        // SAFETY (each block): AVX-512 F is present (the caller's contract).
+        if !(0..self.h).contains(&iy) {
+            // SAFETY: see above.
+            return unsafe { [_mm512_setzero_ps(); 3] };
+        }
+        let c = o as isize - self.pad_left;
+        let row = self.plane.wrapping_offset(iy * self.w + c);
+        if c >= 0 && c + 18 <= self.w {
+            // SAFETY: columns `c..c + 18` of row `iy` (in `0..h`) lie in `0..w`: inside
+            // the plane, which holds `h * w` values (the job's `pointers` checked).
+            return unsafe {
+                [
+                    _mm512_loadu_ps(row),
+                    _mm512_loadu_ps(row.wrapping_add(1)),
+                    _mm512_loadu_ps(row.wrapping_add(2)),
+                ]
+            };
+        }
+        let masks = self.masks[o / 16];
+        // SAFETY: only lanes at columns in `0..w` of row `iy` (in `0..h`) are read (masked
+        // loads touch no other lane): inside the plane (as above).
+        unsafe {
+            [
+                _mm512_maskz_loadu_ps(masks[0], row),
+                _mm512_maskz_loadu_ps(masks[1], row.wrapping_add(1)),
+                _mm512_maskz_loadu_ps(masks[2], row.wrapping_add(2)),
+            ]
+        }
+    }
 }
 
 /// [`plane_weight_3x3_f32_avx512`]'s sums with AVX2 and FMA: kernel row after kernel row,
