@@ -5,6 +5,8 @@
 //! runs inline (one thread, or too little work) and otherwise hand the tasks to
 //! [`pool`]'s fork-join pool, the caller working too.
 
+#[allow(unsafe_code)] // disjoint chunks of one slice from raw parts
+mod chunks;
 #[allow(unsafe_code)] // a region's job borrows its owner's stack (see `pool::Region`)
 mod pool;
 
@@ -12,6 +14,7 @@ use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
+use chunks::Chunks;
 use pool::{Claims, Pool};
 
 use crate::error::{ConvError, Result};
@@ -197,15 +200,21 @@ pub(crate) fn for_each_chunk_init<T: Send, S>(
     if size == 0 {
         return;
     }
-    let chunks = data.chunks_mut(size);
-    match pool_for(chunks.len()) {
+    match pool_for(data.len().div_ceil(size)) {
         Some(pool) => {
-            let slots: Vec<_> = chunks.map(|c| Mutex::new(Some(c))).collect();
-            run_tasks(&pool, slots.len(), init, |s, i| f(s, i, take(&slots, i)));
+            let chunks = Chunks::new(data, size);
+            run_tasks(&pool, chunks.count(), init, |s, i| {
+                // SAFETY: `run_tasks` gives each index in `0..count` to one task only.
+                #[allow(unsafe_code)]
+                let chunk = unsafe { chunks.take(i) };
+                f(s, i, chunk)
+            });
         }
         None => {
             let mut state = init();
-            chunks.enumerate().for_each(|(i, c)| f(&mut state, i, c));
+            data.chunks_mut(size)
+                .enumerate()
+                .for_each(|(i, c)| f(&mut state, i, c));
         }
     }
 }
