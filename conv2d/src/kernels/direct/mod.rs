@@ -711,6 +711,7 @@ fn conj_multiply_add<A: Accumulator>(acc: &mut [A; LANES], x: &[A], y: &[A]) {
 /// The sum of a vector of partial sums, in a fixed tree order: lane `l` takes lane `l +
 /// width` for widths 8, 4, 2 and 1 (constant widths, so that the steps unroll into vector
 /// adds: the loop over a halving width was 30% of a depthwise weight gradient on 7x7 maps).
+#[inline(always)]
 fn sum_lanes<A: Accumulator>(lanes: &[A; LANES]) -> A {
     const { assert!(LANES == 16) };
     let mut v = *lanes;
