@@ -8,7 +8,7 @@ use std::arch::x86_64::*;
 
 use crate::kernels::direct::{
     self, Band, BandRows, ChannelWeightTile, MaskedTile, PixelTile, PlaneRows, PlaneWeightRows,
-    Tile, WeightJob, WeightRows, WeightTile, CCO, CO, CTAPS, TILE_PIXELS, WCO, WTAPS,
+    Tile, WeightJob, WeightRows, WeightTile, AVX2_CO, CCO, CO, CTAPS, TILE_PIXELS, WCO, WTAPS,
 };
 use crate::kernels::rows::generic;
 
@@ -290,42 +290,63 @@ pub(crate) unsafe fn direct_weight_avx512<A: Accumulator>(job: &mut WeightJob<'_
     direct::weight(job)
 }
 
-/// The direct tile kernel for `f32` and `f64` with AVX-512: the whole [`CO`] x 4 vectors
-/// of sums in 24 of the 32 registers, four pixel vectors loaded and each channel's weight
-/// broadcast per tap; a last run of fewer vectors takes as many.
+/// The direct tile kernel for `f32` and `f64` with AVX-512: the job's channels (2, 4, 6 or
+/// [`CO`]) by 4 vectors of sums in registers (by 3 for [`CO`]: 24 of the 32 registers),
+/// the pixel vectors loaded and each channel's weight broadcast per tap; a last run of
+/// fewer vectors takes as many.
 ///
 /// # Safety
 /// The CPU must support AVX-512 F (the job's bounds are checked by `Tile::pointers`).
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
 pub(crate) unsafe fn direct_tile_avx512<E: TileElement>(job: &mut Tile<'_, E>) {
-    let lanes = E::Zmm::LANES;
-    let len = job.len;
-    let full = len / (4 * lanes) * (4 * lanes);
-    let pointers = job.pointers();
-    let job = &*job;
-    for q in (0..full).step_by(4 * lanes) {
-        // SAFETY: AVX-512 F is present (this function's contract); `q + 4 * lanes <= full
-        // <= len`; `pointers` are the job's, checked.
-        unsafe { tile::<E::Zmm, 4>(job, pointers, q, 0..CO) };
+    match job.channels {
+        // SAFETY: this function's contract, which `tile_sweep` shares.
+        2 => unsafe { tile_sweep::<E::Zmm, 4, 2>(job) },
+        // SAFETY: see above.
+        4 => unsafe { tile_sweep::<E::Zmm, 4, 4>(job) },
+        // SAFETY: see above.
+        6 => unsafe { tile_sweep::<E::Zmm, 4, 6>(job) },
+        // SAFETY: see above.
+        _ => unsafe { tile_sweep::<E::Zmm, 3, CO>(job) },
     }
-    // SAFETY (each arm): as above, with `full + lanes * VECTORS == len` (`len` is a
+}
+
+/// [`direct_tile_avx512`] for `CH` channels, in runs of `VECTORS` registers.
+///
+/// # Safety
+/// As [`direct_tile_avx512`].
+#[inline(always)]
+unsafe fn tile_sweep<R: Register, const VECTORS: usize, const CH: usize>(
+    job: &mut Tile<'_, R::Elem>,
+) {
+    let (lanes, len) = (R::LANES, job.len);
+    let full = len / (VECTORS * lanes) * (VECTORS * lanes);
+    let pointers = job.pointers(CH);
+    let job = &*job;
+    for q in (0..full).step_by(VECTORS * lanes) {
+        // SAFETY: `R`'s instructions are present (this function's contract); `q + VECTORS
+        // * lanes <= full <= len`; `pointers` are the job's, checked.
+        unsafe { tile::<R, VECTORS, CH>(job, pointers, q) };
+    }
+    // SAFETY (each arm): as above, with `full + lanes * vectors == len` (`len` is a
     // multiple of 16, hence of `lanes`).
     match (len - full) / lanes {
         0 => {}
         // SAFETY: see above.
-        1 => unsafe { tile::<E::Zmm, 1>(job, pointers, full, 0..CO) },
+        1 => unsafe { tile::<R, 1, CH>(job, pointers, full) },
         // SAFETY: see above.
-        2 => unsafe { tile::<E::Zmm, 2>(job, pointers, full, 0..CO) },
+        2 => unsafe { tile::<R, 2, CH>(job, pointers, full) },
         // SAFETY: see above.
-        _ => unsafe { tile::<E::Zmm, 3>(job, pointers, full, 0..CO) },
+        _ => unsafe { tile::<R, 3, CH>(job, pointers, full) },
     }
 }
 
-/// The masked tile kernel for `f32` and `f64` with AVX-512: `job.channels` (2, 4 or
-/// [`CO`]) x 4 vectors of sums in registers, as [`direct_tile_avx512`], the taps swept
-/// kernel column by kernel column with that column's lane masks held; a last run of fewer
-/// vectors takes as many, and a last partial vector stores only its own lanes. Returns
-/// whether every sum stored is finite (checked only when `check`; `true` otherwise).
+/// The masked tile kernel for `f32` and `f64` with AVX-512: the job's channels (2, 4, 6 or
+/// [`CO`]) by 4 vectors of sums in registers (by 3 for [`CO`]), as
+/// [`direct_tile_avx512`], the taps swept kernel column by kernel column with that
+/// column's lane masks held; a last run of fewer vectors takes as many, and a last partial
+/// vector stores only its own lanes. Returns whether every sum stored is finite (checked
+/// only when `check`; `true` otherwise).
 ///
 /// # Safety
 /// The CPU must support AVX-512 F and DQ (the job's bounds are checked by
@@ -335,39 +356,41 @@ pub(crate) unsafe fn masked_tile_avx512<E: TileElement>(
     job: &mut MaskedTile<'_, E>,
     check: bool,
 ) -> bool {
-    match job.channels {
+    match job.tile.channels {
         // SAFETY: this function's contract, which `masked_sweep` shares.
-        2 => unsafe { masked_sweep::<E::Zmm, 2>(job, check) },
+        2 => unsafe { masked_sweep::<E::Zmm, 4, 2>(job, check) },
         // SAFETY: see above.
-        4 => unsafe { masked_sweep::<E::Zmm, 4>(job, check) },
+        4 => unsafe { masked_sweep::<E::Zmm, 4, 4>(job, check) },
         // SAFETY: see above.
-        _ => unsafe { masked_sweep::<E::Zmm, CO>(job, check) },
+        6 => unsafe { masked_sweep::<E::Zmm, 4, 6>(job, check) },
+        // SAFETY: see above.
+        _ => unsafe { masked_sweep::<E::Zmm, 3, CO>(job, check) },
     }
 }
 
-/// [`masked_tile_avx512`] for `CH` channels.
+/// [`masked_tile_avx512`] for `CH` channels, in runs of `VECTORS` registers.
 ///
 /// # Safety
 /// As [`masked_tile_avx512`].
 #[inline(always)]
-unsafe fn masked_sweep<R: MaskedRegister, const CH: usize>(
+unsafe fn masked_sweep<R: MaskedRegister, const VECTORS: usize, const CH: usize>(
     job: &mut MaskedTile<'_, R::Elem>,
     check: bool,
 ) -> bool {
     let lanes = R::LANES;
     let vectors = job.tile.len.div_ceil(lanes);
-    let full = vectors / 4 * 4 * lanes;
+    let full = vectors / VECTORS * VECTORS * lanes;
     let pointers = job.pointers(lanes, CH);
     let job = &*job;
     let mut finite = true;
-    for q in (0..full).step_by(4 * lanes) {
-        // SAFETY: AVX-512 F and DQ are present (this function's contract); the run's 4
+    for q in (0..full).step_by(VECTORS * lanes) {
+        // SAFETY: AVX-512 F and DQ are present (this function's contract); the run's
         // vectors start below `len`; `pointers` are the job's, checked for `CH` channels.
-        finite &= unsafe { masked_tile::<R, 4, CH>(job, pointers, q, check) };
+        finite &= unsafe { masked_tile::<R, VECTORS, CH>(job, pointers, q, check) };
     }
     // SAFETY (each arm): as above, the run's vectors covering `full..len`.
     finite
-        & match vectors % 4 {
+        & match vectors % VECTORS {
             0 => true,
             // SAFETY: see above.
             1 => unsafe { masked_tile::<R, 1, CH>(job, pointers, full, check) },
@@ -639,53 +662,51 @@ pub(crate) unsafe fn transpose16_f32_avx512(
     }
 }
 
-/// The direct tile kernel for `f32` and `f64` with AVX2 and FMA: the whole [`CO`] x 2
-/// vectors of sums in 12 of the 16 registers, two pixel vectors loaded and each channel's
-/// weight broadcast per tap (15 registers: a wider tile spills a sum to the stack, whose
-/// store and reload then chain every tap).
+/// The direct tile kernel for `f32` and `f64` with AVX2 and FMA: [`AVX2_CO`] x 2 vectors of
+/// sums in 12 of the 16 registers, two pixel vectors loaded and each channel's weight
+/// broadcast per tap (15 registers: a wider tile spills a sum to the stack, whose store and
+/// reload then chain every tap).
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA (the job's bounds are checked by `Tile::pointers`).
 #[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn direct_tile_avx2<E: TileElement>(job: &mut Tile<'_, E>) {
     let step = 2 * E::Ymm::LANES;
-    let pointers = job.pointers();
+    let pointers = job.pointers(AVX2_CO);
     let job = &*job;
     for q in (0..job.len).step_by(step) {
         // SAFETY: AVX2 and FMA are present (this function's contract); `q + step <= len`
         // (`pointers` checked that `len` is a multiple of 16, hence of `step`: 16 `f32` or
         // 8 `f64`); `pointers` are the job's, checked.
-        unsafe { tile::<E::Ymm, 2>(job, pointers, q, 0..CO) };
+        unsafe { tile::<E::Ymm, 2, AVX2_CO>(job, pointers, q) };
     }
 }
 
-/// Channels `channels` (at most [`CO`]) of one run of `VECTORS` registers of outputs from
-/// `q`, for [`direct_tile_avx512`] and [`direct_tile_avx2`]: the sums in registers, each
-/// tap's pixel vectors loaded once and each channel's weight broadcast.
+/// The first `CH` channels (at most [`CO`]) of one run of `VECTORS` registers of outputs
+/// from `q`, for [`direct_tile_avx512`] and [`direct_tile_avx2`]: the sums in registers,
+/// each tap's pixel vectors loaded once and each channel's weight broadcast.
 ///
 /// # Safety
-/// The CPU must support `R`'s instructions; `q + R::LANES * VECTORS <= job.len`, `channels`
-/// lies in `0..CO`, and `pointers` are the job's, checked by `Tile::pointers`.
+/// The CPU must support `R`'s instructions; `q + R::LANES * VECTORS <= job.len`, and
+/// `pointers` are the job's, checked by `Tile::pointers` for `CH` channels.
 #[inline(always)]
-unsafe fn tile<R: Register, const VECTORS: usize>(
+unsafe fn tile<R: Register, const VECTORS: usize, const CH: usize>(
     job: &Tile<'_, R::Elem>,
     (slab, rows, outs): (*const R::Elem, [*const R::Elem; CO], [*mut R::Elem; CO]),
     q: usize,
-    channels: std::ops::Range<usize>,
 ) {
     let lanes = R::LANES;
-    let (c0, count) = (channels.start, channels.len());
     // SAFETY: `R`'s instructions are present (this function's contract).
-    let first = unsafe { R::splat(job.init[c0]) };
-    let mut acc = [[first; VECTORS]; CO];
-    for (c, acc_c) in acc[..count].iter_mut().enumerate() {
+    let first = unsafe { R::splat(job.init[0]) };
+    let mut acc = [[first; VECTORS]; CH];
+    for (c, acc_c) in acc.iter_mut().enumerate() {
         for (v, a) in acc_c.iter_mut().enumerate() {
-            // SAFETY: as above; the load is inside channel `c0 + c`'s sums, as for the
-            // stores below.
+            // SAFETY: as above; the load is inside channel `c`'s sums, as for the stores
+            // below.
             *a = unsafe {
                 match job.resume {
-                    true => R::load(outs[c0 + c].add(q + lanes * v)),
-                    false => R::splat(job.init[c0 + c]),
+                    true => R::load(outs[c].add(q + lanes * v)),
+                    false => R::splat(job.init[c]),
                 }
             };
         }
@@ -696,19 +717,19 @@ unsafe fn tile<R: Register, const VECTORS: usize>(
         unsafe {
             let x = slab.add(start + q);
             let xs: [R; VECTORS] = std::array::from_fn(|v| R::load(x.add(lanes * v)));
-            for (c, acc_c) in acc[..count].iter_mut().enumerate() {
-                let wc = R::splat(*rows[c0 + c].add(t));
+            for (c, acc_c) in acc.iter_mut().enumerate() {
+                let wc = R::splat(*rows[c].add(t));
                 for (a, &xv) in acc_c.iter_mut().zip(&xs) {
                     *a = R::fmadd(wc, xv, *a);
                 }
             }
         }
     }
-    for (c, acc_c) in acc[..count].iter().enumerate() {
+    for (c, acc_c) in acc.iter().enumerate() {
         for (v, &a) in acc_c.iter().enumerate() {
-            // SAFETY: `q + lanes * (v + 1) <= len`, and channel `c0 + c`'s sums hold `len`
-            // values (`pointers` checked it).
-            unsafe { R::store(outs[c0 + c].add(q + lanes * v), a) };
+            // SAFETY: `q + lanes * (v + 1) <= len`, and channel `c`'s sums hold `len` values
+            // (`pointers` checked it).
+            unsafe { R::store(outs[c].add(q + lanes * v), a) };
         }
     }
 }

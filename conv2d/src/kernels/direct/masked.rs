@@ -23,7 +23,7 @@
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::tiled::{as_type, as_type_mut, tile_rows, Tile, CO};
+use super::tiled::{as_type, as_type_mut, summed_channels, tile_rows, Tile, CO, MIN_CHANNELS};
 use super::{block_tasks, Scratch};
 use crate::element::Accumulator;
 use crate::error::try_reserve;
@@ -60,7 +60,7 @@ pub(crate) fn suits(g: &Geometry) -> bool {
         && g.ow == g.w
         && g.pad_left < g.w
         && pad_right.is_some_and(|p| p < g.w)
-        && g.cout_per_group() >= CO / 2
+        && g.cout_per_group() >= MIN_CHANNELS
 }
 
 /// One tile sweep over a block of input channels: [`Tile`]'s sums with each tap `t` a tap
@@ -79,8 +79,6 @@ pub(crate) struct MaskedTile<'a, A> {
     /// Per vector of outputs and kernel column: the lanes whose term reads a real input
     /// column (see [`column_masks`]).
     pub masks: &'a [u16],
-    /// The channels summed: the first 2, 4 or [`CO`] (the others are not touched).
-    pub channels: usize,
 }
 
 impl<A> MaskedTile<'_, A> {
@@ -185,9 +183,9 @@ pub(crate) fn forward<A: Accumulator>(
                 let len = outs[0].len();
                 let main = len - tail_len(len, lanes);
                 let (init, weight_rows) = tile_rows(bias, co0, count, taps);
-                // The kernel sums 2, 4 or CO channels: one past the group's last sums into a
-                // spare row, dropped; rows past those are placeholders it does not touch.
-                let channels = count.next_multiple_of(2).min(CO);
+                // A channel summed past the group's last sums into a spare row, dropped; rows
+                // past those are placeholders the kernel does not touch.
+                let channels = summed_channels(count);
                 let Some(mut spare) = scratch.filled((channels - count) * len, A::ZERO) else {
                     return;
                 };
@@ -222,11 +220,11 @@ pub(crate) fn forward<A: Accumulator>(
                                 resume: b > 0,
                                 outs: outs.each_mut().map(|o| &mut **o),
                                 len: main,
+                                channels,
                             },
                             columns: g.kw,
                             column_step: g.dilation.w,
                             masks: &masks,
-                            channels,
                         },
                         b + 1 == blocks,
                     );
@@ -474,7 +472,6 @@ impl<A: 'static + Copy> MaskedTile<'_, A> {
     fn retyped<B: 'static + Copy>(&mut self) -> Option<MaskedTile<'_, B>> {
         Some(MaskedTile {
             tile: self.tile.retyped()?,
-            channels: self.channels,
             columns: self.columns,
             column_step: self.column_step,
             masks: self.masks,

@@ -32,7 +32,7 @@ pub(crate) use pointwise::applies as pointwise;
 pub(crate) use subpixel::{backward_input as backward_input_subpixel, wins as subpixel_wins};
 pub(crate) use tiled::{
     applies as tiles, as_type, as_type_mut, forward as tiled_forward, suits as suits_tiles, Tile,
-    CO,
+    AVX2_CO, CO,
 };
 pub(crate) use tiled_weight::{backward_weight as backward_weight_tiled, WeightTile, WCO, WTAPS};
 pub(crate) use weight_channels::{ChannelWeightTile, CCO, CTAPS};
