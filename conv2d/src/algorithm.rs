@@ -48,7 +48,8 @@ pub enum Algorithm {
     /// dilation), [`Algorithm::Im2colGemm`] runs instead.
     Direct,
     /// The forward pass of a convolution with at least 3 output channels per group, as
-    /// register tiles of 6 output channels by 64 pixels over a band's input rows,
+    /// register tiles of 8 output channels by 48 pixels (6 by 16 on AVX2) over a band's
+    /// input rows,
     /// zero-padded and split by stride phase of rows and of columns (each tap a shifted
     /// window of one phase plane, for any stride), summed with fused multiply-adds in
     /// blocks of 16 input channels; a pointwise one (1x1, unpadded, any stride) as a GEMM
