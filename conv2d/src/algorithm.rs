@@ -24,6 +24,9 @@ use crate::geometry::Geometry;
 /// let atrous = Conv2dOptions::default().padding(6).dilation(6);
 /// let aspp = Conv2dPlan::new([1, 256, 65, 65], [256, 256, 3, 3], &atrous)?;
 /// assert_eq!(aspp.algorithm(), Algorithm::ImplicitGemm);
+/// let halving = Conv2dOptions::default().stride(2).padding(1);
+/// let down = Conv2dPlan::new([1, 64, 56, 56], [128, 64, 3, 3], &halving)?;
+/// assert_eq!(down.algorithm(), Algorithm::ImplicitGemm);
 /// # Ok::<(), conv2d::ConvError>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -156,7 +159,8 @@ impl Algorithm {
     /// 64 channels (0.88-0.93x on the other two), and lost 0.7-0.9x on stride 1 from 128
     /// channels, where the `gemm` crate reads the input in place. Dilated stride-1 layers on maps of 4096 or more pixels (with 128 or more
     /// input channels per group; 256 or more, and 144 pixels, where `direct-tiled`'s masked
-    /// tiles do not apply), and strided layers with 2048 or more output pixels, take
+    /// tiles do not apply), and strided layers with 144 or more output pixels an image (or
+    /// 2048 in all), take
     /// `implicit-gemm` (32 or more output channels per group; see its sweeps in the README).
     pub(crate) fn choose(g: &Geometry) -> Self {
         let taps = g.kh.saturating_mul(g.kw);

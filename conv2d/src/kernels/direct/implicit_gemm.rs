@@ -108,7 +108,11 @@ pub(crate) fn applies<A: Accumulator>(g: &Geometry) -> bool {
 ///   columns it saves there;
 /// - strided kernels with 2048 or more output pixels in all: over
 ///   `conv2d-bench/sweeps/strided.json` 1.19-1.47x as fast as `im2col-gemm` (1 and 2
-///   threads), 0.94-1.29x at 196-784 pixels and 0.57-0.71x at 49 (packing again).
+///   threads), 0.94-1.29x at 196-784 pixels and 0.57-0.71x at 49 (packing again);
+/// - strided kernels with 144 or more output pixels an image: against `direct-tiled`'s
+///   tiles of 8 channels (2026-12-03, Intel Xeon, `conv2d-bench --algorithm`, one and two
+///   threads) 3x3 and 2x2 stride-2 layers of 64-256 channels ran 1.05-1.28x as fast at
+///   144-784 pixels, 0.99-1.03x at 100, 0.92-1.12x at 64 and 0.69-0.70x at 49.
 pub(crate) fn wins(g: &Geometry) -> bool {
     let pixels = g.oh.saturating_mul(g.ow);
     let dilated = g.stride.h == 1
@@ -118,7 +122,8 @@ pub(crate) fn wins(g: &Geometry) -> bool {
             true => g.cin_per_group() >= 128 && pixels >= 4096,
             false => g.cin_per_group() >= 256 && pixels >= 144,
         };
-    let strided = (g.stride.h > 1 || g.stride.w > 1) && g.n.saturating_mul(pixels) >= 2048;
+    let strided =
+        (g.stride.h > 1 || g.stride.w > 1) && (pixels >= 144 || g.n.saturating_mul(pixels) >= 2048);
     g.kh.saturating_mul(g.kw) > 1 && g.cout_per_group() >= 32 && (dilated || strided)
 }
 
