@@ -173,15 +173,10 @@ fn forward_f32(
             };
             let starts = slab.tap_starts(g);
             let row_len = slab.row_len();
-            let pixels: Vec<usize> = (0..rows)
-                .flat_map(|r| (0..g.ow).map(move |ox| r * g.stride.h * row_len + ox))
-                .collect();
-            let identity: Vec<usize> = (0..pixels.len()).collect();
             // Tasks: a panel of channels and a chunk of the band's pixels, enough of them
             // to share out (each output is still summed whole by one task, in order).
             let blocks = cout_g.div_ceil(BLOCK);
-            let chunk = pixels
-                .len()
+            let chunk = (rows * g.ow)
                 .div_ceil(TASKS.div_ceil(blocks))
                 .max(MIN_CHUNK)
                 .next_multiple_of(TILE_PIXELS);
@@ -199,20 +194,35 @@ fn forward_f32(
                     init[..outs.len()].copy_from_slice(&bias[co0..][..outs.len()]);
                 }
                 let count = outs[0].len();
+                // Each pixel's origin in the slab (built per task, on the task's thread: for
+                // the whole band before the tasks, 2% of the stem's time on two threads).
+                let (mut r, mut ox) = (c0 / g.ow, c0 % g.ow);
+                let pixels: Vec<usize> = (0..count)
+                    .map(|_| {
+                        let origin = r * g.stride.h * row_len + ox;
+                        (r, ox) = if ox + 1 == g.ow {
+                            (r + 1, 0)
+                        } else {
+                            (r, ox + 1)
+                        };
+                        origin
+                    })
+                    .collect();
                 let gemm = Gemm {
                     slab: &slab.data,
                     starts: &starts,
                     channel_steps: kernel,
                     panel: &panels[b * BLOCK * taps..][..width * taps],
                     width,
-                    pixels: &pixels[c0..][..count],
+                    pixels: &pixels,
                     init: &init,
                 };
                 let Some(sums) = grown(sums, count * width, scratch) else {
                     return;
                 };
                 gemm.sums(sums);
-                write_rows(sums, width, &mut outs, &identity[..count]);
+                let rows: Vec<usize> = (0..count).map(|i| i * width).collect();
+                transpose(sums, &rows, &mut outs);
             });
         }
     });
