@@ -285,6 +285,17 @@ fn pointwise_problems() -> impl Strategy<Value = Problem> {
         )
 }
 
+/// Stride-1 pointwise shapes whose planes are whole vectors (16 or 32 pixels wide): a
+/// misaligned input is read in place from its first pixel on a line, the pixels before it
+/// and past the last whole vector after it staged (the input starts at every offset).
+fn whole_vector_pointwise_problems() -> impl Strategy<Value = Problem> {
+    (pointwise_problems(), 1usize..3).prop_map(|(p, vectors)| Problem {
+        w: 16 * vectors,
+        stride: (1, 1),
+        ..p
+    })
+}
+
 /// Stride-1 shapes with 64-72 or 114-140 output channels and 57-71 input channels per
 /// group, 3x3: `direct-tiled`'s weight gradient vectorised over output channels (tiles of
 /// 64, partial last tiles and tap tiles, sums carried across chunks of pixels).
@@ -662,6 +673,12 @@ proptest! {
     }
 
     #[test]
+    fn whole_vector_pointwise_tiles_match_reference(p in whole_vector_pointwise_problems()) {
+        every_algorithm_matches_reference::<f32>(&p).map_err(TestCaseError::fail)?;
+        every_algorithm_matches_reference::<f64>(&p).map_err(TestCaseError::fail)?;
+    }
+
+    #[test]
     fn every_algorithm_matches_reference_all_dtypes(p in problems()) {
         every_algorithm_matches_reference::<f32>(&p).map_err(TestCaseError::fail)?;
         every_algorithm_matches_reference::<f64>(&p).map_err(TestCaseError::fail)?;
@@ -736,6 +753,36 @@ proptest! {
         let three = run();
         prop_assert_eq!(one, three);
     }
+}
+
+/// `direct-tiled`'s pointwise pass reads a misaligned input in place from its first pixel
+/// on a line and stages the pixels around that: every output must come out bit-identical
+/// to an aligned input's, from every element offset (`f32` and `f64`).
+#[test]
+fn pointwise_results_do_not_depend_on_the_input_alignment() {
+    fn check<T: Element + PartialEq + std::fmt::Debug>() {
+        let mut rng = StdRng::seed_from_u64(5);
+        let (xs, ws) = ([2, 70, 3, 32], [19, 70, 1, 1]);
+        let plan = Conv2dPlan::new(xs, ws, &Conv2dOptions::default())
+            .unwrap()
+            .with_algorithm(Algorithm::DirectTiled);
+        let x = random_vec::<T>(xs.iter().product(), &mut rng);
+        let w = random_vec::<T>(ws.iter().product(), &mut rng);
+        let b = random_vec::<T>(ws[0], &mut rng);
+        let mut buffer = vec![T::ZERO; x.len() + 16];
+        let outputs: Vec<_> = (0..16)
+            .map(|shift| {
+                buffer[shift..][..x.len()].copy_from_slice(&x);
+                plan.forward(&buffer[shift..][..x.len()], &w, Some(&b))
+                    .unwrap()
+            })
+            .collect();
+        for (shift, out) in outputs.iter().enumerate() {
+            assert_eq!(out, &outputs[0], "input {shift} elements into its buffer");
+        }
+    }
+    check::<f32>();
+    check::<f64>();
 }
 
 /// Central differences of `L = <conv2d(x, w, b), gy>` against the analytic gradients, in f64.
