@@ -281,6 +281,27 @@ pub(crate) unsafe fn direct_weight_avx2<A: Accumulator>(job: &mut WeightJob<'_, 
     direct::weight(job)
 }
 
+/// `out[t]` = the sum of the 16 lanes of `sums[t]` in `sum_lanes`'s order (lane `l` takes
+/// lane `l + w` for `w` = 8, 4, 2, 1): the halves of a register added, then of the result.
+///
+/// # Safety
+/// The CPU must support AVX-512 F and DQ.
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+pub(crate) unsafe fn lane_sums_f32_avx512(sums: &[[f32; 16]], out: &mut [f32]) {
+    for (o, lanes) in out.iter_mut().zip(sums) {
+        // SAFETY: `lanes` holds 16 values; AVX-512 F and DQ are present (this function's
+        // contract).
+        let v = unsafe { _mm512_loadu_ps(lanes.as_ptr()) };
+        let eight = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps::<1>(v));
+        let four = _mm_add_ps(
+            _mm256_castps256_ps128(eight),
+            _mm256_extractf128_ps::<1>(eight),
+        );
+        let two = _mm_add_ps(four, _mm_movehl_ps(four, four));
+        *o = _mm_cvtss_f32(_mm_add_ss(two, _mm_shuffle_ps::<1>(two, two)));
+    }
+}
+
 /// The direct weight-gradient kernel with AVX-512.
 ///
 /// # Safety
