@@ -160,8 +160,8 @@ impl Algorithm {
     /// channels, where the `gemm` crate reads the input in place. Dilated stride-1 layers on maps of 4096 or more pixels (with 128 or more
     /// input channels per group; 256 or more, and 144 pixels, where `direct-tiled`'s masked
     /// tiles do not apply), and strided layers with 144 or more output pixels an image (or
-    /// 2048 in all), take
-    /// `implicit-gemm` (32 or more output channels per group; see its sweeps in the README).
+    /// 2048 in all), take `implicit-gemm` (32 or more output channels per group; see its
+    /// sweeps in the README).
     pub(crate) fn choose(g: &Geometry) -> Self {
         let taps = g.kh.saturating_mul(g.kw);
         use crate::kernels::direct::{fits, implicit_gemm_wins, pointwise, suits_tiles};

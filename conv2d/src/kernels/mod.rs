@@ -190,10 +190,10 @@ pub(crate) fn extend_mapped<S: Copy + Sync, T: Send + Sync>(
 /// Bytes of alignment [`Scratch::filled_aligned`] gives.
 const ALIGN: usize = 64;
 
-/// Whether `values` starts on a 64-byte line, the alignment [`Scratch::filled_aligned`]
-/// gives.
-pub(crate) fn is_aligned<T>(values: &[T]) -> bool {
-    values.as_ptr().cast::<u8>().align_offset(ALIGN) == 0
+/// Elements from the start of `values` to the first on a 64-byte line, the alignment
+/// [`Scratch::filled_aligned`] gives (0 if it starts on one, `usize::MAX` if no element can).
+pub(crate) fn elements_to_line<T>(values: &[T]) -> usize {
+    values.as_ptr().align_offset(ALIGN)
 }
 
 /// Appends `len` elements to `v` (whose capacity holds them), written in chunks of
@@ -504,7 +504,7 @@ mod tests {
         let scratch = Scratch::new();
         for shift in 0..16 {
             let copy = scratch.copied_aligned(&values[shift..]).expect("a buffer");
-            assert!(is_aligned(&copy), "shift {shift}");
+            assert_eq!(elements_to_line(&copy), 0, "shift {shift}");
             assert_eq!(&copy[..], &values[shift..], "shift {shift}");
         }
         assert!(scratch

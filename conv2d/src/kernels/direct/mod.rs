@@ -41,7 +41,7 @@ use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::rows::band_rows;
-use super::{all_finite, is_aligned, Aligned, Scratch};
+use super::{all_finite, Aligned, Scratch};
 use crate::element::Accumulator;
 use crate::error::try_reserve;
 use crate::geometry::{checked_product, Geometry};
@@ -725,8 +725,9 @@ fn conj_multiply_add<A: Accumulator>(acc: &mut [A; LANES], x: &[A], y: &[A]) {
 }
 
 /// The sum of a vector of partial sums, in a fixed tree order (which
-/// `lane_sums_f32_avx512` follows): lane `l` takes lane `l + width` for widths 8, 4, 2 and 1 (constant widths, so that the steps unroll into vector
-/// adds: the loop over a halving width was 30% of a depthwise weight gradient on 7x7 maps).
+/// `lane_sums_f32_avx512` follows): lane `l` takes lane `l + width` for widths 8, 4, 2 and
+/// 1 (constant widths, so that the steps unroll into vector adds: the loop over a halving
+/// width was 30% of a depthwise weight gradient on 7x7 maps).
 #[inline(always)]
 fn sum_lanes<A: Accumulator>(lanes: &[A; LANES]) -> A {
     const { assert!(LANES == 16) };

@@ -14,9 +14,10 @@
 //! the thread count.
 
 use super::tiled::{run, summed_channels, tile_channels, tile_rows, Tile, CO};
-use super::{every_nth, is_aligned, Aligned, Scratch, LANES};
+use super::{every_nth, Aligned, Scratch, LANES};
 use crate::element::Accumulator;
 use crate::geometry::Geometry;
+use crate::kernels::elements_to_line;
 use crate::threading::{for_each_chunk, for_each_item};
 
 /// Output pixels of one task, and input channels whose taps every tile of the task sweeps
@@ -72,22 +73,24 @@ pub(crate) fn forward<A: Accumulator>(
         let planes = out_g.chunks_exact_mut(plane);
         let whole_vectors =
             (g.stride.h, g.stride.w) == (1, 1) && in_plane == plane && plane.is_multiple_of(LANES);
-        if whole_vectors && is_aligned(x) {
-            layer.sweep(x, plane, planes.collect(), TASKS);
-        } else if let Some(skip) = aligned_after(x).filter(|_| whole_vectors && plane > LANES) {
+        match elements_to_line(x) {
+            0 if whole_vectors => layer.sweep(x, plane, planes.collect(), TASKS),
             // Every plane is as far off a line as the first: its pixels from `skip` on are
             // read in place, the `skip` before and those past the last whole vector after
             // them are staged into one vector a channel.
-            let inner = plane - LANES;
-            let inner_planes = planes.map(|p| &mut p[skip..][..inner]).collect();
-            layer.sweep(&x[skip..], plane, inner_planes, TASKS);
-            layer.edges(x, plane, skip, out_g);
-        } else {
-            let padded = plane.next_multiple_of(LANES);
-            let Some(staged) = stage(g, x, padded, scratch) else {
-                return;
-            };
-            layer.sweep(&staged, padded, planes.collect(), TASKS);
+            skip if whole_vectors && skip < LANES && plane > LANES => {
+                let inner = plane - LANES;
+                let inner_planes = planes.map(|p| &mut p[skip..][..inner]).collect();
+                layer.sweep(&x[skip..], plane, inner_planes, TASKS);
+                layer.edges(x, plane, skip, out_g);
+            }
+            _ => {
+                let padded = plane.next_multiple_of(LANES);
+                let Some(staged) = stage(g, x, padded, scratch) else {
+                    return;
+                };
+                layer.sweep(&staged, padded, planes.collect(), TASKS);
+            }
         }
     }
 }
@@ -217,13 +220,6 @@ impl<A: Accumulator> Layer<'_, A> {
             dst[tail + skip..].copy_from_slice(&src[skip..]);
         }
     }
-}
-
-/// Elements from the start of `values` to the first on a 64-byte line, when that is within
-/// one vector (not 0: `values` is off a line).
-fn aligned_after<A>(values: &[A]) -> Option<usize> {
-    let skip = values.as_ptr().align_offset(64);
-    (1..LANES).contains(&skip).then_some(skip)
 }
 
 /// The input pixels the outputs read (every `stride`-th of every `stride`-th row), each
