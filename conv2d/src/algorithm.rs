@@ -58,11 +58,12 @@ pub enum Algorithm {
     /// blocks of 16 input channels; a pointwise one (1x1, unpadded, any stride) as a GEMM
     /// of the same tiles over the input planes as they are (strided ones subsampled
     /// first), in blocks of 64 input channels: for `f32`, `f16` and `bf16` (which sum in
-    /// `f32`) and `f64` on CPUs with AVX2 or AVX-512. With AVX-512, a stride-1 layer whose
-    /// output rows are as wide as its input rows (`padding = "same"` and the like, padding
-    /// narrower than a row) reads input rows stored without padding columns, the terms
-    /// that would read one masked out of the fused multiply-add, and sums straight into the
-    /// output; where an output is not finite (where a masked term could have made `0 *
+    /// `f32`) and `f64` on CPUs with AVX2 or AVX-512. With AVX-512, a layer whose output rows
+    /// and columns are its input's divided by the stride (`padding = "same"` and the like
+    /// at stride 1, half the kernel's reach when strided; padding narrower than the input)
+    /// reads input rows stored without padding columns (split into stride phases), the
+    /// terms that would read one masked out of the fused multiply-add, and sums straight
+    /// into the output; where an output is not finite (where a masked term could have made `0 *
     /// inf = NaN`), the padded tiles recompute the call. Its stride-1 input gradient is the
     /// same kernel on the flipped weight, and its stride-1 weight gradient (`f32`, `f16`,
     /// `bf16`; for a finite input) tiles of 4 output channels by 6 taps of dot products
@@ -70,7 +71,8 @@ pub enum Algorithm {
     /// more taps, tiles of 64 output channels (vectors, the output gradient transposed) by
     /// 6 taps (broadcast). Every other pass, type, shape or CPU runs what the shape would
     /// be given without it ([`Algorithm::Direct`] or [`Algorithm::Im2colGemm`]). Scratch:
-    /// the group's padded input rows (at most 1 Mi elements per band, 64 Ki when strided,
+    /// the group's padded input rows (at most 1 Mi elements per band, 64 Ki when strided
+    /// (256 Ki in the masked tiles),
     /// or one output row's worth where that is more) and per task a
     /// 6-channel output block of the band; pointwise, the group's subsampled input planes
     /// when strided (or not whole vectors of 16).

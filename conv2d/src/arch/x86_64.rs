@@ -479,10 +479,10 @@ unsafe fn masked_tile<R: MaskedRegister, const VECTORS: usize, const CH: usize>(
     for kx in 0..columns {
         let masks: [u16; VECTORS] =
             std::array::from_fn(|v| job.masks[(first + v) * columns + kx] & inside[v]);
-        let x0 = slab.wrapping_add(q + kx * job.column_step);
+        let x0 = slab.wrapping_add(q + job.column_offsets[kx]);
         let w0 = rows.map(|r| r.wrapping_add(kx));
         for (j, &row) in tile.starts.iter().enumerate() {
-            // SAFETY: `row + kx * column_step + q + lanes * VECTORS` is within the reach of
+            // SAFETY: `row + column_offsets[kx] + q + lanes * VECTORS` is within the reach of
             // `len` rounded up to whole vectors, inside the slab; every channel's row holds
             // `starts.len() * columns` weights (`pointers` checked both).
             unsafe {

@@ -112,7 +112,9 @@ pub(crate) fn applies<A: Accumulator>(g: &Geometry) -> bool {
 /// - strided kernels with 144 or more output pixels an image: against `direct-tiled`'s
 ///   tiles of 8 channels (2026-12-03, Intel Xeon, `conv2d-bench --algorithm`, one and two
 ///   threads) 3x3 and 2x2 stride-2 layers of 64-256 channels ran 1.05-1.28x as fast at
-///   144-784 pixels, 0.99-1.03x at 100, 0.92-1.12x at 64 and 0.69-0.70x at 49.
+///   144-784 pixels, 0.99-1.03x at 100, 0.92-1.12x at 64 and 0.69-0.70x at 49; but not
+///   those that `direct-tiled`'s masked tiles over phase planes
+///   [take](super::masked::takes_strided) (the 7x7 stem, many output channels).
 pub(crate) fn wins(g: &Geometry) -> bool {
     let pixels = g.oh.saturating_mul(g.ow);
     let dilated = g.stride.h == 1
@@ -122,8 +124,9 @@ pub(crate) fn wins(g: &Geometry) -> bool {
             true => g.cin_per_group() >= 128 && pixels >= 4096,
             false => g.cin_per_group() >= 256 && pixels >= 144,
         };
-    let strided =
-        (g.stride.h > 1 || g.stride.w > 1) && (pixels >= 144 || g.n.saturating_mul(pixels) >= 2048);
+    let strided = (g.stride.h > 1 || g.stride.w > 1)
+        && (pixels >= 144 || g.n.saturating_mul(pixels) >= 2048)
+        && !super::masked::takes_strided(g);
     g.kh.saturating_mul(g.kw) > 1 && g.cout_per_group() >= 32 && (dilated || strided)
 }
 

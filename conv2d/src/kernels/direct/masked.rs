@@ -1,14 +1,18 @@
 //! [`Algorithm::DirectTiled`](crate::Algorithm::DirectTiled)'s forward pass on AVX-512 for
-//! stride-1 layers whose output rows are as wide as their input rows (the "same" padding of
-//! most CNNs): [`tiled`](super::tiled)'s register tile, with the input rows stored without
-//! padding columns and the taps that would read one masked instead.
+//! layers whose output rows are their input rows divided by the stride (the "same"
+//! padding of most CNNs, and its strided counterpart, as in ResNet's 7x7 stem): [`tiled`](super::tiled)'s register
+//! tile, with the input rows stored without padding columns and the taps that would read
+//! one masked instead.
 //!
-//! With output pixel `q = oy * w + ox` (the output's own layout), every tap reads slab
-//! element `start + q` as in `tiled`, but a tap `kx` columns to the side of a row's first or
-//! last pixel reads the neighbouring row's pixel there: those lanes are masked out of the
-//! fused multiply-add (AVX-512's masked FMA costs what the plain one does). So no column is
-//! computed and dropped (`tiled` computes `(kw - 1) * dilation` per row: 7% of a 28-wide
-//! map, 29% of a 7-wide one), and the sums go straight into the output.
+//! The input is stored as phase planes, `stride.h * stride.w` a channel: plane `(py, px)`
+//! holds input rows `py, py + stride.h, ...` and in them columns `px, px + stride.w, ...`,
+//! `ow` of them, so that with output pixel `q = oy * ow + ox` (the output's own layout)
+//! every tap reads element `start + q` of one plane as in `tiled` (at stride 1 there is
+//! one plane, the input's rows). A tap to the side of a row's first or last pixel reads
+//! the neighbouring row's pixel there: those lanes are masked out of the fused multiply-add
+//! (AVX-512's masked FMA costs what the plain one does). So no column is computed and
+//! dropped (`tiled` computes `(kw - 1) * dilation` per row: 7% of a 28-wide map, 29% of a
+//! 7-wide one), and the sums go straight into the output.
 //!
 //! A masked lane leaves out a term where `tiled` adds `0 * weight`; the two differ only
 //! when the weight is infinite or NaN (PyTorch gives NaN there). Every weight meets an
@@ -24,7 +28,7 @@ use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::tiled::{as_type, as_type_mut, summed_channels, tile_rows, Tile, CO, MIN_CHANNELS};
-use super::{block_tasks, Scratch};
+use super::{block_tasks, split_pairs, Scratch};
 use crate::element::Accumulator;
 use crate::error::try_reserve;
 use crate::geometry::{checked_product, Geometry};
@@ -38,6 +42,13 @@ const CI_BLOCK: usize = 16;
 const TASKS: usize = 16;
 /// Elements of a band's slab (all input channels of the group), as in `tiled`.
 const SLAB_BUDGET: usize = 1024 * 1024;
+/// Elements of a strided band's slab: 1 MiB of `f32`, half a core's L2 on the Intel Xeon
+/// measured, so that each tile of output channels finds the band there after the first (a
+/// strided band's phase planes hold `stride.h * stride.w` input pixels per output pixel).
+/// Over `conv2d-bench/sweeps/strided.json` (2026-12-03, one and two threads) [`SLAB_BUDGET`]
+/// ran 2x2 stride-2 layers of 64-256 channels on 64-112 maps 0.51-0.76x as fast, a quarter
+/// of this budget 0.84-1.05x, half of it 0.78-1.13x, twice it 0.67-1.01x (two threads).
+const STRIDED_BUDGET: usize = 256 * 1024;
 /// Bytes in one AVX-512 register.
 const REGISTER_BYTES: usize = 64;
 
@@ -48,34 +59,79 @@ pub(crate) fn applies<A: Accumulator>(g: &Geometry) -> bool {
 }
 
 /// Whether the masked forward pass suits the shape on this CPU, whatever the type:
-/// AVX-512, stride 1, output rows as wide as the input's (so `q` steps through input and
-/// output alike), padding narrower than a row on each side, and at least half a tile of
-/// output channels per group.
+/// AVX-512, output columns the input's divided by the column stride, and likewise rows where
+/// the row stride is more than 1 (so that `q` steps through the phase planes and the output
+/// alike), padding narrower than the input on each side of such an axis, and at least half
+/// a tile of output channels per group.
 pub(crate) fn suits(g: &Geometry) -> bool {
-    let reach_w = (g.kw.max(1) - 1).saturating_mul(g.dilation.w);
-    let pad_right = reach_w.checked_sub(g.pad_left);
+    let divides = |input: usize, outputs: usize, stride: usize, k: usize, d: usize, pad| {
+        let reach = (k.max(1) - 1).saturating_mul(d);
+        outputs.checked_mul(stride) == Some(input)
+            && pad < input
+            && reach.checked_sub(pad).is_some_and(|p| p < input)
+    };
     isa() == Isa::Avx512
-        && g.stride.h == 1
-        && g.stride.w == 1
-        && g.ow == g.w
-        && g.pad_left < g.w
-        && pad_right.is_some_and(|p| p < g.w)
+        && divides(g.w, g.ow, g.stride.w, g.kw, g.dilation.w, g.pad_left)
+        && (g.stride.h == 1 || divides(g.h, g.oh, g.stride.h, g.kh, g.dilation.h, g.pad_top))
         && g.cout_per_group() >= MIN_CHANNELS
+}
+
+/// Whether a strided shape runs faster on the masked tiles than on
+/// [`implicit-gemm`](super::implicit_gemm) (which [`Algorithm::choose`](crate::Algorithm)
+/// takes for strided shapes otherwise): a shape they [`suits`] whose taps overlap along both
+/// axes (the kernel reaches at least the stride), with 128 or more output channels per
+/// group or 8 or fewer input channels per group (a first layer's small slab).
+/// `conv2d-bench --algorithm` over `conv2d-bench/sweeps/strided.json` (2026-12-03, Intel
+/// Xeon, one and two threads): the masked tiles ran 3x3, 4x4 and 5x5 stride-2 layers of 128
+/// to 512 output channels 1.00-1.96x as fast, 7x7 and 3x3 stride-2 layers of 3 input
+/// channels (stems) 1.02-1.76x, but layers of 16-64 input and 32-64 output channels on
+/// 56-112 maps 0.72-0.88x on two threads (each tile of 8 channels streams the slab again;
+/// `implicit-gemm` reads it once per panel of 64), and 2x2 stride-2 ones 0.81-1.07x.
+pub(crate) fn takes_strided(g: &Geometry) -> bool {
+    let overlaps = |k: usize, d: usize, s: usize| (k.max(1) - 1).saturating_mul(d) >= s;
+    (g.stride.h > 1 || g.stride.w > 1)
+        && suits(g)
+        && overlaps(g.kh, g.dilation.h, g.stride.h)
+        && overlaps(g.kw, g.dilation.w, g.stride.w)
+        && (g.cout_per_group() >= 128 || g.cin_per_group() <= 8)
+}
+
+/// Where kernel tap `k` of an axis reads: output `o`'s input `o * stride + k * dilation -
+/// pad` is in phase `phase` (inputs `phase, phase + stride, ...`) at slot `o + slot`,
+/// counted from `lag(pad, stride)` slots before the phase's first input. Returns
+/// `(phase, slot)`.
+fn tap_phase(k: usize, dilation: usize, pad: usize, stride: usize) -> (usize, usize) {
+    // No overflow: `Geometry` checked `o * stride + k * dilation` for a tap `k`, and
+    // `pad` rounds up to whole strides only where `pad < input` (see `suits`).
+    let r = k * dilation + (pad.next_multiple_of(stride) - pad);
+    (r % stride, r / stride)
+}
+
+/// Slots an axis's phases are read from before their first input (the padding, in slots).
+fn lag(pad: usize, stride: usize) -> usize {
+    pad.div_ceil(stride)
+}
+
+/// Whether output column `ox`'s tap `kx` reads an input column (not the padding).
+fn reads_input(g: &Geometry, ox: usize, kx: usize) -> bool {
+    let x = ox * g.stride.w + kx * g.dilation.w;
+    x >= g.pad_left && x - g.pad_left < g.w
 }
 
 /// One tile sweep over a block of input channels: [`Tile`]'s sums with each tap `t` a tap
 /// row (`starts[t]`, kernel column 0) swept over every kernel column `kx`, the lanes
 /// outside `masks` left out: for `q < len`, `outs[c][q] = init[c] (or outs[c][q] when
 /// resuming) + sum over t and kx, where masks[q / lanes * columns + kx] has q's lane, of
-/// weights[rows[c] + t * columns + kx] * slab[starts[t] + kx * column_step + q]`.
+/// weights[rows[c] + t * columns + kx] * slab[starts[t] + column_offsets[kx] + q]`.
 pub(crate) struct MaskedTile<'a, A> {
     /// The slab from the task's first output row, the tap rows of the block (`(ci, ky)`)
     /// as `starts`, and any `len`.
     pub tile: Tile<'a, A>,
     /// Kernel columns.
     pub columns: usize,
-    /// Slab elements between neighbouring kernel columns (the dilation).
-    pub column_step: usize,
+    /// Per kernel column, where its reads start from a tap row's (its phase plane and
+    /// slot).
+    pub column_offsets: &'a [usize],
     /// Per vector of outputs and kernel column: the lanes whose term reads a real input
     /// column (see [`column_masks`]).
     pub masks: &'a [u16],
@@ -103,7 +159,12 @@ impl<A> MaskedTile<'_, A> {
             .iter()
             .all(|&r| r + row_weights <= tile.weights.len()));
         assert!(self.masks.len() >= len.div_ceil(lanes) * columns);
-        let reach = columns.saturating_sub(1) * self.column_step + len.next_multiple_of(lanes);
+        assert!(self.column_offsets.len() >= columns);
+        let offsets = &self.column_offsets[..columns];
+        let reach = offsets
+            .iter()
+            .max()
+            .map_or(0, |&o| o + len.next_multiple_of(lanes));
         let end = tile.starts.iter().max().map_or(0, |&r| r + reach);
         assert!(end <= tile.slab.len());
         tile.unchecked_pointers()
@@ -111,21 +172,23 @@ impl<A> MaskedTile<'_, A> {
 }
 
 /// Per vector of `lanes` outputs from output `0` of a row (up to `len` outputs) and kernel
-/// column `kx`: the bits of the lanes whose term reads input column
-/// `q % w + kx * dilation - pad_left` inside `0..w`.
+/// column `kx`: the bits of the lanes whose term [`reads_input`]. Every lane's bit is set,
+/// then cleared where a row's output column does not read the input: the few columns at
+/// each end of a row, found once (a test per lane took 3% of the stem's time on two
+/// threads, the other thread idle).
 fn column_masks(g: &Geometry, len: usize, lanes: usize) -> Vec<u16> {
     let vectors = len.div_ceil(lanes);
-    let mut masks = Vec::with_capacity(vectors * g.kw);
-    for v in 0..vectors {
-        for kx in 0..g.kw {
-            let shift = kx * g.dilation.w;
-            let mask = (0..lanes)
-                .filter(|&lane| {
-                    let x = (v * lanes + lane) % g.w + shift;
-                    x >= g.pad_left && x - g.pad_left < g.w
-                })
-                .fold(0u16, |m, lane| m | 1 << lane);
-            masks.push(mask);
+    let mut masks = vec![u16::MAX; vectors * g.kw];
+    for kx in 0..g.kw {
+        let padding: Vec<usize> = (0..g.ow).filter(|&ox| !reads_input(g, ox, kx)).collect();
+        for row in (0..vectors * lanes).step_by(g.ow) {
+            for q in padding
+                .iter()
+                .map(|&ox| row + ox)
+                .filter(|&q| q < vectors * lanes)
+            {
+                masks[q / lanes * g.kw + kx] &= !(1 << (q % lanes));
+            }
         }
     }
     masks
@@ -147,8 +210,14 @@ pub(crate) fn forward<A: Accumulator>(
     let taps = cin_g * g.kh * g.kw;
     let in_len = cin_g * g.h * g.w;
     let lanes = REGISTER_BYTES / std::mem::size_of::<A>();
-    let reach_h = (g.kh - 1) * g.dilation.h;
-    let band = (SLAB_BUDGET / (cin_g * g.w).max(1))
+    // Each output row of a band adds `stride.h * w` elements a channel (its phase rows),
+    // the band's rows reach `reach_h` more.
+    let reach_h = tap_phase(g.kh - 1, g.dilation.h, g.pad_top, g.stride.h).1;
+    let budget = match g.stride.h * g.stride.w {
+        1 => SLAB_BUDGET,
+        _ => STRIDED_BUDGET,
+    };
+    let band = (budget / (cin_g * g.stride.h * g.w).max(1))
         .saturating_sub(reach_h)
         .clamp(1, g.oh);
     let finite = AtomicBool::new(true);
@@ -156,7 +225,7 @@ pub(crate) fn forward<A: Accumulator>(
     // the longest run serve every run (a vector's masks depend on its place in the run).
     let tiles = cout_g.div_ceil(CO);
     let row_chunk = |rows: usize| rows.div_ceil(TASKS.div_ceil(tiles).min(rows));
-    let masks = column_masks(g, row_chunk(band) * g.w, lanes);
+    let masks = column_masks(g, row_chunk(band) * g.ow, lanes);
     for_each_chunk(out, cout_g * plane, |task, group_out| {
         let (n, group) = (task / g.groups, task % g.groups);
         let x = &input[(n * g.cin + group * cin_g) * g.h * g.w..][..in_len];
@@ -165,18 +234,14 @@ pub(crate) fn forward<A: Accumulator>(
             let Some(slab) = unpadded_slab(g, x, oy0, rows, lanes, scratch) else {
                 return;
             };
-            let tap_rows: Vec<usize> = (0..cin_g)
-                .flat_map(|ci| {
-                    (0..g.kh).map(move |ky| ci * slab.plane_len + ky * g.dilation.h * g.w)
-                })
-                .collect();
+            let tap_rows = &slab.tap_rows;
             let row_chunk = row_chunk(rows);
-            let Some(tails) = tail_columns(g, &slab, &tap_rows, rows, row_chunk, scratch) else {
+            let Some(tails) = tail_columns(g, &slab, rows, row_chunk, scratch) else {
                 return;
             };
             let planes = group_out
                 .chunks_exact_mut(plane)
-                .map(|p| p[oy0 * g.w..][..rows * g.w].chunks_mut(row_chunk * g.w));
+                .map(|p| p[oy0 * g.ow..][..rows * g.ow].chunks_mut(row_chunk * g.ow));
             for_each_item(block_tasks(planes, CO), |(tile, chunk, outs)| {
                 let co0 = group * cout_g + tile * CO;
                 let count = outs.len();
@@ -212,7 +277,7 @@ pub(crate) fn forward<A: Accumulator>(
                     let all_finite = run(
                         &mut MaskedTile {
                             tile: Tile {
-                                slab: &slab.data[slab.start + chunk * row_chunk * g.w..],
+                                slab: &slab.data[slab.start + chunk * row_chunk * g.ow..],
                                 starts: rows,
                                 weights: weight,
                                 rows: weight_rows.map(|r| r + terms),
@@ -223,7 +288,7 @@ pub(crate) fn forward<A: Accumulator>(
                                 channels,
                             },
                             columns: g.kw,
-                            column_step: g.dilation.w,
+                            column_offsets: &slab.column_offsets,
                             masks: &masks,
                         },
                         b + 1 == blocks,
@@ -266,29 +331,28 @@ fn tail_len(len: usize, lanes: usize) -> usize {
 fn tail_columns<A: Accumulator>(
     g: &Geometry,
     slab: &UnpaddedSlab<A>,
-    tap_rows: &[usize],
     rows: usize,
     row_chunk: usize,
     scratch: &Scratch,
 ) -> Option<Vec<A>> {
     let lanes = REGISTER_BYTES / std::mem::size_of::<A>();
-    let taps = tap_rows.len() * g.kw;
+    let taps = slab.tap_rows.len() * g.kw;
     let runs = rows.div_ceil(row_chunk);
-    let run_len = |run: usize| row_chunk.min(rows - run * row_chunk) * g.w;
+    let run_len = |run: usize| row_chunk.min(rows - run * row_chunk) * g.ow;
     if (0..runs).all(|run| tail_len(run_len(run), lanes) == 0) {
         return Some(Vec::new());
     }
     let mut columns = scratch.filled(runs * TAIL_LANES * taps, A::ZERO)?;
     for (run, run_columns) in columns.chunks_exact_mut(TAIL_LANES * taps).enumerate() {
         let len = run_len(run);
-        let slab_run = &slab.data[slab.start + run * row_chunk * g.w..];
+        let slab_run = &slab.data[slab.start + run * row_chunk * g.ow..];
         let pixels = len - tail_len(len, lanes)..len;
         for (q, column) in pixels.zip(run_columns.chunks_exact_mut(taps)) {
-            for (&row, terms) in tap_rows.iter().zip(column.chunks_exact_mut(g.kw)) {
-                for (kx, term) in terms.iter_mut().enumerate() {
-                    let x = q % g.w + kx * g.dilation.w;
-                    if x >= g.pad_left && x - g.pad_left < g.w {
-                        *term = slab_run[row + kx * g.dilation.w + q];
+            for (&row, terms) in slab.tap_rows.iter().zip(column.chunks_exact_mut(g.kw)) {
+                for ((kx, term), &offset) in terms.iter_mut().enumerate().zip(&slab.column_offsets)
+                {
+                    if reads_input(g, q % g.ow, kx) {
+                        *term = slab_run[row + offset + q];
                     }
                 }
             }
@@ -377,17 +441,22 @@ fn dot_rows<A: Accumulator>(weights: &[A], rows: &[usize; CO], column: &[A], par
     unreachable!("applies admits f32 and f64 with AVX-512 only");
 }
 
-/// The input rows output rows `oy0..oy0 + rows` read, of every plane of `x`, with zero rows
-/// for the padding above and below but no padding column, after `pad_left` zeros and
-/// followed by `pad_right + lanes` (the reach of a last, partial vector).
+/// The input rows output rows `oy0..oy0 + rows` read, of every input channel of `x`, as
+/// phase planes (see the module's doc) of `ow` columns, with zero rows for the padding
+/// above and below but no padding column, after `lag` zero slots (the padding on the left)
+/// and followed by the reach of a row's last, partial vector.
 struct UnpaddedSlab<A> {
-    /// Unused values first (`start` of them), so that the first image pixel starts a
-    /// register's worth of bytes: runs of outputs whose taps are whole rows apart then load
-    /// whole cache lines.
+    /// Unused values first (`start` of them; the zero slots follow), so that the first
+    /// plane starts a register's worth of bytes: runs of outputs whose taps are whole rows
+    /// apart then load whole cache lines.
     data: Vec<A>,
     start: usize,
-    /// The length of one plane.
-    plane_len: usize,
+    /// Per tap row (input channel, kernel row), where its reads for the band's first
+    /// output start, from `start`: its phase plane's row, at the column phase 0.
+    tap_rows: Vec<usize>,
+    /// Per kernel column, where its reads start from a tap row's: its column phase's
+    /// plane and its slot.
+    column_offsets: Vec<usize>,
 }
 
 /// Copies [`UnpaddedSlab`]; `None` if its buffer cannot be allocated.
@@ -399,12 +468,17 @@ fn unpadded_slab<A: Accumulator>(
     lanes: usize,
     scratch: &Scratch,
 ) -> Option<UnpaddedSlab<A>> {
-    let height = rows + (g.kh - 1) * g.dilation.h;
-    let plane_len = height * g.w;
-    let planes = x.len() / (g.h * g.w).max(1);
-    let margins = (g.kw - 1) * g.dilation.w + lanes;
+    let (sh, sw) = (g.stride.h, g.stride.w);
+    let (lag_h, lag_w) = (lag(g.pad_top, sh), lag(g.pad_left, sw));
+    // Plane row `r` holds the phase's input row `oy0 + r - lag_h` (in phase rows).
+    let height = rows + tap_phase(g.kh - 1, g.dilation.h, g.pad_top, sh).1;
+    let plane_len = height * g.ow;
+    let channels = x.len() / (g.h * g.w).max(1);
+    let row_phases = channels * sh;
+    let reach_w = tap_phase(g.kw - 1, g.dilation.w, g.pad_left, sw).1;
+    let margins = lag_w + reach_w.saturating_sub(lag_w) + lanes;
     let len = scratch.ok(
-        checked_product(&[planes, plane_len], "an unpadded slab").and_then(|len| {
+        checked_product(&[row_phases, sw, plane_len], "an unpadded slab").and_then(|len| {
             len.checked_add(margins)
                 .ok_or(crate::error::ConvError::overflow("an unpadded slab"))
         }),
@@ -414,36 +488,76 @@ fn unpadded_slab<A: Accumulator>(
     scratch.ok(try_reserve(&mut data, len.saturating_add(lead)))?;
     let start = data
         .as_ptr()
-        .wrapping_add(g.pad_left)
+        .wrapping_add(lag_w)
         .align_offset(REGISTER_BYTES);
     let (start, len) = (start.min(lead), len + start.min(lead));
-    // Slab row r holds input row oy0 + r - pad_top: rows first..last are inside the image.
-    let first = g.pad_top.saturating_sub(oy0).min(height);
-    let last = (g.h + g.pad_top).saturating_sub(oy0).clamp(first, height);
-    let image_row0 = oy0 + first - g.pad_top;
-    // Every element is written once, each channel's in parallel (no zeroing pass first).
+    // Every element is written once, each channel's row phase in parallel (no zeroing
+    // pass first).
     let zero = MaybeUninit::new(A::ZERO);
     let slab = &mut data.spare_capacity_mut()[..len];
-    let (front, rest) = slab.split_at_mut(start + g.pad_left);
-    let (planes_data, back) = rest.split_at_mut(planes * plane_len);
+    let (front, rest) = slab.split_at_mut(start + lag_w);
+    let (planes_data, back) = rest.split_at_mut(row_phases * sw * plane_len);
     front.fill(zero);
     back.fill(zero);
-    for_each_chunk(planes_data, plane_len, |c, slab_c| {
-        let x_c = &x[c * g.h * g.w..][..g.h * g.w];
-        let (above, rest) = slab_c.split_at_mut(first * g.w);
-        let (image, below) = rest.split_at_mut((last - first) * g.w);
-        above.fill(zero);
-        image.write_copy_of_slice(&x_c[image_row0 * g.w..][..image.len()]);
-        below.fill(zero);
+    for_each_chunk(planes_data, sw * plane_len, |c, phases| {
+        let (channel, py) = (c / sh, c % sh);
+        let x_c = &x[channel * g.h * g.w..][..g.h * g.w];
+        for r in 0..height {
+            let iy = (oy0 + r)
+                .checked_sub(lag_h)
+                .map(|row| row * sh + py)
+                .filter(|&iy| iy < g.h);
+            let mut phase_rows = phases[r * g.ow..].chunks_mut(plane_len);
+            let mut next_row = || &mut phase_rows.next().expect("a plane per phase")[..g.ow];
+            let Some(iy) = iy else {
+                (0..sw).for_each(|_| next_row().fill(zero));
+                continue;
+            };
+            let src = &x_c[iy * g.w..][..g.w];
+            match sw {
+                1 => {
+                    next_row().write_copy_of_slice(src);
+                }
+                2 => {
+                    let even = next_row();
+                    split_pairs(src, even, next_row());
+                }
+                _ => {
+                    for px in 0..sw {
+                        let dst = next_row();
+                        for (d, &v) in dst.iter_mut().zip(src[px..].iter().step_by(sw)) {
+                            d.write(v);
+                        }
+                    }
+                }
+            }
+        }
     });
     // SAFETY: the first `len` elements (within the capacity reserved) were all written
-    // above: the unused lead and the front margin, the back margin, and every plane's rows
-    // above, inside and below the image (`for_each_chunk` returns once every chunk is done).
+    // above: the unused lead and the front margin, the back margin, and in every plane
+    // each row, `ow` elements from each of its phases' rows (zeros, or every input column
+    // of the phase: `w == ow * stride.w`, see `suits`; `split_pairs` writes every element
+    // of both halves); `for_each_chunk` returns once every chunk is done.
     unsafe { data.set_len(len) };
+    let tap_rows = (0..channels)
+        .flat_map(|ci| {
+            (0..g.kh).map(move |ky| {
+                let (py, slot) = tap_phase(ky, g.dilation.h, g.pad_top, sh);
+                ((ci * sh + py) * sw) * plane_len + slot * g.ow
+            })
+        })
+        .collect();
+    let column_offsets = (0..g.kw)
+        .map(|kx| {
+            let (px, slot) = tap_phase(kx, g.dilation.w, g.pad_left, sw);
+            px * plane_len + slot
+        })
+        .collect();
     Some(UnpaddedSlab {
         data,
         start,
-        plane_len,
+        tap_rows,
+        column_offsets,
     })
 }
 
@@ -473,7 +587,7 @@ impl<A: 'static + Copy> MaskedTile<'_, A> {
         Some(MaskedTile {
             tile: self.tile.retyped()?,
             columns: self.columns,
-            column_step: self.column_step,
+            column_offsets: self.column_offsets,
             masks: self.masks,
         })
     }

@@ -332,7 +332,11 @@ fn padded_slab<A: Accumulator>(
 /// `src` (which holds `even.len() + odd.len()` values or more; `odd` is as long as `even`
 /// or one shorter).
 #[inline]
-fn split_pairs<A: Accumulator>(src: &[A], even: &mut [MaybeUninit<A>], odd: &mut [MaybeUninit<A>]) {
+pub(super) fn split_pairs<A: Accumulator>(
+    src: &[A],
+    even: &mut [MaybeUninit<A>],
+    odd: &mut [MaybeUninit<A>],
+) {
     let pairs = odd.len();
     for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(src.chunks_exact(2)) {
         e.write(pair[0]);

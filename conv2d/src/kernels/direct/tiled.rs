@@ -10,8 +10,8 @@
 //! The taps are swept in blocks of [`CI_BLOCK`] input channels, the sums carried in the
 //! output block between blocks, so that each block's windows and weights stay in L1; every
 //! output sums its bias, then its taps in order, whatever the thread count. On AVX-512,
-//! shapes whose output rows are as wide as the input's go to [`masked`](super::masked)
-//! first, which computes no padding column; pointwise ones go to
+//! shapes whose output rows and columns are the input's divided by the stride go to
+//! [`masked`](super::masked) first, which computes no padding column; pointwise ones go to
 //! [`pointwise`](super::pointwise), which reads the input planes as they are.
 
 use std::any::TypeId;
