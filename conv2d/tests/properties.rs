@@ -103,7 +103,7 @@ fn strided_same_problems() -> impl Strategy<Value = Problem> {
         (1usize..3, 1usize..3),
     );
     (
-        shaped_problems(1..20, 3..15, 1..2, 1..2),
+        shaped_problems(1..40, 3..15, 1..2, 1..2),
         shapes,
         (1usize..10, 1usize..24),
     )
