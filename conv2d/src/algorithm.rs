@@ -72,7 +72,7 @@ pub enum Algorithm {
     /// 6 taps (broadcast). Every other pass, type, shape or CPU runs what the shape would
     /// be given without it ([`Algorithm::Direct`] or [`Algorithm::Im2colGemm`]). Scratch:
     /// the group's padded input rows (at most 1 Mi elements per band, 64 Ki when strided
-    /// (256 Ki in the masked tiles),
+    /// (1 MiB in the masked tiles),
     /// or one output row's worth where that is more) and per task a
     /// 6-channel output block of the band; pointwise, the group's subsampled input planes
     /// when strided (or not whole vectors of 16).

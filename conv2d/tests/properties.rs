@@ -897,7 +897,9 @@ fn the_requested_instruction_set_is_in_force() {
 /// Shapes large enough that every algorithm splits its work: several pixel blocks and
 /// output-channel chunks in the GEMM forward pass, several channel blocks in its backward
 /// passes, a pointwise convolution reading its input in place, several groups of four
-/// vectors per row in the direct kernel, strided phases and masked last vectors.
+/// vectors per row in the direct kernel, strided phases and masked last vectors, and
+/// bands of rows in the masked tiles' strided phase planes (64 channels of 128 columns:
+/// 15 of the 17 output rows a band of 1 MiB).
 #[test]
 fn every_algorithm_matches_reference_on_shapes_that_split_into_blocks() {
     let cases = [
@@ -909,6 +911,7 @@ fn every_algorithm_matches_reference_on_shapes_that_split_into_blocks() {
         (1, 6, 1, 2, 21, 100, (3, 3), (1, 1), (1, 1), (1, 1)),
         (1, 4, 1, 1, 31, 70, (5, 3), (2, 3), (1, 1), (2, 1)),
         (2, 8, 4, 4, 18, 37, (3, 3), (1, 1), (1, 1), (1, 1)),
+        (1, 1, 64, 3, 34, 128, (3, 3), (2, 2), (1, 1), (1, 1)),
     ];
     for (i, (n, groups, cin_g, cout_g, h, w, k, stride, dilation, pad)) in
         cases.into_iter().enumerate()

@@ -47,13 +47,14 @@ const CI_BLOCK: usize = 32;
 const TASKS: usize = 16;
 /// Elements of a band's slab (all input channels of the group), as in `tiled`.
 const SLAB_BUDGET: usize = 1024 * 1024;
-/// Elements of a strided band's slab: 1 MiB of `f32`, half a core's L2 on the Intel Xeon
-/// measured, so that each tile of output channels finds the band there after the first (a
-/// strided band's phase planes hold `stride.h * stride.w` input pixels per output pixel).
-/// Over `conv2d-bench/sweeps/strided.json` (2026-12-03, one and two threads) [`SLAB_BUDGET`]
-/// ran 2x2 stride-2 layers of 64-256 channels on 64-112 maps 0.51-0.76x as fast, a quarter
-/// of this budget 0.84-1.05x, half of it 0.78-1.13x, twice it 0.67-1.01x (two threads).
-const STRIDED_BUDGET: usize = 256 * 1024;
+/// Bytes of a strided band's slab: 1 MiB, half a core's L2 on the Intel Xeon measured, so
+/// that each tile of output channels finds the band there after the first (a strided
+/// band's phase planes hold `stride.h * stride.w` input pixels per output pixel). Over
+/// `conv2d-bench/sweeps/strided.json` (2026-12-03, `f32`, one and two threads)
+/// [`SLAB_BUDGET`]'s 4 MiB ran 2x2 stride-2 layers of 64-256 channels on 64-112 maps
+/// 0.51-0.76x as fast, a quarter of this budget 0.84-1.05x, half of it 0.78-1.13x, twice it
+/// 0.67-1.01x (two threads); in `f64` the same 1 MiB ran the sweep 1.22x as fast as 2 MiB.
+const STRIDED_BUDGET_BYTES: usize = 1 << 20;
 /// Bytes in one AVX-512 register.
 const REGISTER_BYTES: usize = 64;
 
@@ -220,7 +221,7 @@ pub(crate) fn forward<A: Accumulator>(
     let reach_h = tap_phase(g.kh - 1, g.dilation.h, g.pad_top, g.stride.h).1;
     let budget = match g.stride.h * g.stride.w {
         1 => SLAB_BUDGET,
-        _ => STRIDED_BUDGET,
+        _ => STRIDED_BUDGET_BYTES / std::mem::size_of::<A>(),
     };
     let band = (budget / (cin_g * g.stride.h * g.w).max(1))
         .saturating_sub(reach_h)
