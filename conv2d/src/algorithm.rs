@@ -163,7 +163,9 @@ impl Algorithm {
     /// input channels per group; 256 or more, and 144 pixels, where `direct-tiled`'s masked
     /// tiles do not apply), and strided layers with 144 or more output pixels an image (or
     /// 2048 in all), take `implicit-gemm` (32 or more output channels per group; see its
-    /// sweeps in the README).
+    /// sweeps in the README), but for the strided layers `direct-tiled`'s masked tiles
+    /// take: taps overlapping along both axes, and 128 or more output or at most 8 input
+    /// channels per group (the 7x7 stem).
     pub(crate) fn choose(g: &Geometry) -> Self {
         let taps = g.kh.saturating_mul(g.kw);
         use crate::kernels::direct::{fits, implicit_gemm_wins, pointwise, suits_tiles};
