@@ -26,7 +26,9 @@ use crate::geometry::Geometry;
 /// assert_eq!(aspp.algorithm(), Algorithm::ImplicitGemm);
 /// let halving = Conv2dOptions::default().stride(2).padding(1);
 /// let down = Conv2dPlan::new([1, 64, 56, 56], [128, 64, 3, 3], &halving)?;
-/// assert_eq!(down.algorithm(), Algorithm::ImplicitGemm);
+/// assert_eq!(down.algorithm(), Algorithm::DirectTiled);
+/// let narrow_down = Conv2dPlan::new([1, 32, 112, 112], [64, 32, 3, 3], &halving)?;
+/// assert_eq!(narrow_down.algorithm(), Algorithm::ImplicitGemm);
 /// # Ok::<(), conv2d::ConvError>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -1,8 +1,8 @@
 //! [`Algorithm::DirectTiled`](crate::Algorithm::DirectTiled)'s forward pass on AVX-512 for
 //! layers whose output rows are their input rows divided by the stride (the "same"
-//! padding of most CNNs, and its strided counterpart, as in ResNet's 7x7 stem): [`tiled`](super::tiled)'s register
-//! tile, with the input rows stored without padding columns and the taps that would read
-//! one masked instead.
+//! padding of most CNNs, and its strided counterpart, as in ResNet's 7x7 stem):
+//! [`tiled`](super::tiled)'s register tile, with the input rows stored without padding
+//! columns and the taps that would read one masked instead.
 //!
 //! The input is stored as phase planes, `stride.h * stride.w` a channel: plane `(py, px)`
 //! holds input rows `py, py + stride.h, ...` and in them columns `px, px + stride.w, ...`,
@@ -65,28 +65,35 @@ pub(crate) fn applies<A: Accumulator>(g: &Geometry) -> bool {
 }
 
 /// Whether the masked forward pass suits the shape on this CPU, whatever the type:
-/// AVX-512, output columns the input's divided by the column stride, and likewise rows where
-/// the row stride is more than 1 (so that `q` steps through the phase planes and the output
-/// alike), padding narrower than the input on each side of such an axis, and at least half
-/// a tile of output channels per group.
+/// AVX-512 and a shape it [`can_run`].
 pub(crate) fn suits(g: &Geometry) -> bool {
+    isa() == Isa::Avx512 && can_run(g)
+}
+
+/// Whether the masked forward pass can run the shape on a CPU with AVX-512: output columns
+/// the input's divided by the column stride, and likewise rows where the row stride is
+/// more than 1 (so that `q` steps through the phase planes and the output alike), padding
+/// narrower than the input on each side of such an axis, and at least half a tile of
+/// output channels per group.
+fn can_run(g: &Geometry) -> bool {
     let divides = |input: usize, outputs: usize, stride: usize, k: usize, d: usize, pad| {
         let reach = (k.max(1) - 1).saturating_mul(d);
         outputs.checked_mul(stride) == Some(input)
             && pad < input
             && reach.checked_sub(pad).is_some_and(|p| p < input)
     };
-    isa() == Isa::Avx512
-        && divides(g.w, g.ow, g.stride.w, g.kw, g.dilation.w, g.pad_left)
+    divides(g.w, g.ow, g.stride.w, g.kw, g.dilation.w, g.pad_left)
         && (g.stride.h == 1 || divides(g.h, g.oh, g.stride.h, g.kh, g.dilation.h, g.pad_top))
         && g.cout_per_group() >= MIN_CHANNELS
 }
 
 /// Whether a strided shape runs faster on the masked tiles than on
 /// [`implicit-gemm`](super::implicit_gemm) (which [`Algorithm::choose`](crate::Algorithm)
-/// takes for strided shapes otherwise): a shape they [`suits`] whose taps overlap along both
-/// axes (the kernel reaches at least the stride), with 128 or more output channels per
-/// group or 8 or fewer input channels per group (a first layer's small slab).
+/// takes for strided shapes otherwise): a shape they [`can_run`] whose taps overlap along
+/// both axes (the kernel reaches at least the stride), with 128 or more output channels per
+/// group or 8 or fewer input channels per group (a first layer's small slab). Whatever the
+/// CPU, so that a plan's choice does not depend on it: without AVX-512, `direct-tiled` runs
+/// its padded phase planes, as `implicit-gemm` would there.
 /// `conv2d-bench --algorithm` over `conv2d-bench/sweeps/strided.json` (2026-12-03, Intel
 /// Xeon, one and two threads): the masked tiles ran 3x3, 4x4 and 5x5 stride-2 layers of 128
 /// to 512 output channels 1.00-1.96x as fast, 7x7 and 3x3 stride-2 layers of 3 input
@@ -96,7 +103,7 @@ pub(crate) fn suits(g: &Geometry) -> bool {
 pub(crate) fn takes_strided(g: &Geometry) -> bool {
     let overlaps = |k: usize, d: usize, s: usize| (k.max(1) - 1).saturating_mul(d) >= s;
     (g.stride.h > 1 || g.stride.w > 1)
-        && suits(g)
+        && can_run(g)
         && overlaps(g.kh, g.dilation.h, g.stride.h)
         && overlaps(g.kw, g.dilation.w, g.stride.w)
         && (g.cout_per_group() >= 128 || g.cin_per_group() <= 8)
@@ -508,6 +515,17 @@ fn unpadded_slab<A: Accumulator>(
     for_each_chunk(planes_data, sw * plane_len, |c, phases| {
         let (channel, py) = (c / sh, c % sh);
         let x_c = &x[channel * g.h * g.w..][..g.h * g.w];
+        if sh * sw == 1 {
+            // One plane, the input's rows: those inside the image in one copy.
+            let first = lag_h.saturating_sub(oy0).min(height);
+            let last = (g.h + lag_h).saturating_sub(oy0).clamp(first, height);
+            let (above, rest) = phases.split_at_mut(first * g.w);
+            let (image, below) = rest.split_at_mut((last - first) * g.w);
+            above.fill(zero);
+            image.write_copy_of_slice(&x_c[(oy0 + first - lag_h) * g.w..][..image.len()]);
+            below.fill(zero);
+            return;
+        }
         for r in 0..height {
             let iy = (oy0 + r)
                 .checked_sub(lag_h)
@@ -540,10 +558,11 @@ fn unpadded_slab<A: Accumulator>(
         }
     });
     // SAFETY: the first `len` elements (within the capacity reserved) were all written
-    // above: the unused lead and the front margin, the back margin, and in every plane
-    // each row, `ow` elements from each of its phases' rows (zeros, or every input column
-    // of the phase: `w == ow * stride.w`, see `suits`; `split_pairs` writes every element
-    // of both halves); `for_each_chunk` returns once every chunk is done.
+    // above: the unused lead and the front margin, the back margin, and every chunk: at
+    // stride 1 its one plane's rows above, inside and below the image; otherwise each
+    // row, `ow` elements of each of its phases' rows (zeros, or every input column of the
+    // phase: `w == ow * stride.w`, see `suits`; `split_pairs` writes every element of both
+    // halves); `for_each_chunk` returns once every chunk is done.
     unsafe { data.set_len(len) };
     let tap_rows = (0..channels)
         .flat_map(|ci| {
