@@ -120,6 +120,11 @@ fn tap_phase(k: usize, dilation: usize, pad: usize, stride: usize) -> (usize, us
     (r % stride, r / stride)
 }
 
+/// Phase rows a band's slab holds past its output rows: the last kernel row's slot.
+fn row_reach(g: &Geometry) -> usize {
+    tap_phase(g.kh - 1, g.dilation.h, g.pad_top, g.stride.h).1
+}
+
 /// Slots an axis's phases are read from before their first input (the padding, in slots).
 fn lag(pad: usize, stride: usize) -> usize {
     pad.div_ceil(stride)
@@ -224,14 +229,13 @@ pub(crate) fn forward<A: Accumulator>(
     let in_len = cin_g * g.h * g.w;
     let lanes = REGISTER_BYTES / std::mem::size_of::<A>();
     // Each output row of a band adds `stride.h * w` elements a channel (its phase rows),
-    // the band's rows reach `reach_h` more.
-    let reach_h = tap_phase(g.kh - 1, g.dilation.h, g.pad_top, g.stride.h).1;
+    // the band's rows reach `row_reach` more.
     let budget = match g.stride.h * g.stride.w {
         1 => SLAB_BUDGET,
         _ => STRIDED_BUDGET_BYTES / std::mem::size_of::<A>(),
     };
     let band = (budget / (cin_g * g.stride.h * g.w).max(1))
-        .saturating_sub(reach_h)
+        .saturating_sub(row_reach(g))
         .clamp(1, g.oh);
     let finite = AtomicBool::new(true);
     // Tasks: a tile of CO channels and a run of a band's rows (see `tiled`); the masks of
@@ -484,12 +488,14 @@ fn unpadded_slab<A: Accumulator>(
     let (sh, sw) = (g.stride.h, g.stride.w);
     let (lag_h, lag_w) = (lag(g.pad_top, sh), lag(g.pad_left, sw));
     // Plane row `r` holds the phase's input row `oy0 + r - lag_h` (in phase rows).
-    let height = rows + tap_phase(g.kh - 1, g.dilation.h, g.pad_top, sh).1;
+    let height = rows + row_reach(g);
     let plane_len = height * g.ow;
     let channels = x.len() / (g.h * g.w).max(1);
     let row_phases = channels * sh;
     let reach_w = tap_phase(g.kw - 1, g.dilation.w, g.pad_left, sw).1;
-    let margins = lag_w + reach_w.saturating_sub(lag_w) + lanes;
+    // The zero slots before, and after the last plane the reach of its last row's taps
+    // past the row (`reach_w - lag_w`) and of a last, partial vector.
+    let margins = lag_w.max(reach_w) + lanes;
     let len = scratch.ok(
         checked_product(&[row_phases, sw, plane_len], "an unpadded slab").and_then(|len| {
             len.checked_add(margins)
