@@ -39,7 +39,9 @@ pub enum Algorithm {
     DirectRows,
     /// Patches of a bounded block of output pixels unrolled into a column buffer, then one
     /// GEMM with the group's weight panel: best for many channels. Scratch: at most 128 Ki
-    /// elements of column buffer per task, plus the GEMM's packing buffers.
+    /// elements of column buffer per task, plus the GEMM's packing buffers. A forward pass
+    /// whose taps never overlap runs on whole patch planes (see [`Algorithm::ImplicitGemm`]),
+    /// here always with the `gemm` crate.
     Im2colGemm,
     /// Direct convolution with the sums in registers: the input rows a band of output rows
     /// reads, zero-padded and split by stride phase, then 64 outputs at a time, tap after
@@ -109,6 +111,15 @@ pub enum Algorithm {
     /// Scratch: the packed weights (the weight's size, channels rounded up to 16), the
     /// group's padded input rows (as `direct-tiled`; the padded output gradient for the
     /// phases) and per worker the sums of a task's pixels by 64 channels.
+    ///
+    /// A forward pass whose taps never overlap (no padding, a dilated kernel no wider than
+    /// its stride, 64 or more output channels per group: 2x2 stride-2 downsampling,
+    /// "patchify" stems), with this algorithm or [`Algorithm::Im2colGemm`], is a pointwise
+    /// GEMM on the input's patches instead: each image's patches copied once into a plane
+    /// per (input channel, kernel row, kernel column), no more values than the image holds,
+    /// the images in parallel, then the 1x1 convolution on those planes as a plan would run
+    /// it (`direct-tiled`'s tiles up to 64 terms per output, else the `gemm` crate).
+    /// Scratch: the patch planes of each image in flight.
     ImplicitGemm,
 }
 

@@ -127,6 +127,35 @@ fn strided_same_problems() -> impl Strategy<Value = Problem> {
         })
 }
 
+/// Shapes whose taps never overlap (no padding, a dilated kernel no wider than its stride,
+/// input rows and columns past the last patch) with 64-71 output channels per group: the
+/// GEMM algorithms' patch planes, over one to two images and groups.
+fn patch_problems() -> impl Strategy<Value = Problem> {
+    let patches = (
+        (1usize..5, 1usize..5),
+        (1usize..3, 1usize..3),
+        (0usize..2, 0usize..2),
+    );
+    (
+        shaped_problems(1..12, 64..72, 5..6, 1..2),
+        patches,
+        (1usize..8, 1usize..8),
+    )
+        .prop_map(|(mut p, (k, dilation, extra), (oh, ow))| {
+            p.k = k;
+            p.dilation = dilation;
+            p.pad = (0, 0);
+            p.stride = (
+                (k.0 - 1) * dilation.0 + 1 + extra.0,
+                (k.1 - 1) * dilation.1 + 1 + extra.1,
+            );
+            p.h = oh * p.stride.0 + p.seed as usize % p.stride.0;
+            p.w = ow * p.stride.1 + (p.seed / 7) as usize % p.stride.1;
+            p
+        })
+        .prop_filter("a kernel of several taps", |p| p.k.0 * p.k.1 > 1)
+}
+
 /// A random stride-1 problem with several output channels per group and up to 35 input
 /// channels: `direct-tiled`'s register tiles of output channels, partial last tiles, sums
 /// carried across blocks of 16 input channels, and (on maps of 512 or more pixels) its
@@ -700,6 +729,13 @@ proptest! {
     fn strided_same_padding_tiles_match_reference(p in strided_same_problems()) {
         every_algorithm_matches_reference::<f32>(&p).map_err(TestCaseError::fail)?;
         every_algorithm_matches_reference::<f64>(&p).map_err(TestCaseError::fail)?;
+    }
+
+    #[test]
+    fn patch_planes_match_reference(p in patch_problems()) {
+        every_algorithm_matches_reference::<f32>(&p).map_err(TestCaseError::fail)?;
+        every_algorithm_matches_reference::<f64>(&p).map_err(TestCaseError::fail)?;
+        every_algorithm_matches_reference::<Complex<f64>>(&p).map_err(TestCaseError::fail)?;
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! element is summed in the same order for any number of threads.
 
 use super::rows::valid_range;
-use super::Scratch;
+use super::{every_nth, Scratch};
 use crate::element::Accumulator;
 use crate::geometry::Geometry;
 use crate::options::Pair;
@@ -382,13 +382,7 @@ fn fill_columns<A: Accumulator>(g: &Geometry, x: &[A], p0: usize, width: usize, 
                         Some((iy, ix)) if g.stride.w == 1 => {
                             dst.copy_from_slice(&x_c[iy * g.w + ix..][..len]);
                         }
-                        Some((iy, ix)) => {
-                            // Every stride-th pixel: the first of each stride-wide chunk.
-                            let src = x_c[iy * g.w + ix..].chunks(g.stride.w);
-                            for (d, chunk) in dst.iter_mut().zip(src) {
-                                *d = chunk[0];
-                            }
-                        }
+                        Some((iy, ix)) => every_nth(dst, &x_c[iy * g.w + ix..], g.stride.w),
                     }
                 });
             }

@@ -20,6 +20,7 @@ pub(crate) mod direct;
 mod direct_rows;
 #[allow(unsafe_code)] // raw-buffer code: GEMM writes disjoint output blocks through one pointer
 mod im2col_gemm;
+mod patches;
 #[allow(unsafe_code)] // dispatch to the target-feature builds in `crate::arch`
 pub(crate) mod rows;
 
@@ -273,7 +274,19 @@ pub(crate) fn forward<A: Accumulator>(
         }
         return Ok(());
     }
-    let algorithm = match exact(algorithm, g, weight) {
+    let algorithm = exact(algorithm, g, weight);
+    // The GEMM algorithms run shapes whose taps never overlap as a pointwise GEMM on
+    // their patches.
+    if let (Algorithm::ImplicitGemm | Algorithm::Im2colGemm, Some(inner)) =
+        (algorithm, patches::geometry(g))
+    {
+        let pointwise = match algorithm {
+            Algorithm::ImplicitGemm => Algorithm::choose(&inner),
+            _ => Algorithm::Im2colGemm,
+        };
+        return patches::forward(pointwise, g, &inner, input, weight, bias, out);
+    }
+    let algorithm = match algorithm {
         Algorithm::ImplicitGemm if !direct::implicit_gemm::<A>(g) => Algorithm::DirectTiled,
         chosen => chosen,
     };
@@ -469,6 +482,29 @@ fn exact<A: Accumulator>(algorithm: Algorithm, g: &Geometry, factor: &[A]) -> Al
         }
         Algorithm::DirectRows => Algorithm::Direct,
         chosen => chosen,
+    }
+}
+
+/// `dst[i] = src[i * step]` for every `i`; `src` holds `(dst.len() - 1) * step + 1` values
+/// or more. Steps of 2 (the common stride) take whole pairs, which the compiler vectorises.
+#[inline]
+pub(crate) fn every_nth<A: Accumulator>(dst: &mut [A], src: &[A], step: usize) {
+    if step == 1 {
+        dst.copy_from_slice(&src[..dst.len()]);
+        return;
+    }
+    if step == 2 {
+        let pairs = dst.len().min(src.len() / 2);
+        for (d, pair) in dst[..pairs].iter_mut().zip(src.chunks_exact(2)) {
+            *d = pair[0];
+        }
+        if let Some(d) = dst.get_mut(pairs) {
+            *d = src[2 * pairs];
+        }
+        return;
+    }
+    for (d, &v) in dst.iter_mut().zip(src.iter().step_by(step)) {
+        *d = v;
     }
 }
 

@@ -41,7 +41,7 @@ use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::rows::band_rows;
-use super::{all_finite, Aligned, Scratch};
+use super::{all_finite, every_nth, Aligned, Scratch};
 use crate::element::Accumulator;
 use crate::error::try_reserve;
 use crate::geometry::{checked_product, Geometry};
@@ -359,29 +359,6 @@ fn padded_middle<T: Copy>(
     before.fill(zero);
     after.fill(zero);
     middle
-}
-
-/// `dst[i] = src[i * step]` for every `i`; `src` holds `(dst.len() - 1) * step + 1` values
-/// or more. Steps of 2 (the common stride) take whole pairs, which the compiler vectorises.
-#[inline]
-fn every_nth<A: Accumulator>(dst: &mut [A], src: &[A], step: usize) {
-    if step == 1 {
-        dst.copy_from_slice(&src[..dst.len()]);
-        return;
-    }
-    if step == 2 {
-        let pairs = dst.len().min(src.len() / 2);
-        for (d, pair) in dst[..pairs].iter_mut().zip(src.chunks_exact(2)) {
-            *d = pair[0];
-        }
-        if let Some(d) = dst.get_mut(pairs) {
-            *d = src[2 * pairs];
-        }
-        return;
-    }
-    for (d, &v) in dst.iter_mut().zip(src.iter().step_by(step)) {
-        *d = v;
-    }
 }
 
 /// Rows of one output plane for the `f32` band kernels: `out[r * ow + x] = init +

@@ -1,0 +1,125 @@
+//! Convolutions whose taps never overlap from one output to the next: no padding and a
+//! dilated kernel no wider than its stride (2x2 stride-2 downsampling, ConvNeXt's 4x4
+//! stride-4 and ViT's 16x16 stride-16 "patchify" stems). Each image's patches are copied
+//! once into planes, one per (input channel, kernel row, kernel column), which hold no more
+//! values than the image; the convolution is then a pointwise one on those planes (the
+//! weights already in that order), run by the pointwise GEMMs. Every output sums its bias,
+//! then its terms in the pointwise GEMM's order, whatever the thread count.
+//!
+//! `conv2d-bench` over `conv2d-bench/sweeps/patches.json` (19 such layers, 2026-12-03,
+//! Intel Xeon) against `implicit-gemm`'s phase-split tiles, the copy included: 1.165x
+//! geomean with two threads (0.97-1.54x), 1.075x with one, 1.148x in `f64`.
+
+use std::mem::MaybeUninit;
+
+use super::direct::split_pairs;
+use super::{Aligned, Scratch};
+use crate::algorithm::Algorithm;
+use crate::element::Accumulator;
+use crate::error::Result;
+use crate::geometry::{checked_product, Geometry};
+use crate::options::Pair;
+use crate::threading::for_each_chunk;
+
+/// Output channels per group from which staging the patches pays: each staged value then
+/// serves at least 64 multiply-adds. Over `conv2d-bench/sweeps/patches.json` (2026-12-03,
+/// Intel Xeon, two threads) a 2x2 stride-2 layer of 32 output channels on a 224x224 map
+/// ran 0.87x as fast as `implicit-gemm`'s phase split, layers of 64 and more 0.97-1.54x.
+const MIN_CHANNELS: usize = 64;
+
+/// The pointwise convolution (1x1, stride 1, no padding) on `g`'s patch planes, for a shape
+/// whose taps never overlap and that is not pointwise already; `None` otherwise.
+pub(crate) fn geometry(g: &Geometry) -> Option<Geometry> {
+    // Every tap reads the input, and no input pixel is read by two outputs.
+    let apart = |outputs: usize, size: usize, s: usize, k: usize, d: usize| {
+        let reach = (k.max(1) - 1).saturating_mul(d);
+        reach < s
+            && outputs
+                .saturating_sub(1)
+                .saturating_mul(s)
+                .saturating_add(reach)
+                < size
+    };
+    let fits = g.pad_top == 0
+        && g.pad_left == 0
+        && g.cout_per_group() >= MIN_CHANNELS
+        && g.kh.saturating_mul(g.kw) > 1
+        && apart(g.oh, g.h, g.stride.h, g.kh, g.dilation.h)
+        && apart(g.ow, g.w, g.stride.w, g.kw, g.dilation.w);
+    fits.then_some(Geometry {
+        cin: g.cin.checked_mul(g.kh)?.checked_mul(g.kw)?,
+        h: g.oh,
+        w: g.ow,
+        kh: 1,
+        kw: 1,
+        stride: Pair::new(1, 1),
+        dilation: Pair::new(1, 1),
+        ..*g
+    })
+}
+
+/// `out = conv2d(input, weight) + bias` for a shape with patch planes `inner` (see
+/// [`geometry`]): image by image, in parallel, each image's patches staged, then
+/// `algorithm`'s pointwise pass over them (whose own tasks the other threads help with).
+pub(crate) fn forward<A: Accumulator>(
+    algorithm: Algorithm,
+    g: &Geometry,
+    inner: &Geometry,
+    input: &[A],
+    weight: &[A],
+    bias: Option<&[A]>,
+    out: &mut [A],
+) -> Result<()> {
+    let single = Geometry { n: 1, ..*inner };
+    let scratch = Scratch::new();
+    let image = g.cin * g.h * g.w;
+    for_each_chunk(out, g.cout * g.oh * g.ow, |n, out| {
+        let x = &input[n * image..][..image];
+        if let Some(planes) = stage(g, x, &scratch) {
+            scratch.ok(super::forward(
+                algorithm, &single, &planes, weight, bias, out,
+            ));
+        }
+    });
+    scratch.finish()
+}
+
+/// The patch planes of images `x`: plane `(ci, ky, kx)` holds, for every output `(oy,
+/// ox)`, the input pixel its tap `(ky, kx)` of channel `ci` (counted over the images) reads.
+/// `None` if the buffer cannot be allocated.
+#[allow(unsafe_code)] // calls `written_aligned`
+fn stage<A: Accumulator>(g: &Geometry, x: &[A], scratch: &Scratch) -> Option<Aligned<A>> {
+    let plane = g.oh * g.ow;
+    let channels = x.len() / (g.h * g.w);
+    let len = scratch.ok(checked_product(
+        &[channels, g.kh, g.kw, plane],
+        "the patch planes",
+    ))?;
+    // Chunk `c`: the `kw` planes of channel `c / kh`, kernel row `c % kh`.
+    let write = |c: usize, planes: &mut [MaybeUninit<A>]| {
+        let (ci, ky) = (c / g.kh, c % g.kh);
+        let x_c = &x[ci * g.h * g.w..][..g.h * g.w];
+        for oy in 0..g.oh {
+            let src = &x_c[(oy * g.stride.h + ky * g.dilation.h) * g.w..][..g.w];
+            let mut rows = planes
+                .chunks_exact_mut(plane)
+                .map(|p| &mut p[oy * g.ow..][..g.ow]);
+            if (g.kw, g.stride.w, g.dilation.w) == (2, 2, 1) {
+                let even = rows.next().expect("two planes");
+                split_pairs(src, even, rows.next().expect("two planes"));
+                continue;
+            }
+            for (kx, row) in rows.enumerate() {
+                let taps = src[kx * g.dilation.w..].iter().step_by(g.stride.w);
+                for (dst, &v) in row.iter_mut().zip(taps) {
+                    dst.write(v);
+                }
+            }
+        }
+    };
+    // SAFETY: each chunk is `kw` whole planes (`len` is `channels * kh` of them), and `write`
+    // writes all `ow` values of each plane's `oh` rows: a row reads `src` at `kx *
+    // dilation.w + ox * stride.w < w` for `ox < ow` (see `geometry`), so the zip runs
+    // `ow` times; `split_pairs` writes every value of both (equally long) halves.
+    unsafe { scratch.written_aligned(len, g.kw * plane, A::ZERO, write) }
+}
