@@ -118,8 +118,10 @@ pub enum Algorithm {
     /// GEMM on the input's patches instead: each image's patches copied once into a plane
     /// per (input channel, kernel row, kernel column), no more values than the image holds,
     /// the images in parallel, then the 1x1 convolution on those planes as a plan would run
-    /// it (`direct-tiled`'s tiles up to 64 terms per output, else the `gemm` crate).
-    /// Scratch: the patch planes of each image in flight.
+    /// it (`direct-tiled`'s tiles up to 64 terms per output, else the `gemm` crate). With at
+    /// most 8 input channels per group (a first layer), its weight gradient runs on the same
+    /// planes too, image by image (`im2col-gemm`'s pointwise weight gradient, each image's
+    /// added in order). Scratch: the patch planes of each image in flight.
     ImplicitGemm,
 }
 

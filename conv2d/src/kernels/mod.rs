@@ -450,6 +450,11 @@ pub(crate) fn backward_weight<A: Accumulator>(
         return Ok(());
     }
     let algorithm = exact(algorithm, g, grad_out);
+    if let (Algorithm::ImplicitGemm | Algorithm::Im2colGemm, Some(inner)) =
+        (algorithm, patches::weight_geometry(g))
+    {
+        return patches::backward_weight(g, &inner, input, grad_out, grad_w);
+    }
     let scratch = Scratch::new();
     match algorithm {
         Algorithm::DirectRows => direct_rows::backward_weight(g, input, grad_out, grad_w),

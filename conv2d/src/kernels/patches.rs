@@ -4,7 +4,8 @@
 //! once into planes, one per (input channel, kernel row, kernel column), which hold no more
 //! values than the image; the convolution is then a pointwise one on those planes (the
 //! weights already in that order), run by the pointwise GEMMs. Every output sums its bias,
-//! then its terms in the pointwise GEMM's order, whatever the thread count.
+//! then its terms in the pointwise GEMM's order, whatever the thread count. A first
+//! layer's weight gradient (few input channels) runs on the same planes.
 //!
 //! `conv2d-bench` over `conv2d-bench/sweeps/patches.json` (19 such layers, 2026-12-03,
 //! Intel Xeon) against `implicit-gemm`'s phase-split tiles, the copy included: 1.165x
@@ -81,6 +82,59 @@ pub(crate) fn forward<A: Accumulator>(
             ));
         }
     });
+    scratch.finish()
+}
+
+/// Input channels per group up to which a weight gradient runs on the patch planes: with
+/// more, `im2col-gemm`'s own blocks of channels share the work out well, and staging the
+/// planes first costs more than it saves (`conv2d-bench`, 2026-12-03, Intel Xeon, two
+/// threads: 2x2 stride-2 layers of 64-128 input channels 0.92-0.94x, 96 even); a first
+/// layer's 3 input channels make 3 such blocks for 2 threads, where the patch planes make
+/// 2 balanced ones of 24 and more (ConvNeXt's 4x4 stem 1.23x, ViT's 16x16 one 1.34x).
+const WEIGHT_MAX_CHANNELS: usize = 8;
+
+/// [`geometry`] for the weight gradient: shapes of at most [`WEIGHT_MAX_CHANNELS`] input
+/// channels per group.
+pub(crate) fn weight_geometry(g: &Geometry) -> Option<Geometry> {
+    geometry(g).filter(|_| g.cin_per_group() <= WEIGHT_MAX_CHANNELS)
+}
+
+/// The weight gradient for a shape with patch planes `inner` (see [`weight_geometry`]):
+/// image by image, its patches staged, then `im2col-gemm`'s pointwise weight gradient over
+/// them (the `gemm` crate), each later image's added to the sums in order.
+pub(crate) fn backward_weight<A: Accumulator>(
+    g: &Geometry,
+    inner: &Geometry,
+    input: &[A],
+    grad_out: &[A],
+    grad_w: &mut [A],
+) -> Result<()> {
+    let single = Geometry { n: 1, ..*inner };
+    let scratch = Scratch::new();
+    let (image, image_out) = (g.cin * g.h * g.w, g.cout * g.oh * g.ow);
+    let mut later = Vec::new();
+    let images = input
+        .chunks_exact(image)
+        .zip(grad_out.chunks_exact(image_out));
+    for (n, (x, gy)) in images.enumerate() {
+        let Some(planes) = stage(g, x, &scratch) else {
+            break;
+        };
+        if n == 0 {
+            super::backward_weight(Algorithm::Im2colGemm, &single, &planes, gy, grad_w)?;
+            continue;
+        }
+        if later.is_empty() {
+            let Some(buffer) = scratch.filled(grad_w.len(), A::ZERO) else {
+                break;
+            };
+            later = buffer;
+        }
+        super::backward_weight(Algorithm::Im2colGemm, &single, &planes, gy, &mut later)?;
+        for (sum, &v) in grad_w.iter_mut().zip(&later) {
+            *sum += v;
+        }
+    }
     scratch.finish()
 }
 
