@@ -38,7 +38,8 @@ pub enum Algorithm {
     /// the strided input gradient of [`Algorithm::Direct`].
     DirectRows,
     /// Patches of a bounded block of output pixels unrolled into a column buffer, then one
-    /// GEMM with the group's weight panel: best for many channels. Scratch: at most 128 Ki
+    /// GEMM with the group's weight panel: best for many channels (a stride-1 1x1 kernel
+    /// reads the input planes in place, forward and for the weight gradient). Scratch: at most 128 Ki
     /// elements of column buffer per task, plus the GEMM's packing buffers. A forward pass
     /// whose taps never overlap runs on whole patch planes (see [`Algorithm::ImplicitGemm`]),
     /// here always with the `gemm` crate.
@@ -73,7 +74,8 @@ pub enum Algorithm {
     /// `bf16`; for a finite input) tiles of 4 output channels by 6 taps of dot products
     /// over the same padded rows, or, with 64 or more output channels per group and 512 or
     /// more taps, tiles of 64 output channels (vectors, the output gradient transposed) by
-    /// 6 taps (broadcast). Every other pass, type, shape or CPU runs what the shape would
+    /// 6 taps (broadcast); a pointwise weight gradient is `im2col-gemm`'s single GEMM of the
+    /// output gradient with the input planes read in place. Every other pass, type, shape or CPU runs what the shape would
     /// be given without it ([`Algorithm::Direct`] or [`Algorithm::Im2colGemm`]). Scratch:
     /// the group's padded input rows (at most 1 Mi elements per band, 64 Ki when strided
     /// (1 MiB in the masked tiles),

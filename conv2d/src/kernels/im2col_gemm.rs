@@ -37,6 +37,18 @@ impl<A> OutPtr<A> {
     }
 }
 
+/// Whether the columns are the input planes themselves: a 1x1 kernel with stride 1 and no
+/// padding, read in place (no column buffer).
+fn reads_in_place(g: &Geometry) -> bool {
+    g.kh == 1
+        && g.kw == 1
+        && g.stride == Pair::new(1, 1)
+        && g.pad_top == 0
+        && g.pad_left == 0
+        && g.oh == g.h
+        && g.ow == g.w
+}
+
 /// Output pixels per block for a shape: as many as fit the budget, a multiple of 16.
 fn block_pixels(g: &Geometry) -> usize {
     let k = g.cin_per_group() * g.kh * g.kw;
@@ -81,13 +93,7 @@ pub(crate) fn forward<A: Accumulator>(
         .max(1);
     let co_block = cout_g.div_ceil(co_chunks);
     let co_chunks = cout_g.div_ceil(co_block);
-    // A 1x1 kernel with stride 1 and no padding reads its columns straight from the input.
-    let pointwise = k == cin_g
-        && g.stride == Pair::new(1, 1)
-        && g.pad_top == 0
-        && g.pad_left == 0
-        && g.oh == g.h
-        && g.ow == g.w;
+    let pointwise = reads_in_place(g);
     for_each_index_init(
         spatial_tasks * co_chunks,
         || scratch.filled(if pointwise { 0 } else { k * block }, A::ZERO),
@@ -279,9 +285,10 @@ pub(crate) fn backward_weight<A: Accumulator>(
     let rows = ci_block * taps;
     let per_group = cin_g / ci_block;
     let gw_ptr = OutPtr(grad_w.as_mut_ptr());
+    let in_place = reads_in_place(g);
     for_each_index_init(
         g.groups * per_group,
-        || scratch.filled(rows * block, A::ZERO),
+        || scratch.filled(if in_place { 0 } else { rows * block }, A::ZERO),
         |col, task| {
             let Some(col) = col.as_mut() else {
                 return;
@@ -293,15 +300,23 @@ pub(crate) fn backward_weight<A: Accumulator>(
                     [..ci_block * in_plane];
                 for p0 in (0..plane).step_by(block) {
                     let width = block.min(plane - p0);
-                    fill_columns(g, x, p0, width, &mut col[..rows * width]);
+                    let (columns, col_row_stride) = if in_place {
+                        (&x[p0..], plane)
+                    } else {
+                        fill_columns(g, x, p0, width, &mut col[..rows * width]);
+                        (&col[..], width)
+                    };
                     let gy = &grad_out[(image * g.cout + group * cout_g) * plane + p0..];
                     let dst = group * cout_g * k + ci_in_group * taps;
                     // SAFETY: `dst` addresses rows `group*cout_g..+cout_g` (stride `k`) and
                     // columns `ci_in_group*taps..+rows` of `grad_w` (length asserted): inside
                     // it, and disjoint from every other task's, which differ in group or
                     // channel block. `gy` reads `(co, j)` at `co*plane + j`, `j < width`:
-                    // inside the group's planes of `image`. `col` is `rows x width`, read
-                    // transposed. The first product overwrites, later ones accumulate.
+                    // inside the group's planes of `image`. `columns` is `rows x width` with
+                    // row stride `col_row_stride`, read transposed (the column buffer, or the
+                    // block's input planes, whose last row ends at `(rows-1)*plane + p0 +
+                    // width <= rows*plane`). The first product overwrites, later ones
+                    // accumulate.
                     unsafe {
                         gemm::gemm(
                             cout_g,
@@ -314,8 +329,8 @@ pub(crate) fn backward_weight<A: Accumulator>(
                             gy.as_ptr(),
                             1,
                             plane as isize,
-                            col.as_ptr(),
-                            width as isize,
+                            columns.as_ptr(),
+                            col_row_stride as isize,
                             1,
                             A::ONE,
                             A::ONE,

@@ -461,7 +461,12 @@ pub(crate) fn backward_weight<A: Accumulator>(
         Algorithm::Direct => direct::backward_weight(g, input, grad_out, grad_w, &scratch),
         Algorithm::DirectTiled | Algorithm::ImplicitGemm => {
             if !direct::backward_weight_tiled(g, input, grad_out, grad_w, &scratch) {
-                return backward_weight(Algorithm::untiled(g), g, input, grad_out, grad_w);
+                // A pointwise weight gradient is one GEMM, whatever its size.
+                let fallback = match direct::pointwise(g) {
+                    true => Algorithm::Im2colGemm,
+                    false => Algorithm::untiled(g),
+                };
+                return backward_weight(fallback, g, input, grad_out, grad_w);
             }
         }
         Algorithm::Im2colGemm => im2col_gemm::backward_weight(g, input, grad_out, grad_w, &scratch),

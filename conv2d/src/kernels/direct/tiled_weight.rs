@@ -77,12 +77,17 @@ impl<A> WeightTile<'_, A> {
 const MIN_PIXELS: usize = 512;
 
 /// Whether the tiled weight gradient computes this shape in `A` with this input: stride 1,
-/// the tile kernels, a finite input, and the shape rule of either tile (channel-vectorised,
-/// [`weight_channels::suits`], or these with [`MIN_PIXELS`]).
+/// more than a pointwise kernel, the tile kernels, a finite input, and the shape rule of
+/// either tile (channel-vectorised, [`weight_channels::suits`], or these with
+/// [`MIN_PIXELS`]). A pointwise weight gradient is one GEMM of the output gradient with
+/// the input planes as they are, which `im2col-gemm` runs 1.15-6x as fast
+/// (`sweeps/pointwise.json`'s stride-1 layers of 3-64 input channels as weight gradients,
+/// one and two threads, 2026-12-03, Intel Xeon).
 fn applies<A: Accumulator>(g: &Geometry, input: &[A]) -> bool {
     let pixels = g.oh.saturating_mul(g.ow + (g.kw - 1) * g.dilation.w);
     g.stride.h == 1
         && g.stride.w == 1
+        && !super::pointwise(g)
         && (weight_channels::suits(g) || pixels >= MIN_PIXELS)
         && has_kernel::<A>()
         && all_finite(input)
