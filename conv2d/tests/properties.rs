@@ -935,8 +935,9 @@ fn the_requested_instruction_set_is_in_force() {
 /// passes, a pointwise convolution reading its input in place, several groups of four
 /// vectors per row in the direct kernel, strided phases and masked last vectors, and
 /// bands of rows in the masked tiles' strided phase planes (64 channels of 128 columns:
-/// 15 of the 17 output rows a band of 1 MiB), and a pointwise weight gradient whose input
-/// planes `im2col-gemm` reads in place in two blocks of pixels (363x363 > 128 Ki).
+/// 15 of the 17 output rows a band of 1 MiB), and pointwise weight gradients summed in
+/// parts of their pixels (four parts of a 363x363 map; two of three 25x40 images in two
+/// groups, a part ending inside an image).
 #[test]
 fn every_algorithm_matches_reference_on_shapes_that_split_into_blocks() {
     let cases = [
@@ -950,6 +951,7 @@ fn every_algorithm_matches_reference_on_shapes_that_split_into_blocks() {
         (2, 8, 4, 4, 18, 37, (3, 3), (1, 1), (1, 1), (1, 1)),
         (1, 1, 64, 3, 34, 128, (3, 3), (2, 2), (1, 1), (1, 1)),
         (1, 1, 2, 3, 363, 363, (1, 1), (1, 1), (1, 1), (0, 0)),
+        (3, 2, 3, 5, 25, 40, (1, 1), (1, 1), (1, 1), (0, 0)),
     ];
     for (i, (n, groups, cin_g, cout_g, h, w, k, stride, dilation, pad)) in
         cases.into_iter().enumerate()
