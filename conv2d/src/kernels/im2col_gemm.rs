@@ -8,7 +8,7 @@
 //! element is summed in the same order for any number of threads.
 
 use super::rows::valid_range;
-use super::{every_nth, Scratch};
+use super::{add_into, every_nth, Scratch};
 use crate::element::Accumulator;
 use crate::geometry::Geometry;
 use crate::options::Pair;
@@ -445,9 +445,7 @@ fn pointwise_weight_by_pixels<A: Accumulator>(
         }
     });
     for part in later.chunks_exact(g.weight_len()) {
-        for (sum, &v) in grad_w.iter_mut().zip(part) {
-            *sum += v;
-        }
+        add_into(grad_w, part);
     }
 }
 

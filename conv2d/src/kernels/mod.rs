@@ -518,6 +518,13 @@ pub(crate) fn every_nth<A: Accumulator>(dst: &mut [A], src: &[A], step: usize) {
     }
 }
 
+/// `sums[i] += values[i]` for every `i` of both: a later part's sums added, in order.
+pub(crate) fn add_into<A: Accumulator>(sums: &mut [A], values: &[A]) {
+    for (sum, &v) in sums.iter_mut().zip(values) {
+        *sum += v;
+    }
+}
+
 /// Whether no value is NaN or infinite (in chunks without early exit, which vectorise).
 pub(crate) fn all_finite<A: Accumulator>(values: &[A]) -> bool {
     values

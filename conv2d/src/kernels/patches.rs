@@ -14,7 +14,7 @@
 use std::mem::MaybeUninit;
 
 use super::direct::split_pairs;
-use super::{Aligned, Scratch};
+use super::{add_into, Aligned, Scratch};
 use crate::algorithm::Algorithm;
 use crate::element::Accumulator;
 use crate::error::Result;
@@ -131,22 +131,19 @@ pub(crate) fn backward_weight<A: Accumulator>(
             later = buffer;
         }
         super::backward_weight(Algorithm::Im2colGemm, &single, &planes, gy, &mut later)?;
-        for (sum, &v) in grad_w.iter_mut().zip(&later) {
-            *sum += v;
-        }
+        add_into(grad_w, &later);
     }
     scratch.finish()
 }
 
-/// The patch planes of images `x`: plane `(ci, ky, kx)` holds, for every output `(oy,
-/// ox)`, the input pixel its tap `(ky, kx)` of channel `ci` (counted over the images) reads.
-/// `None` if the buffer cannot be allocated.
+/// The patch planes of image `x`: plane `(ci, ky, kx)` holds, for every output `(oy, ox)`,
+/// the input pixel its tap `(ky, kx)` of channel `ci` reads. `None` if the buffer cannot be
+/// allocated.
 #[allow(unsafe_code)] // calls `written_aligned`
 fn stage<A: Accumulator>(g: &Geometry, x: &[A], scratch: &Scratch) -> Option<Aligned<A>> {
     let plane = g.oh * g.ow;
-    let channels = x.len() / (g.h * g.w);
     let len = scratch.ok(checked_product(
-        &[channels, g.kh, g.kw, plane],
+        &[g.cin, g.kh, g.kw, plane],
         "the patch planes",
     ))?;
     // Chunk `c`: the `kw` planes of channel `c / kh`, kernel row `c % kh`.
@@ -171,7 +168,7 @@ fn stage<A: Accumulator>(g: &Geometry, x: &[A], scratch: &Scratch) -> Option<Ali
             }
         }
     };
-    // SAFETY: each chunk is `kw` whole planes (`len` is `channels * kh` of them), and `write`
+    // SAFETY: each chunk is `kw` whole planes (`len` is `cin * kh` of them), and `write`
     // writes all `ow` values of each plane's `oh` rows: a row reads `src` at `kx *
     // dilation.w + ox * stride.w < w` for `ox < ow` (see `geometry`), so the zip runs
     // `ow` times; `split_pairs` writes every value of both (equally long) halves.

@@ -23,6 +23,7 @@ use super::{fits, Scratch};
 use crate::element::{narrow_bf16, recycle, spare_f32};
 use crate::error::Result;
 use crate::geometry::{checked_product, Geometry};
+use crate::kernels::add_into;
 use crate::kernels::extend_filled;
 use crate::threading::{for_each_chunk, for_each_item};
 
@@ -137,9 +138,7 @@ pub(crate) fn backward_weight(
                     sums: if n == 0 { &mut *task_sums } else { &mut image },
                     len: co_pad,
                 });
-                for (s, v) in task_sums.iter_mut().zip(&image) {
-                    *s += v;
-                }
+                add_into(task_sums, &image);
             });
         }
     }
