@@ -39,10 +39,10 @@ pub enum Algorithm {
     DirectRows,
     /// Patches of a bounded block of output pixels unrolled into a column buffer, then one
     /// GEMM with the group's weight panel: best for many channels (a stride-1 1x1 kernel
-    /// reads the input planes in place, forward and for the weight gradient). Scratch: at most 128 Ki
-    /// elements of column buffer per task, plus the GEMM's packing buffers. A forward pass
-    /// whose taps never overlap runs on whole patch planes (see [`Algorithm::ImplicitGemm`]),
-    /// here always with the `gemm` crate.
+    /// reads the input planes in place, forward and for the weight gradient). Scratch: at
+    /// most 128 Ki elements of column buffer per task, plus the GEMM's packing buffers. A
+    /// forward pass whose taps never overlap runs on whole patch planes (see
+    /// [`Algorithm::ImplicitGemm`]), here always with the `gemm` crate.
     Im2colGemm,
     /// Direct convolution with the sums in registers: the input rows a band of output rows
     /// reads, zero-padded and split by stride phase, then 64 outputs at a time, tap after
@@ -75,8 +75,9 @@ pub enum Algorithm {
     /// over the same padded rows, or, with 64 or more output channels per group and 512 or
     /// more taps, tiles of 64 output channels (vectors, the output gradient transposed) by
     /// 6 taps (broadcast); a pointwise weight gradient is `im2col-gemm`'s single GEMM of the
-    /// output gradient with the input planes read in place. Every other pass, type, shape or CPU runs what the shape would
-    /// be given without it ([`Algorithm::Direct`] or [`Algorithm::Im2colGemm`]). Scratch:
+    /// output gradient with the input planes read in place. Every other pass, type, shape
+    /// or CPU runs what the shape would be given without it ([`Algorithm::Direct`] or
+    /// [`Algorithm::Im2colGemm`]). Scratch:
     /// the group's padded input rows (at most 1 Mi elements per band, 64 Ki when strided
     /// (1 MiB in the masked tiles),
     /// or one output row's worth where that is more) and per task a
@@ -91,10 +92,10 @@ pub enum Algorithm {
     /// of more than 128 padded pixels the input is padded into a slab of channel pairs read
     /// as shifted windows (as above) and the weights are packed per call into tiles of 32
     /// input channels per tap; otherwise the weights are read in place (padded to whole
-    /// tiles where needed) and the input unrolled (an im2col, any stride or dilation). Subnormal `bf16` operands read as zero there, and sums below
-    /// `f32::MIN_POSITIVE` as zero (as PyTorch's oneDNN on those CPUs). Scratch: the packed
-    /// weights (or the unrolled input), the group's padded input and per task 32 rows of
-    /// sums.
+    /// tiles where needed) and the input unrolled (an im2col, any stride or dilation).
+    /// Subnormal `bf16` operands read as zero there, and sums below `f32::MIN_POSITIVE` as
+    /// zero (as PyTorch's oneDNN on those CPUs). Scratch: the packed weights (or the
+    /// unrolled input), the group's padded input and per task 32 rows of sums.
     DirectTiled,
     /// The forward pass as an implicit GEMM on `direct`'s padded input rows (split by
     /// stride phase when strided), vectorised over output channels: register tiles of 6
@@ -176,9 +177,10 @@ impl Algorithm {
     /// over `conv2d-bench/sweeps/pointwise.json` it beat `im2col-gemm` 1.2-3.2x on every
     /// strided layer and (one thread) 1.15-1.34x on four of the six stride-1 layers up to
     /// 64 channels (0.88-0.93x on the other two), and lost 0.7-0.9x on stride 1 from 128
-    /// channels, where the `gemm` crate reads the input in place. Dilated stride-1 layers on maps of 4096 or more pixels (with 128 or more
-    /// input channels per group; 256 or more, and 144 pixels, where `direct-tiled`'s masked
-    /// tiles do not apply), and strided layers with 144 or more output pixels an image (or
+    /// channels, where the `gemm` crate reads the input in place. Dilated stride-1 layers on
+    /// maps of 4096 or more pixels (with 128 or more input channels per group; 256 or more,
+    /// and 144 pixels, where `direct-tiled`'s masked tiles do not apply), and strided
+    /// layers with 144 or more output pixels an image (or
     /// 2048 in all), take `implicit-gemm` (32 or more output channels per group; see its
     /// sweeps in the README), but for the strided layers `direct-tiled`'s masked tiles
     /// take: taps overlapping along both axes, and 128 or more output or at most 8 input
