@@ -320,6 +320,21 @@ fn depthwise_problems() -> impl Strategy<Value = Problem> {
     })
 }
 
+/// 3x3 stride-1 shapes padded by one column on each side, on maps narrower than a vector
+/// (1-15 columns, 3-20 rows, 0-2 padding rows): `direct`'s weight gradient on AVX-512 as
+/// one flat run of pixels, each tap's lanes masked where they read a padding row or column
+/// (the lanes of a vector span several rows).
+fn flat_weight_problems() -> impl Strategy<Value = Problem> {
+    shaped_problems(1..3, 1..4, 1..21, 1..2).prop_map(|mut p| {
+        p.k = (3, 3);
+        p.dilation = (1, 1);
+        p.pad.1 = 1;
+        p.h = p.h.max(3);
+        p.w = 1 + p.w % 15;
+        p
+    })
+}
+
 /// Pointwise shapes (1x1, unpadded, strides 1 to 3): `direct-tiled`'s GEMM on the input
 /// planes, staged when strided or not whole vectors, its sums carried across blocks of 64
 /// input channels, planes split into chunks when the channel tiles are few.
@@ -740,6 +755,11 @@ proptest! {
 
     #[test]
     fn depthwise_rows_match_reference(p in depthwise_problems()) {
+        every_algorithm_matches_reference::<f32>(&p).map_err(TestCaseError::fail)?;
+    }
+
+    #[test]
+    fn flat_weight_gradient_matches_reference(p in flat_weight_problems()) {
         every_algorithm_matches_reference::<f32>(&p).map_err(TestCaseError::fail)?;
     }
 

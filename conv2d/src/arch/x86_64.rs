@@ -1667,6 +1667,52 @@ pub(crate) unsafe fn plane_weight_3x3_f32_avx512(job: &mut PlaneWeightRows<'_>) 
     unsafe { weight_sweep_3x3(sums, grad_out, rows, ow, &windows) };
 }
 
+/// The stride-1 3x3 weight-gradient kernel for `f32` with AVX-512 on planes whose output
+/// rows are as wide as the input's (`kernels::direct::in_place::flat_weight_masks`): the
+/// output gradient taken as one flat run of `oh * ow` pixels, 16 a vector, so that tap `t`
+/// of output pixel `p` reads input element `p + offset(t)` of the plane as it is; the lanes
+/// whose input lies outside the image (a padding row or column) load as zeros (`masks`:
+/// per vector, one per tap). Lane `l` of a tap's sums adds the pixels `p` with `p % 16 ==
+/// l`, in order.
+///
+/// # Safety
+/// The CPU must support AVX-512 F; `masks` must clear every lane whose input is outside
+/// the plane (the other bounds are checked here and by `PlaneWeightRows::pointers`).
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+pub(crate) unsafe fn flat_weight_3x3_f32_avx512(job: &mut PlaneWeightRows<'_>, masks: &[u16]) {
+    let (plane, grad_out, sums, rows) = job.pointers();
+    let (w, pixels) = (job.w as isize, rows * job.ow);
+    let vectors = pixels.div_ceil(16);
+    assert!(job.ow == job.w && masks.len() >= 9 * vectors);
+    let offsets: [isize; 9] = std::array::from_fn(|t| {
+        ((t / 3) as isize - job.pad_top as isize) * w + (t % 3) as isize - job.pad_left as isize
+    });
+    // SAFETY: there are nine vectors of sums (`pointers`).
+    let mut acc: [__m512; 9] =
+        std::array::from_fn(|t| unsafe { _mm512_loadu_ps((*sums.add(t)).as_ptr()) });
+    for (v, masks) in masks.chunks_exact(9).take(vectors).enumerate() {
+        let p = 16 * v;
+        let live = match pixels - p {
+            left if left >= 16 => !0,
+            left => ((1u32 << left) - 1) as __mmask16,
+        };
+        // SAFETY: the output gradient's lanes below `pixels` (`rows` whole rows, checked by
+        // `pointers`); each tap's lanes are those `masks` keep, inside the plane (this
+        // function's contract); masked loads touch no other lane.
+        unsafe {
+            let y = _mm512_maskz_loadu_ps(live, grad_out.add(p));
+            for (t, (a, &m)) in acc.iter_mut().zip(masks).enumerate() {
+                let x = _mm512_maskz_loadu_ps(m, plane.wrapping_offset(p as isize + offsets[t]));
+                *a = _mm512_fmadd_ps(x, y, *a);
+            }
+        }
+    }
+    for (t, a) in acc.iter().enumerate() {
+        // SAFETY: tap `t < 9` has a vector of sums.
+        unsafe { _mm512_storeu_ps((*sums.add(t)).as_mut_ptr(), *a) };
+    }
+}
+
 /// The three windows (kernel columns 0, 1, 2) of a stacked 3x3 weight-gradient kernel
 /// ([`weight_sweep_3x3`]), a trait for the reason [`RowWindows`] is.
 trait WeightWindows {

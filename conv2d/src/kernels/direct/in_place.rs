@@ -11,11 +11,17 @@
 //!   output rows that read it (2x as fast as loading every tap's windows per output row).
 //! - The weight gradient with stride 1: each input row's three windows loaded once per 16
 //!   pixels for the output-gradient rows that meet them. The slab copy was a third of
-//!   `bwd_weight_dw_3x3`.
+//!   `bwd_weight_dw_3x3`. Output rows as wide as the input's and narrower than a vector
+//!   (7x7 and 14x14 maps with padding 1) run as one flat run of the plane's pixels instead,
+//!   16 to a vector whatever their rows (`conv2d-bench`, the weight gradients of
+//!   `sweeps/depthwise.json`, one thread: 7x7 1.7x, 14x14 1.2x as fast; 28x28 even, 56x56
+//!   0.8x, so wider rows keep the row kernel).
 //!
 //! The sums take the same terms in `direct`'s order with the same zeros for the padding, so
 //! both give the same bits (and a non-finite weight or output gradient meets the padding
-//! as `0 * value`).
+//! as `0 * value`), but for the flat weight gradient: its lanes take other pixels (the
+//! same zeros for the padding; a layer's bits depend on its shape, never on the thread
+//! count).
 
 use super::tiled::as_type;
 use super::LANES;
@@ -115,13 +121,43 @@ pub(crate) fn weight_applies<A: Accumulator>(g: &Geometry) -> bool {
     matches!(isa(), Isa::Avx2 | Isa::Avx512) && suits::<A>(g, 1)
 }
 
+/// Output rows narrower than this many pixels, as wide as the input's, run the weight
+/// gradient as one flat run of pixels (see [`flat_weight_masks`]).
+const FLAT_WIDTH: usize = 16;
+
+/// For a shape [`weight_applies`] to on AVX-512 whose output rows are as wide as the
+/// input's and narrower than [`FLAT_WIDTH`]: per vector of 16 pixels of the flattened
+/// output plane and tap, the lanes whose input lies inside the image (see
+/// `flat_weight_3x3_f32_avx512`): rows of 7 or 14 pixels fill whole vectors so, where the
+/// row kernel leaves 9 or 2 of 16 lanes idle. `None` for other shapes.
+pub(crate) fn flat_weight_masks<A: Accumulator>(g: &Geometry) -> Option<Vec<u16>> {
+    if !(isa() == Isa::Avx512 && suits::<A>(g, 1) && g.ow == g.w && g.ow < FLAT_WIDTH) {
+        return None;
+    }
+    let pixels = g.oh * g.ow;
+    let mut masks = vec![0u16; pixels.div_ceil(LANES) * 9];
+    for p in 0..pixels {
+        let (oy, ox) = (p / g.ow, p % g.ow);
+        for t in 0..9 {
+            let iy = (oy + t / 3).checked_sub(g.pad_top).filter(|&iy| iy < g.h);
+            let ix = (ox + t % 3).checked_sub(g.pad_left).filter(|&ix| ix < g.w);
+            if iy.is_some() && ix.is_some() {
+                masks[p / LANES * 9 + t] |= 1 << (p % LANES);
+            }
+        }
+    }
+    Some(masks)
+}
+
 /// Adds image `x`'s (one input plane) contribution against `grad_out` (the pair's output
-/// gradient plane) to a pair's weight-gradient `sums`, for a shape [`weight_applies`] to.
+/// gradient plane) to a pair's weight-gradient `sums`, for a shape [`weight_applies`] to;
+/// as one flat run of pixels with `flat_masks` (see [`flat_weight_masks`]) where given.
 pub(crate) fn add_weight_gradient<A: Accumulator>(
     g: &Geometry,
     x: &[A],
     grad_out: &[A],
     sums: &mut [[A; LANES]],
+    flat_masks: Option<&[u16]>,
 ) {
     let (Some(plane), Some(grad_out)) = (as_type::<A, f32>(x), as_type::<A, f32>(grad_out)) else {
         unreachable!("weight_applies admits f32 only");
@@ -140,16 +176,27 @@ pub(crate) fn add_weight_gradient<A: Accumulator>(
         sums,
     };
     #[cfg(target_arch = "x86_64")]
-    match isa() {
+    match (isa(), flat_masks) {
+        // SAFETY: `flat_weight_masks` returns masks only on AVX-512, which `isa()` reports
+        // only where the CPU has it, and clears each lane whose input is outside the image
+        // (`flat_weight_masks`); the kernel checks the other bounds.
+        (_, Some(masks)) => unsafe {
+            crate::arch::x86_64::flat_weight_3x3_f32_avx512(&mut job, masks)
+        },
         // SAFETY: `isa()` reports a level only where the CPU has it; `pointers` checks the
         // job's bounds.
-        Isa::Avx512 => unsafe { crate::arch::x86_64::plane_weight_3x3_f32_avx512(&mut job) },
+        (Isa::Avx512, None) => unsafe {
+            crate::arch::x86_64::plane_weight_3x3_f32_avx512(&mut job)
+        },
         // SAFETY: as above.
-        Isa::Avx2 => unsafe { crate::arch::x86_64::plane_weight_3x3_f32_avx2(&mut job) },
+        (Isa::Avx2, None) => unsafe { crate::arch::x86_64::plane_weight_3x3_f32_avx2(&mut job) },
         _ => unreachable!("weight_applies admits AVX2 and AVX-512 only"),
     }
     #[cfg(not(target_arch = "x86_64"))]
-    unreachable!("weight_applies admits AVX2 and AVX-512 only {}", job.ow);
+    unreachable!(
+        "weight_applies admits AVX2 and AVX-512 only {} {flat_masks:?}",
+        job.ow
+    );
 }
 
 /// `out = conv2d(input, weight) + bias` for a shape that [`forward_applies`]: tasks of
