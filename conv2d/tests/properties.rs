@@ -321,10 +321,11 @@ fn depthwise_problems() -> impl Strategy<Value = Problem> {
 }
 
 /// 3x3 stride-1 shapes padded by one column on each side, on maps narrower than a vector
-/// (1-15 columns, 3-20 rows, 0-2 padding rows): `direct`'s weight gradient on AVX-512 as
-/// one flat run of pixels, each tap's lanes masked where they read a padding row or column
-/// (the lanes of a vector span several rows).
-fn flat_weight_problems() -> impl Strategy<Value = Problem> {
+/// (1-15 columns, 3-20 rows, 0-2 padding rows): `direct`'s weight gradient, and with one
+/// input channel per group under 8 columns its forward pass, on AVX-512 as one flat run of
+/// pixels, each tap's lanes masked where they read a padding row or column (the lanes of a
+/// vector span several rows).
+fn flat_problems() -> impl Strategy<Value = Problem> {
     shaped_problems(1..3, 1..4, 1..21, 1..2).prop_map(|mut p| {
         p.k = (3, 3);
         p.dilation = (1, 1);
@@ -759,7 +760,7 @@ proptest! {
     }
 
     #[test]
-    fn flat_weight_gradient_matches_reference(p in flat_weight_problems()) {
+    fn flat_runs_match_reference(p in flat_problems()) {
         every_algorithm_matches_reference::<f32>(&p).map_err(TestCaseError::fail)?;
     }
 
@@ -834,22 +835,49 @@ proptest! {
     /// The threads split work differently; every element must come out bit-identical.
     #[test]
     fn results_do_not_depend_on_the_thread_count(p in problems()) {
-        let mut rng = StdRng::seed_from_u64(p.seed);
-        let plan = Conv2dPlan::new(p.input_shape(), p.weight_shape(), &p.options()).unwrap();
-        let x = random_vec::<f32>(p.input_shape().iter().product(), &mut rng);
-        let w = random_vec::<f32>(p.weight_shape().iter().product(), &mut rng);
-        let gy = random_vec::<f32>(plan.output_shape().iter().product(), &mut rng);
-        let run = || (
-            ALGORITHMS.map(|a| plan.clone().with_algorithm(a).forward(&x, &w, None).unwrap()),
+        same_bits_on_one_and_three_threads(&p)?;
+    }
+
+    /// As above where one thread runs whole planes as flat runs and three split them into
+    /// bands of rows for the row kernels (4 to 11 planes).
+    #[test]
+    fn flat_runs_do_not_depend_on_the_thread_count(p in flat_problems()) {
+        same_bits_on_one_and_three_threads(&p)?;
+    }
+}
+
+/// Every algorithm's forward pass and both gradients, on one thread and on three:
+/// bit-identical.
+fn same_bits_on_one_and_three_threads(p: &Problem) -> Result<(), TestCaseError> {
+    let mut rng = StdRng::seed_from_u64(p.seed);
+    let plan = Conv2dPlan::new(p.input_shape(), p.weight_shape(), &p.options()).unwrap();
+    let x = random_vec::<f32>(p.input_shape().iter().product(), &mut rng);
+    let w = random_vec::<f32>(p.weight_shape().iter().product(), &mut rng);
+    let gy = random_vec::<f32>(plan.output_shape().iter().product(), &mut rng);
+    let run = || {
+        (
+            ALGORITHMS.map(|a| {
+                plan.clone()
+                    .with_algorithm(a)
+                    .forward(&x, &w, None)
+                    .unwrap()
+            }),
             plan.backward_input(&gy, &w).unwrap(),
             plan.backward_weight(&x, &gy).unwrap(),
-        );
-        let pool1 = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
-        let one = pool1.install(|| { conv2d::set_num_threads(1).unwrap(); run() });
-        conv2d::set_num_threads(3).unwrap();
-        let three = run();
-        prop_assert_eq!(one, three);
-    }
+        )
+    };
+    let pool1 = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let one = pool1.install(|| {
+        conv2d::set_num_threads(1).unwrap();
+        run()
+    });
+    conv2d::set_num_threads(3).unwrap();
+    let three = run();
+    prop_assert_eq!(one, three);
+    Ok(())
 }
 
 /// `direct-tiled`'s pointwise pass reads a misaligned input in place from its first pixel

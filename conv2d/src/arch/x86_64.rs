@@ -1003,6 +1003,55 @@ pub(crate) unsafe fn plane_rows_3x3_f32_avx512(job: &mut PlaneRows<'_>) {
     unsafe { rows_sweep_3x3(out, rows, ow, job.init, job.taps.as_ptr(), &windows) };
 }
 
+/// [`plane_rows_3x3_f32_avx512`] with stride 1 for a whole output plane whose rows are as
+/// wide as the input's (`kernels::direct::in_place::flat_masks`): the outputs taken as one
+/// flat run of `oh * ow` pixels, 16 a vector, so that tap `t` of output `p` reads input
+/// element `p + offset(t)` of the plane as it is, the lanes whose input lies outside the
+/// image (`masks`: per vector, one per tap) loaded as zeros. Each output sums its taps in
+/// kernel-row order from `init`, as the row kernel does (same bits).
+///
+/// # Safety
+/// The CPU must support AVX-512 F; `masks` must clear every lane whose input is outside
+/// the plane (the other bounds are checked here and by `PlaneRows::pointers`).
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+pub(crate) unsafe fn flat_rows_3x3_f32_avx512(job: &mut PlaneRows<'_>, masks: &[u16]) {
+    let (plane, out, rows) = job.pointers();
+    let pixels = rows * job.ow;
+    let vectors = pixels.div_ceil(16);
+    assert!(job.stride == 1 && job.oy0 == 0 && job.ow == job.w && masks.len() >= 9 * vectors);
+    let offsets = flat_offsets(job.w, job.pad_top, job.pad_left);
+    let taps: [__m512; 9] = std::array::from_fn(|t| _mm512_set1_ps(job.taps[t]));
+    for (v, masks) in masks.chunks_exact(9).take(vectors).enumerate() {
+        let p = 16 * v;
+        // SAFETY: each tap's lanes are those `masks` keep, inside the plane (this function's
+        // contract), masked loads touching no other lane; the stored lanes are below
+        // `pixels`, inside the output rows (`pointers`).
+        unsafe {
+            let mut acc = _mm512_set1_ps(job.init);
+            for ((&m, offset), w) in masks.iter().zip(offsets).zip(taps) {
+                let x = _mm512_maskz_loadu_ps(m, plane.wrapping_offset(p as isize + offset));
+                acc = _mm512_fmadd_ps(w, x, acc);
+            }
+            _mm512_mask_storeu_ps(out.add(p), live_lanes(pixels - p), acc);
+        }
+    }
+}
+
+/// Per tap `t` (kernel row `t / 3`, column `t % 3`) of a 3x3 stride-1 kernel on a plane of
+/// width `w` as wide as its output rows: how far from output `p`'s index its input lies.
+fn flat_offsets(w: usize, pad_top: usize, pad_left: usize) -> [isize; 9] {
+    let (w, pad_top, pad_left) = (w as isize, pad_top as isize, pad_left as isize);
+    std::array::from_fn(|t| ((t / 3) as isize - pad_top) * w + (t % 3) as isize - pad_left)
+}
+
+/// The lanes of a vector with `left` elements from its first to the end (all 16 if more).
+fn live_lanes(left: usize) -> __mmask16 {
+    match left {
+        left if left >= 16 => !0,
+        left => ((1u32 << left) - 1) as __mmask16,
+    }
+}
+
 /// The windows a stacked 3x3 row kernel ([`rows_sweep_3x3`]) reads. A trait whose methods
 /// always inline, not a closure: LLVM called such closures out of line as the kernels
 /// around them grew (3-5x slower depthwise layers).
@@ -1681,21 +1730,16 @@ pub(crate) unsafe fn plane_weight_3x3_f32_avx512(job: &mut PlaneWeightRows<'_>) 
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
 pub(crate) unsafe fn flat_weight_3x3_f32_avx512(job: &mut PlaneWeightRows<'_>, masks: &[u16]) {
     let (plane, grad_out, sums, rows) = job.pointers();
-    let (w, pixels) = (job.w as isize, rows * job.ow);
+    let pixels = rows * job.ow;
     let vectors = pixels.div_ceil(16);
     assert!(job.ow == job.w && masks.len() >= 9 * vectors);
-    let offsets: [isize; 9] = std::array::from_fn(|t| {
-        ((t / 3) as isize - job.pad_top as isize) * w + (t % 3) as isize - job.pad_left as isize
-    });
+    let offsets = flat_offsets(job.w, job.pad_top, job.pad_left);
     // SAFETY: there are nine vectors of sums (`pointers`).
     let mut acc: [__m512; 9] =
         std::array::from_fn(|t| unsafe { _mm512_loadu_ps((*sums.add(t)).as_ptr()) });
     for (v, masks) in masks.chunks_exact(9).take(vectors).enumerate() {
         let p = 16 * v;
-        let live = match pixels - p {
-            left if left >= 16 => !0,
-            left => ((1u32 << left) - 1) as __mmask16,
-        };
+        let live = live_lanes(pixels - p);
         // SAFETY: the output gradient's lanes below `pixels` (`rows` whole rows, checked by
         // `pointers`); each tap's lanes are those `masks` keep, inside the plane (this
         // function's contract); masked loads touch no other lane.

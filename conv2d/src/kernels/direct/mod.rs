@@ -522,7 +522,7 @@ pub(crate) fn backward_weight<A: Accumulator>(
     // Each thread keeps one buffer of sums for its pairs (allocating it per pair was 12% of
     // a depthwise layer on 7x7 maps).
     let sums_buffer = || scratch.filled(taps, [A::ZERO; LANES]);
-    let flat = in_place::flat_weight_masks::<A>(g);
+    let flat = in_place::flat_masks::<A>(g, in_place::FLAT_WEIGHT_WIDTH);
     for_each_chunk_init(grad_w, taps, sums_buffer, |sums, pair, gw| {
         let (co, ci_in_group) = (pair / cin_g, pair % cin_g);
         let ci = co / g.cout_per_group() * cin_g + ci_in_group;
