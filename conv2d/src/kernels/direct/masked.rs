@@ -20,9 +20,10 @@
 //! finite either: the kernel reports whether any output is not finite, and the caller then
 //! runs `tiled`.
 //!
-//! Within a block of [`CI_BLOCK`] input channels the taps go kernel column by kernel column
-//! (so that the column's masks stay in mask registers), then channel by channel and row by
-//! row; every output sums its bias, then the blocks in order, whatever the thread count.
+//! Within a block of [`CI_BLOCK`] input channels ([`STRIDED_CI_BLOCK`] for some strided
+//! layers) the taps go kernel column by kernel column (so that the column's masks stay in
+//! mask registers), then channel by channel and row by row; every output sums its bias,
+//! then the blocks in order, whatever the thread count.
 
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,6 +43,17 @@ use crate::threading::{for_each_chunk, for_each_item};
 /// channels 1.02-1.06x, `deeplab_dil2_3x3` and the input gradient 0.98-1.01x; 64 ran
 /// 0.83-0.92x on most (a block's windows no longer stay in L1).
 const CI_BLOCK: usize = 32;
+/// [`CI_BLOCK`] for layers strided along columns (whose taps read two or more column phase
+/// planes per tap row, twice the lines of a stride-1 tap row) with at least
+/// [`HALF_BLOCK_PIXELS`] output pixels per plane. Over the `s_` layers of
+/// `conv2d-bench/sweeps/strided.json` (2026-12-03, Intel Xeon, three alternated rounds):
+/// the 3x3 and 4x4 stride-2 layers of 64 to 128 channels on 56x56 maps (784 outputs) ran
+/// 1.15-1.21x as fast on two threads and 1.03-1.06x on one (batch 8: 1.03-1.04x), the
+/// others within the noise; halving on smaller planes too ran the 128- and 256-channel
+/// layers on 28x28 and 14x14 maps 0.97-0.99x.
+const STRIDED_CI_BLOCK: usize = 16;
+/// See [`STRIDED_CI_BLOCK`].
+const HALF_BLOCK_PIXELS: usize = 512;
 /// Tasks a band is split into at least, where its rows allow (a constant, not the thread
 /// count, so that the split never depends on it).
 const TASKS: usize = 16;
@@ -243,6 +255,10 @@ pub(crate) fn forward<A: Accumulator>(
     let tiles = cout_g.div_ceil(CO);
     let row_chunk = |rows: usize| rows.div_ceil(TASKS.div_ceil(tiles).min(rows));
     let masks = column_masks(g, row_chunk(band) * g.ow, lanes);
+    let ci_block = match g.stride.w > 1 && plane >= HALF_BLOCK_PIXELS {
+        true => STRIDED_CI_BLOCK,
+        false => CI_BLOCK,
+    };
     for_each_chunk(out, cout_g * plane, |task, group_out| {
         let (n, group) = (task / g.groups, task % g.groups);
         let x = &input[(n * g.cin + group * cin_g) * g.h * g.w..][..in_len];
@@ -279,7 +295,7 @@ pub(crate) fn forward<A: Accumulator>(
                     };
                     row
                 });
-                let block_rows = CI_BLOCK * g.kh;
+                let block_rows = ci_block * g.kh;
                 let blocks = tap_rows.len().div_ceil(block_rows);
                 let tail = Tail {
                     columns: &tails[(chunk * TAIL_LANES * taps).min(tails.len())..],
@@ -290,7 +306,7 @@ pub(crate) fn forward<A: Accumulator>(
                 };
                 let mut partial = [[A::ZERO; 16 * CO]; TAIL_LANES];
                 for (b, rows) in tap_rows.chunks(block_rows).enumerate() {
-                    let terms = b * CI_BLOCK * g.kh * g.kw;
+                    let terms = b * ci_block * g.kh * g.kw;
                     let all_finite = run(
                         &mut MaskedTile {
                             tile: Tile {
