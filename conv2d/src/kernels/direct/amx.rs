@@ -17,7 +17,7 @@
 
 use half::{bf16, slice::HalfFloatSliceExt};
 
-use super::{block_tasks, fits, Scratch};
+use super::{block_tasks, fits, runs_per_tile, Scratch};
 use crate::element::narrow_bf16;
 use crate::geometry::{checked_product, Geometry};
 use crate::isa::{isa, Isa};
@@ -27,9 +27,6 @@ use crate::threading::{for_each_chunk, for_each_item};
 /// Output channels per task (two tiles of 16) and input channels per reduction step (a
 /// tile row of 64 bytes of `bf16`).
 pub(super) const CHANNELS: usize = 32;
-/// Tasks an image and group is split into at least, where its rows allow (a constant, not
-/// the thread count, so that the split never depends on it).
-const TASKS: usize = 16;
 /// Values in a tile of packed weights: 32 output channels by 32 input channels, stored
 /// whole (its rows 64 bytes apart, one contiguous run for the tile load).
 const TILE: usize = CHANNELS * CHANNELS;
@@ -255,7 +252,7 @@ pub(crate) fn forward(
             }
         }
         let blocks = co_pad / CHANNELS;
-        let row_chunk = g.oh.div_ceil(TASKS.div_ceil(blocks).min(g.oh));
+        let row_chunk = g.oh.div_ceil(runs_per_tile(g, blocks).min(g.oh));
         let planes = group_out
             .chunks_exact_mut(plane)
             .map(|p| p.chunks_mut(row_chunk * g.ow));

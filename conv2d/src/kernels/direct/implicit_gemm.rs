@@ -15,7 +15,7 @@
 //! thread count.
 
 use super::tiled::{as_f32, as_f32_mut, bands};
-use super::{block_tasks, padded_slab, Scratch};
+use super::{block_tasks, padded_slab, runs_per_tile, Scratch};
 use crate::element::Accumulator;
 use crate::error::try_reserve;
 use crate::geometry::Geometry;
@@ -31,9 +31,6 @@ pub(crate) const BLOCK: usize = 64;
 /// block, at most: whole input channels, so that the block's panel (18 KiB at 64 channels)
 /// stays in L1.
 const BLOCK_STEPS: usize = 72;
-/// Tasks a band is split into at least, where its pixels allow (a constant, not the thread
-/// count, so that the split never depends on it).
-const TASKS: usize = 16;
 /// Pixels per task at least.
 const MIN_CHUNK: usize = 16 * TILE_PIXELS;
 
@@ -180,7 +177,7 @@ fn forward_f32(
             // to share out (each output is still summed whole by one task, in order).
             let blocks = cout_g.div_ceil(BLOCK);
             let chunk = (rows * g.ow)
-                .div_ceil(TASKS.div_ceil(blocks))
+                .div_ceil(runs_per_tile(g, blocks))
                 .max(MIN_CHUNK)
                 .next_multiple_of(TILE_PIXELS);
             let planes = group_out

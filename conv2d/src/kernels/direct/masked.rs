@@ -29,7 +29,7 @@ use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::tiled::{as_type, as_type_mut, summed_channels, tile_rows, Tile, CO, MIN_CHANNELS};
-use super::{block_tasks, split_pairs, Scratch};
+use super::{block_tasks, runs_per_tile, split_pairs, Scratch};
 use crate::element::Accumulator;
 use crate::error::try_reserve;
 use crate::geometry::{checked_product, Geometry};
@@ -54,14 +54,6 @@ const CI_BLOCK: usize = 32;
 const STRIDED_CI_BLOCK: usize = 16;
 /// See [`STRIDED_CI_BLOCK`].
 const HALF_BLOCK_PIXELS: usize = 512;
-/// Tasks a band's rows of every image and group together are split into at least, where
-/// its rows allow (a constant, not the thread count, so that the split never depends on
-/// it). Counting the tiles of every image and group, not of one (2026-12-03, Intel Xeon,
-/// alternated rounds): grouped layers of 8-16 channels per group ran 1.07-1.45x as fast
-/// on one and two threads (`resnext_g32_3x3` 1.24x and 1.39x, the grouped stride-2
-/// layers of `sweeps/strided.json` 1.07-1.45x): their runs of two rows or fewer cost more
-/// per tap than the spread gains; batches within the noise.
-const TASKS: usize = 16;
 /// Elements of a band's slab (all input channels of the group), as in `tiled`.
 const SLAB_BUDGET: usize = 1024 * 1024;
 /// Bytes of a strided band's slab: 1 MiB, half a core's L2 on the Intel Xeon measured, so
@@ -258,8 +250,8 @@ pub(crate) fn forward<A: Accumulator>(
     // Tasks: a tile of CO channels and a run of a band's rows (see `tiled`); the masks of
     // the longest run serve every run (a vector's masks depend on its place in the run).
     let tiles = cout_g.div_ceil(CO);
-    let all_tiles = tiles.saturating_mul(g.groups).saturating_mul(g.n);
-    let row_chunk = |rows: usize| rows.div_ceil(TASKS.div_ceil(all_tiles).min(rows));
+    let runs = runs_per_tile(g, tiles);
+    let row_chunk = |rows: usize| rows.div_ceil(runs.min(rows));
     let masks = column_masks(g, row_chunk(band) * g.ow, lanes);
     let ci_block = match g.stride.w > 1 && plane >= HALF_BLOCK_PIXELS {
         true => STRIDED_CI_BLOCK,

@@ -51,6 +51,22 @@ use crate::threading::{for_each_chunk, for_each_chunk_init};
 /// Output pixels in one vector of sums.
 const LANES: usize = 16;
 
+/// Tasks the tiles' kernels split a layer into at least, where its rows allow (a constant,
+/// not the thread count, so that the split never depends on it).
+const TASKS: usize = 16;
+
+/// Into how many runs of rows (or chunks of pixels) the tile kernels split each of the
+/// `tiles` tiles of output channels of one image and group: enough that every image's and
+/// group's tiles together make [`TASKS`] tasks. Counting every image and group, not one
+/// (2026-12-03, Intel Xeon, the masked tiles, alternated rounds): grouped layers of 8-16
+/// channels per group ran 1.07-1.45x as fast on one and two threads (`resnext_g32_3x3`
+/// 1.24x and 1.39x, the grouped stride-2 layers of `sweeps/strided.json` 1.07-1.45x),
+/// whose runs of two rows or fewer had cost more per tap than the spread gained; batches
+/// within the noise.
+pub(crate) fn runs_per_tile(g: &Geometry, tiles: usize) -> usize {
+    TASKS.div_ceil(tiles.saturating_mul(g.groups).saturating_mul(g.n).max(1))
+}
+
 /// The padded input of one band: for each input channel of the group, `height` rows of
 /// `phases` phases of `phase_width` pixels; phase `p` of a row holds padded columns
 /// `p, p + stride.w, p + 2*stride.w, ...` (there are `stride.w` phases, or fewer when the

@@ -17,7 +17,7 @@
 use std::any::TypeId;
 
 use super::phase_planes::{self, phase_planes};
-use super::{block_tasks, masked, pointwise, Scratch, LANES};
+use super::{block_tasks, masked, pointwise, runs_per_tile, Scratch, LANES};
 use crate::element::Accumulator;
 use crate::geometry::Geometry;
 use crate::isa::{isa, Isa};
@@ -38,9 +38,6 @@ pub(crate) const MIN_CHANNELS: usize = 3;
 /// Zeros after a band's planes, for the vector reads of a run's last outputs (a run's
 /// length is rounded up to whole vectors).
 const SLACK: usize = 4 * LANES;
-/// Tasks a band is split into at least, where its rows allow (a constant, not the thread
-/// count, so that the split never depends on it).
-const TASKS: usize = 16;
 /// Input channels whose taps one sweep runs through before the next block.
 const CI_BLOCK: usize = 16;
 /// Elements of a band's slab (all input channels of the group): the whole padded image of
@@ -180,7 +177,7 @@ pub(crate) fn forward<A: Accumulator>(
             // whole by one task, in the same order).
             let co = tile_channels();
             let tiles = cout_g.div_ceil(co);
-            let row_chunk = rows.div_ceil(TASKS.div_ceil(tiles).min(rows));
+            let row_chunk = rows.div_ceil(runs_per_tile(g, tiles).min(rows));
             let planes = group_out
                 .chunks_exact_mut(plane)
                 .map(|p| p[oy0 * g.ow..][..rows * g.ow].chunks_mut(row_chunk * g.ow));
