@@ -539,6 +539,7 @@ pub(crate) fn backward_weight<A: Accumulator>(
     // a depthwise layer on 7x7 maps).
     let sums_buffer = || scratch.filled(taps, [A::ZERO; LANES]);
     let flat = in_place::flat_masks::<A>(g, in_place::FLAT_WEIGHT_WIDTH);
+    let in_place = in_place::weight_applies::<A>(g);
     for_each_chunk_init(grad_w, taps, sums_buffer, |sums, pair, gw| {
         let (co, ci_in_group) = (pair / cin_g, pair % cin_g);
         let ci = co / g.cout_per_group() * cin_g + ci_in_group;
@@ -550,7 +551,7 @@ pub(crate) fn backward_weight<A: Accumulator>(
             for n in 0..g.n {
                 let x = &input[(n * g.cin + ci) * in_plane..][..in_plane];
                 let gy = &grad_out[(n * g.cout + co) * plane..][..plane];
-                if in_place::weight_applies::<A>(g) {
+                if in_place {
                     in_place::add_weight_gradient(g, x, gy, sums, flat.as_deref());
                     continue;
                 }
@@ -890,10 +891,14 @@ mod tests {
                 })
             })
             .collect();
-        let mut got = vec![0.0; sums.len()];
-        add_up_lanes(&sums, &mut got);
-        let want: Vec<f32> = sums.iter().map(sum_lanes).collect();
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        assert_eq!(bits(&got), bits(&want));
+        // Whole chunks of 16 vectors, and last ones of 9 (a 3x3 kernel's taps), 1 and 7.
+        for len in [64, 9, 1, 23] {
+            let sums = &sums[..len];
+            let mut got = vec![0.0; len];
+            add_up_lanes(sums, &mut got);
+            let want: Vec<f32> = sums.iter().map(sum_lanes).collect();
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "{len} vectors");
+        }
     }
 }
