@@ -22,7 +22,15 @@ cd "$(dirname "$0")/.."
 
 command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind; }
 
-binaries=$(cargo test -p conv2d --no-run 2>&1 | sed -n 's/^ *Executable tests\/\([a-z_]*\)\.rs (\(.*\))$/\1 \2/p')
+# The conv2d crate's test binaries, "name path" per line, longest-running first (two run
+# at a time: with `properties` last it ran alone for minutes). Built with `--workspace`,
+# whose dependency features CI built already (`-p conv2d` alone rebuilds them).
+binaries=$(cargo test --workspace --no-run --message-format=json 2>/dev/null |
+    grep '"reason":"compiler-artifact"' | grep '/conv2d#' | grep '"kind":\["test"\]' |
+    sed -n 's/.*"name":"\([a-z_]*\)".*"executable":"\([^"]*\)".*/\1 \2/p' |
+    sort -k1,1 | awk '{ print ($1 == "properties" || $1 == "pytorch_fixtures" ? 0 : 1), $0 }' |
+    sort -s -k1,1n | cut -d" " -f2-)
+[ -n "$binaries" ] || { echo "valgrind_tests.sh: no test binaries found"; exit 1; }
 avx512_only="--skip same_padding_tiles_match_reference --skip bf16_tiles_match_reference
     --skip bf16_in_place_tiles_match_reference --skip bf16_strided_tiles_match_reference"
 cd conv2d  # the fixtures are read relative to the crate
@@ -32,7 +40,7 @@ check() {
     local isa=$1 name=$2 path=$3 start
     start=$(date +%s)
     if CONV2D_ISA=$isa CONV2D_STRESS_SECONDS=0.5 CONV2D_PROPTEST_CASES=6 valgrind --error-exitcode=101 --quiet \
-        "../$path" --test-threads=2 --quiet $avx512_only >"/tmp/valgrind-$name.log" 2>&1; then
+        "$path" --test-threads=2 --quiet $avx512_only >"/tmp/valgrind-$name.log" 2>&1; then
         echo "valgrind clean: $name, CONV2D_ISA=$isa, $(( $(date +%s) - start )) s"
     else
         cat "/tmp/valgrind-$name.log"
