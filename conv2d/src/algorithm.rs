@@ -41,8 +41,9 @@ pub enum Algorithm {
     /// GEMM with the group's weight panel: best for many channels (a stride-1 1x1 kernel
     /// reads the input planes in place, forward and for the weight gradient). Scratch: at
     /// most 128 Ki elements of column buffer per task, plus the GEMM's packing buffers. A
-    /// forward pass whose taps never overlap runs on whole patch planes (see
-    /// [`Algorithm::ImplicitGemm`]), here always with the `gemm` crate.
+    /// forward pass whose taps never overlap, and its input gradient, run on whole patch
+    /// planes (see [`Algorithm::ImplicitGemm`]); the forward pass here always with the
+    /// `gemm` crate.
     Im2colGemm,
     /// Direct convolution with the sums in registers: the input rows a band of output rows
     /// reads, zero-padded and split by stride phase, then 64 outputs at a time, tap after
@@ -124,7 +125,11 @@ pub enum Algorithm {
     /// it (`direct-tiled`'s tiles up to 64 terms per output, else the `gemm` crate). With at
     /// most 8 input channels per group (a first layer), its weight gradient runs on the same
     /// planes too, image by image (`im2col-gemm`'s pointwise weight gradient, each image's
-    /// added in order). Scratch: the patch planes of each image in flight.
+    /// added in order), and its input gradient (the forward pass of such a transposed
+    /// convolution, U-Net's 2x2 stride-2 upsampling) is the 1x1 convolution of the output
+    /// gradient with the weight transposed, into the input gradient's patch planes, then
+    /// written out: each input-gradient pixel receives one tap at most, so that nothing is
+    /// summed twice. Scratch: the patch planes of each image in flight.
     ImplicitGemm,
 }
 

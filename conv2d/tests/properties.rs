@@ -376,6 +376,24 @@ fn whole_vector_pointwise_problems() -> impl Strategy<Value = Problem> {
     })
 }
 
+/// One image of a stride-1 pointwise shape whose planes are whole KiB and of 4096 or 4608
+/// pixels (four chunks of pixels, or a half chunk more) with 32-47 input channels and
+/// 3-8 output channels (a whole tile of the AVX2 kernel and partial ones): the pointwise
+/// tiles' copy of rows that would alias in L1.
+fn aliasing_pointwise_problems() -> impl Strategy<Value = Problem> {
+    let heights = prop::sample::select(vec![64usize, 72]);
+    (pointwise_problems(), heights, 32usize..48).prop_map(|(p, h, cin_g)| Problem {
+        n: 1,
+        groups: 1,
+        h,
+        w: 64,
+        cin_g,
+        cout_g: p.cout_g.min(8),
+        stride: (1, 1),
+        ..p
+    })
+}
+
 /// Stride-1 shapes with 64-72 or 114-140 output channels and 57-71 input channels per
 /// group, 3x3: `direct-tiled`'s weight gradient vectorised over output channels (tiles of
 /// 64, partial last tiles and tap tiles, sums carried across chunks of pixels).
@@ -774,6 +792,11 @@ proptest! {
     fn whole_vector_pointwise_tiles_match_reference(p in whole_vector_pointwise_problems()) {
         every_algorithm_matches_reference::<f32>(&p).map_err(TestCaseError::fail)?;
         every_algorithm_matches_reference::<f64>(&p).map_err(TestCaseError::fail)?;
+    }
+
+    #[test]
+    fn aliasing_pointwise_tiles_match_reference(p in aliasing_pointwise_problems()) {
+        every_algorithm_matches_reference::<f32>(&p).map_err(TestCaseError::fail)?;
     }
 
     #[test]

@@ -414,6 +414,13 @@ pub(crate) fn backward_input<A: Accumulator>(
         grad_in.fill(A::ZERO);
         return Ok(());
     }
+    // The GEMM algorithms run shapes whose taps never overlap as a pointwise convolution
+    // into their patch planes.
+    if matches!(algorithm, Algorithm::ImplicitGemm | Algorithm::Im2colGemm)
+        && patches::geometry(g).is_some()
+    {
+        return patches::backward_input(g, grad_out, weight, grad_in);
+    }
     let scratch = Scratch::new();
     match algorithm {
         Algorithm::DirectRows => direct_rows::backward_input(g, grad_out, weight, grad_in),

@@ -137,7 +137,19 @@ impl<A: Accumulator> Layer<'_, A> {
         for_each_item(tasks, |(p0, co_first, mut outs)| {
             let len = chunk.min(padded - p0);
             let width = outs[0].len();
-            let starts: Vec<usize> = (0..cin_g).map(|ci| ci * stride + p0).collect();
+            // Rows that would alias in L1 are read from a copy whose rows do not.
+            let aliasing = cin_g >= ALIASING_CHANNELS && pixels >= ALIASING_PIXELS;
+            let copy = match aliasing && aliases::<A>(stride) {
+                true => match copied_rows(x, stride, p0, len, cin_g, scratch) {
+                    Some(copy) => Some(copy),
+                    None => return,
+                },
+                false => None,
+            };
+            let (slab, starts): (&[A], Vec<usize>) = match &copy {
+                Some((rows, row)) => (rows, (0..cin_g).map(|ci| ci * row).collect()),
+                None => (x, (0..cin_g).map(|ci| ci * stride + p0).collect()),
+            };
             // The sums go straight into the output, except where it is shorter than whole
             // vectors (the last chunk of a plane that is not) or the tile sums channels past
             // the group's last: those sum into `spare`, copied after.
@@ -172,7 +184,7 @@ impl<A: Accumulator> Layer<'_, A> {
                 let block = &starts[k0..][..ci_block.min(cin_g - k0)];
                 for (sums, &((init, rows), count)) in sums.iter_mut().zip(&tiles) {
                     run(&mut Tile {
-                        slab: x,
+                        slab,
                         starts: block,
                         weights: self.weight,
                         rows: rows.map(|r| r + k0),
@@ -220,6 +232,55 @@ impl<A: Accumulator> Layer<'_, A> {
             dst[tail + skip..].copy_from_slice(&src[skip..]);
         }
     }
+}
+
+/// Input channels and output pixels per plane from which a sweep whose rows
+/// [`alias`](aliases) reads a copy of each task's rows instead: with fewer channels more
+/// of them fit in an L1 set's ways, and on smaller planes each task's copy (repeated by
+/// the tasks that split a chunk's channels) costs more than the misses. Over 14 pointwise
+/// layers of 16-512 channels on 16x16 to 128x128 maps (2026-12-04, Zen 3, AVX2, one thread,
+/// three alternated rounds, the tiles forced): 1.09-1.46x as fast on 64x64 and larger
+/// planes of 32 or more input channels, 0.73-0.97x on 16x16 and 32x32 ones, 0.92x with 16
+/// input channels on 112x112.
+const ALIASING_CHANNELS: usize = 32;
+/// See [`ALIASING_CHANNELS`].
+const ALIASING_PIXELS: usize = 4 * CHUNK;
+
+/// Whether input rows `stride` elements apart map onto few L1 sets: a whole number of
+/// 1 KiB (16 lines) puts the rows' vectors at one pixel into 4 or fewer of a 64-set L1's
+/// sets, whose 8 to 12 ways then hold a fraction of a block's channels, so that most taps
+/// miss L1. `conv2d-bench` (2026-12-04, Zen 3, AVX2, one thread) ran a 128 to 256 channel
+/// layer on 64x64 maps (16 KiB planes) at 46.5 GFLOP/s, on 60x68 maps at 73.8, on 64x72
+/// (18 KiB) at 66.2.
+fn aliases<A>(stride: usize) -> bool {
+    (stride * std::mem::size_of::<A>()).is_multiple_of(1024)
+}
+
+/// Pixels `p0..p0 + len` of each of the `cin` rows of `x` (`stride` apart, each readable
+/// that far), copied onto aligned lines `row` apart: `len`, or `len + LANES` where `len`
+/// itself would [`alias`](aliases). Returns the copy and `row`; `None` if the buffer cannot
+/// be allocated.
+#[allow(unsafe_code)] // calls `written_aligned`
+fn copied_rows<A: Accumulator>(
+    x: &[A],
+    stride: usize,
+    p0: usize,
+    len: usize,
+    cin: usize,
+    scratch: &Scratch,
+) -> Option<(Aligned<A>, usize)> {
+    let row = match aliases::<A>(len) {
+        true => len + LANES,
+        false => len,
+    };
+    let copy = |ci: usize, dst: &mut [std::mem::MaybeUninit<A>]| {
+        let (data, rest) = dst.split_at_mut(len);
+        data.write_copy_of_slice(&x[ci * stride + p0..][..len]);
+        rest.fill(std::mem::MaybeUninit::new(A::ZERO));
+    };
+    // SAFETY: each chunk is one row of `row >= len` elements, all written by `copy`.
+    let rows = unsafe { scratch.written_aligned(cin * row, row, A::ZERO, copy) }?;
+    Some((rows, row))
 }
 
 /// The input pixels the outputs read (every `stride`-th of every `stride`-th row), each
