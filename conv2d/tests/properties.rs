@@ -796,7 +796,9 @@ proptest! {
 
     #[test]
     fn aliasing_pointwise_tiles_match_reference(p in aliasing_pointwise_problems()) {
-        every_algorithm_matches_reference::<f32>(&p).map_err(TestCaseError::fail)?;
+        // The plan's own choice, `direct-tiled` (every algorithm on these planes would
+        // cost valgrind minutes).
+        conv2d_matches_reference::<f32>(&p).map_err(TestCaseError::fail)?;
     }
 
     #[test]
