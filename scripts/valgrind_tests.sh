@@ -22,8 +22,8 @@ cd "$(dirname "$0")/.."
 
 command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind; }
 
-# The conv2d crate's test binaries, "name path" per line, longest-running first (two run
-# at a time: with `properties` last it ran alone for minutes). Built with `--workspace`,
+# The conv2d crate's test binaries, "name path" per line, longest-running first (with
+# `properties` last it ran alone for minutes). Built with `--workspace`,
 # whose dependency features CI built already (`-p conv2d` alone rebuilds them).
 binaries=$(cargo test --workspace --no-run --message-format=json 2>/dev/null |
     grep '"reason":"compiler-artifact"' | grep '/conv2d#' | grep '"kind":\["test"\]' |
@@ -35,12 +35,14 @@ avx512_only="--skip same_padding_tiles_match_reference --skip bf16_tiles_match_r
     --skip bf16_in_place_tiles_match_reference --skip bf16_strided_tiles_match_reference"
 cd conv2d  # the fixtures are read relative to the crate
 
-# One binary under valgrind; its log shown and a mark left in $failed_dir if it fails.
+# One binary under valgrind (the tests that any further arguments select); its log shown
+# and a mark left in $failed_dir if it fails.
 check() {
     local isa=$1 name=$2 path=$3 start
+    shift 3
     start=$(date +%s)
     if CONV2D_ISA=$isa CONV2D_STRESS_SECONDS=0.5 CONV2D_PROPTEST_CASES=6 valgrind --error-exitcode=101 --quiet \
-        "$path" --test-threads=2 --quiet $avx512_only >"/tmp/valgrind-$name.log" 2>&1; then
+        "$path" --test-threads=2 --quiet $avx512_only "$@" >"/tmp/valgrind-$name.log" 2>&1; then
         echo "valgrind clean: $name, CONV2D_ISA=$isa, $(( $(date +%s) - start )) s"
     else
         cat "/tmp/valgrind-$name.log"
@@ -49,15 +51,25 @@ check() {
     fi
 }
 
-# Two binaries at a time: valgrind runs all of a process's threads on one core, and the
-# machine has two (`properties` and `pytorch_fixtures`, most of the stage, then run side by
-# side).
+# Two processes at a time: valgrind runs all of a process's threads on one core, and the
+# machine has two. `properties` (12 minutes alone, the rest of the stage together 5) runs
+# as two processes, its tests dealt between them alternately, then the other binaries.
 failed_dir=$(mktemp -d)
 for isa in avx2; do
     while read -r name path; do
         case "$name" in workspace|threads_env) continue ;; esac
-        while [ "$(jobs -rp | wc -l)" -ge 2 ]; do wait -n || true; done
-        check "$isa" "$name" "$path" &
+        tests=""
+        [ "$name" = properties ] && tests=$("$path" --list 2>/dev/null | sed -n 's/: test$//p')
+        if [ -z "$tests" ]; then
+            while [ "$(jobs -rp | wc -l)" -ge 2 ]; do wait -n || true; done
+            check "$isa" "$name" "$path" &
+            continue
+        fi
+        for part in 0 1; do
+            mapfile -t half < <(awk -v part=$part 'NR % 2 == part' <<< "$tests")
+            while [ "$(jobs -rp | wc -l)" -ge 2 ]; do wait -n || true; done
+            check "$isa" "$name-$part" "$path" --exact "${half[@]}" &
+        done
     done <<< "$binaries"
 done
 wait
