@@ -23,8 +23,8 @@ cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind; }
 
 # The conv2d crate's test binaries, "name path" per line, longest-running first (with
-# `properties` last it ran alone for minutes). Built with `--workspace`,
-# whose dependency features CI built already (`-p conv2d` alone rebuilds them).
+# `properties` last it ran alone for minutes). Built with `--workspace`, whose dependency
+# features CI built already (`-p conv2d` alone rebuilds them).
 binaries=$(cargo test --workspace --no-run --message-format=json 2>/dev/null |
     grep '"reason":"compiler-artifact"' | grep '/conv2d#' | grep '"kind":\["test"\]' |
     sed -n 's/.*"name":"\([a-z_]*\)".*"executable":"\([^"]*\)".*/\1 \2/p' |

@@ -416,10 +416,10 @@ pub(crate) fn backward_input<A: Accumulator>(
     }
     // The GEMM algorithms run shapes whose taps never overlap as a pointwise convolution
     // into their patch planes.
-    if matches!(algorithm, Algorithm::ImplicitGemm | Algorithm::Im2colGemm)
-        && patches::geometry(g).is_some()
+    if let (Algorithm::ImplicitGemm | Algorithm::Im2colGemm, Some(inner)) =
+        (algorithm, patches::geometry(g))
     {
-        return patches::backward_input(g, grad_out, weight, grad_in);
+        return patches::backward_input(g, &inner, grad_out, weight, grad_in);
     }
     let scratch = Scratch::new();
     match algorithm {

@@ -92,32 +92,26 @@ pub(crate) fn forward<A: Accumulator>(
 }
 
 /// The input gradient (a transposed convolution's forward pass) for a shape with patch
-/// planes (see [`geometry`]): image by image, in parallel, the pointwise convolution (by
-/// [`Algorithm::choose`]'s algorithm for it) of the output gradient with the weight transposed to a row per (input
-/// channel, kernel row, kernel column) gives the input gradient's patch planes, which are
-/// then written into it. Each input-gradient pixel receives at most one tap (the taps never
-/// overlap), so that no sum is scattered; pixels that receive none are zero. Holds one
-/// image's patch planes (no more values than its input gradient) per image in flight.
+/// planes `inner` (see [`geometry`]): image by image, in parallel, the pointwise
+/// convolution (by [`Algorithm::choose`]'s algorithm for it) of the output gradient with
+/// the weight transposed to a row per (input channel, kernel row, kernel column) gives the
+/// input gradient's patch planes, which are then written into it. Each input-gradient
+/// pixel receives at most one tap (the taps never overlap), so that no sum is scattered;
+/// pixels that receive none are zero. Holds one image's patch planes (no more values than
+/// its input gradient) per image in flight.
 pub(crate) fn backward_input<A: Accumulator>(
     g: &Geometry,
+    inner: &Geometry,
     grad_out: &[A],
     weight: &[A],
     grad_in: &mut [A],
 ) -> Result<()> {
-    let taps = g.kh * g.kw;
+    // `inner` read backwards: from the output gradient's channels to the patch planes.
     let single = Geometry {
         n: 1,
-        cin: g.cout,
-        h: g.oh,
-        w: g.ow,
-        cout: checked_product(&[g.cin, taps], "the patch planes")?,
-        kh: 1,
-        kw: 1,
-        stride: Pair::new(1, 1),
-        dilation: Pair::new(1, 1),
-        pad_top: 0,
-        pad_left: 0,
-        ..*g
+        cin: inner.cout,
+        cout: inner.cin,
+        ..*inner
     };
     let algorithm = Algorithm::choose(&single);
     let scratch = Scratch::new();
@@ -175,41 +169,34 @@ fn transposed_weight<A: Accumulator>(
 /// input pixel `(oy * stride.h + ky * dilation.h, ox * stride.w + kx * dilation.w)` of
 /// channel `ci` from plane `(ci, ky, kx)` at `(oy, ox)`, zero where no tap reaches.
 fn unstage<A: Accumulator>(g: &Geometry, planes: &[A], gx: &mut [A]) {
-    let plane = g.oh * g.ow;
+    let (plane, taps) = (g.oh * g.ow, g.kh * g.kw);
+    // Every column of a row is written when the taps tile it (no dilation gap, no column
+    // past the last output's reach).
+    let tiled = g.kw == g.stride.w && g.dilation.w == 1 && g.ow * g.stride.w == g.w;
     for_each_chunk(gx, g.h * g.w, |ci, x_c| {
-        let planes_c = &planes[ci * g.kh * g.kw * plane..][..g.kh * g.kw * plane];
-        // Every column of a row is written when the taps tile it (no dilation gap, no
-        // column past the last output's reach).
-        let tiled = g.kw == g.stride.w && g.dilation.w == 1 && g.ow * g.stride.w == g.w;
+        let planes_c = &planes[ci * taps * plane..][..taps * plane];
         for (iy, row) in x_c.chunks_exact_mut(g.w).enumerate() {
             let (oy, r) = (iy / g.stride.h, iy % g.stride.h);
             let ky = r / g.dilation.h;
-            if oy >= g.oh || !r.is_multiple_of(g.dilation.h) || ky >= g.kh {
+            let reached = oy < g.oh && r.is_multiple_of(g.dilation.h) && ky < g.kh;
+            if !reached || !tiled {
                 row.fill(A::ZERO);
+            }
+            if !reached {
                 continue;
             }
-            if !tiled {
-                row.fill(A::ZERO);
-            }
-            let sources = planes_c[ky * g.kw * plane..]
-                .chunks_exact(plane)
-                .take(g.kw)
-                .map(|p| &p[oy * g.ow..][..g.ow]);
+            // Row `oy` of plane `(ci, ky, kx)`.
+            let source = |kx: usize| &planes_c[(ky * g.kw + kx) * plane + oy * g.ow..][..g.ow];
             if (g.kw, g.stride.w, g.dilation.w) == (2, 2, 1) {
-                let mut sources = sources;
-                let (even, odd) = (sources.next(), sources.next());
-                let (Some(even), Some(odd)) = (even, odd) else {
-                    unreachable!("two planes");
-                };
-                for ((pair, &a), &b) in row.chunks_exact_mut(2).zip(even).zip(odd) {
+                for ((pair, &a), &b) in row.chunks_exact_mut(2).zip(source(0)).zip(source(1)) {
                     pair[0] = a;
                     pair[1] = b;
                 }
                 continue;
             }
-            for (kx, src) in sources.enumerate() {
+            for kx in 0..g.kw {
                 let dst = row[kx * g.dilation.w..].iter_mut().step_by(g.stride.w);
-                for (d, &v) in dst.zip(src) {
+                for (d, &v) in dst.zip(source(kx)) {
                     *d = v;
                 }
             }

@@ -134,20 +134,16 @@ impl<A: Accumulator> Layer<'_, A> {
                 tasks.push((p0, self.first + first, part));
             }
         }
+        let copy_rows =
+            cin_g >= ALIASING_CHANNELS && pixels >= ALIASING_PIXELS && aliases::<A>(stride);
         for_each_item(tasks, |(p0, co_first, mut outs)| {
             let len = chunk.min(padded - p0);
             let width = outs[0].len();
             // Rows that would alias in L1 are read from a copy whose rows do not.
-            let aliasing = cin_g >= ALIASING_CHANNELS && pixels >= ALIASING_PIXELS;
-            let copy = match aliasing && aliases::<A>(stride) {
-                true => match copied_rows(x, stride, p0, len, cin_g, scratch) {
-                    Some(copy) => Some(copy),
-                    None => return,
-                },
-                false => None,
-            };
+            let copy = copy_rows.then(|| copied_rows(x, stride, p0, len, cin_g, scratch));
             let (slab, starts): (&[A], Vec<usize>) = match &copy {
-                Some((rows, row)) => (rows, (0..cin_g).map(|ci| ci * row).collect()),
+                Some(Some((rows, row))) => (rows, (0..cin_g).map(|ci| ci * row).collect()),
+                Some(None) => return,
                 None => (x, (0..cin_g).map(|ci| ci * stride + p0).collect()),
             };
             // The sums go straight into the output, except where it is shorter than whole
