@@ -603,48 +603,72 @@ pub(crate) unsafe fn pixel_tile_f32_avx512(job: &mut PixelTile<'_>) {
     let job = &*job;
     for p0 in (0..job.pixels.len()).step_by(TILE_PIXELS) {
         // SAFETY (each arm): AVX-512 F is present (this function's contract); `p0` is a
-        // pixel of the job and `pointers` are the job's, checked.
+        // pixel of the job, the arm's vectors span the job's `width` from channel 0, and
+        // `pointers` are the job's, checked.
         match job.width / 16 {
             // SAFETY: see above.
-            1 => unsafe { pixel_tile_avx512::<1>(job, pointers, p0) },
+            1 => unsafe { pixel_tile::<__m512, 1>(job, pointers, p0, 0) },
             // SAFETY: see above.
-            2 => unsafe { pixel_tile_avx512::<2>(job, pointers, p0) },
+            2 => unsafe { pixel_tile::<__m512, 2>(job, pointers, p0, 0) },
             // SAFETY: see above.
-            3 => unsafe { pixel_tile_avx512::<3>(job, pointers, p0) },
+            3 => unsafe { pixel_tile::<__m512, 3>(job, pointers, p0, 0) },
             // SAFETY: see above.
-            _ => unsafe { pixel_tile_avx512::<4>(job, pointers, p0) },
+            _ => unsafe { pixel_tile::<__m512, 4>(job, pointers, p0, 0) },
         }
     }
 }
 
-/// The tile of pixels from `p0`, `VECTORS` vectors of channels wide, for
-/// [`pixel_tile_f32_avx512`].
+/// The implicit-GEMM kernel for `f32` with AVX2 and FMA: per tile of [`TILE_PIXELS`]
+/// pixels and 16 channels, 12 of the 16 registers of sums (two per pixel), as
+/// [`pixel_tile_f32_avx512`] otherwise.
 ///
 /// # Safety
-/// The CPU must support AVX-512 F; `p0 < job.pixels.len()`, `16 * VECTORS == job.width`,
-/// and `pointers` are the job's, checked by `PixelTile::pointers`.
-#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
-#[inline]
-unsafe fn pixel_tile_avx512<const VECTORS: usize>(
+/// The CPU must support AVX2 and FMA (the job's bounds are checked by
+/// `PixelTile::pointers`).
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn pixel_tile_f32_avx2(job: &mut PixelTile<'_>) {
+    let pointers = job.pointers();
+    let job = &*job;
+    for p0 in (0..job.pixels.len()).step_by(TILE_PIXELS) {
+        for j0 in (0..job.width).step_by(16) {
+            // SAFETY: AVX2 and FMA are present (this function's contract); `p0` is a pixel
+            // of the job, `j0 + 16 <= width` (`pointers` checked that `width` is a multiple
+            // of 16) and `pointers` are the job's, checked.
+            unsafe { pixel_tile::<__m256, 2>(job, pointers, p0, j0) };
+        }
+    }
+}
+
+/// The tile of pixels from `p0` and channels from `j0`, `VECTORS` registers wide, for
+/// [`pixel_tile_f32_avx512`] and [`pixel_tile_f32_avx2`].
+///
+/// # Safety
+/// The CPU must support `R`'s instructions; `p0 < job.pixels.len()`, `j0 + R::LANES *
+/// VECTORS <= job.width`, and `pointers` are the job's, checked by `PixelTile::pointers`.
+#[inline(always)]
+unsafe fn pixel_tile<R: Register<Elem = f32>, const VECTORS: usize>(
     job: &PixelTile<'_>,
     (slab, panel, init, sums): (*const f32, *const f32, *const f32, *mut f32),
     p0: usize,
+    j0: usize,
 ) {
-    let width = job.width;
+    let (width, lanes) = (job.width, R::LANES);
     let count = (job.pixels.len() - p0).min(TILE_PIXELS);
     // The tile's pixels' origins (a short last tile repeats its last pixel).
     let origins: [*const f32; TILE_PIXELS] =
         std::array::from_fn(|p| slab.wrapping_add(job.pixels[p0 + p.min(count - 1)]));
-    let mut acc = [[_mm512_setzero_ps(); VECTORS]; TILE_PIXELS];
+    // SAFETY: `R`'s instructions are present (this function's contract).
+    let mut acc = [[unsafe { R::splat(0.0) }; VECTORS]; TILE_PIXELS];
     for (p, acc_p) in acc.iter_mut().enumerate() {
         for (v, a) in acc_p.iter_mut().enumerate() {
+            let j = j0 + lanes * v;
             // SAFETY: `init` holds `width` values; pixel `p0 + p` (for `p < count`) has a
-            // row of `width` sums (`pointers` checked both).
+            // row of `width` sums (`pointers` checked both), and `j + lanes <= width`.
             *a = unsafe {
                 if job.resume && p < count {
-                    _mm512_loadu_ps(sums.add((p0 + p) * width + 16 * v))
+                    R::load(sums.add((p0 + p) * width + j))
                 } else {
-                    _mm512_loadu_ps(init.add(16 * v))
+                    R::load(init.add(j))
                 }
             };
         }
@@ -653,12 +677,12 @@ unsafe fn pixel_tile_avx512<const VECTORS: usize>(
         // SAFETY: the panel holds a row of `width` weights per step, and every pixel's
         // origin plus every start is inside the slab (`pointers` checked both).
         unsafe {
-            let w: [__m512; VECTORS] =
-                std::array::from_fn(|v| _mm512_loadu_ps(panel.add(k * width + 16 * v)));
+            let row = panel.add(k * width + j0);
+            let w: [R; VECTORS] = std::array::from_fn(|v| R::load(row.add(lanes * v)));
             for (acc_p, origin) in acc.iter_mut().zip(origins) {
-                let x = _mm512_set1_ps(*origin.add(start));
+                let x = R::splat(*origin.add(start));
                 for (a, &wv) in acc_p.iter_mut().zip(&w) {
-                    *a = _mm512_fmadd_ps(wv, x, *a);
+                    *a = R::fmadd(wv, x, *a);
                 }
             }
         }
@@ -666,7 +690,7 @@ unsafe fn pixel_tile_avx512<const VECTORS: usize>(
     for (p, acc_p) in acc.iter().enumerate().take(count) {
         for (v, &a) in acc_p.iter().enumerate() {
             // SAFETY: pixel `p0 + p < pixels.len()` has a row of `width` sums.
-            unsafe { _mm512_storeu_ps(sums.add((p0 + p) * width + 16 * v), a) };
+            unsafe { R::store(sums.add((p0 + p) * width + j0 + lanes * v), a) };
         }
     }
 }
@@ -726,6 +750,57 @@ pub(crate) unsafe fn transpose16_f32_avx512(
             };
             // SAFETY: every output row holds `starts.len() >= p0 + 16` values (checked).
             unsafe { _mm512_storeu_ps(out.add(p0), column) };
+        }
+    }
+}
+
+/// [`transpose16_f32_avx512`] with AVX2: each block of 16 x 16 as four of 8 x 8 in
+/// registers (in-lane unpacks and shuffles, then 128-bit lane permutes).
+///
+/// # Safety
+/// The CPU must support AVX2 (the bounds are checked as by [`transpose16_f32_avx512`]).
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn transpose16_f32_avx2(
+    values: &[f32],
+    starts: &[usize],
+    outs: [&mut [f32]; 16],
+) {
+    assert!(starts.len().is_multiple_of(16));
+    assert!(starts.iter().all(|&s| s + 16 <= values.len()));
+    assert!(outs.iter().all(|o| o.len() >= starts.len()));
+    let outs = outs.map(|o| o.as_mut_ptr());
+    for (p0, block) in (0..starts.len()).step_by(8).zip(starts.chunks_exact(8)) {
+        for j0 in [0, 8] {
+            // SAFETY: row `p < 8` reads `values[block[p] + j0..][..8]`, inside `values`
+            // (checked: `j0 + 8 <= 16`).
+            let r: [__m256; 8] = std::array::from_fn(|p| unsafe {
+                _mm256_loadu_ps(values.as_ptr().add(block[p] + j0))
+            });
+            // t[2i], t[2i + 1]: elements 0-1 and 2-3 (of each 128-bit lane) of rows 2i,
+            // 2i + 1 interleaved.
+            let t: [__m256; 8] = std::array::from_fn(|i| match i % 2 {
+                0 => _mm256_unpacklo_ps(r[i], r[i + 1]),
+                _ => _mm256_unpackhi_ps(r[i - 1], r[i]),
+            });
+            // u[4q + e]: element e (of each lane) of rows 4q..4q + 4.
+            let u: [__m256; 8] = std::array::from_fn(|i| {
+                let (q, e) = (i / 4, i % 4);
+                let (a, b) = (t[4 * q + e / 2], t[4 * q + 2 + e / 2]);
+                match e % 2 {
+                    0 => _mm256_shuffle_ps::<0x44>(a, b),
+                    _ => _mm256_shuffle_ps::<0xEE>(a, b),
+                }
+            });
+            for (j, out) in outs[j0..j0 + 8].iter().enumerate() {
+                // Column j: element j % 4 of lane j / 4 of rows 0-3, then of rows 4-7.
+                let (a, b) = (u[j % 4], u[4 + j % 4]);
+                let column = match j / 4 {
+                    0 => _mm256_permute2f128_ps::<0x20>(a, b),
+                    _ => _mm256_permute2f128_ps::<0x31>(a, b),
+                };
+                // SAFETY: every output row holds `starts.len() >= p0 + 8` values (checked).
+                unsafe { _mm256_storeu_ps(out.add(p0), column) };
+            }
         }
     }
 }

@@ -2,7 +2,8 @@
 //! layers where [`tiled`](super::tiled)'s shifted windows waste most (dilated maps, whose
 //! padding columns it computes and drops) or do not apply (strided ones), every output
 //! pixel is a row of the GEMM, every (input channel, tap) a step of its reduction, and a
-//! register tile holds [`TILE_PIXELS`] pixels by up to four vectors of 16 output channels.
+//! register tile holds [`TILE_PIXELS`] pixels by up to four vectors of 16 output channels
+//! (on AVX2, by 16 channels: two vectors).
 //! With a stride, the slab is split into column phases as for `direct`, and a pixel's
 //! origin is its slot in phase 0 of its first padded row.
 //!
@@ -78,12 +79,12 @@ impl PixelTile<'_> {
     }
 }
 
-/// Whether the implicit GEMM computes this shape's forward pass in `A`: `f32` on AVX-512,
-/// more than one tap, at least 16 output channels per group, and a slab that
+/// Whether the implicit GEMM computes this shape's forward pass in `A`: `f32` on AVX-512 or
+/// AVX2, more than one tap, at least 16 output channels per group, and a slab that
 /// [`fits`](super::fits).
 pub(crate) fn applies<A: Accumulator>(g: &Geometry) -> bool {
     as_f32::<A>(&[]).is_some()
-        && isa() == Isa::Avx512
+        && matches!(isa(), Isa::Avx512 | Isa::Avx2)
         && g.kh.saturating_mul(g.kw) > 1
         && g.cout_per_group() >= 16
         && super::fits(g)
@@ -288,7 +289,7 @@ pub(super) fn write_rows(sums: &[f32], width: usize, outs: &mut [&mut [f32]], ro
 }
 
 /// `outs[j][i] = values[starts[i] + j]` for every `i < starts.len()` and row `j <
-/// outs.len()`: blocks of 16 x 16 transposed in registers (AVX-512), 16 output rows at a
+/// outs.len()`: blocks of 16 x 16 transposed in registers (AVX-512, AVX2), 16 output rows at a
 /// time along their length (16 write streams: all of a panel's channels at once took twice
 /// as long on `deeplab_dil2_3x3`, whose output is not in cache), what is left 64 values of
 /// a row at a time (reading many rows at once would alias in L1: planes of 4 KiB share its
@@ -366,13 +367,16 @@ fn pack_panel(rows: &[f32], taps: usize, panel: &mut [f32]) {
 }
 
 /// `outs[j][p] = values[starts[p] + j]` for 16 rows `j` and every `p < starts.len()` (a
-/// multiple of 16): in registers on AVX-512, else value by value.
+/// multiple of 16): in registers on AVX-512 and AVX2, else value by value.
 pub(super) fn transpose16(values: &[f32], starts: &[usize], outs: [&mut [f32]; 16]) {
     match isa() {
         // SAFETY: `isa()` returns a level only if the CPU supports it; the kernel checks
         // its bounds.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => unsafe { crate::arch::x86_64::transpose16_f32_avx512(values, starts, outs) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { crate::arch::x86_64::transpose16_f32_avx2(values, starts, outs) },
         _ => {
             for (j, out) in outs.into_iter().enumerate() {
                 for (o, &s) in out.iter_mut().zip(starts) {
@@ -383,13 +387,16 @@ pub(super) fn transpose16(values: &[f32], starts: &[usize], outs: [&mut [f32]; 1
     }
 }
 
-/// Runs a sweep on the AVX-512 kernel (see [`applies`]).
+/// Runs a sweep on the AVX-512 or AVX2 kernel (see [`applies`]).
 fn run(job: &mut PixelTile<'_>) {
     match isa() {
         // SAFETY: `isa()` returns a level only if the CPU supports it; `pointers` checks
         // the job's bounds.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => unsafe { crate::arch::x86_64::pixel_tile_f32_avx512(job) },
-        _ => unreachable!("applies admits AVX-512 only"),
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { crate::arch::x86_64::pixel_tile_f32_avx2(job) },
+        _ => unreachable!("applies admits AVX-512 and AVX2 only"),
     }
 }

@@ -74,10 +74,9 @@ impl Axis {
 /// Phases (the product of the strides) at most: each is a GEMM with its own panels.
 const MAX_PHASES: usize = 64;
 
-/// Whether the phase split computes this shape's input gradient in `A`: `f32` on AVX-512,
-/// a stride above 1 (at most [`MAX_PHASES`] phases), 16 or more input channels per group
-/// (the GEMM's width), every
-/// dimension non-empty, and a padded output gradient at most a few times the planes' size.
+/// Whether the phase split computes this shape's input gradient in `A`: `f32` on AVX-512 or
+/// AVX2, a stride above 1 (at most [`MAX_PHASES`] phases), 16 or more input channels per
+/// group (the GEMM's width), every dimension non-empty, and a padded output gradient at most a few times the planes' size.
 pub(crate) fn applies<A: Accumulator>(g: &Geometry) -> bool {
     let planes =
         g.h.saturating_mul(g.w)
@@ -86,7 +85,7 @@ pub(crate) fn applies<A: Accumulator>(g: &Geometry) -> bool {
         (size.saturating_add(pad) / s.max(1)).max(outputs)
     };
     as_f32::<A>(&[]).is_some()
-        && isa() == Isa::Avx512
+        && matches!(isa(), Isa::Avx512 | Isa::Avx2)
         && (g.stride.h > 1 || g.stride.w > 1)
         && g.stride.h.saturating_mul(g.stride.w) <= MAX_PHASES
         && g.cin_per_group() >= 16
