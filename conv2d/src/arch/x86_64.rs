@@ -695,6 +695,108 @@ unsafe fn pixel_tile<R: Register<Elem = f32>, const VECTORS: usize>(
     }
 }
 
+/// The output rows' pointers of a transpose of 16 values from each of `starts` in `values`,
+/// after checking its bounds: panics if `starts.len()` is not a multiple of 16, a row
+/// `starts[p]..starts[p] + 16` is not inside `values` or an output row holds fewer than
+/// `starts.len()` values.
+fn transpose_rows(values: &[f32], starts: &[usize], outs: [&mut [f32]; 16]) -> [*mut f32; 16] {
+    assert!(starts.len().is_multiple_of(16));
+    assert!(starts.iter().all(|&s| s + 16 <= values.len()));
+    assert!(outs.iter().all(|o| o.len() >= starts.len()));
+    outs.map(|o| o.as_mut_ptr())
+}
+
+/// A register of 128-bit lanes of four `f32`, with the in-lane steps of a transpose.
+trait LaneQuads: Copy {
+    /// Elements 0, 1 of each lane of `a` and `b`, interleaved.
+    ///
+    /// # Safety
+    /// The CPU must support the register's instructions.
+    unsafe fn unpack_low(a: Self, b: Self) -> Self;
+    /// Elements 2, 3 of each lane of `a` and `b`, interleaved.
+    ///
+    /// # Safety
+    /// As above.
+    unsafe fn unpack_high(a: Self, b: Self) -> Self;
+    /// Elements 0, 1 of each lane of `a`, then of `b` (`HIGH`: elements 2, 3).
+    ///
+    /// # Safety
+    /// As above.
+    unsafe fn pairs<const HIGH: bool>(a: Self, b: Self) -> Self;
+}
+
+impl LaneQuads for __m256 {
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn unpack_low(a: Self, b: Self) -> Self {
+        _mm256_unpacklo_ps(a, b)
+    }
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn unpack_high(a: Self, b: Self) -> Self {
+        _mm256_unpackhi_ps(a, b)
+    }
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn pairs<const HIGH: bool>(a: Self, b: Self) -> Self {
+        match HIGH {
+            false => _mm256_shuffle_ps::<0x44>(a, b),
+            true => _mm256_shuffle_ps::<0xEE>(a, b),
+        }
+    }
+}
+
+impl LaneQuads for __m512 {
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn unpack_low(a: Self, b: Self) -> Self {
+        _mm512_unpacklo_ps(a, b)
+    }
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn unpack_high(a: Self, b: Self) -> Self {
+        _mm512_unpackhi_ps(a, b)
+    }
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn pairs<const HIGH: bool>(a: Self, b: Self) -> Self {
+        match HIGH {
+            false => _mm512_shuffle_ps::<0x44>(a, b),
+            true => _mm512_shuffle_ps::<0xEE>(a, b),
+        }
+    }
+}
+
+/// The in-lane steps of transposing `N` rows (a multiple of 4): `u[4q + e]` holds element
+/// `e` of each lane of rows `4q..4q + 4`.
+///
+/// # Safety
+/// The CPU must support `R`'s instructions.
+#[inline(always)]
+unsafe fn lane_quads<R: LaneQuads, const N: usize>(r: [R; N]) -> [R; N] {
+    // t[2i], t[2i + 1]: elements 0-1 and 2-3 (of each lane) of rows 2i, 2i + 1 interleaved.
+    let t: [R; N] = std::array::from_fn(|i| {
+        // SAFETY: `R`'s instructions are present (this function's contract).
+        unsafe {
+            match i % 2 {
+                0 => R::unpack_low(r[i], r[i + 1]),
+                _ => R::unpack_high(r[i - 1], r[i]),
+            }
+        }
+    });
+    std::array::from_fn(|i| {
+        let (q, e) = (i / 4, i % 4);
+        let (a, b) = (t[4 * q + e / 2], t[4 * q + 2 + e / 2]);
+        // SAFETY: as above.
+        unsafe {
+            match e % 2 {
+                0 => R::pairs::<false>(a, b),
+                _ => R::pairs::<true>(a, b),
+            }
+        }
+    })
+}
+
 /// Transposes in blocks of 16 x 16: `outs[j][p] = values[starts[p] + j]` for `j < 16`
 /// and every `p < starts.len()` (a multiple of 16), each block in registers (in-lane
 /// unpacks and shuffles, then 128-bit lane shuffles); the bounds checked once for all
@@ -710,29 +812,13 @@ pub(crate) unsafe fn transpose16_f32_avx512(
     starts: &[usize],
     outs: [&mut [f32]; 16],
 ) {
-    assert!(starts.len().is_multiple_of(16));
-    assert!(starts.iter().all(|&s| s + 16 <= values.len()));
-    assert!(outs.iter().all(|o| o.len() >= starts.len()));
-    let outs = outs.map(|o| o.as_mut_ptr());
+    let outs = transpose_rows(values, starts, outs);
     for (p0, block) in (0..starts.len()).step_by(16).zip(starts.chunks_exact(16)) {
         // SAFETY: row `p < 16` reads `values[block[p]..][..16]`, inside `values` (checked).
         let r: [__m512; 16] =
             std::array::from_fn(|p| unsafe { _mm512_loadu_ps(values.as_ptr().add(block[p])) });
-        // t[2i], t[2i + 1]: elements 0-1 and 2-3 (of each 128-bit lane) of rows 2i, 2i + 1
-        // interleaved.
-        let t: [__m512; 16] = std::array::from_fn(|i| match i % 2 {
-            0 => _mm512_unpacklo_ps(r[i], r[i + 1]),
-            _ => _mm512_unpackhi_ps(r[i - 1], r[i]),
-        });
-        // u[4q + e]: element e (of each lane) of rows 4q..4q + 4.
-        let u: [__m512; 16] = std::array::from_fn(|i| {
-            let (q, e) = (i / 4, i % 4);
-            let (a, b) = (t[4 * q + e / 2], t[4 * q + 2 + e / 2]);
-            match e % 2 {
-                0 => _mm512_shuffle_ps::<0x44>(a, b),
-                _ => _mm512_shuffle_ps::<0xEE>(a, b),
-            }
-        });
+        // SAFETY: AVX-512 F is present (this function's contract).
+        let u = unsafe { lane_quads(r) };
         // v[8h + 4o + e]: lanes 0 and 2 (o = 0) or 1 and 3 (o = 1) of quads 2h and 2h + 1.
         let v: [__m512; 16] = std::array::from_fn(|i| {
             let (h, o, e) = (i / 8, (i / 4) % 2, i % 4);
@@ -765,10 +851,7 @@ pub(crate) unsafe fn transpose16_f32_avx2(
     starts: &[usize],
     outs: [&mut [f32]; 16],
 ) {
-    assert!(starts.len().is_multiple_of(16));
-    assert!(starts.iter().all(|&s| s + 16 <= values.len()));
-    assert!(outs.iter().all(|o| o.len() >= starts.len()));
-    let outs = outs.map(|o| o.as_mut_ptr());
+    let outs = transpose_rows(values, starts, outs);
     for (p0, block) in (0..starts.len()).step_by(8).zip(starts.chunks_exact(8)) {
         for j0 in [0, 8] {
             // SAFETY: row `p < 8` reads `values[block[p] + j0..][..8]`, inside `values`
@@ -776,21 +859,8 @@ pub(crate) unsafe fn transpose16_f32_avx2(
             let r: [__m256; 8] = std::array::from_fn(|p| unsafe {
                 _mm256_loadu_ps(values.as_ptr().add(block[p] + j0))
             });
-            // t[2i], t[2i + 1]: elements 0-1 and 2-3 (of each 128-bit lane) of rows 2i,
-            // 2i + 1 interleaved.
-            let t: [__m256; 8] = std::array::from_fn(|i| match i % 2 {
-                0 => _mm256_unpacklo_ps(r[i], r[i + 1]),
-                _ => _mm256_unpackhi_ps(r[i - 1], r[i]),
-            });
-            // u[4q + e]: element e (of each lane) of rows 4q..4q + 4.
-            let u: [__m256; 8] = std::array::from_fn(|i| {
-                let (q, e) = (i / 4, i % 4);
-                let (a, b) = (t[4 * q + e / 2], t[4 * q + 2 + e / 2]);
-                match e % 2 {
-                    0 => _mm256_shuffle_ps::<0x44>(a, b),
-                    _ => _mm256_shuffle_ps::<0xEE>(a, b),
-                }
-            });
+            // SAFETY: AVX2 is present (this function's contract).
+            let u = unsafe { lane_quads(r) };
             for (j, out) in outs[j0..j0 + 8].iter().enumerate() {
                 // Column j: element j % 4 of lane j / 4 of rows 0-3, then of rows 4-7.
                 let (a, b) = (u[j % 4], u[4 + j % 4]);
