@@ -105,8 +105,8 @@ pub enum Algorithm {
     /// blocks of whole input channels (at most 72 steps). It computes no padding column, so
     /// it suits dilated maps, where [`Algorithm::DirectTiled`]'s windows compute many, and
     /// strided ones, with no column buffer (on AVX2, tiles of 6 pixels by 16 channels). For
-    /// `f32` on CPUs with AVX-512 or AVX2, 16 or more output channels per group; its stride-1 input gradient is the same kernel on the
-    /// flipped weight, and its strided input gradient (a strided transposed convolution's
+    /// `f32` on CPUs with AVX-512 or AVX2, 16 or more output channels per group; its
+    /// stride-1 input gradient is the same kernel on the flipped weight, and its strided input gradient (a strided transposed convolution's
     /// forward pass; finite weights, 16 or more input channels per group, at most 64
     /// phases) splits into stride phases: the input-gradient pixels of one phase receive
     /// the same taps, each from one output-gradient pixel, so each phase is an implicit

@@ -725,47 +725,45 @@ trait LaneQuads: Copy {
     unsafe fn pairs<const HIGH: bool>(a: Self, b: Self) -> Self;
 }
 
-impl LaneQuads for __m256 {
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    unsafe fn unpack_low(a: Self, b: Self) -> Self {
-        _mm256_unpacklo_ps(a, b)
-    }
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    unsafe fn unpack_high(a: Self, b: Self) -> Self {
-        _mm256_unpackhi_ps(a, b)
-    }
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    unsafe fn pairs<const HIGH: bool>(a: Self, b: Self) -> Self {
-        match HIGH {
-            false => _mm256_shuffle_ps::<0x44>(a, b),
-            true => _mm256_shuffle_ps::<0xEE>(a, b),
+macro_rules! lane_quads {
+    ($reg:ty, $features:literal, $low:ident, $high:ident, $shuffle:ident) => {
+        impl LaneQuads for $reg {
+            #[target_feature(enable = $features)]
+            #[inline]
+            unsafe fn unpack_low(a: Self, b: Self) -> Self {
+                $low(a, b)
+            }
+            #[target_feature(enable = $features)]
+            #[inline]
+            unsafe fn unpack_high(a: Self, b: Self) -> Self {
+                $high(a, b)
+            }
+            #[target_feature(enable = $features)]
+            #[inline]
+            unsafe fn pairs<const HIGH: bool>(a: Self, b: Self) -> Self {
+                match HIGH {
+                    false => $shuffle::<0x44>(a, b),
+                    true => $shuffle::<0xEE>(a, b),
+                }
+            }
         }
-    }
+    };
 }
 
-impl LaneQuads for __m512 {
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    unsafe fn unpack_low(a: Self, b: Self) -> Self {
-        _mm512_unpacklo_ps(a, b)
-    }
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    unsafe fn unpack_high(a: Self, b: Self) -> Self {
-        _mm512_unpackhi_ps(a, b)
-    }
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    unsafe fn pairs<const HIGH: bool>(a: Self, b: Self) -> Self {
-        match HIGH {
-            false => _mm512_shuffle_ps::<0x44>(a, b),
-            true => _mm512_shuffle_ps::<0xEE>(a, b),
-        }
-    }
-}
+lane_quads!(
+    __m256,
+    "avx2",
+    _mm256_unpacklo_ps,
+    _mm256_unpackhi_ps,
+    _mm256_shuffle_ps
+);
+lane_quads!(
+    __m512,
+    "avx512f",
+    _mm512_unpacklo_ps,
+    _mm512_unpackhi_ps,
+    _mm512_shuffle_ps
+);
 
 /// The in-lane steps of transposing `N` rows (a multiple of 4): `u[4q + e]` holds element
 /// `e` of each lane of rows `4q..4q + 4`.
@@ -1181,6 +1179,183 @@ pub(crate) unsafe fn plane_rows_3x3_f32_avx512(job: &mut PlaneRows<'_>) {
     // SAFETY: nine taps (the job's type), `rows` rows of `ow` outputs (`pointers`);
     // `windows` reads only inside the plane.
     unsafe { rows_sweep_3x3(out, rows, ow, job.init, job.taps.as_ptr(), &windows) };
+}
+
+/// Output vectors of 8 per strip of [`plane_strip_3x3_avx2`] at most: nine sums, three
+/// windows and a weight in 13 of the 16 registers (fewer vectors leave the chains of three
+/// fused multiply-adds per sum and input row waiting on their latency).
+const AVX2_STRIP: usize = 3;
+
+/// [`plane_rows_3x3_f32_avx512`]'s stride-1 kernel with AVX2 and FMA: strips of up to
+/// [`AVX2_STRIP`] vectors of 8 outputs (the last vector of a row overlapping the one
+/// before), input row after row, each row's windows loaded once and fused into the sums of
+/// the three output rows that read them, the weights broadcast from memory; the lanes of a
+/// window outside the image loaded as zeros, rows outside it all zeros. Every output sums
+/// its taps in kernel-row order (same bits as the AVX-512 kernel and `direct`'s rows).
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA (the job's bounds are checked by `PlaneRows::pointers`;
+/// panics if the job's stride is not 1).
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn plane_rows_3x3_f32_avx2(job: &mut PlaneRows<'_>) {
+    let (plane, out, rows) = job.pointers();
+    assert!(job.stride == 1);
+    let ow = job.ow;
+    let (h, w, pad_left) = (job.h as isize, job.w as isize, job.pad_left as isize);
+    let windows = Avx2PlaneWindows {
+        plane,
+        h,
+        w,
+        row0: job.oy0 as isize - job.pad_top as isize,
+        pad_left,
+    };
+    let (init, taps) = (job.init, job.taps.as_ptr());
+    let (vectors, start) = (ow.div_ceil(8), |v: usize| (8 * v).min(ow.saturating_sub(8)));
+    for first in (0..vectors).step_by(AVX2_STRIP) {
+        let strip = (out, rows, ow, init, taps, first);
+        let count = (vectors - first).min(AVX2_STRIP);
+        let interior = (first..first + count).all(|v| windows.interior(start(v)));
+        // SAFETY: AVX2 and FMA are present (this function's contract); nine taps (the
+        // job's type), `rows` rows of `ow` outputs (`pointers`), `first + count` vectors of
+        // the row at most, `interior` as `windows.interior` says.
+        unsafe {
+            match (count, interior, ow < 8) {
+                (1, _, true) => plane_strip_3x3_avx2::<1, false, true>(strip, &windows),
+                (1, false, false) => plane_strip_3x3_avx2::<1, false, false>(strip, &windows),
+                (1, true, false) => plane_strip_3x3_avx2::<1, true, false>(strip, &windows),
+                (2, false, _) => plane_strip_3x3_avx2::<2, false, false>(strip, &windows),
+                (2, true, _) => plane_strip_3x3_avx2::<2, true, false>(strip, &windows),
+                (_, false, _) => plane_strip_3x3_avx2::<AVX2_STRIP, false, false>(strip, &windows),
+                (_, true, _) => plane_strip_3x3_avx2::<AVX2_STRIP, true, false>(strip, &windows),
+            }
+        }
+    }
+}
+
+/// The windows of [`plane_rows_3x3_f32_avx2`]: padded row `j` is image row `row0 + j`
+/// (zeros outside the image), a window's lanes outside the row masked to zero.
+struct Avx2PlaneWindows {
+    plane: *const f32,
+    h: isize,
+    w: isize,
+    row0: isize,
+    pad_left: isize,
+}
+
+impl Avx2PlaneWindows {
+    /// Padded row `j`'s first column (column `-pad_left`, not read as such) if it is an
+    /// image row.
+    #[inline(always)]
+    fn row(&self, j: usize) -> Option<*const f32> {
+        let iy = self.row0 + j as isize;
+        (0..self.h)
+            .contains(&iy)
+            .then(|| self.plane.wrapping_offset(iy * self.w - self.pad_left))
+    }
+
+    /// Whether every window of the output vector from `o` lies inside the row.
+    #[inline(always)]
+    fn interior(&self, o: usize) -> bool {
+        let column = o as isize - self.pad_left;
+        column >= 0 && column + 10 <= self.w
+    }
+
+    /// Kernel column `kx`'s window of `row` (from [`row`](Self::row)) for the output
+    /// vector from `o`: a plain load where `INTERIOR` (the vector is
+    /// [`interior`](Self::interior)), else with the lanes outside the row masked to zero.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2; `row` is one of [`row`](Self::row)'s.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn window<const INTERIOR: bool>(&self, row: *const f32, o: usize, kx: usize) -> __m256 {
+        let at = row.wrapping_add(o + kx);
+        if INTERIOR {
+            // SAFETY: columns `o + kx - pad_left..` up to 8 further lie in `0..w`
+            // (`interior`) of an image row: inside the plane, which holds `h * w` values
+            // (the job's `pointers` checked).
+            return unsafe { _mm256_loadu_ps(at) };
+        }
+        // The lanes `lo..hi`, whose column `o + kx - pad_left + l` lies in `0..w`.
+        let column = (o + kx) as isize - self.pad_left;
+        let (lo, hi) = ((-column).clamp(0, 8), (self.w - column).clamp(0, 8));
+        let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let lanes = _mm256_andnot_si256(
+            _mm256_cmpgt_epi32(_mm256_set1_epi32(lo as i32), lane),
+            _mm256_cmpgt_epi32(_mm256_set1_epi32(hi as i32), lane),
+        );
+        // SAFETY: only those lanes are read (masked loads touch no other lane): inside the
+        // plane (as above).
+        unsafe { _mm256_maskload_ps(at, lanes) }
+    }
+}
+
+/// `VECTORS` vectors of 8 outputs from vector `first` of every output row of
+/// [`plane_rows_3x3_f32_avx2`] (as [`rows_strip_3x3`] does with 16); `INTERIOR` strips'
+/// windows all lie inside the rows; `NARROW` rows of fewer than 8 outputs store only their
+/// own lanes.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA; `taps` holds nine weights, `out` `rows` rows of `ow`
+/// outputs, `first + VECTORS` vectors are the row's at most, `INTERIOR` only where every
+/// vector of the strip is [`interior`](Avx2PlaneWindows::interior), and `NARROW` exactly
+/// when `ow < 8`.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn plane_strip_3x3_avx2<const VECTORS: usize, const INTERIOR: bool, const NARROW: bool>(
+    (out, rows, ow, init, taps, first): (*mut f32, usize, usize, f32, *const f32, usize),
+    windows: &Avx2PlaneWindows,
+) {
+    let init = [_mm256_set1_ps(init); VECTORS];
+    let o: [usize; VECTORS] = std::array::from_fn(|v| (8 * (first + v)).min(ow.saturating_sub(8)));
+    let live = _mm256_setr_epi32(
+        -i32::from(ow > 0),
+        -i32::from(ow > 1),
+        -i32::from(ow > 2),
+        -i32::from(ow > 3),
+        -i32::from(ow > 4),
+        -i32::from(ow > 5),
+        -i32::from(ow > 6),
+        -i32::from(ow > 7),
+    );
+    // The sums of output rows j - 2, j - 1 and j (kernel rows 2, 1 and 0 read input row
+    // j); rows outside 0..rows are summed and dropped.
+    let mut acc = [init; 3];
+    for j in 0..rows + 2 {
+        let row = windows.row(j);
+        for kx in 0..3 {
+            let mut xs = [_mm256_setzero_ps(); VECTORS];
+            if let Some(row) = row {
+                for (x, &ov) in xs.iter_mut().zip(&o) {
+                    // SAFETY: AVX2 is present and `INTERIOR` as `interior` says (this
+                    // function's contract); `row` is `windows.row`'s.
+                    *x = unsafe { windows.window::<INTERIOR>(row, ov, kx) };
+                }
+            }
+            for (ky, acc_row) in acc.iter_mut().rev().enumerate() {
+                // SAFETY: `3 * ky + kx < 9` weights (this function's contract).
+                let wv = _mm256_broadcast_ss(unsafe { &*taps.add(3 * ky + kx) });
+                for (a, &xv) in acc_row.iter_mut().zip(&xs) {
+                    *a = _mm256_fmadd_ps(wv, xv, *a);
+                }
+            }
+        }
+        if j >= 2 {
+            for (a, &ov) in acc[0].iter().zip(&o) {
+                let at = out.wrapping_add((j - 2) * ow + ov);
+                // SAFETY: `(j - 2) * ow + o[v] + min(8, ow) <= rows * ow`, the output's
+                // length; a row of fewer than 8 (`NARROW`) stores `ow` lanes.
+                unsafe {
+                    if NARROW {
+                        _mm256_maskstore_ps(at, live, *a)
+                    } else {
+                        _mm256_storeu_ps(at, *a)
+                    }
+                };
+            }
+        }
+        acc = [acc[1], acc[2], init];
+    }
 }
 
 /// [`plane_rows_3x3_f32_avx512`] with stride 1 for a whole output plane whose rows are as

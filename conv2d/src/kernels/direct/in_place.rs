@@ -1,6 +1,7 @@
 //! `direct`'s 3x3 kernels that read the input planes as they are, on AVX-512 (the weight
-//! gradient also on AVX2): each window is loaded with the lanes outside the image masked to
-//! zero (and rows outside it taken as zeros), so padding needs no copy into a slab.
+//! gradient and the stride-1 forward pass also on AVX2, in vectors of 8): each window is
+//! loaded with the lanes outside the image masked to zero (and rows outside it taken as
+//! zeros), so padding needs no copy into a slab.
 //!
 //! - The forward pass of depthwise-style layers (one input channel per output channel).
 //!   Stride 1: input row after input row, each window fused into the three output rows
@@ -109,14 +110,15 @@ fn suits<A: Accumulator>(g: &Geometry, stride: usize) -> bool {
         && g.pad_left < 3
 }
 
-/// Whether a shape that [`suits`] runs here on this CPU: AVX-512.
-fn applies<A: Accumulator>(g: &Geometry, stride: usize) -> bool {
-    isa() == Isa::Avx512 && suits::<A>(g, stride)
-}
-
-/// Whether [`forward`] runs the shape in `A`: one input channel per group, stride 1 or 2.
+/// Whether [`forward`] runs the shape in `A`: one input channel per group, stride 1 or 2
+/// on AVX-512, stride 1 on AVX2.
 pub(crate) fn forward_applies<A: Accumulator>(g: &Geometry) -> bool {
-    g.cin_per_group() == 1 && (applies::<A>(g, 2) || applies::<A>(g, 1))
+    g.cin_per_group() == 1
+        && match isa() {
+            Isa::Avx512 => suits::<A>(g, 1) || suits::<A>(g, 2),
+            Isa::Avx2 => suits::<A>(g, 1),
+            Isa::Scalar => false,
+        }
 }
 
 /// Whether [`add_weight_gradient`] runs the shape in `A`: stride 1, on AVX-512 or AVX2.
@@ -249,11 +251,16 @@ pub(crate) fn forward<A: Accumulator>(
             Some(masks) if whole_plane => unsafe {
                 crate::arch::x86_64::flat_rows_3x3_f32_avx512(&mut job, masks)
             },
-            // SAFETY: `forward_applies` admitted AVX-512, which `isa()` reports only where
-            // the CPU has it; `pointers` checks the job's bounds.
-            _ => unsafe { crate::arch::x86_64::plane_rows_3x3_f32_avx512(&mut job) },
+            // SAFETY: `isa()` reports a level only where the CPU has it; `pointers` checks
+            // the job's bounds (and the AVX2 kernel the stride, 1 as `forward_applies`
+            // admits there).
+            _ if isa() == Isa::Avx512 => unsafe {
+                crate::arch::x86_64::plane_rows_3x3_f32_avx512(&mut job)
+            },
+            // SAFETY: as above.
+            _ => unsafe { crate::arch::x86_64::plane_rows_3x3_f32_avx2(&mut job) },
         }
         #[cfg(not(target_arch = "x86_64"))]
-        unreachable!("forward_applies admits AVX-512 only {}", job.ow);
+        unreachable!("forward_applies admits AVX2 and AVX-512 only {}", job.ow);
     });
 }
