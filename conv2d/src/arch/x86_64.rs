@@ -1193,13 +1193,18 @@ const AVX2_STRIP: usize = 3;
 /// window outside the image loaded as zeros, rows outside it all zeros. Every output sums
 /// its taps in kernel-row order (same bits as the AVX-512 kernel and `direct`'s rows).
 ///
+/// Stride 2: [`strided_rows_3x3_avx2`].
+///
 /// # Safety
-/// The CPU must support AVX2 and FMA (the job's bounds are checked by `PlaneRows::pointers`;
-/// panics if the job's stride is not 1).
+/// The CPU must support AVX2 and FMA (the job's bounds are checked by `PlaneRows::pointers`).
 #[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn plane_rows_3x3_f32_avx2(job: &mut PlaneRows<'_>) {
+    if job.stride == 2 {
+        // SAFETY: AVX2 and FMA are present (this function's contract).
+        unsafe { strided_rows_3x3_avx2(job) };
+        return;
+    }
     let (plane, out, rows) = job.pointers();
-    assert!(job.stride == 1);
     let ow = job.ow;
     let (h, w, pad_left) = (job.h as isize, job.w as isize, job.pad_left as isize);
     let windows = Avx2PlaneWindows {
@@ -1210,11 +1215,9 @@ pub(crate) unsafe fn plane_rows_3x3_f32_avx2(job: &mut PlaneRows<'_>) {
         pad_left,
     };
     let (init, taps) = (job.init, job.taps.as_ptr());
-    let (vectors, start) = (ow.div_ceil(8), |v: usize| (8 * v).min(ow.saturating_sub(8)));
-    for first in (0..vectors).step_by(AVX2_STRIP) {
+    let start = |v: usize| (8 * v).min(ow.saturating_sub(8));
+    for (first, count, interior) in strips(ow, AVX2_STRIP, |v| windows.interior(start(v))) {
         let strip = (out, rows, ow, init, taps, first);
-        let count = (vectors - first).min(AVX2_STRIP);
-        let interior = (first..first + count).all(|v| windows.interior(start(v)));
         // SAFETY: AVX2 and FMA are present (this function's contract); nine taps (the
         // job's type), `rows` rows of `ow` outputs (`pointers`), `first + count` vectors of
         // the row at most, `interior` as `windows.interior` says.
@@ -1228,6 +1231,176 @@ pub(crate) unsafe fn plane_rows_3x3_f32_avx2(job: &mut PlaneRows<'_>) {
                 (_, false, _) => plane_strip_3x3_avx2::<AVX2_STRIP, false, false>(strip, &windows),
                 (_, true, _) => plane_strip_3x3_avx2::<AVX2_STRIP, true, false>(strip, &windows),
             }
+        }
+    }
+}
+
+/// The strips of at most `len` vectors of 8 of a row of `ow` outputs, as `(first, count,
+/// interior)`: the vectors before the first whose windows lie inside the row (`interior`,
+/// true for a contiguous run of vectors), that run, then those after it, so that only the
+/// row's edge vectors load their windows with masks.
+fn strips(
+    ow: usize,
+    len: usize,
+    interior: impl Fn(usize) -> bool,
+) -> impl Iterator<Item = (usize, usize, bool)> {
+    let vectors = ow.div_ceil(8);
+    let lo = (0..vectors).find(|&v| interior(v)).unwrap_or(vectors);
+    let hi = (lo..vectors).find(|&v| !interior(v)).unwrap_or(vectors);
+    [(0, lo, false), (lo, hi, true), (hi, vectors, false)]
+        .into_iter()
+        .flat_map(move |(a, b, inside)| {
+            (a..b)
+                .step_by(len)
+                .map(move |f| (f, (b - f).min(len), inside))
+        })
+}
+
+/// Output vectors of 8 per strip of [`strided_strip_3x3_avx2`] at most: four chains of
+/// nine fused multiply-adds in flight.
+const AVX2_STRIDED_STRIP: usize = 4;
+
+/// The stride-2 kernel of [`plane_rows_3x3_f32_avx2`]: per output row and strip of up to
+/// [`AVX2_STRIDED_STRIP`] vectors of 8 outputs, each kernel row's input row read as 16
+/// columns from the vector's first window (its even and odd columns picked by shuffles:
+/// kernel columns 0 and 1) and 16 from two columns further (their even ones: kernel column
+/// 2), the lanes outside the image loaded as zeros, a row outside it all zeros. Every output
+/// sums its taps in kernel-row order from the bias, as `direct`'s rows do (same bits).
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA (the job's bounds are checked by `PlaneRows::pointers`;
+/// panics if the job's stride is not 2).
+#[target_feature(enable = "avx2,fma")]
+#[inline(never)]
+unsafe fn strided_rows_3x3_avx2(job: &mut PlaneRows<'_>) {
+    let (plane, out, rows) = job.pointers();
+    assert!(job.stride == 2);
+    let ow = job.ow;
+    let windows = Avx2PlaneWindows {
+        plane,
+        h: job.h as isize,
+        w: job.w as isize,
+        row0: 2 * job.oy0 as isize - job.pad_top as isize,
+        pad_left: job.pad_left as isize,
+    };
+    let (init, taps) = (job.init, job.taps.as_ptr());
+    let start = |v: usize| (8 * v).min(ow.saturating_sub(8));
+    // Every window of a vector from `o` inside the row: from column `2 * o - pad_left`, 18
+    // columns (two vectors of 8, and two more for kernel column 2).
+    let interior = |v: usize| {
+        let column = 2 * start(v) as isize - windows.pad_left;
+        column >= 0 && column + 18 <= windows.w
+    };
+    for (first, count, interior) in strips(ow, AVX2_STRIDED_STRIP, interior) {
+        let strip = (out, rows, ow, init, taps, first);
+        // SAFETY: AVX2 and FMA are present (this function's contract); nine taps (the
+        // job's type), `rows` rows of `ow` outputs (`pointers`), `first + count` vectors of
+        // the row at most, `interior` as checked above.
+        unsafe {
+            match (count, interior, ow < 8) {
+                (1, _, true) => strided_strip_3x3_avx2::<1, false, true>(strip, &windows),
+                (1, i, false) => match i {
+                    true => strided_strip_3x3_avx2::<1, true, false>(strip, &windows),
+                    false => strided_strip_3x3_avx2::<1, false, false>(strip, &windows),
+                },
+                (2, i, _) => match i {
+                    true => strided_strip_3x3_avx2::<2, true, false>(strip, &windows),
+                    false => strided_strip_3x3_avx2::<2, false, false>(strip, &windows),
+                },
+                (3, i, _) => match i {
+                    true => strided_strip_3x3_avx2::<3, true, false>(strip, &windows),
+                    false => strided_strip_3x3_avx2::<3, false, false>(strip, &windows),
+                },
+                (_, i, _) => match i {
+                    true => strided_strip_3x3_avx2::<4, true, false>(strip, &windows),
+                    false => strided_strip_3x3_avx2::<4, false, false>(strip, &windows),
+                },
+            }
+        }
+    }
+}
+
+/// The even and odd elements of the 16 values `a`, `b`, each in order.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn even_odd(a: __m256, b: __m256) -> (__m256, __m256) {
+    // In-lane picks give [0 2 8 10 | 4 6 12 14]; the 64-bit permute puts them in order.
+    let order = |v: __m256| _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(_mm256_castps_pd(v)));
+    (
+        order(_mm256_shuffle_ps::<0x88>(a, b)),
+        order(_mm256_shuffle_ps::<0xDD>(a, b)),
+    )
+}
+
+/// `VECTORS` vectors of 8 outputs from vector `first` of every output row of
+/// [`strided_rows_3x3_avx2`]; `INTERIOR` strips' windows all lie inside the rows; `NARROW`
+/// rows of fewer than 8 outputs store only their own lanes.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA; `taps` holds nine weights, `out` `rows` rows of `ow`
+/// outputs, `first + VECTORS` vectors are the row's at most, `INTERIOR` only where the 18
+/// columns from `2 * o - pad_left` of every vector from `o` lie in the row, and `NARROW`
+/// exactly when `ow < 8`.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn strided_strip_3x3_avx2<const VECTORS: usize, const INTERIOR: bool, const NARROW: bool>(
+    (out, rows, ow, init, taps, first): (*mut f32, usize, usize, f32, *const f32, usize),
+    windows: &Avx2PlaneWindows,
+) {
+    let o: [usize; VECTORS] = std::array::from_fn(|v| (8 * (first + v)).min(ow.saturating_sub(8)));
+    let live = _mm256_setr_epi32(
+        -i32::from(ow > 0),
+        -i32::from(ow > 1),
+        -i32::from(ow > 2),
+        -i32::from(ow > 3),
+        -i32::from(ow > 4),
+        -i32::from(ow > 5),
+        -i32::from(ow > 6),
+        -i32::from(ow > 7),
+    );
+    for r in 0..rows {
+        let mut acc = [_mm256_set1_ps(init); VECTORS];
+        for ky in 0..3 {
+            // SAFETY: `3 * ky + kx < 9` weights (this function's contract).
+            let w: [__m256; 3] =
+                std::array::from_fn(|kx| _mm256_broadcast_ss(unsafe { &*taps.add(3 * ky + kx) }));
+            let mut xs = [[_mm256_setzero_ps(); 3]; VECTORS];
+            if let Some(row) = windows.row(2 * r + ky) {
+                for (x, &ov) in xs.iter_mut().zip(&o) {
+                    // SAFETY: AVX2 is present; the four loads read columns `2 * ov -
+                    // pad_left..` up to 18 further, inside the row where `INTERIOR` (this
+                    // function's contract), else masked to those inside; `row` is
+                    // `windows.row`'s.
+                    unsafe {
+                        let (even, odd) = even_odd(
+                            windows.window::<INTERIOR>(row, 2 * ov, 0),
+                            windows.window::<INTERIOR>(row, 2 * ov + 8, 0),
+                        );
+                        let (shifted, _) = even_odd(
+                            windows.window::<INTERIOR>(row, 2 * ov + 2, 0),
+                            windows.window::<INTERIOR>(row, 2 * ov + 10, 0),
+                        );
+                        *x = [even, odd, shifted];
+                    }
+                }
+            }
+            for (a, x) in acc.iter_mut().zip(&xs) {
+                for (&wv, &xv) in w.iter().zip(x) {
+                    *a = _mm256_fmadd_ps(wv, xv, *a);
+                }
+            }
+        }
+        for (a, &ov) in acc.iter().zip(&o) {
+            let at = out.wrapping_add(r * ow + ov);
+            // SAFETY: `r * ow + o[v] + min(8, ow) <= rows * ow`, the output's length; a row
+            // of fewer than 8 (`NARROW`) stores `ow` lanes.
+            unsafe {
+                if NARROW {
+                    _mm256_maskstore_ps(at, live, *a)
+                } else {
+                    _mm256_storeu_ps(at, *a)
+                }
+            };
         }
     }
 }

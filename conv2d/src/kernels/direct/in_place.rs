@@ -1,5 +1,5 @@
 //! `direct`'s 3x3 kernels that read the input planes as they are, on AVX-512 (the weight
-//! gradient and the stride-1 forward pass also on AVX2, in vectors of 8): each window is
+//! gradient and the forward pass also on AVX2, in vectors of 8): each window is
 //! loaded with the lanes outside the image masked to zero (and rows outside it taken as
 //! zeros), so padding needs no copy into a slab.
 //!
@@ -110,15 +110,12 @@ fn suits<A: Accumulator>(g: &Geometry, stride: usize) -> bool {
         && g.pad_left < 3
 }
 
-/// Whether [`forward`] runs the shape in `A`: one input channel per group, stride 1 or 2
-/// on AVX-512, stride 1 on AVX2.
+/// Whether [`forward`] runs the shape in `A`: one input channel per group, stride 1 or 2,
+/// on AVX-512 or AVX2.
 pub(crate) fn forward_applies<A: Accumulator>(g: &Geometry) -> bool {
     g.cin_per_group() == 1
-        && match isa() {
-            Isa::Avx512 => suits::<A>(g, 1) || suits::<A>(g, 2),
-            Isa::Avx2 => suits::<A>(g, 1),
-            Isa::Scalar => false,
-        }
+        && matches!(isa(), Isa::Avx2 | Isa::Avx512)
+        && (suits::<A>(g, 1) || suits::<A>(g, 2))
 }
 
 /// Whether [`add_weight_gradient`] runs the shape in `A`: stride 1, on AVX-512 or AVX2.
@@ -252,8 +249,7 @@ pub(crate) fn forward<A: Accumulator>(
                 crate::arch::x86_64::flat_rows_3x3_f32_avx512(&mut job, masks)
             },
             // SAFETY: `isa()` reports a level only where the CPU has it; `pointers` checks
-            // the job's bounds (and the AVX2 kernel the stride, 1 as `forward_applies`
-            // admits there).
+            // the job's bounds.
             _ if isa() == Isa::Avx512 => unsafe {
                 crate::arch::x86_64::plane_rows_3x3_f32_avx512(&mut job)
             },
