@@ -22,13 +22,15 @@ cd "$(dirname "$0")/.."
 
 command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind; }
 
-# The conv2d crate's test binaries, "name path" per line, longest-running first (with
-# `properties` last it ran alone for minutes). Built with `--workspace`, whose dependency
-# features CI built already (`-p conv2d` alone rebuilds them).
+# The conv2d crate's test binaries, "name path" per line: `pytorch_fixtures` first (its
+# one process, 300 s, ran alone for five minutes after `properties`' tests), then
+# `properties` (a process per test, 640 s in all), then the others. Built with
+# `--workspace`, whose dependency features CI built already (`-p conv2d` alone rebuilds
+# them).
 binaries=$(cargo test --workspace --no-run --message-format=json 2>/dev/null |
     grep '"reason":"compiler-artifact"' | grep '/conv2d#' | grep '"kind":\["test"\]' |
     sed -n 's/.*"name":"\([a-z_]*\)".*"executable":"\([^"]*\)".*/\1 \2/p' |
-    sort -k1,1 | awk '{ print ($1 == "properties" || $1 == "pytorch_fixtures" ? 0 : 1), $0 }' |
+    sort -k1,1 | awk '{ print ($1 == "pytorch_fixtures" ? 0 : $1 == "properties" ? 1 : 2), $0 }' |
     sort -s -k1,1n | cut -d" " -f2-)
 [ -n "$binaries" ] || { echo "valgrind_tests.sh: no test binaries found"; exit 1; }
 avx512_only="--skip same_padding_tiles_match_reference --skip bf16_tiles_match_reference
