@@ -1348,16 +1348,8 @@ unsafe fn strided_strip_3x3_avx2<const VECTORS: usize, const INTERIOR: bool, con
     windows: &Avx2PlaneWindows,
 ) {
     let o: [usize; VECTORS] = std::array::from_fn(|v| (8 * (first + v)).min(ow.saturating_sub(8)));
-    let live = _mm256_setr_epi32(
-        -i32::from(ow > 0),
-        -i32::from(ow > 1),
-        -i32::from(ow > 2),
-        -i32::from(ow > 3),
-        -i32::from(ow > 4),
-        -i32::from(ow > 5),
-        -i32::from(ow > 6),
-        -i32::from(ow > 7),
-    );
+    // A row of fewer than 8 outputs (`NARROW`) stores its `ow` lanes only.
+    let live = lanes_between(0, ow as isize);
     for r in 0..rows {
         let mut acc = [_mm256_set1_ps(init); VECTORS];
         for ky in 0..3 {
@@ -1405,6 +1397,19 @@ unsafe fn strided_strip_3x3_avx2<const VECTORS: usize, const INTERIOR: bool, con
     }
 }
 
+/// The mask of the lanes `l` of an 8-lane vector with `lo <= l < hi` (bounds clamped to
+/// `0..=8`, so that any `isize` is safe to pass).
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn lanes_between(lo: isize, hi: isize) -> __m256i {
+    let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let bound = |b: isize| _mm256_set1_epi32(b.clamp(0, 8) as i32);
+    _mm256_andnot_si256(
+        _mm256_cmpgt_epi32(bound(lo), lane),
+        _mm256_cmpgt_epi32(bound(hi), lane),
+    )
+}
+
 /// The windows of [`plane_rows_3x3_f32_avx2`]: padded row `j` is image row `row0 + j`
 /// (zeros outside the image), a window's lanes outside the row masked to zero.
 struct Avx2PlaneWindows {
@@ -1449,14 +1454,9 @@ impl Avx2PlaneWindows {
             // (the job's `pointers` checked).
             return unsafe { _mm256_loadu_ps(at) };
         }
-        // The lanes `lo..hi`, whose column `o + kx - pad_left + l` lies in `0..w`.
+        // The lanes whose column `o + kx - pad_left + l` lies in `0..w`.
         let column = (o + kx) as isize - self.pad_left;
-        let (lo, hi) = ((-column).clamp(0, 8), (self.w - column).clamp(0, 8));
-        let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        let lanes = _mm256_andnot_si256(
-            _mm256_cmpgt_epi32(_mm256_set1_epi32(lo as i32), lane),
-            _mm256_cmpgt_epi32(_mm256_set1_epi32(hi as i32), lane),
-        );
+        let lanes = lanes_between(-column, self.w - column);
         // SAFETY: only those lanes are read (masked loads touch no other lane): inside the
         // plane (as above).
         unsafe { _mm256_maskload_ps(at, lanes) }
@@ -1481,16 +1481,8 @@ unsafe fn plane_strip_3x3_avx2<const VECTORS: usize, const INTERIOR: bool, const
 ) {
     let init = [_mm256_set1_ps(init); VECTORS];
     let o: [usize; VECTORS] = std::array::from_fn(|v| (8 * (first + v)).min(ow.saturating_sub(8)));
-    let live = _mm256_setr_epi32(
-        -i32::from(ow > 0),
-        -i32::from(ow > 1),
-        -i32::from(ow > 2),
-        -i32::from(ow > 3),
-        -i32::from(ow > 4),
-        -i32::from(ow > 5),
-        -i32::from(ow > 6),
-        -i32::from(ow > 7),
-    );
+    // A row of fewer than 8 outputs (`NARROW`) stores its `ow` lanes only.
+    let live = lanes_between(0, ow as isize);
     // The sums of output rows j - 2, j - 1 and j (kernel rows 2, 1 and 0 read input row
     // j); rows outside 0..rows are summed and dropped.
     let mut acc = [init; 3];
