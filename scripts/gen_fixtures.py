@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Writes the PyTorch fixtures the Rust tests compare against (conv2d/tests/pytorch_fixtures.rs).
+"""Writes the PyTorch fixtures the Rust tests compare against
+(conv2d/tests/integration/pytorch_fixtures.rs).
 
     python scripts/gen_fixtures.py      # needs torch==2.15.0, numpy, safetensors
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes PyTorch fixtures with NaN, infinities and overflowing values, for
-conv2d/tests/pytorch_fixtures.rs (the `special_values_match_pytorch` tests).
+conv2d/tests/integration/pytorch_fixtures.rs (the `special_values_match_pytorch` tests).
 
     python scripts/gen_special_fixtures.py   # needs torch==2.15.0, numpy, safetensors
 

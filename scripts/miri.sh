@@ -9,4 +9,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CONV2D_ISA=scalar CONV2D_NUM_THREADS=1
 export MIRIFLAGS="-Zmiri-env-forward=CONV2D_ISA -Zmiri-env-forward=CONV2D_NUM_THREADS"
-cargo +nightly miri test -p conv2d --test small_cases
+cargo +nightly miri test -p conv2d --test integration small_cases::

@@ -11,8 +11,8 @@
 #   bash scripts/valgrind_tests.sh
 #
 # Property tests run 6 cases per property here (96 natively, where CI runs them on every
-# level too). Left out: tests/workspace.rs (repeated ResNet-18 training steps, minutes under valgrind;
-# it replaces the allocator anyway), tests/threads_env.rs (environment only), and the
+# level too). Left out: tests/workspace.rs (repeated ResNet-18 training steps, minutes under
+# valgrind; it replaces the allocator anyway), tests/threads_env.rs (environment only), and the
 # properties written for AVX-512-only kernels (the masked tiles, AMX), which valgrind never
 # runs: at the AVX2 level they reach the padded tiles and the widened `bf16` path, which
 # `direct_tiles_match_reference` and `conv2d_half_and_complex_match_reference` check here,
@@ -22,19 +22,18 @@ cd "$(dirname "$0")/.."
 
 command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind; }
 
-# The conv2d crate's test binaries, "name path" per line: `pytorch_fixtures` first (its
-# one process, 300 s, ran alone for five minutes after `properties`' tests), then
-# `properties` (a process per test, 640 s in all), then the others. Built with
+# The conv2d crate's test binaries, "name path" per line, `integration` first. Built with
 # `--workspace`, whose dependency features CI built already (`-p conv2d` alone rebuilds
 # them).
 binaries=$(cargo test --workspace --no-run --message-format=json 2>/dev/null |
     grep '"reason":"compiler-artifact"' | grep '/conv2d#' | grep '"kind":\["test"\]' |
     sed -n 's/.*"name":"\([a-z_]*\)".*"executable":"\([^"]*\)".*/\1 \2/p' |
-    sort -k1,1 | awk '{ print ($1 == "pytorch_fixtures" ? 0 : $1 == "properties" ? 1 : 2), $0 }' |
-    sort -s -k1,1n | cut -d" " -f2-)
+    awk '{ print ($1 == "integration" ? 0 : 1), $0 }' | sort -k1,1n -k2,2 | cut -d" " -f2-)
 [ -n "$binaries" ] || { echo "valgrind_tests.sh: no test binaries found"; exit 1; }
-avx512_only="--skip same_padding_tiles_match_reference --skip bf16_tiles_match_reference
-    --skip bf16_in_place_tiles_match_reference --skip bf16_strided_tiles_match_reference"
+avx512_only="properties::same_padding_tiles_match_reference
+properties::bf16_tiles_match_reference
+properties::bf16_in_place_tiles_match_reference
+properties::bf16_strided_tiles_match_reference"
 cd conv2d  # the fixtures are read relative to the crate
 
 # One binary under valgrind (the tests that any further arguments select); its log shown
@@ -44,7 +43,7 @@ check() {
     shift 3
     start=$(date +%s)
     if CONV2D_ISA=$isa CONV2D_STRESS_SECONDS=0.5 CONV2D_PROPTEST_CASES=6 valgrind --error-exitcode=101 --quiet \
-        "$path" --test-threads=2 --quiet $avx512_only "$@" >"/tmp/valgrind-$name.log" 2>&1; then
+        "$path" --test-threads=2 --quiet "$@" >"/tmp/valgrind-$name.log" 2>&1; then
         echo "valgrind clean: $name, CONV2D_ISA=$isa, $(( $(date +%s) - start )) s"
     else
         cat "/tmp/valgrind-$name.log"
@@ -54,9 +53,10 @@ check() {
 }
 
 # Two processes at a time, each started as soon as one ends: valgrind runs all of a
-# process's threads on one core, and the machine has two. `properties` (12 minutes alone,
-# the rest of the stage together 5) runs a process per test, so that neither core waits
-# for a long half of it (dealt into two fixed halves, they took 517 s and 320 s).
+# process's threads on one core, and the machine has two. The `integration` binary runs a
+# process per test of its two heavy modules, `pytorch_fixtures` and `properties` (11
+# minutes of the 14 here; whole, they kept one core busy alone for minutes), started first,
+# then a process per other module.
 failed_dir=$(mktemp -d)
 start_check() {
     while [ "$(jobs -rp | wc -l)" -ge 2 ]; do wait -n || true; done
@@ -66,9 +66,15 @@ for isa in avx2; do
     while read -r name path; do
         case "$name" in
             workspace|threads_env) ;;
-            properties)
-                for test in $("$path" --list 2>/dev/null | sed -n 's/: test$//p'); do
-                    start_check "$isa" "$name-$test" "$path" --exact "$test"
+            integration)
+                tests=$("$path" --list 2>/dev/null | sed -n 's/: test$//p' |
+                    grep -vxF "$avx512_only")
+                for test in $(grep -E '^(pytorch_fixtures|properties)::' <<< "$tests"); do
+                    start_check "$isa" "$test" "$path" --exact "$test"
+                done
+                for module in $(grep -vE '^(pytorch_fixtures|properties)::' <<< "$tests" |
+                    sed 's/::.*//' | sort -u); do
+                    start_check "$isa" "$module" "$path" "$module::"
                 done ;;
             *) start_check "$isa" "$name" "$path" ;;
         esac

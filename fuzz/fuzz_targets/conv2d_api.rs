@@ -6,7 +6,8 @@
 //!
 //! Checks (`conv2d_fuzz::api`): no panic; the library accepts exactly what PyTorch accepts;
 //! an accepted call's output shape is PyTorch's formula and its values equal the oracle of
-//! `conv2d/tests/support/reference.rs` within the tolerance of `conv2d/tests/support/mod.rs`.
+//! `conv2d/tests/integration/support/reference.rs` within the tolerance of
+//! `conv2d/tests/integration/support/mod.rs`.
 //!
 //! `cargo fuzz fmt conv2d_api <input>` prints the call an input decodes to.
 #![no_main]

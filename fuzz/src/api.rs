@@ -1,5 +1,5 @@
 //! The checks of the `conv2d_api` fuzz target, shared with the bounded property test
-//! `conv2d/tests/fuzz_properties.rs`, which includes this file with `#[path]`.
+//! `conv2d/tests/integration/fuzz_properties.rs`, which includes this file with `#[path]`.
 //!
 //! [`Case::decode`] reads one call from a [`Source`] of fuzz bytes: a dtype; an entry point
 //! (the functional forward or backward, or a plan and its allocating or `*_into` methods with

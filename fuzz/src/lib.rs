@@ -1,10 +1,10 @@
 //! Shared code of the fuzz targets in `fuzz_targets/`: the test support of `conv2d` (its oracle
 //! and tolerances), the decoding and checks of each target, and `arbitrary` glue.
 //!
-//! The checks live in modules that `conv2d/tests/fuzz_properties.rs` includes too, so that a
-//! bounded property test runs the same checks in `cargo test`.
+//! The checks live in modules that `conv2d/tests/integration/fuzz_properties.rs` includes
+//! too, so that a bounded property test runs the same checks in `cargo test`.
 
-#[path = "../../conv2d/tests/support/mod.rs"]
+#[path = "../../conv2d/tests/integration/support/mod.rs"]
 pub mod support;
 
 pub mod api;

@@ -1,4 +1,5 @@
-//! The checks of the `state_dict` fuzz target, shared with `conv2d/tests/fuzz_properties.rs`.
+//! The checks of the `state_dict` fuzz target, shared with
+//! `conv2d/tests/integration/fuzz_properties.rs`.
 //!
 //! A layer (`nn.Conv2d` or `nn.ConvTranspose2d` with every constructor argument), an element
 //! type and a key prefix are decoded with [`Setup::decode`]; [`check`] then loads the layer
@@ -19,7 +20,7 @@ use num_complex::Complex;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use safetensors::{Dtype as FileDtype, SafeTensors};
 
-use crate::api::Source;
+use super::api::Source;
 
 /// Most elements of a layer's weight that [`check`] runs `forward` with.
 const MAX_PARAMS: usize = 4096;

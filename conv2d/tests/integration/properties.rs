@@ -1,8 +1,6 @@
 //! Property tests: the fast paths against the oracle on random shapes, adjointness of
 //! conv2d and conv_transpose2d, finite-difference gradients, and thread-count independence.
 
-mod support;
-
 use conv2d::{
     conv2d, conv2d_backward, conv_transpose2d, conv_transpose2d_backward, Algorithm, Conv2dOptions,
     Conv2dPlan, ConvTranspose2dOptions, ConvTranspose2dPlan, Element, GradMask, Padding,
@@ -10,13 +8,13 @@ use conv2d::{
 };
 
 const ALGORITHMS: [Algorithm; 5] = Algorithm::ALL;
+use crate::support::reference::{self, ConvSpec, Mode};
+use crate::support::{check_close, random_vec, to_tensor};
 use half::{bf16, f16};
 use ndarray::{Array1, Array4};
 use num_complex::Complex;
 use proptest::prelude::*;
 use rand::{rngs::StdRng, Rng, SeedableRng};
-use support::reference::{self, ConvSpec, Mode};
-use support::{check_close, random_vec, to_tensor};
 
 /// A random, valid conv2d problem.
 #[derive(Debug, Clone)]

@@ -1,13 +1,12 @@
 //! Shared test support: the reference oracle, tolerances derived from it, random data and
 //! the PyTorch fixture reader.
-#![allow(dead_code)]
 
 pub mod fixtures;
 pub mod reference;
 
 use conv2d::Element;
 use rand::Rng;
-use reference::{Acc, Tensor, C64};
+use reference::{Acc, Tensor};
 
 /// Unit roundoff of the type a value is stored in, and of the type it is summed in.
 pub fn roundoffs<T: Element>() -> (f64, f64) {
@@ -102,9 +101,4 @@ pub fn random_vec<T: Element>(len: usize, rng: &mut impl Rng) -> Vec<T> {
     (0..len)
         .map(|_| T::from_parts(rng.random_range(-1.0..1.0), rng.random_range(-1.0..1.0)))
         .collect()
-}
-
-/// Values of `T` as the oracle's complex numbers.
-pub fn complex_of<T: Element>(data: &[T]) -> Vec<C64> {
-    data.iter().map(|v| v.to_complex64()).collect()
 }

@@ -1,14 +1,12 @@
 //! `nn.Conv2d` / `nn.ConvTranspose2d`: PyTorch's parameter shapes and initialisation, and
 //! layers that agree with the functional API.
 
-mod support;
-
+use crate::support::random_vec;
 use conv2d::nn::{Conv2dConfig, ConvTranspose2dConfig};
 use conv2d::{conv2d, conv_transpose2d, GradMask, PaddingMode, Same};
 use ndarray::{Array3, Array4};
 use num_complex::Complex;
 use rand::{rngs::StdRng, SeedableRng};
-use support::random_vec;
 
 /// Every value within `bound`, and the extremes close to it (the draw is uniform over the
 /// whole interval, not a narrower one).

@@ -3,11 +3,9 @@
 //! bytes, so that `cargo test` runs the checks of `cargo fuzz` between fuzzing campaigns (and
 //! keeps that code compiling with the library). See `fuzz/README.md`.
 
-mod support;
-
-#[path = "../../fuzz/src/api.rs"]
+#[path = "../../../fuzz/src/api.rs"]
 mod api;
-#[path = "../../fuzz/src/state_dict.rs"]
+#[path = "../../../fuzz/src/state_dict.rs"]
 mod state_dict;
 
 use proptest::collection::vec;

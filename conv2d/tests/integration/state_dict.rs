@@ -2,14 +2,12 @@
 //! loads into our layers and gives PyTorch's output; our layers save files with the same
 //! keys, shapes, dtypes and values.
 
-mod support;
-
+use crate::support::fixtures::{fixture_path, FixtureFile};
 use conv2d::nn::{serialize_state_dict, Conv2dConfig, ConvTranspose2dConfig};
 use conv2d::{Element, PaddingMode};
 use half::{bf16, f16};
 use ndarray::{ArrayD, IxDyn};
 use safetensors::SafeTensors;
-use support::fixtures::{fixture_path, FixtureFile};
 
 fn configs() -> (Conv2dConfig, Conv2dConfig, ConvTranspose2dConfig) {
     (

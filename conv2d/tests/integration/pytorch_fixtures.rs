@@ -6,8 +6,9 @@
 //! that bound, while ours (summed in `f32`, rounded once) are held to the tighter
 //! single-rounding bound. Shapes must match PyTorch's exactly.
 
-mod support;
-
+use crate::support::fixtures::FixtureFile;
+use crate::support::reference::{self, Acc, ConvResult, ConvSpec, Mode};
+use crate::support::{check_close, check_close_with, to_tensor, Sums};
 use conv2d::{
     conv2d, conv2d_backward, conv_transpose2d, conv_transpose2d_backward, Algorithm, Conv2dOptions,
     Conv2dPlan, ConvTranspose2dOptions, ConvTranspose2dPlan, Element, GradMask, Gradients, Padding,
@@ -17,9 +18,6 @@ use half::{bf16, f16};
 use ndarray::{Array1, Array4, ArrayD, IxDyn};
 use num_complex::Complex;
 use serde_json::Value;
-use support::fixtures::FixtureFile;
-use support::reference::{self, Acc, ConvResult, ConvSpec, Mode};
-use support::{check_close, check_close_with, to_tensor, Sums};
 
 fn pair(v: &Value) -> Pair {
     Pair::new(

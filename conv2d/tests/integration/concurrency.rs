@@ -3,15 +3,13 @@
 //! results of calls made one at a time; the pool survives callers that panic, and calls
 //! from inside other rayon pools work.
 
-mod support;
-
 use std::thread;
 
+use crate::support::random_vec;
 use conv2d::{Conv2dOptions, Conv2dPlan, ConvTranspose2dOptions, ConvTranspose2dPlan, Element};
 use half::bf16;
 use num_complex::Complex;
 use rand::{rngs::StdRng, SeedableRng};
-use support::random_vec;
 
 /// The forward and backward results of one conv2d and one conv_transpose2d problem.
 fn run<T: Element>(seed: u64) -> Vec<Vec<T>> {

@@ -4,12 +4,10 @@
 //! Miri the GEMM algorithm is left out (its GEMM crate runs SIMD intrinsics Miri does not
 //! implement); the test also runs natively, with it.
 
-mod support;
-
+use crate::support::reference::{self, ConvSpec, Mode};
+use crate::support::{check_close, random_vec, to_tensor};
 use conv2d::{Algorithm, Conv2dOptions, Conv2dPlan, ConvTranspose2dOptions, ConvTranspose2dPlan};
 use rand::{rngs::StdRng, SeedableRng};
-use support::reference::{self, ConvSpec, Mode};
-use support::{check_close, random_vec, to_tensor};
 
 fn algorithms() -> Vec<Algorithm> {
     // Under Miri the kernels run their portable builds, where `direct-tiled` runs
