@@ -1,0 +1,402 @@
+//! The direct row kernels for `f32` with AVX-512: stacked 3x3 sweeps over a padded slab or
+//! the input plane as it is (masked windows), flat runs of a plane, and bands of rows.
+
+use std::arch::x86_64::*;
+
+use crate::kernels::direct::{BandRows, PlaneRows};
+
+use super::windows::{
+    flat_offsets, lanes_inside, live_lanes, stacked_3x3, window_masks, PlaneRowWindows, RowWindows,
+    SlabRowWindows,
+};
+
+/// The 3x3 depthwise kernels for `f32` with AVX-512 reading the input plane as it is (see
+/// `kernels::direct::in_place`): [`rows_sweep_3x3`] for stride 1, [`strided_rows_3x3`]
+/// for stride 2.
+///
+/// # Safety
+/// The CPU must support AVX-512 F (the job's bounds are checked by `PlaneRows::pointers`).
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+pub(crate) unsafe fn plane_rows_3x3_f32_avx512(job: &mut PlaneRows<'_>) {
+    if job.stride == 2 {
+        // SAFETY: AVX-512 F is present (this function's contract).
+        unsafe { strided_rows_3x3(job) };
+        return;
+    }
+    let (plane, out, rows) = job.pointers();
+    let (h, w, ow) = (job.h as isize, job.w as isize, job.ow);
+    let (pad_left, row0) = (
+        job.pad_left as isize,
+        job.oy0 as isize - job.pad_top as isize,
+    );
+    // Per output vector (as the sweep places them, the last overlapping the one before)
+    // and kernel column: the lanes of its window inside the row.
+    let masks = window_masks(ow, pad_left, w, |v| row_vector_start(v, ow));
+    let windows = PlaneRowWindows {
+        plane,
+        h,
+        w,
+        row0,
+        pad_left,
+        masks: &masks,
+    };
+    // SAFETY: nine taps (the job's type), `rows` rows of `ow` outputs (`pointers`);
+    // `windows` reads only inside the plane.
+    unsafe { rows_sweep_3x3(out, rows, ow, job.init, job.taps.as_ptr(), &windows) };
+}
+
+/// [`plane_rows_3x3_f32_avx512`] with stride 1 for a whole output plane whose rows are as
+/// wide as the input's (`kernels::direct::in_place::flat_masks`): the outputs taken as one
+/// flat run of `oh * ow` pixels, 16 a vector, so that tap `t` of output `p` reads input
+/// element `p + offset(t)` of the plane as it is, the lanes whose input lies outside the
+/// image (`masks`: per vector, one per tap) loaded as zeros. Each output sums its taps in
+/// kernel-row order from `init`, as the row kernel does (same bits).
+///
+/// # Safety
+/// The CPU must support AVX-512 F; `masks` must clear every lane whose input is outside
+/// the plane (the other bounds are checked here and by `PlaneRows::pointers`).
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+pub(crate) unsafe fn flat_rows_3x3_f32_avx512(job: &mut PlaneRows<'_>, masks: &[u16]) {
+    let (plane, out, rows) = job.pointers();
+    let pixels = rows * job.ow;
+    let vectors = pixels.div_ceil(16);
+    assert!(job.stride == 1 && job.oy0 == 0 && job.ow == job.w && masks.len() >= 9 * vectors);
+    let offsets = flat_offsets(job.w, job.pad_top, job.pad_left);
+    let taps: [__m512; 9] = std::array::from_fn(|t| _mm512_set1_ps(job.taps[t]));
+    for (v, masks) in masks.chunks_exact(9).take(vectors).enumerate() {
+        let p = 16 * v;
+        // SAFETY: each tap's lanes are those `masks` keep, inside the plane (this function's
+        // contract), masked loads touching no other lane; the stored lanes are below
+        // `pixels`, inside the output rows (`pointers`).
+        unsafe {
+            let mut acc = _mm512_set1_ps(job.init);
+            for ((&m, offset), w) in masks.iter().zip(offsets).zip(taps) {
+                let x = _mm512_maskz_loadu_ps(m, plane.wrapping_offset(p as isize + offset));
+                acc = _mm512_fmadd_ps(w, x, acc);
+            }
+            _mm512_mask_storeu_ps(out.add(p), live_lanes(pixels - p), acc);
+        }
+    }
+}
+
+/// The stride-2 kernel of [`plane_rows_3x3_f32_avx512`]: [`strided_strip_3x3`] over
+/// strips of two vectors of 16 outputs (a last one of one). Strips of four ran 8% slower
+/// on `mobilenet_dw_3x3s2` (Zen 5: their 16 load masks do not fit the mask registers),
+/// and a strip wider than the row computes vectors it drops.
+///
+/// # Safety
+/// The CPU must support AVX-512 F (the job's bounds are checked by `PlaneRows::pointers`).
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+#[inline(never)]
+unsafe fn strided_rows_3x3(job: &mut PlaneRows<'_>) {
+    let pointers = job.pointers();
+    let vectors = job.ow.div_ceil(16);
+    for first in (0..vectors).step_by(2) {
+        // SAFETY: AVX-512 F is present (this function's contract); `pointers` are the
+        // job's, checked.
+        unsafe {
+            if vectors - first == 1 {
+                strided_strip_3x3::<1>(job, pointers, first)
+            } else {
+                strided_strip_3x3::<2>(job, pointers, first)
+            }
+        }
+    }
+}
+
+/// `VECTORS` vectors of 16 outputs from vector `first` of every output row of
+/// [`strided_rows_3x3`]: input row after input row, each row's three windows per vector
+/// (32 input columns loaded with the lanes outside the image masked to zero, a row outside
+/// it all zeros, their even or odd columns picked) fused into the sums of the one or two
+/// output rows that read it (an even row: kernel row 2 of one output row and kernel row 0
+/// of the next), so that output rows share the rows between them. Every output sums its
+/// taps in kernel-row order, as the padded slab does (same bits); a last partial vector
+/// stores only its own lanes.
+///
+/// # Safety
+/// The CPU must support AVX-512 F; `pointers` are the job's, checked by
+/// `PlaneRows::pointers`.
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+#[inline]
+unsafe fn strided_strip_3x3<const VECTORS: usize>(
+    job: &PlaneRows<'_>,
+    (plane, out, rows): (*const f32, *mut f32, usize),
+    first: usize,
+) {
+    let (h, w, ow) = (job.h as isize, job.w as isize, job.ow);
+    let weights: [__m512; 9] = std::array::from_fn(|t| _mm512_set1_ps(job.taps[t]));
+    let init = _mm512_set1_ps(job.init);
+    let evens = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    let odds = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+    // Input row `j` of the sweep is image row `row0 + j`; output row `r` reads rows `2 * r
+    // + ky`.
+    let row0 = 2 * job.oy0 as isize - job.pad_top as isize;
+    let inside = |c: isize| lanes_inside(c, w);
+    // Per vector: its first output, the lanes it stores, the first input column of
+    // kernel columns 0 and 1 (32 columns from `c`) and of column 2 (from `c + 2`), and
+    // the lanes of those four halves inside the row (the same every row).
+    let vectors: [(usize, __mmask16, isize, [__mmask16; 4]); VECTORS] = std::array::from_fn(|v| {
+        let o = 16 * (first + v);
+        let lanes = ow.saturating_sub(o).min(16);
+        let c = 2 * o as isize - job.pad_left as isize;
+        let masks = [inside(c), inside(c + 16), inside(c + 2), inside(c + 18)];
+        (o.min(ow), ((1u32 << lanes) - 1) as __mmask16, c, masks)
+    });
+    // The three windows (kernel columns 0, 1, 2) of vector `v` in input row `j`.
+    let windows = |j: usize, v: usize| -> [__m512; 3] {
+        let iy = row0 + j as isize;
+        if !(0..h).contains(&iy) {
+            return [_mm512_setzero_ps(); 3];
+        }
+        let (_, _, c, m) = vectors[v];
+        let at = plane.wrapping_offset(iy * w + c);
+        // SAFETY: only lanes at columns in `0..w` of row `iy` (in `0..h`) are read
+        // (masked loads touch no other lane): inside the plane, which holds `h * w`
+        // values (`pointers` checked).
+        unsafe {
+            let (lo, hi) = (
+                _mm512_maskz_loadu_ps(m[0], at),
+                _mm512_maskz_loadu_ps(m[1], at.wrapping_add(16)),
+            );
+            let (lo2, hi2) = (
+                _mm512_maskz_loadu_ps(m[2], at.wrapping_add(2)),
+                _mm512_maskz_loadu_ps(m[3], at.wrapping_add(18)),
+            );
+            [
+                _mm512_permutex2var_ps(lo, evens, hi),
+                _mm512_permutex2var_ps(lo, odds, hi),
+                _mm512_permutex2var_ps(lo2, evens, hi2),
+            ]
+        }
+    };
+    // `done`: output row `m - 1`, which still lacks kernel row 2 (input row `2 * m`);
+    // `next`: output row `m`.
+    let mut done = [init; VECTORS];
+    for m in 0..=rows {
+        let j = 2 * m;
+        // Kernel row 2 of output row `m - 1` and row 0 of output row `m` both read
+        // input row `j`: its windows are loaded once for both.
+        let mut next = [init; VECTORS];
+        for v in 0..VECTORS {
+            let xs = windows(j, v);
+            for (kx, &x) in xs.iter().enumerate() {
+                done[v] = _mm512_fmadd_ps(weights[6 + kx], x, done[v]);
+                next[v] = _mm512_fmadd_ps(weights[kx], x, next[v]);
+            }
+        }
+        if m > 0 {
+            for (a, &(o, mask, _, _)) in done.iter().zip(&vectors) {
+                // SAFETY: the lanes of `mask` are outputs `o..` of row `m - 1 < rows`
+                // before `ow`, which the output holds (`pointers` checked).
+                unsafe { _mm512_mask_storeu_ps(out.add((m - 1) * ow + o), mask, *a) };
+            }
+        }
+        if m < rows {
+            // Kernel row 1 of output row `m`.
+            for (v, a) in next.iter_mut().enumerate() {
+                let xs = windows(j + 1, v);
+                for (kx, &x) in xs.iter().enumerate() {
+                    *a = _mm512_fmadd_ps(weights[3 + kx], x, *a);
+                }
+            }
+        }
+        done = next;
+    }
+}
+
+/// The direct band kernel for `f32` rows of 16 or more outputs with AVX-512: two rows at
+/// a time, four vectors of 16 sums per row (the last overlapping the one before rather
+/// than leaving a tail; eight independent sums hide the FMA latency), tap after tap, each
+/// tap's weight broadcast and fused into the sums.
+///
+/// # Safety
+/// The CPU must support AVX-512 F (the job's bounds are checked by `BandRows::pointers`).
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+pub(crate) unsafe fn direct_rows_f32_avx512(job: &mut BandRows<'_>) {
+    let pointers = job.pointers();
+    let rows = pointers.3;
+    if stacked_3x3(job.starts, job.step) {
+        // SAFETY: AVX-512 F is present (this function's contract); the taps are stacked
+        // 3 x 3 (checked); `pointers` are the job's, checked.
+        unsafe { rows_3x3_avx512(job, pointers) };
+        return;
+    }
+    for r in (0..rows).step_by(2) {
+        // SAFETY: AVX-512 F is present (this function's contract); `r + 2 <= rows` (or
+        // `r + 1`); `pointers` are the job's, checked.
+        unsafe {
+            if r + 2 <= rows {
+                rows_avx512::<2>(job, pointers, r);
+            } else {
+                rows_avx512::<1>(job, pointers, r);
+            }
+        }
+    }
+}
+
+/// Every output row of [`direct_rows_f32_avx512`] for [`stacked_3x3`] taps, by
+/// [`rows_sweep_3x3`].
+///
+/// # Safety
+/// The CPU must support AVX-512 F; the taps are [`stacked_3x3`], and `pointers` are the
+/// job's, checked by `BandRows::pointers`.
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+#[inline]
+unsafe fn rows_3x3_avx512(
+    job: &BandRows<'_>,
+    (slab, taps, out, rows): (*const f32, *const f32, *mut f32, usize),
+) {
+    let step = job.step;
+    let columns = [job.starts[0], job.starts[1], job.starts[2]];
+    // SAFETY: input row j at `column` is the window of tap `3 * ky + kx` of an output row
+    // `j - ky` in `0..rows` (`stacked_3x3`; every j in `0..rows + 2` has one), and `o + 16
+    // <= ow`: inside the slab (`pointers` checked every row's windows); nine taps, `rows`
+    // rows of `ow >= 16` outputs (`pointers`).
+    unsafe {
+        rows_sweep_3x3(
+            out,
+            rows,
+            job.ow,
+            job.init,
+            taps,
+            &SlabRowWindows {
+                slab,
+                step,
+                columns,
+            },
+        )
+    };
+}
+
+/// Where output vector `v` of a row of `ow` outputs starts in the stacked 3x3 row kernels:
+/// `16 * v`, the last of a row of 16 or more overlapping the one before rather than
+/// leaving a tail (a row of fewer is one vector from 0).
+fn row_vector_start(v: usize, ow: usize) -> usize {
+    (16 * v).min(ow.saturating_sub(16))
+}
+
+/// The loop of the stacked 3x3 row kernels: [`rows_strip_3x3`] over strips of two
+/// vectors of columns (a last one of one: strips of four ran `mobilenet_dw_3x3` 7%, a
+/// 28x28 map 1.8x slower on Zen 5, their sums, windows and load masks beyond the
+/// registers, and a 28-wide row computing two vectors it drops).
+///
+/// # Safety
+/// The CPU must support AVX-512 F; `taps` holds nine weights, `out` `rows` rows of `ow`
+/// outputs, and `windows` may be called for any `j < rows + 2` and output vector.
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+#[inline]
+unsafe fn rows_sweep_3x3(
+    out: *mut f32,
+    rows: usize,
+    ow: usize,
+    init: f32,
+    taps: *const f32,
+    windows: &impl RowWindows,
+) {
+    // SAFETY: there are nine weights (this function's contract).
+    let w: [__m512; 9] = std::array::from_fn(|t| unsafe { _mm512_set1_ps(*taps.add(t)) });
+    let vectors = ow.div_ceil(16);
+    for first in (0..vectors).step_by(2) {
+        let strip = (out, rows, ow, init, first);
+        // SAFETY: as this function's contract.
+        unsafe {
+            match (vectors - first, ow < 16) {
+                (1, true) => rows_strip_3x3::<1, true>(strip, &w, windows),
+                (1, false) => rows_strip_3x3::<1, false>(strip, &w, windows),
+                _ => rows_strip_3x3::<2, false>(strip, &w, windows),
+            }
+        }
+    }
+}
+
+/// `VECTORS` vectors of columns from vector `first` of [`rows_sweep_3x3`]: padded input row
+/// after row `j`, its windows (`windows(j, v, o, kx)` for vector `v` of outputs from `o`,
+/// [`row_vector_start`]; a row of fewer than 16 stores only its own lanes) loaded
+/// once and fused into the sums of the three output rows that read them (held in registers
+/// and passed on as the rows advance), the nine weights in registers. Every output sums its
+/// taps in kernel-row order, as `rows_avx512` does (same bits).
+///
+/// # Safety
+/// As [`rows_sweep_3x3`]; `first < ow.div_ceil(16)`, and `NARROW` exactly when `ow < 16`.
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+#[inline]
+unsafe fn rows_strip_3x3<const VECTORS: usize, const NARROW: bool>(
+    (out, rows, ow, init, first): (*mut f32, usize, usize, f32, usize),
+    w: &[__m512; 9],
+    windows: &impl RowWindows,
+) {
+    let init = [_mm512_set1_ps(init); VECTORS];
+    let o: [usize; VECTORS] = std::array::from_fn(|v| row_vector_start(first + v, ow));
+    // The sums of output rows j - 2, j - 1 and j (kernel rows 2, 1 and 0 read input row
+    // j); rows outside 0..rows are summed and dropped.
+    let mut acc = [init; 3];
+    for j in 0..rows + 2 {
+        for kx in 0..3 {
+            // A loop, not `array::from_fn`: a closure here may be called out of line.
+            let mut xs = [_mm512_setzero_ps(); VECTORS];
+            for (v, x) in xs.iter_mut().enumerate() {
+                // SAFETY: `j < rows + 2` and vector `first + v` of the row (this
+                // function's contract).
+                *x = unsafe { windows.window(j, first + v, o[v], kx) };
+            }
+            for (ky, acc_row) in acc.iter_mut().rev().enumerate() {
+                for (a, &xv) in acc_row.iter_mut().zip(&xs) {
+                    *a = _mm512_fmadd_ps(w[3 * ky + kx], xv, *a);
+                }
+            }
+        }
+        if j >= 2 {
+            for (a, &ov) in acc[0].iter().zip(&o) {
+                let at = out.wrapping_add((j - 2) * ow + ov);
+                // SAFETY: `(j - 2) * ow + o[v] + min(16, ow) <= rows * ow`, the output's
+                // length; a row of fewer than 16 (`NARROW`) stores `ow` lanes.
+                unsafe {
+                    if NARROW {
+                        _mm512_mask_storeu_ps(at, ((1u32 << ow) - 1) as __mmask16, *a)
+                    } else {
+                        _mm512_storeu_ps(at, *a)
+                    }
+                };
+            }
+        }
+        acc = [acc[1], acc[2], init];
+    }
+}
+
+/// Output rows `r..r + ROWS` of [`direct_rows_f32_avx512`].
+///
+/// # Safety
+/// The CPU must support AVX-512 F; `r + ROWS <= rows`, and `pointers` are the job's,
+/// checked by `BandRows::pointers`.
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+#[inline]
+unsafe fn rows_avx512<const ROWS: usize>(
+    job: &BandRows<'_>,
+    (slab, taps, out, _): (*const f32, *const f32, *mut f32, usize),
+    r: usize,
+) {
+    let (ow, step) = (job.ow, job.step);
+    for first in (0..ow.div_ceil(16)).step_by(4) {
+        let o: [usize; 4] = std::array::from_fn(|v| ((first + v) * 16).min(ow - 16));
+        let mut acc = [[_mm512_set1_ps(job.init); 4]; ROWS];
+        for (t, &start) in job.starts.iter().enumerate() {
+            // SAFETY: `o[v] + 16 <= ow` and `r + ROWS <= rows`, so every load is inside
+            // the slab and `t` inside the taps (`pointers` checked both).
+            unsafe {
+                let w = _mm512_set1_ps(*taps.add(t));
+                for (i, acc_i) in acc.iter_mut().enumerate() {
+                    let x = slab.add((r + i) * step + start);
+                    for (a, &ov) in acc_i.iter_mut().zip(&o) {
+                        *a = _mm512_fmadd_ps(w, _mm512_loadu_ps(x.add(ov)), *a);
+                    }
+                }
+            }
+        }
+        for (i, acc_i) in acc.iter().enumerate() {
+            for (a, &ov) in acc_i.iter().zip(&o) {
+                // SAFETY: `(r + i) * ow + o[v] + 16 <= rows * ow`, the output's length.
+                unsafe { _mm512_storeu_ps(out.add((r + i) * ow + ov), *a) };
+            }
+        }
+    }
+}

@@ -1,0 +1,410 @@
+//! The direct row kernels for `f32` with AVX2 and FMA: the 3x3 depthwise strips on the
+//! input plane as it is (strides 1 and 2) and bands of rows.
+
+use std::arch::x86_64::*;
+
+use crate::kernels::direct::{BandRows, PlaneRows};
+
+/// Output vectors of 8 per strip of [`plane_strip_3x3_avx2`] at most: nine sums, three
+/// windows and a weight in 13 of the 16 registers (fewer vectors leave the chains of three
+/// fused multiply-adds per sum and input row waiting on their latency).
+const AVX2_STRIP: usize = 3;
+
+/// [`plane_rows_3x3_f32_avx512`](super::plane_rows_3x3_f32_avx512)'s stride-1 kernel with
+/// AVX2 and FMA: strips of up to [`AVX2_STRIP`] vectors of 8 outputs (the last vector of a
+/// row overlapping the one before), input row after row, each row's windows loaded once and
+/// fused into the sums of the three output rows that read them, the weights broadcast from
+/// memory; the lanes of a window outside the image loaded as zeros, rows outside it all
+/// zeros. Every output sums its taps in kernel-row order (same bits as the AVX-512 kernel
+/// and `direct`'s rows).
+///
+/// Stride 2: [`strided_rows_3x3_avx2`].
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA (the job's bounds are checked by `PlaneRows::pointers`).
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn plane_rows_3x3_f32_avx2(job: &mut PlaneRows<'_>) {
+    if job.stride == 2 {
+        // SAFETY: AVX2 and FMA are present (this function's contract).
+        unsafe { strided_rows_3x3_avx2(job) };
+        return;
+    }
+    let (plane, out, rows) = job.pointers();
+    let ow = job.ow;
+    let (h, w, pad_left) = (job.h as isize, job.w as isize, job.pad_left as isize);
+    let windows = Avx2PlaneWindows {
+        plane,
+        h,
+        w,
+        row0: job.oy0 as isize - job.pad_top as isize,
+        pad_left,
+    };
+    let (init, taps) = (job.init, job.taps.as_ptr());
+    let start = |v: usize| (8 * v).min(ow.saturating_sub(8));
+    for (first, count, interior) in strips(ow, AVX2_STRIP, |v| windows.interior(start(v))) {
+        let strip = (out, rows, ow, init, taps, first);
+        // SAFETY: AVX2 and FMA are present (this function's contract); nine taps (the
+        // job's type), `rows` rows of `ow` outputs (`pointers`), `first + count` vectors of
+        // the row at most, `interior` as `windows.interior` says.
+        unsafe {
+            match (count, interior, ow < 8) {
+                (1, _, true) => plane_strip_3x3_avx2::<1, false, true>(strip, &windows),
+                (1, false, false) => plane_strip_3x3_avx2::<1, false, false>(strip, &windows),
+                (1, true, false) => plane_strip_3x3_avx2::<1, true, false>(strip, &windows),
+                (2, false, _) => plane_strip_3x3_avx2::<2, false, false>(strip, &windows),
+                (2, true, _) => plane_strip_3x3_avx2::<2, true, false>(strip, &windows),
+                (_, false, _) => plane_strip_3x3_avx2::<AVX2_STRIP, false, false>(strip, &windows),
+                (_, true, _) => plane_strip_3x3_avx2::<AVX2_STRIP, true, false>(strip, &windows),
+            }
+        }
+    }
+}
+
+/// The strips of at most `len` vectors of 8 of a row of `ow` outputs, as `(first, count,
+/// interior)`: the vectors before the first whose windows lie inside the row (`interior`,
+/// true for a contiguous run of vectors), that run, then those after it, so that only the
+/// row's edge vectors load their windows with masks.
+fn strips(
+    ow: usize,
+    len: usize,
+    interior: impl Fn(usize) -> bool,
+) -> impl Iterator<Item = (usize, usize, bool)> {
+    let vectors = ow.div_ceil(8);
+    let lo = (0..vectors).find(|&v| interior(v)).unwrap_or(vectors);
+    let hi = (lo..vectors).find(|&v| !interior(v)).unwrap_or(vectors);
+    [(0, lo, false), (lo, hi, true), (hi, vectors, false)]
+        .into_iter()
+        .flat_map(move |(a, b, inside)| {
+            (a..b)
+                .step_by(len)
+                .map(move |f| (f, (b - f).min(len), inside))
+        })
+}
+
+/// Output vectors of 8 per strip of [`strided_strip_3x3_avx2`] at most: four chains of
+/// nine fused multiply-adds in flight.
+const AVX2_STRIDED_STRIP: usize = 4;
+
+/// The stride-2 kernel of [`plane_rows_3x3_f32_avx2`]: per output row and strip of up to
+/// [`AVX2_STRIDED_STRIP`] vectors of 8 outputs, each kernel row's input row read as 16
+/// columns from the vector's first window (its even and odd columns picked by shuffles:
+/// kernel columns 0 and 1) and 16 from two columns further (their even ones: kernel column
+/// 2), the lanes outside the image loaded as zeros, a row outside it all zeros. Every output
+/// sums its taps in kernel-row order from the bias, as `direct`'s rows do (same bits).
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA (the job's bounds are checked by `PlaneRows::pointers`;
+/// panics if the job's stride is not 2).
+#[target_feature(enable = "avx2,fma")]
+#[inline(never)]
+unsafe fn strided_rows_3x3_avx2(job: &mut PlaneRows<'_>) {
+    let (plane, out, rows) = job.pointers();
+    assert!(job.stride == 2);
+    let ow = job.ow;
+    let windows = Avx2PlaneWindows {
+        plane,
+        h: job.h as isize,
+        w: job.w as isize,
+        row0: 2 * job.oy0 as isize - job.pad_top as isize,
+        pad_left: job.pad_left as isize,
+    };
+    let (init, taps) = (job.init, job.taps.as_ptr());
+    let start = |v: usize| (8 * v).min(ow.saturating_sub(8));
+    // Every window of a vector from `o` inside the row: from column `2 * o - pad_left`, 18
+    // columns (two vectors of 8, and two more for kernel column 2).
+    let interior = |v: usize| {
+        let column = 2 * start(v) as isize - windows.pad_left;
+        column >= 0 && column + 18 <= windows.w
+    };
+    for (first, count, interior) in strips(ow, AVX2_STRIDED_STRIP, interior) {
+        let strip = (out, rows, ow, init, taps, first);
+        // SAFETY: AVX2 and FMA are present (this function's contract); nine taps (the
+        // job's type), `rows` rows of `ow` outputs (`pointers`), `first + count` vectors of
+        // the row at most, `interior` as checked above.
+        unsafe {
+            match (count, interior, ow < 8) {
+                (1, _, true) => strided_strip_3x3_avx2::<1, false, true>(strip, &windows),
+                (1, i, false) => match i {
+                    true => strided_strip_3x3_avx2::<1, true, false>(strip, &windows),
+                    false => strided_strip_3x3_avx2::<1, false, false>(strip, &windows),
+                },
+                (2, i, _) => match i {
+                    true => strided_strip_3x3_avx2::<2, true, false>(strip, &windows),
+                    false => strided_strip_3x3_avx2::<2, false, false>(strip, &windows),
+                },
+                (3, i, _) => match i {
+                    true => strided_strip_3x3_avx2::<3, true, false>(strip, &windows),
+                    false => strided_strip_3x3_avx2::<3, false, false>(strip, &windows),
+                },
+                (_, i, _) => match i {
+                    true => strided_strip_3x3_avx2::<4, true, false>(strip, &windows),
+                    false => strided_strip_3x3_avx2::<4, false, false>(strip, &windows),
+                },
+            }
+        }
+    }
+}
+
+/// The even and odd elements of the 16 values `a`, `b`, each in order.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn even_odd(a: __m256, b: __m256) -> (__m256, __m256) {
+    // In-lane picks give [0 2 8 10 | 4 6 12 14]; the 64-bit permute puts them in order.
+    let order = |v: __m256| _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(_mm256_castps_pd(v)));
+    (
+        order(_mm256_shuffle_ps::<0x88>(a, b)),
+        order(_mm256_shuffle_ps::<0xDD>(a, b)),
+    )
+}
+
+/// `VECTORS` vectors of 8 outputs from vector `first` of every output row of
+/// [`strided_rows_3x3_avx2`]; `INTERIOR` strips' windows all lie inside the rows; `NARROW`
+/// rows of fewer than 8 outputs store only their own lanes.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA; `taps` holds nine weights, `out` `rows` rows of `ow`
+/// outputs, `first + VECTORS` vectors are the row's at most, `INTERIOR` only where the 18
+/// columns from `2 * o - pad_left` of every vector from `o` lie in the row, and `NARROW`
+/// exactly when `ow < 8`.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn strided_strip_3x3_avx2<const VECTORS: usize, const INTERIOR: bool, const NARROW: bool>(
+    (out, rows, ow, init, taps, first): (*mut f32, usize, usize, f32, *const f32, usize),
+    windows: &Avx2PlaneWindows,
+) {
+    let o: [usize; VECTORS] = std::array::from_fn(|v| (8 * (first + v)).min(ow.saturating_sub(8)));
+    // A row of fewer than 8 outputs (`NARROW`) stores its `ow` lanes only.
+    let live = lanes_between(0, ow as isize);
+    for r in 0..rows {
+        let mut acc = [_mm256_set1_ps(init); VECTORS];
+        for ky in 0..3 {
+            // SAFETY: `3 * ky + kx < 9` weights (this function's contract).
+            let w: [__m256; 3] =
+                std::array::from_fn(|kx| _mm256_broadcast_ss(unsafe { &*taps.add(3 * ky + kx) }));
+            let mut xs = [[_mm256_setzero_ps(); 3]; VECTORS];
+            if let Some(row) = windows.row(2 * r + ky) {
+                for (x, &ov) in xs.iter_mut().zip(&o) {
+                    // SAFETY: AVX2 is present; the four loads read columns `2 * ov -
+                    // pad_left..` up to 18 further, inside the row where `INTERIOR` (this
+                    // function's contract), else masked to those inside; `row` is
+                    // `windows.row`'s.
+                    unsafe {
+                        let (even, odd) = even_odd(
+                            windows.window::<INTERIOR>(row, 2 * ov, 0),
+                            windows.window::<INTERIOR>(row, 2 * ov + 8, 0),
+                        );
+                        let (shifted, _) = even_odd(
+                            windows.window::<INTERIOR>(row, 2 * ov + 2, 0),
+                            windows.window::<INTERIOR>(row, 2 * ov + 10, 0),
+                        );
+                        *x = [even, odd, shifted];
+                    }
+                }
+            }
+            for (a, x) in acc.iter_mut().zip(&xs) {
+                for (&wv, &xv) in w.iter().zip(x) {
+                    *a = _mm256_fmadd_ps(wv, xv, *a);
+                }
+            }
+        }
+        for (a, &ov) in acc.iter().zip(&o) {
+            let at = out.wrapping_add(r * ow + ov);
+            // SAFETY: `r * ow + o[v] + min(8, ow) <= rows * ow`, the output's length; a row
+            // of fewer than 8 (`NARROW`) stores `ow` lanes.
+            unsafe {
+                if NARROW {
+                    _mm256_maskstore_ps(at, live, *a)
+                } else {
+                    _mm256_storeu_ps(at, *a)
+                }
+            };
+        }
+    }
+}
+
+/// The mask of the lanes `l` of an 8-lane vector with `lo <= l < hi` (bounds clamped to
+/// `0..=8`, so that any `isize` is safe to pass).
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn lanes_between(lo: isize, hi: isize) -> __m256i {
+    let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let bound = |b: isize| _mm256_set1_epi32(b.clamp(0, 8) as i32);
+    _mm256_andnot_si256(
+        _mm256_cmpgt_epi32(bound(lo), lane),
+        _mm256_cmpgt_epi32(bound(hi), lane),
+    )
+}
+
+/// The windows of [`plane_rows_3x3_f32_avx2`]: padded row `j` is image row `row0 + j`
+/// (zeros outside the image), a window's lanes outside the row masked to zero.
+struct Avx2PlaneWindows {
+    plane: *const f32,
+    h: isize,
+    w: isize,
+    row0: isize,
+    pad_left: isize,
+}
+
+impl Avx2PlaneWindows {
+    /// Padded row `j`'s first column (column `-pad_left`, not read as such) if it is an
+    /// image row.
+    #[inline(always)]
+    fn row(&self, j: usize) -> Option<*const f32> {
+        let iy = self.row0 + j as isize;
+        (0..self.h)
+            .contains(&iy)
+            .then(|| self.plane.wrapping_offset(iy * self.w - self.pad_left))
+    }
+
+    /// Whether every window of the output vector from `o` lies inside the row.
+    #[inline(always)]
+    fn interior(&self, o: usize) -> bool {
+        let column = o as isize - self.pad_left;
+        column >= 0 && column + 10 <= self.w
+    }
+
+    /// Kernel column `kx`'s window of `row` (from [`row`](Self::row)) for the output
+    /// vector from `o`: a plain load where `INTERIOR` (the vector is
+    /// [`interior`](Self::interior)), else with the lanes outside the row masked to zero.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2; `row` is one of [`row`](Self::row)'s.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn window<const INTERIOR: bool>(&self, row: *const f32, o: usize, kx: usize) -> __m256 {
+        let at = row.wrapping_add(o + kx);
+        if INTERIOR {
+            // SAFETY: columns `o + kx - pad_left..` up to 8 further lie in `0..w`
+            // (`interior`) of an image row: inside the plane, which holds `h * w` values
+            // (the job's `pointers` checked).
+            return unsafe { _mm256_loadu_ps(at) };
+        }
+        // The lanes whose column `o + kx - pad_left + l` lies in `0..w`.
+        let column = (o + kx) as isize - self.pad_left;
+        let lanes = lanes_between(-column, self.w - column);
+        // SAFETY: only those lanes are read (masked loads touch no other lane): inside the
+        // plane (as above).
+        unsafe { _mm256_maskload_ps(at, lanes) }
+    }
+}
+
+/// `VECTORS` vectors of 8 outputs from vector `first` of every output row of
+/// [`plane_rows_3x3_f32_avx2`] (as `rows::rows_strip_3x3` does with 16); `INTERIOR` strips'
+/// windows all lie inside the rows; `NARROW` rows of fewer than 8 outputs store only their
+/// own lanes.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA; `taps` holds nine weights, `out` `rows` rows of `ow`
+/// outputs, `first + VECTORS` vectors are the row's at most, `INTERIOR` only where every
+/// vector of the strip is [`interior`](Avx2PlaneWindows::interior), and `NARROW` exactly
+/// when `ow < 8`.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn plane_strip_3x3_avx2<const VECTORS: usize, const INTERIOR: bool, const NARROW: bool>(
+    (out, rows, ow, init, taps, first): (*mut f32, usize, usize, f32, *const f32, usize),
+    windows: &Avx2PlaneWindows,
+) {
+    let init = [_mm256_set1_ps(init); VECTORS];
+    let o: [usize; VECTORS] = std::array::from_fn(|v| (8 * (first + v)).min(ow.saturating_sub(8)));
+    // A row of fewer than 8 outputs (`NARROW`) stores its `ow` lanes only.
+    let live = lanes_between(0, ow as isize);
+    // The sums of output rows j - 2, j - 1 and j (kernel rows 2, 1 and 0 read input row
+    // j); rows outside 0..rows are summed and dropped.
+    let mut acc = [init; 3];
+    for j in 0..rows + 2 {
+        let row = windows.row(j);
+        for kx in 0..3 {
+            let mut xs = [_mm256_setzero_ps(); VECTORS];
+            if let Some(row) = row {
+                for (x, &ov) in xs.iter_mut().zip(&o) {
+                    // SAFETY: AVX2 is present and `INTERIOR` as `interior` says (this
+                    // function's contract); `row` is `windows.row`'s.
+                    *x = unsafe { windows.window::<INTERIOR>(row, ov, kx) };
+                }
+            }
+            for (ky, acc_row) in acc.iter_mut().rev().enumerate() {
+                // SAFETY: `3 * ky + kx < 9` weights (this function's contract).
+                let wv = _mm256_broadcast_ss(unsafe { &*taps.add(3 * ky + kx) });
+                for (a, &xv) in acc_row.iter_mut().zip(&xs) {
+                    *a = _mm256_fmadd_ps(wv, xv, *a);
+                }
+            }
+        }
+        if j >= 2 {
+            for (a, &ov) in acc[0].iter().zip(&o) {
+                let at = out.wrapping_add((j - 2) * ow + ov);
+                // SAFETY: `(j - 2) * ow + o[v] + min(8, ow) <= rows * ow`, the output's
+                // length; a row of fewer than 8 (`NARROW`) stores `ow` lanes.
+                unsafe {
+                    if NARROW {
+                        _mm256_maskstore_ps(at, live, *a)
+                    } else {
+                        _mm256_storeu_ps(at, *a)
+                    }
+                };
+            }
+        }
+        acc = [acc[1], acc[2], init];
+    }
+}
+
+/// The direct band kernel for `f32` rows of 16 or more outputs with AVX2 and FMA: as the
+/// AVX-512 one, two rows of two vectors of 16 (as four of 8) at a time.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA (the job's bounds are checked by `BandRows::pointers`).
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn direct_rows_f32_avx2(job: &mut BandRows<'_>) {
+    let pointers = job.pointers();
+    let rows = pointers.3;
+    for r in (0..rows).step_by(2) {
+        // SAFETY: AVX2 and FMA are present (this function's contract); `r + 2 <= rows`
+        // (or `r + 1`); `pointers` are the job's, checked.
+        unsafe {
+            if r + 2 <= rows {
+                rows_avx2::<2>(job, pointers, r);
+            } else {
+                rows_avx2::<1>(job, pointers, r);
+            }
+        }
+    }
+}
+
+/// Output rows `r..r + ROWS` of [`direct_rows_f32_avx2`].
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA; `r + ROWS <= rows`, and `pointers` are the job's,
+/// checked by `BandRows::pointers`.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn rows_avx2<const ROWS: usize>(
+    job: &BandRows<'_>,
+    (slab, taps, out, _): (*const f32, *const f32, *mut f32, usize),
+    r: usize,
+) {
+    let (ow, step) = (job.ow, job.step);
+    for first in (0..ow.div_ceil(16)).step_by(2) {
+        let o: [usize; 4] =
+            std::array::from_fn(|v| ((first + v / 2) * 16).min(ow - 16) + v % 2 * 8);
+        let mut acc = [[_mm256_set1_ps(job.init); 4]; ROWS];
+        for (t, &start) in job.starts.iter().enumerate() {
+            // SAFETY: `o[v] + 8 <= ow` and `r + ROWS <= rows`, so every load is inside the
+            // slab and `t` inside the taps (`pointers` checked both).
+            unsafe {
+                let w = _mm256_set1_ps(*taps.add(t));
+                for (i, acc_i) in acc.iter_mut().enumerate() {
+                    let x = slab.add((r + i) * step + start);
+                    for (a, &ov) in acc_i.iter_mut().zip(&o) {
+                        *a = _mm256_fmadd_ps(w, _mm256_loadu_ps(x.add(ov)), *a);
+                    }
+                }
+            }
+        }
+        for (i, acc_i) in acc.iter().enumerate() {
+            for (a, &ov) in acc_i.iter().zip(&o) {
+                // SAFETY: `(r + i) * ow + o[v] + 8 <= rows * ow`, the output's length.
+                unsafe { _mm256_storeu_ps(out.add((r + i) * ow + ov), *a) };
+            }
+        }
+    }
+}

@@ -1,0 +1,520 @@
+//! The register-tile kernels of `direct-tiled` and of the masked AVX-512 tiles: output
+//! channels times pixel vectors of sums in registers, forward and weight gradient.
+
+use std::arch::x86_64::*;
+
+use crate::kernels::direct::{
+    ChannelWeightTile, MaskedTile, Tile, WeightTile, AVX2_CO, CCO, CO, CTAPS, WCO, WTAPS,
+};
+
+use super::{MaskedRegister, Register, TileElement};
+
+/// The direct tile kernel for `f32` and `f64` with AVX-512: the job's channels (2, 4, 6 or
+/// [`CO`]) by 4 vectors of sums in registers (by 3 for [`CO`]: 24 of the 32 registers),
+/// the pixel vectors loaded and each channel's weight broadcast per tap; a last run of
+/// fewer vectors takes as many.
+///
+/// # Safety
+/// The CPU must support AVX-512 F (the job's bounds are checked by `Tile::pointers`).
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+pub(crate) unsafe fn direct_tile_avx512<E: TileElement>(job: &mut Tile<'_, E>) {
+    match job.channels {
+        // SAFETY: this function's contract, which `tile_sweep` shares.
+        2 => unsafe { tile_sweep::<E::Zmm, 4, 2>(job) },
+        // SAFETY: see above.
+        4 => unsafe { tile_sweep::<E::Zmm, 4, 4>(job) },
+        // SAFETY: see above.
+        6 => unsafe { tile_sweep::<E::Zmm, 4, 6>(job) },
+        // SAFETY: see above.
+        _ => unsafe { tile_sweep::<E::Zmm, 3, CO>(job) },
+    }
+}
+
+/// [`direct_tile_avx512`] for `CH` channels, in runs of `VECTORS` registers.
+///
+/// # Safety
+/// As [`direct_tile_avx512`].
+#[inline(always)]
+unsafe fn tile_sweep<R: Register, const VECTORS: usize, const CH: usize>(
+    job: &mut Tile<'_, R::Elem>,
+) {
+    let (lanes, len) = (R::LANES, job.len);
+    let full = len / (VECTORS * lanes) * (VECTORS * lanes);
+    let pointers = job.pointers(CH);
+    let job = &*job;
+    for q in (0..full).step_by(VECTORS * lanes) {
+        // SAFETY: `R`'s instructions are present (this function's contract); `q + VECTORS
+        // * lanes <= full <= len`; `pointers` are the job's, checked.
+        unsafe { tile::<R, VECTORS, CH>(job, pointers, q) };
+    }
+    // SAFETY (each arm): as above, with `full + lanes * vectors == len` (`len` is a
+    // multiple of 16, hence of `lanes`).
+    match (len - full) / lanes {
+        0 => {}
+        // SAFETY: see above.
+        1 => unsafe { tile::<R, 1, CH>(job, pointers, full) },
+        // SAFETY: see above.
+        2 => unsafe { tile::<R, 2, CH>(job, pointers, full) },
+        // SAFETY: see above.
+        _ => unsafe { tile::<R, 3, CH>(job, pointers, full) },
+    }
+}
+
+/// The masked tile kernel for `f32` and `f64` with AVX-512: the job's channels (2, 4, 6 or
+/// [`CO`]) by 4 vectors of sums in registers (by 3 for [`CO`]), as
+/// [`direct_tile_avx512`], the taps swept kernel column by kernel column with that
+/// column's lane masks held; a last run of fewer vectors takes as many, and a last partial
+/// vector stores only its own lanes. Returns whether every sum stored is finite (checked
+/// only when `check`; `true` otherwise).
+///
+/// # Safety
+/// The CPU must support AVX-512 F and DQ (the job's bounds are checked by
+/// `MaskedTile::pointers`).
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+pub(crate) unsafe fn masked_tile_avx512<E: TileElement>(
+    job: &mut MaskedTile<'_, E>,
+    check: bool,
+) -> bool {
+    match job.tile.channels {
+        // SAFETY: this function's contract, which `masked_sweep` shares.
+        2 => unsafe { masked_sweep::<E::Zmm, 4, 2>(job, check) },
+        // SAFETY: see above.
+        4 => unsafe { masked_sweep::<E::Zmm, 4, 4>(job, check) },
+        // SAFETY: see above.
+        6 => unsafe { masked_sweep::<E::Zmm, 4, 6>(job, check) },
+        // SAFETY: see above.
+        _ => unsafe { masked_sweep::<E::Zmm, 3, CO>(job, check) },
+    }
+}
+
+/// [`masked_tile_avx512`] for `CH` channels, in runs of `VECTORS` registers.
+///
+/// # Safety
+/// As [`masked_tile_avx512`].
+#[inline(always)]
+unsafe fn masked_sweep<R: MaskedRegister, const VECTORS: usize, const CH: usize>(
+    job: &mut MaskedTile<'_, R::Elem>,
+    check: bool,
+) -> bool {
+    let lanes = R::LANES;
+    let vectors = job.tile.len.div_ceil(lanes);
+    let full = vectors / VECTORS * VECTORS * lanes;
+    let pointers = job.pointers(lanes, CH);
+    let job = &*job;
+    let mut finite = true;
+    for q in (0..full).step_by(VECTORS * lanes) {
+        // SAFETY: AVX-512 F and DQ are present (this function's contract); the run's
+        // vectors start below `len`; `pointers` are the job's, checked for `CH` channels.
+        finite &= unsafe { masked_tile::<R, VECTORS, CH>(job, pointers, q, check) };
+    }
+    // SAFETY (each arm): as above, the run's vectors covering `full..len`.
+    finite
+        & match vectors % VECTORS {
+            0 => true,
+            // SAFETY: see above.
+            1 => unsafe { masked_tile::<R, 1, CH>(job, pointers, full, check) },
+            // SAFETY: see above.
+            2 => unsafe { masked_tile::<R, 2, CH>(job, pointers, full, check) },
+            // SAFETY: see above.
+            _ => unsafe { masked_tile::<R, 3, CH>(job, pointers, full, check) },
+        }
+}
+
+/// One run of `VECTORS` registers of outputs from `q` of the first `CH` channels, for
+/// [`masked_tile_avx512`]; lanes at or past the tile's `len` are neither summed nor stored.
+/// Whether every stored sum is finite (when `check`).
+///
+/// # Safety
+/// The CPU must support AVX-512 F and DQ; `q + R::LANES * (VECTORS - 1) < len` (the
+/// tile's), and `pointers` are the job's, checked by `MaskedTile::pointers` for `CH`
+/// channels.
+#[inline(always)]
+unsafe fn masked_tile<R: MaskedRegister, const VECTORS: usize, const CH: usize>(
+    job: &MaskedTile<'_, R::Elem>,
+    (slab, rows, outs): (*const R::Elem, [*const R::Elem; CO], [*mut R::Elem; CO]),
+    q: usize,
+    check: bool,
+) -> bool {
+    let lanes = R::LANES;
+    let (columns, tile) = (job.columns, &job.tile);
+    // The lanes of each vector below `len`.
+    let inside: [u16; VECTORS] = std::array::from_fn(|v| {
+        let left = tile.len - q - lanes * v;
+        if left >= lanes {
+            u16::MAX
+        } else {
+            (1 << left) - 1
+        }
+    });
+    // SAFETY: `R`'s instructions are present (this function's contract).
+    let zero = unsafe { R::splat(tile.init[0]) };
+    let mut acc = [[zero; VECTORS]; CH];
+    for (c, acc_c) in acc.iter_mut().enumerate() {
+        for (v, a) in acc_c.iter_mut().enumerate() {
+            // SAFETY: as above; the masked lanes are inside channel `c`'s `len` sums, as for
+            // the stores below.
+            *a = unsafe {
+                match tile.resume {
+                    true => R::load_where(outs[c].add(q + lanes * v), inside[v]),
+                    false => R::splat(tile.init[c]),
+                }
+            };
+        }
+    }
+    if tile.resume {
+        // The next run's sums, from L2 (the previous block swept every run), into L1 while
+        // this run's taps go: its first multiply-adds would wait on them otherwise
+        // (`deeplab_dil2_3x3` 1.02-1.04x, one and two threads). Its vectors span at most
+        // one line more than their count; a prefetch never faults, even past a row's end.
+        for out in &outs[..CH] {
+            for line in 0..=VECTORS {
+                let next = out.wrapping_add(q + lanes * (VECTORS + line));
+                _mm_prefetch::<_MM_HINT_T0>(next.cast());
+            }
+        }
+    }
+    let first = q / lanes;
+    for kx in 0..columns {
+        let masks: [u16; VECTORS] =
+            std::array::from_fn(|v| job.masks[(first + v) * columns + kx] & inside[v]);
+        let x0 = slab.wrapping_add(q + job.column_offsets[kx]);
+        let w0 = rows.map(|r| r.wrapping_add(kx));
+        for (j, &row) in tile.starts.iter().enumerate() {
+            // SAFETY: `row + column_offsets[kx] + q + lanes * VECTORS` is within the reach of
+            // `len` rounded up to whole vectors, inside the slab; every channel's row holds
+            // `starts.len() * columns` weights (`pointers` checked both).
+            unsafe {
+                let x = x0.add(row);
+                let xs: [R; VECTORS] = std::array::from_fn(|v| R::load(x.add(lanes * v)));
+                for (acc_c, w) in acc.iter_mut().zip(w0) {
+                    let wc = R::splat(*w.add(j * columns));
+                    for ((a, &xv), &m) in acc_c.iter_mut().zip(&xs).zip(&masks) {
+                        *a = R::fmadd_where(wc, xv, *a, m);
+                    }
+                }
+            }
+        }
+    }
+    let mut finite = true;
+    for (c, acc_c) in acc.iter().enumerate() {
+        for (v, &a) in acc_c.iter().enumerate() {
+            // SAFETY: the masked lanes are inside channel `c`'s `len` sums (`pointers`
+            // checked it).
+            unsafe {
+                R::store_where(outs[c].add(q + lanes * v), a, inside[v]);
+                if check {
+                    finite &= R::finite_where(a, inside[v]);
+                }
+            }
+        }
+    }
+    finite
+}
+
+/// `partial[c * 16 + l] += sum over t with t % lanes == l of weights[rows[c] + t] *
+/// column[t]` for the [`CO`] channels `c` and the lanes `l` of a register, `f32` or `f64`,
+/// with AVX-512: each channel's partial sums in a register, each column vector loaded once
+/// for all channels (the last masked to the column's length).
+///
+/// # Safety
+/// The CPU must support AVX-512 F and DQ (the bounds are checked: panics if a weight row
+/// `rows[c]..rows[c] + column.len()` is not inside `weights` or `partial` holds fewer than
+/// `16 * CO` values).
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+pub(crate) unsafe fn dot_rows_avx512<E: TileElement>(
+    weights: &[E],
+    rows: &[usize; CO],
+    column: &[E],
+    partial: &mut [E],
+) {
+    let (lanes, len) = (E::Zmm::LANES, column.len());
+    assert!(rows.iter().all(|&r| r + len <= weights.len()) && partial.len() >= 16 * CO);
+    let w = rows.map(|r| weights[r..].as_ptr());
+    // SAFETY: channel `c`'s partial sums are `partial[16 * c..][..lanes]`, inside (checked).
+    let mut acc: [E::Zmm; CO] =
+        std::array::from_fn(|c| unsafe { E::Zmm::load(partial.as_ptr().add(16 * c)) });
+    for t in (0..len).step_by(lanes) {
+        let mask = match len - t >= lanes {
+            true => u16::MAX,
+            false => (1 << (len - t)) - 1,
+        };
+        // SAFETY: the lanes loaded are below `len` (the mask): inside the column and every
+        // weight row (checked above).
+        unsafe {
+            let x = E::Zmm::load_where(column.as_ptr().add(t), mask);
+            for (a, w) in acc.iter_mut().zip(w) {
+                *a = E::Zmm::fmadd_where(E::Zmm::load_where(w.add(t), mask), x, *a, mask);
+            }
+        }
+    }
+    for (c, a) in acc.into_iter().enumerate() {
+        // SAFETY: as for the loads above.
+        unsafe { E::Zmm::store(partial.as_mut_ptr().add(16 * c), a) };
+    }
+}
+
+/// The direct tile kernel for `f32` and `f64` with AVX2 and FMA: [`AVX2_CO`] x 2 vectors of
+/// sums in 12 of the 16 registers, two pixel vectors loaded and each channel's weight
+/// broadcast per tap (15 registers: a wider tile spills a sum to the stack, whose store and
+/// reload then chain every tap).
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA (the job's bounds are checked by `Tile::pointers`).
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn direct_tile_avx2<E: TileElement>(job: &mut Tile<'_, E>) {
+    let step = 2 * E::Ymm::LANES;
+    let pointers = job.pointers(AVX2_CO);
+    let job = &*job;
+    for q in (0..job.len).step_by(step) {
+        // SAFETY: AVX2 and FMA are present (this function's contract); `q + step <= len`
+        // (`pointers` checked that `len` is a multiple of 16, hence of `step`: 16 `f32` or
+        // 8 `f64`); `pointers` are the job's, checked.
+        unsafe { tile::<E::Ymm, 2, AVX2_CO>(job, pointers, q) };
+    }
+}
+
+/// The first `CH` channels (at most [`CO`]) of one run of `VECTORS` registers of outputs
+/// from `q`, for [`direct_tile_avx512`] and [`direct_tile_avx2`]: the sums in registers,
+/// each tap's pixel vectors loaded once and each channel's weight broadcast.
+///
+/// # Safety
+/// The CPU must support `R`'s instructions; `q + R::LANES * VECTORS <= job.len`, and
+/// `pointers` are the job's, checked by `Tile::pointers` for `CH` channels.
+#[inline(always)]
+unsafe fn tile<R: Register, const VECTORS: usize, const CH: usize>(
+    job: &Tile<'_, R::Elem>,
+    (slab, rows, outs): (*const R::Elem, [*const R::Elem; CO], [*mut R::Elem; CO]),
+    q: usize,
+) {
+    let lanes = R::LANES;
+    // SAFETY: `R`'s instructions are present (this function's contract).
+    let first = unsafe { R::splat(job.init[0]) };
+    let mut acc = [[first; VECTORS]; CH];
+    for (c, acc_c) in acc.iter_mut().enumerate() {
+        for (v, a) in acc_c.iter_mut().enumerate() {
+            // SAFETY: as above; the load is inside channel `c`'s sums, as for the stores
+            // below.
+            *a = unsafe {
+                match job.resume {
+                    true => R::load(outs[c].add(q + lanes * v)),
+                    false => R::splat(job.init[c]),
+                }
+            };
+        }
+    }
+    for (t, &start) in job.starts.iter().enumerate() {
+        // SAFETY: `start + q + lanes * VECTORS <= start + len <= slab.len()`, and every
+        // row holds a weight for tap `t` (`pointers` checked both).
+        unsafe {
+            let x = slab.add(start + q);
+            let xs: [R; VECTORS] = std::array::from_fn(|v| R::load(x.add(lanes * v)));
+            for (c, acc_c) in acc.iter_mut().enumerate() {
+                let wc = R::splat(*rows[c].add(t));
+                for (a, &xv) in acc_c.iter_mut().zip(&xs) {
+                    *a = R::fmadd(wc, xv, *a);
+                }
+            }
+        }
+    }
+    for (c, acc_c) in acc.iter().enumerate() {
+        for (v, &a) in acc_c.iter().enumerate() {
+            // SAFETY: `q + lanes * (v + 1) <= len`, and channel `c`'s sums hold `len` values
+            // (`pointers` checked it).
+            unsafe { R::store(outs[c].add(q + lanes * v), a) };
+        }
+    }
+}
+
+/// The tiled weight-gradient kernel for `f32` with AVX-512: per tile of [`WTAPS`] taps,
+/// [`WCO`] x [`WTAPS`] vectors of partial sums, per 16 outputs four output-gradient vectors
+/// and six input windows loaded.
+///
+/// # Safety
+/// The CPU must support AVX-512 F (the job's bounds are checked by `WeightTile::pointers`).
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+pub(crate) unsafe fn direct_weight_tile_f32_avx512(job: &mut WeightTile<'_, f32>) {
+    let len = job.len;
+    let (slab, grad_out) = job.pointers();
+    for t0 in (0..job.starts.len()).step_by(WTAPS) {
+        let starts = job.tile_starts(t0);
+        // SAFETY: AVX-512 F is present (this function's contract); every window and row
+        // holds `len` values, which `pointers` checked.
+        let sums = unsafe { weight_tile_avx512(slab, grad_out, &starts, len) };
+        job.add(t0, &sums);
+    }
+}
+
+/// The [`WCO`] x [`WTAPS`] dot products of one tap tile over `len` outputs.
+///
+/// # Safety
+/// The CPU must support AVX-512 F; `slab[start..start + len]` for every start and
+/// `grad_out[..WCO * len]` must be readable; `len` a multiple of 16.
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+unsafe fn weight_tile_avx512(
+    slab: *const f32,
+    grad_out: *const f32,
+    starts: &[usize; WTAPS],
+    len: usize,
+) -> [[f32; WTAPS]; WCO] {
+    let mut acc = [[_mm512_setzero_ps(); WTAPS]; WCO];
+    for q in (0..len).step_by(16) {
+        // SAFETY: `q + 16 <= len`: inside a window or a row (this function's contract).
+        unsafe {
+            let mut ys = [_mm512_setzero_ps(); WCO];
+            for (c, y) in ys.iter_mut().enumerate() {
+                *y = _mm512_loadu_ps(grad_out.add(c * len + q));
+            }
+            for t in 0..WTAPS {
+                let x = _mm512_loadu_ps(slab.add(starts[t] + q));
+                for c in 0..WCO {
+                    acc[c][t] = _mm512_fmadd_ps(ys[c], x, acc[c][t]);
+                }
+            }
+        }
+    }
+    let mut sums = [[0.0f32; WTAPS]; WCO];
+    for c in 0..WCO {
+        for t in 0..WTAPS {
+            sums[c][t] = _mm512_reduce_add_ps(acc[c][t]);
+        }
+    }
+    sums
+}
+
+/// The tiled weight-gradient kernel for `f32` with AVX2 and FMA: as the AVX-512 one, in two
+/// sweeps of half the channels (12 vectors of sums of the 16 registers).
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA (the job's bounds are checked by `WeightTile::pointers`).
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn direct_weight_tile_f32_avx2(job: &mut WeightTile<'_, f32>) {
+    const HALF: usize = WCO / 2;
+    let len = job.len;
+    let (slab, grad_out) = job.pointers();
+    for t0 in (0..job.starts.len()).step_by(WTAPS) {
+        let starts = job.tile_starts(t0);
+        let mut sums = [[0.0f32; WTAPS]; WCO];
+        for c0 in [0, HALF] {
+            let mut acc = [[_mm256_setzero_ps(); WTAPS]; HALF];
+            for q in (0..len).step_by(8) {
+                // SAFETY: `q + 8 <= len` (`len` is a multiple of 16), so every load is inside
+                // a tap's window or a channel's row, which `pointers` checked.
+                unsafe {
+                    let mut ys = [_mm256_setzero_ps(); HALF];
+                    for (c, y) in ys.iter_mut().enumerate() {
+                        *y = _mm256_loadu_ps(grad_out.add((c0 + c) * len + q));
+                    }
+                    // Constant trip counts: unrolled, so the sums stay in registers.
+                    for t in 0..WTAPS {
+                        let x = _mm256_loadu_ps(slab.add(starts[t] + q));
+                        for c in 0..HALF {
+                            acc[c][t] = _mm256_fmadd_ps(ys[c], x, acc[c][t]);
+                        }
+                    }
+                }
+            }
+            for c in 0..HALF {
+                for t in 0..WTAPS {
+                    let mut lanes = [0.0f32; 8];
+                    // SAFETY: `lanes` holds 8 floats.
+                    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc[c][t]) };
+                    sums[c0 + c][t] = lanes.iter().sum();
+                }
+            }
+        }
+        job.add(t0, &sums);
+    }
+}
+
+/// The channel-vectorised weight-gradient kernel for `f32` with AVX-512: [`CTAPS`] taps x
+/// 4 vectors of 16 output channels of sums (24 registers); per output pixel four
+/// output-gradient vectors loaded and each tap's input value broadcast.
+///
+/// # Safety
+/// The CPU must support AVX-512 F (the job's bounds are checked by
+/// `ChannelWeightTile::pointers`).
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+pub(crate) unsafe fn channel_weight_tile_f32_avx512(job: &mut ChannelWeightTile<'_>) {
+    const V: usize = CCO / 16;
+    let (rows, width, row_step, pitch) = (job.rows, job.width, job.row_step, job.pitch);
+    let (windows, grad_out, sums) = job.pointers();
+    let mut acc = [[_mm512_setzero_ps(); V]; CTAPS];
+    // SAFETY: AVX-512 F is present (this function's contract); `sums` holds CTAPS x CCO
+    // values, output-gradient pixel `r * width + x` CCO values from its `pitch` multiple,
+    // and every window `(rows - 1) * row_step + width` values (`pointers` checked all
+    // three).
+    unsafe {
+        if job.resume {
+            for (j, acc_j) in acc.iter_mut().enumerate() {
+                for (v, a) in acc_j.iter_mut().enumerate() {
+                    *a = _mm512_loadu_ps(sums.add(j * CCO + 16 * v));
+                }
+            }
+        }
+        for r in 0..rows {
+            let row = grad_out.add(r * width * pitch);
+            let inputs = windows.map(|w| w.add(r * row_step));
+            for x in 0..width {
+                let ys: [__m512; V] =
+                    std::array::from_fn(|v| _mm512_loadu_ps(row.add(x * pitch + 16 * v)));
+                for (acc_j, input) in acc.iter_mut().zip(inputs) {
+                    let x = _mm512_set1_ps(*input.add(x));
+                    for (a, &y) in acc_j.iter_mut().zip(&ys) {
+                        *a = _mm512_fmadd_ps(y, x, *a);
+                    }
+                }
+            }
+        }
+        for (j, acc_j) in acc.iter().enumerate() {
+            for (v, &a) in acc_j.iter().enumerate() {
+                _mm512_storeu_ps(sums.add(j * CCO + 16 * v), a);
+            }
+        }
+    }
+}
+
+/// The channel-vectorised weight-gradient kernel for `f32` with AVX2 and FMA: as the
+/// AVX-512 one, in four sweeps of 16 channels (2 vectors of 8 x [`CTAPS`] taps, 12 of
+/// the 16 registers).
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA (the job's bounds are checked by
+/// `ChannelWeightTile::pointers`).
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn channel_weight_tile_f32_avx2(job: &mut ChannelWeightTile<'_>) {
+    let (rows, width, row_step, pitch) = (job.rows, job.width, job.row_step, job.pitch);
+    let (windows, grad_out, sums) = job.pointers();
+    for c0 in (0..CCO).step_by(16) {
+        let mut acc = [[_mm256_setzero_ps(); 2]; CTAPS];
+        // SAFETY: AVX2 and FMA are present (this function's contract); `c0 + 16 <= CCO`,
+        // so every access is inside what `pointers` checked (as in the AVX-512 kernel).
+        unsafe {
+            if job.resume {
+                for (j, acc_j) in acc.iter_mut().enumerate() {
+                    for (v, a) in acc_j.iter_mut().enumerate() {
+                        *a = _mm256_loadu_ps(sums.add(j * CCO + c0 + 8 * v));
+                    }
+                }
+            }
+            for r in 0..rows {
+                let row = grad_out.add(r * width * pitch + c0);
+                let inputs = windows.map(|w| w.add(r * row_step));
+                for x in 0..width {
+                    let at = row.add(x * pitch);
+                    let ys = [_mm256_loadu_ps(at), _mm256_loadu_ps(at.add(8))];
+                    for (acc_j, input) in acc.iter_mut().zip(inputs) {
+                        let x = _mm256_set1_ps(*input.add(x));
+                        for (a, &y) in acc_j.iter_mut().zip(&ys) {
+                            *a = _mm256_fmadd_ps(y, x, *a);
+                        }
+                    }
+                }
+            }
+            for (j, acc_j) in acc.iter().enumerate() {
+                for (v, &a) in acc_j.iter().enumerate() {
+                    _mm256_storeu_ps(sums.add(j * CCO + c0 + 8 * v), a);
+                }
+            }
+        }
+    }
+}

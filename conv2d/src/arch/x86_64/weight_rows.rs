@@ -1,0 +1,397 @@
+//! The direct weight-gradient row kernels for `f32`: taps' sums in registers while rows of
+//! the padded slab or of the input plane as it is pass (AVX-512; the 3x3 plane with AVX2).
+
+use std::arch::x86_64::*;
+
+use crate::kernels::direct::{PlaneWeightRows, WeightRows};
+
+use super::windows::{
+    flat_offsets, live_lanes, stacked_3x3, window_masks, PlaneRowWindows, SlabRowWindows,
+};
+
+/// The direct weight-gradient kernel for `f32` with AVX-512: taps in tiles of
+/// [`WEIGHT_TAPS`], each tap's vector of partial sums in a register while the rows pass,
+/// per 16 pixels one output-gradient vector loaded and fused with each tap's window; a
+/// row's last partial vector masked (masked-off lanes keep their sums, so an infinite input
+/// there adds nothing).
+///
+/// # Safety
+/// The CPU must support AVX-512 F (the job's bounds are checked by `WeightRows::pointers`).
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+pub(crate) unsafe fn direct_weight_f32_avx512(job: &mut WeightRows<'_>) {
+    let (ow, step) = (job.ow, job.step);
+    let (slab, grad_out, sums, rows) = job.pointers();
+    if stacked_3x3(job.starts, step) {
+        // SAFETY: AVX-512 F is present (this function's contract); the taps are stacked
+        // 3 x 3 (checked); the pointers are the job's, checked.
+        unsafe { weight_3x3_avx512(job, (slab, grad_out, sums, rows)) };
+        return;
+    }
+    let taps = job.starts.len();
+    let full = ow / 16 * 16;
+    let tail: __mmask16 = (1u32 << (ow - full)).wrapping_sub(1) as __mmask16;
+    for t0 in (0..taps).step_by(WEIGHT_TAPS) {
+        let count = WEIGHT_TAPS.min(taps - t0);
+        // Past the last tap, the tile repeats it; those sums are not stored.
+        let starts: [usize; WEIGHT_TAPS] =
+            std::array::from_fn(|j| job.starts[t0 + j.min(count - 1)]);
+        // SAFETY: AVX-512 F is present (this function's contract); tap `t0 + j` has a
+        // vector of sums for `j < count`, read and written only then; every load of row
+        // `r < rows` is at most `ow` values from `r * step + start` (the tail masked), and
+        // `pointers` checked that those lie inside the slab and the output gradient.
+        unsafe {
+            let mut acc = [_mm512_setzero_ps(); WEIGHT_TAPS];
+            for (j, a) in acc.iter_mut().enumerate().take(count) {
+                *a = _mm512_loadu_ps((*sums.add(t0 + j)).as_ptr());
+            }
+            for r in 0..rows {
+                let gy = grad_out.add(r * ow);
+                let base = slab.add(r * step);
+                for o in (0..full).step_by(16) {
+                    let y = _mm512_loadu_ps(gy.add(o));
+                    for (a, &start) in acc.iter_mut().zip(&starts) {
+                        *a = _mm512_fmadd_ps(_mm512_loadu_ps(base.add(start + o)), y, *a);
+                    }
+                }
+                if full < ow {
+                    let y = _mm512_maskz_loadu_ps(tail, gy.add(full));
+                    for (a, &start) in acc.iter_mut().zip(&starts) {
+                        let x = _mm512_maskz_loadu_ps(tail, base.add(start + full));
+                        *a = _mm512_mask3_fmadd_ps(x, y, *a, tail);
+                    }
+                }
+            }
+            for (j, a) in acc.iter().enumerate().take(count) {
+                _mm512_storeu_ps((*sums.add(t0 + j)).as_mut_ptr(), *a);
+            }
+        }
+    }
+}
+
+/// [`direct_weight_f32_avx512`] for [`stacked_3x3`] taps: input row after input row, each
+/// row's three windows loaded once per 16 pixels and fused with the output-gradient rows of
+/// the (up to three) output rows that read them. Each tap's sums take the same terms in
+/// the same order as the general kernel (output row by output row), so the two give the
+/// same bits.
+///
+/// # Safety
+/// The CPU must support AVX-512 F; the taps are [`stacked_3x3`], and the pointers are the
+/// job's, checked by `WeightRows::pointers`.
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+#[inline]
+unsafe fn weight_3x3_avx512(
+    job: &WeightRows<'_>,
+    (slab, grad_out, sums, rows): (*const f32, *const f32, *mut [f32; 16], usize),
+) {
+    let step = job.step;
+    let columns = [job.starts[0], job.starts[1], job.starts[2]];
+    // SAFETY: input row j at `column` is the window of tap `3 * ky + kx` of an output row
+    // `j - ky` in `0..rows` (every j in `0..rows + 2` has one), and a window's loads stay
+    // within `ow` values of its start (the tail masked): inside the slab (`pointers`
+    // checked); the rest as the sweep requires (`pointers`).
+    unsafe {
+        let windows = SlabRowWindows {
+            slab,
+            step,
+            columns,
+        };
+        weight_sweep_3x3(sums, grad_out, rows, job.ow, &windows)
+    };
+}
+
+/// The loop of the stacked 3x3 weight-gradient kernels: padded input row after row `j`,
+/// its three windows from output `o` (`windows(j, o, lanes)`, `lanes` those up to the
+/// row's end) fused with the output-gradient rows of the (up to three) output rows that
+/// meet them; each tap's sums take their terms output row by output row, a row's last
+/// partial vector last.
+///
+/// # Safety
+/// The CPU must support AVX-512 F; `sums` holds nine vectors, `grad_out` `rows` rows of
+/// `ow` values, and `windows` may be called for any `j < rows + 2` and `o < ow`.
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+#[inline]
+unsafe fn weight_sweep_3x3(
+    sums: *mut [f32; 16],
+    grad_out: *const f32,
+    rows: usize,
+    ow: usize,
+    windows: &impl WeightWindows,
+) {
+    let full = ow / 16 * 16;
+    let tail: __mmask16 = (1u32 << (ow - full)).wrapping_sub(1) as __mmask16;
+    // SAFETY: there are nine vectors of sums (this function's contract).
+    let mut acc: [__m512; 9] =
+        std::array::from_fn(|t| unsafe { _mm512_loadu_ps((*sums.add(t)).as_ptr()) });
+    for j in 0..rows + 2 {
+        // Kernel row ky meets padded row j for output row j - ky, where that row exists.
+        let live: [bool; 3] = std::array::from_fn(|ky| j >= ky && j - ky < rows);
+        // Rows 2..rows meet every kernel row: `all` lets their loop run without the checks
+        // (1.06-1.27x on depthwise layers; passing `[true; 3]` to a closure ran slower).
+        let all = live == [true; 3];
+        let gy: [*const f32; 3] =
+            std::array::from_fn(|ky| grad_out.wrapping_add(j.wrapping_sub(ky).wrapping_mul(ow)));
+        // SAFETY: output-gradient row `j - ky` is read only when live (in `0..rows`), at
+        // most `ow` values from its start (the tail masked): inside the output gradient.
+        unsafe {
+            for o in (0..full).step_by(16) {
+                let xs = windows.windows(j, o, !0);
+                for ky in 0..3 {
+                    if all || live[ky] {
+                        let y = _mm512_loadu_ps(gy[ky].add(o));
+                        for (kx, &x) in xs.iter().enumerate() {
+                            acc[3 * ky + kx] = _mm512_fmadd_ps(x, y, acc[3 * ky + kx]);
+                        }
+                    }
+                }
+            }
+            if full < ow {
+                let xs = windows.windows(j, full, tail);
+                for ky in 0..3 {
+                    if live[ky] {
+                        let y = _mm512_maskz_loadu_ps(tail, gy[ky].add(full));
+                        for (kx, &x) in xs.iter().enumerate() {
+                            let a = &mut acc[3 * ky + kx];
+                            *a = _mm512_mask3_fmadd_ps(x, y, *a, tail);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for (t, a) in acc.iter().enumerate() {
+        // SAFETY: tap `t < 9` has a vector of sums.
+        unsafe { _mm512_storeu_ps((*sums.add(t)).as_mut_ptr(), *a) };
+    }
+}
+
+/// The stride-1 3x3 weight-gradient kernel for `f32` with AVX-512 reading the input plane
+/// as it is (see `kernels::direct::in_place`): [`weight_3x3_avx512`]'s loop, each window
+/// loaded with the lanes outside the image masked to zero and rows outside it taken as
+/// zeros (the values a padded slab holds there).
+///
+/// # Safety
+/// The CPU must support AVX-512 F (the job's bounds are checked by
+/// `PlaneWeightRows::pointers`).
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+pub(crate) unsafe fn plane_weight_3x3_f32_avx512(job: &mut PlaneWeightRows<'_>) {
+    let (plane, grad_out, sums, rows) = job.pointers();
+    let (h, w, ow) = (job.h as isize, job.w as isize, job.ow);
+    let pad_left = job.pad_left as isize;
+    // Per vector of outputs (the partial last one included) and kernel column: the lanes
+    // of its window inside the row (working them out per load ran 1.3x slower).
+    let masks = window_masks(ow, pad_left, w, |v| 16 * v);
+    let windows = PlaneRowWindows {
+        plane,
+        h,
+        w,
+        row0: -(job.pad_top as isize),
+        pad_left,
+        masks: &masks,
+    };
+    // SAFETY: nine vectors of sums (the job's type) and `rows` rows of output gradient
+    // (`pointers`); `windows` reads only inside the plane, for any row and output.
+    unsafe { weight_sweep_3x3(sums, grad_out, rows, ow, &windows) };
+}
+
+/// The stride-1 3x3 weight-gradient kernel for `f32` with AVX-512 on planes whose output
+/// rows are as wide as the input's (`kernels::direct::in_place::flat_weight_masks`): the
+/// output gradient taken as one flat run of `oh * ow` pixels, 16 a vector, so that tap `t`
+/// of output pixel `p` reads input element `p + offset(t)` of the plane as it is; the lanes
+/// whose input lies outside the image (a padding row or column) load as zeros (`masks`:
+/// per vector, one per tap). Lane `l` of a tap's sums adds the pixels `p` with `p % 16 ==
+/// l`, in order.
+///
+/// # Safety
+/// The CPU must support AVX-512 F; `masks` must clear every lane whose input is outside
+/// the plane (the other bounds are checked here and by `PlaneWeightRows::pointers`).
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+pub(crate) unsafe fn flat_weight_3x3_f32_avx512(job: &mut PlaneWeightRows<'_>, masks: &[u16]) {
+    let (plane, grad_out, sums, rows) = job.pointers();
+    let pixels = rows * job.ow;
+    let vectors = pixels.div_ceil(16);
+    assert!(job.ow == job.w && masks.len() >= 9 * vectors);
+    let offsets = flat_offsets(job.w, job.pad_top, job.pad_left);
+    // SAFETY: there are nine vectors of sums (`pointers`).
+    let mut acc: [__m512; 9] =
+        std::array::from_fn(|t| unsafe { _mm512_loadu_ps((*sums.add(t)).as_ptr()) });
+    for (v, masks) in masks.chunks_exact(9).take(vectors).enumerate() {
+        let p = 16 * v;
+        let live = live_lanes(pixels - p);
+        // SAFETY: the output gradient's lanes below `pixels` (`rows` whole rows, checked by
+        // `pointers`); each tap's lanes are those `masks` keep, inside the plane (this
+        // function's contract); masked loads touch no other lane.
+        unsafe {
+            let y = _mm512_maskz_loadu_ps(live, grad_out.add(p));
+            for (t, (a, &m)) in acc.iter_mut().zip(masks).enumerate() {
+                let x = _mm512_maskz_loadu_ps(m, plane.wrapping_offset(p as isize + offsets[t]));
+                *a = _mm512_fmadd_ps(x, y, *a);
+            }
+        }
+    }
+    for (t, a) in acc.iter().enumerate() {
+        // SAFETY: tap `t < 9` has a vector of sums.
+        unsafe { _mm512_storeu_ps((*sums.add(t)).as_mut_ptr(), *a) };
+    }
+}
+
+/// The three windows (kernel columns 0, 1, 2) of a stacked 3x3 weight-gradient kernel
+/// ([`weight_sweep_3x3`]), a trait for the reason [`RowWindows`](super::windows::RowWindows) is.
+trait WeightWindows {
+    /// The windows of padded input row `j` from output `o`; `lanes`: those up to the row's
+    /// end.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F; `j` and `o` are a row and an output of the sweep.
+    unsafe fn windows(&self, j: usize, o: usize, lanes: __mmask16) -> [__m512; 3];
+}
+
+impl WeightWindows for SlabRowWindows {
+    #[inline(always)]
+    unsafe fn windows(&self, j: usize, o: usize, lanes: __mmask16) -> [__m512; 3] {
+        let at = self.slab.wrapping_add(j * self.step + o);
+        // SAFETY: a window's lanes up to the row's end lie inside the slab (the caller's
+        // contract); masked loads touch no other lane.
+        unsafe {
+            [
+                _mm512_maskz_loadu_ps(lanes, at.wrapping_add(self.columns[0])),
+                _mm512_maskz_loadu_ps(lanes, at.wrapping_add(self.columns[1])),
+                _mm512_maskz_loadu_ps(lanes, at.wrapping_add(self.columns[2])),
+            ]
+        }
+    }
+}
+
+/// Zeros outside the image (lanes past the row's end are left out of the sums by the
+/// sweep); plain loads where the three windows lie inside the row (1.16x on
+/// `bwd_weight_dw_3x3`).
+impl WeightWindows for PlaneRowWindows<'_> {
+    #[inline(always)]
+    unsafe fn windows(&self, j: usize, o: usize, _: __mmask16) -> [__m512; 3] {
+        let iy = self.row0 + j as isize;
+        // SAFETY (each block): AVX-512 F is present (the caller's contract).
+        if !(0..self.h).contains(&iy) {
+            // SAFETY: see above.
+            return unsafe { [_mm512_setzero_ps(); 3] };
+        }
+        let c = o as isize - self.pad_left;
+        let row = self.plane.wrapping_offset(iy * self.w + c);
+        if c >= 0 && c + 18 <= self.w {
+            // SAFETY: columns `c..c + 18` of row `iy` (in `0..h`) lie in `0..w`: inside
+            // the plane, which holds `h * w` values (the job's `pointers` checked).
+            return unsafe {
+                [
+                    _mm512_loadu_ps(row),
+                    _mm512_loadu_ps(row.wrapping_add(1)),
+                    _mm512_loadu_ps(row.wrapping_add(2)),
+                ]
+            };
+        }
+        let masks = self.masks[o / 16];
+        // SAFETY: only lanes at columns in `0..w` of row `iy` (in `0..h`) are read (masked
+        // loads touch no other lane): inside the plane (as above).
+        unsafe {
+            [
+                _mm512_maskz_loadu_ps(masks[0], row),
+                _mm512_maskz_loadu_ps(masks[1], row.wrapping_add(1)),
+                _mm512_maskz_loadu_ps(masks[2], row.wrapping_add(2)),
+            ]
+        }
+    }
+}
+
+/// [`plane_weight_3x3_f32_avx512`]'s sums with AVX2 and FMA: kernel row after kernel row,
+/// output row after row, each vector of 8 outputs fused with its three windows, the
+/// vectors alternating between the two halves of each tap's 16 lanes of sums (six vectors
+/// of sums in registers). Every lane takes the terms the AVX-512 kernel gives it in the same
+/// order (output row by row), the windows and output-gradient vectors loaded with the lanes
+/// outside the image or past the row's end zeroed (a lane past the end adds `0 * 0`, which
+/// leaves its zero sum as it is): the same bits.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA (the job's bounds are checked by
+/// `PlaneWeightRows::pointers`).
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn plane_weight_3x3_f32_avx2(job: &mut PlaneWeightRows<'_>) {
+    let (plane, grad_out, sums, rows) = job.pointers();
+    let (h, w, ow) = (job.h as isize, job.w as isize, job.ow);
+    let (pad_top, pad_left) = (job.pad_top as isize, job.pad_left as isize);
+    let mask = |lanes: [bool; 8]| {
+        let m = lanes.map(|inside| -i32::from(inside));
+        _mm256_setr_epi32(m[0], m[1], m[2], m[3], m[4], m[5], m[6], m[7])
+    };
+    // Per vector of 8 outputs that has a lane past the row's end or a window lane outside
+    // the image row: its live lanes and each kernel column's window lanes.
+    let edges: Vec<Option<(__m256i, [__m256i; 3])>> = (0..ow.div_ceil(8))
+        .map(|v| {
+            let live = |l: usize| 8 * v + l < ow;
+            let inside = |l: usize, kx: usize| {
+                live(l) && (0..w).contains(&((8 * v + l + kx) as isize - pad_left))
+            };
+            let interior = (0..8).all(|l| (0..3).all(|kx| inside(l, kx)));
+            (!interior).then(|| {
+                let windows =
+                    std::array::from_fn(|kx| mask(std::array::from_fn(|l| inside(l, kx))));
+                (mask(std::array::from_fn(live)), windows)
+            })
+        })
+        .collect();
+    for ky in 0..3 {
+        let [mut even, mut odd]: [[__m256; 3]; 2] = std::array::from_fn(|half| {
+            std::array::from_fn(|kx| {
+                // SAFETY: taps `3 * ky..3 * ky + 3` have 16 sums each (`pointers`).
+                unsafe { _mm256_loadu_ps((*sums.add(3 * ky + kx)).as_ptr().add(8 * half)) }
+            })
+        });
+        for r in 0..rows {
+            let iy = (r + ky) as isize - pad_top;
+            let inside_rows = (0..h).contains(&iy);
+            let row = plane.wrapping_offset(iy * w - pad_left);
+            let gy = grad_out.wrapping_add(r * ow);
+            // Vector `v` of the row fused into its half's sums `a`.
+            let fuse = |v: usize, a: &mut [__m256; 3]| {
+                let o = 8 * v;
+                // SAFETY: the loads touch only lanes at columns `0..w` of row `iy` (read
+                // only when in `0..h`) and at outputs `0..ow` of output-gradient row
+                // `r < rows`, inside the plane and the output gradient (`pointers`):
+                // masked loads touch no other lane, whole ones load only such lanes.
+                unsafe {
+                    let (y, xs): (__m256, [__m256; 3]) = match &edges[v] {
+                        None => (
+                            _mm256_loadu_ps(gy.add(o)),
+                            std::array::from_fn(|kx| match inside_rows {
+                                true => _mm256_loadu_ps(row.wrapping_add(o + kx)),
+                                false => _mm256_setzero_ps(),
+                            }),
+                        ),
+                        Some((live, windows)) => (
+                            _mm256_maskload_ps(gy.add(o), *live),
+                            std::array::from_fn(|kx| match inside_rows {
+                                true => _mm256_maskload_ps(row.wrapping_add(o + kx), windows[kx]),
+                                false => _mm256_setzero_ps(),
+                            }),
+                        ),
+                    };
+                    for (a, x) in a.iter_mut().zip(xs) {
+                        *a = _mm256_fmadd_ps(x, y, *a);
+                    }
+                }
+            };
+            // Even vectors into lanes 0-7 of the sums, odd ones into lanes 8-15.
+            for v in (0..edges.len()).step_by(2) {
+                fuse(v, &mut even);
+                if v + 1 < edges.len() {
+                    fuse(v + 1, &mut odd);
+                }
+            }
+        }
+        for (half, a) in [even, odd].iter().enumerate() {
+            for (kx, &a) in a.iter().enumerate() {
+                // SAFETY: tap `3 * ky + kx` has 16 sums; this writes half `half` of them.
+                unsafe { _mm256_storeu_ps((*sums.add(3 * ky + kx)).as_mut_ptr().add(8 * half), a) };
+            }
+        }
+    }
+}
+
+/// Taps per tile of [`direct_weight_f32_avx512`]: a 3x3 kernel in one.
+const WEIGHT_TAPS: usize = 9;

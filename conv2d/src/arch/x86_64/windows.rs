@@ -1,0 +1,125 @@
+//! What the AVX-512 3x3 row kernels of `rows` and `weight_rows` share: the windows they
+//! read (from a padded slab, or from the input plane as it is with masked lanes) and the
+//! lane masks and offsets of those windows.
+
+use std::arch::x86_64::*;
+
+use smallvec::SmallVec;
+
+/// The lanes of 16 values from column `c` of a row `w` long that lie in `0..w`.
+#[inline(always)]
+pub(super) fn lanes_inside(c: isize, w: isize) -> __mmask16 {
+    let (lo, hi) = ((-c).clamp(0, 16), (w - c).clamp(0, 16));
+    (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as __mmask16
+}
+
+/// Per tap `t` (kernel row `t / 3`, column `t % 3`) of a 3x3 stride-1 kernel on a plane of
+/// width `w` as wide as its output rows: how far from output `p`'s index its input lies.
+pub(super) fn flat_offsets(w: usize, pad_top: usize, pad_left: usize) -> [isize; 9] {
+    let (w, pad_top, pad_left) = (w as isize, pad_top as isize, pad_left as isize);
+    std::array::from_fn(|t| ((t / 3) as isize - pad_top) * w + (t % 3) as isize - pad_left)
+}
+
+/// The lanes of a vector with `left` elements from its first to the end (all 16 if more).
+pub(super) fn live_lanes(left: usize) -> __mmask16 {
+    match left {
+        left if left >= 16 => !0,
+        left => ((1u32 << left) - 1) as __mmask16,
+    }
+}
+///  The windows a stacked 3x3 row kernel (`rows::rows_sweep_3x3`) reads. A trait whose
+/// methods always inline, not a closure: LLVM called such closures out of line as the
+/// kernels around them grew (3-5x slower depthwise layers).
+pub(super) trait RowWindows {
+    /// Kernel column `kx`'s window of padded input row `j` for output vector `v`, which
+    /// starts at output `o`.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F; `j` and `v` are a row and a vector of the sweep.
+    unsafe fn window(&self, j: usize, v: usize, o: usize, kx: usize) -> __m512;
+}
+
+/// The windows of a padded slab: row `j` from `j * step`, kernel column `kx` from
+/// `columns[kx]`.
+pub(super) struct SlabRowWindows {
+    pub(super) slab: *const f32,
+    pub(super) step: usize,
+    pub(super) columns: [usize; 3],
+}
+
+impl RowWindows for SlabRowWindows {
+    #[inline(always)]
+    unsafe fn window(&self, j: usize, _: usize, o: usize, kx: usize) -> __m512 {
+        // SAFETY: a window of the sweep lies inside the slab (the caller's contract).
+        unsafe { _mm512_loadu_ps(self.slab.wrapping_add(j * self.step + self.columns[kx] + o)) }
+    }
+}
+
+/// The windows of an `h x w` input plane read as it is: padded row `j` is image row `row0 +
+/// j` (zeros outside the image), a window's lanes outside the row masked to zero.
+pub(super) struct PlaneRowWindows<'a> {
+    pub(super) plane: *const f32,
+    pub(super) h: isize,
+    pub(super) w: isize,
+    pub(super) row0: isize,
+    pub(super) pad_left: isize,
+    /// Per output vector and kernel column, the lanes of its window inside the row.
+    pub(super) masks: &'a [[__mmask16; 3]],
+}
+
+impl RowWindows for PlaneRowWindows<'_> {
+    #[inline(always)]
+    unsafe fn window(&self, j: usize, v: usize, o: usize, kx: usize) -> __m512 {
+        let iy = self.row0 + j as isize;
+        if !(0..self.h).contains(&iy) {
+            // SAFETY: AVX-512 F is present (the caller's contract).
+            return unsafe { _mm512_setzero_ps() };
+        }
+        let at = self
+            .plane
+            .wrapping_offset(iy * self.w + o as isize + kx as isize - self.pad_left);
+        let lanes = self.masks[v][kx];
+        // SAFETY: only lanes at columns in `0..w` of row `iy` (in `0..h`) are read (all 16
+        // for a plain load, and masked loads touch no other lane): inside the plane, which
+        // holds `h * w` values (the job's `pointers` checked).
+        unsafe {
+            if lanes == !0 {
+                _mm512_loadu_ps(at)
+            } else {
+                _mm512_maskz_loadu_ps(lanes, at)
+            }
+        }
+    }
+}
+
+/// Per vector `v` of a row of `ow` outputs (the vector starting at output `start(v)`) and
+/// kernel column `kx`: the lanes of its window, from column `start(v) + kx - pad_left`,
+/// that lie in a row `w` long. On the stack for rows of up to 256 outputs, filled in the
+/// caller's kernel: a table collected into a `Vec` per plane, its closure called out of
+/// line, took 10-20% of a depthwise weight gradient on 7x7 maps.
+#[inline(always)]
+pub(super) fn window_masks(
+    ow: usize,
+    pad_left: isize,
+    w: isize,
+    start: impl Fn(usize) -> usize,
+) -> SmallVec<[[__mmask16; 3]; 16]> {
+    let mut masks = SmallVec::with_capacity(ow.div_ceil(16));
+    for v in 0..ow.div_ceil(16) {
+        let c = start(v) as isize - pad_left;
+        masks.push([
+            lanes_inside(c, w),
+            lanes_inside(c + 1, w),
+            lanes_inside(c + 2, w),
+        ]);
+    }
+    masks
+}
+
+/// Whether the taps are 3 x 3, each kernel row one output row's `step` below the one
+/// before (`starts[3 * ky + kx] == starts[kx] + ky * step`: a vertical stride and dilation
+/// of 1), so that neighbouring output rows read the same input rows.
+pub(super) fn stacked_3x3(starts: &[usize], step: usize) -> bool {
+    starts.len() == 9
+        && (0..9).all(|t| Some(starts[t]) == (t / 3).checked_mul(step).map(|d| d + starts[t % 3]))
+}
