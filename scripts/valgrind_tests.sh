@@ -33,7 +33,8 @@ binaries=$(cargo test --workspace --no-run --message-format=json 2>/dev/null |
 avx512_only="properties::same_padding_tiles_match_reference
 properties::bf16_tiles_match_reference
 properties::bf16_in_place_tiles_match_reference
-properties::bf16_strided_tiles_match_reference"
+properties::bf16_strided_tiles_match_reference
+properties::bf16_dot_products_match_reference"
 cd conv2d  # the fixtures are read relative to the crate
 
 # One binary under valgrind (the tests that any further arguments select); its log shown

@@ -200,6 +200,18 @@ fn amx_strided_problems() -> impl Strategy<Value = Problem> {
     shaped_problems(4..40, 16..61, 2..20, 2..4)
 }
 
+/// Shapes of one image and group, 30-32 input and 30-32 or 62-64 output channels (at most
+/// a quarter padded into blocks of 32) on 28x28 to 33x33 maps, stride 1 or 2 (14x14 outputs
+/// and more): on CPUs with AVX512-BF16 but no AMX, the `bf16` forward pass and both
+/// gradients on the dot-product kernel (see `kernels::direct::amx`).
+fn bf16_dot_problems() -> impl Strategy<Value = Problem> {
+    shaped_problems(30..33, 30..33, 28..34, 1..3).prop_map(|mut p| {
+        (p.n, p.groups) = (1, 1);
+        p.cout_g += 32 * (p.seed as usize % 2);
+        p
+    })
+}
+
 /// Stride-2 and 3 shapes with 16-48 channels per group, kernels as large as the stride or
 /// larger, dilation 1 and paddings their phases need not crop: on CPUs with AMX, the
 /// `bf16` strided input gradient and transposed convolution in stride phases on the tiles.
@@ -726,6 +738,11 @@ proptest! {
 
     #[test]
     fn bf16_strided_tiles_match_reference(p in amx_strided_problems()) {
+        every_algorithm_matches_reference::<bf16>(&p).map_err(TestCaseError::fail)?;
+    }
+
+    #[test]
+    fn bf16_dot_products_match_reference(p in bf16_dot_problems()) {
         every_algorithm_matches_reference::<bf16>(&p).map_err(TestCaseError::fail)?;
     }
 

@@ -4,6 +4,7 @@
 //! registers), and the intrinsics kernels, one module per kind. Callers must have checked
 //! the CPU (see `crate::isa`).
 
+mod bf16_dot;
 mod pixel_tile;
 mod rows;
 mod rows_avx2;
@@ -11,6 +12,7 @@ mod tiles;
 mod weight_rows;
 mod windows;
 
+pub(crate) use bf16_dot::{bf16_dot_available, bf16_dot_tiles};
 pub(crate) use pixel_tile::{
     pixel_tile_f32_avx2, pixel_tile_f32_avx512, transpose16_f32_avx2, transpose16_f32_avx512,
     transpose_taps_avx512, MAX_TRANSPOSED_TAPS,

@@ -78,8 +78,7 @@ impl AmxJob<'_> {
 /// Whether the AMX tiles run this shape's `bf16` forward pass: 16 or more output channels
 /// per group, and, with stride 1, 16 or more input channels per group, else 32 or more
 /// terms per output (input channels x taps) and an unrolled input of at most
-/// [`UNROLLED_BUDGET`] values; a slab that [`fits`], on a CPU with AMX-BF16 granted to the
-/// process and the AVX-512 level in force.
+/// [`UNROLLED_BUDGET`] values; a slab that [`fits`], where the tiles are [`ready`].
 pub(crate) fn applies(g: &Geometry) -> bool {
     let terms = g.cin_per_group().saturating_mul(g.kh).saturating_mul(g.kw);
     let pixels = g.oh.saturating_mul(g.ow).saturating_add(CHANNELS);
@@ -87,22 +86,61 @@ pub(crate) fn applies(g: &Geometry) -> bool {
         true => g.cin_per_group() >= 16,
         false => terms >= CHANNELS && terms.saturating_mul(pixels) <= UNROLLED_BUDGET,
     };
-    inputs && g.cout_per_group() >= 16 && fits(g) && ready()
+    inputs && g.cout_per_group() >= 16 && fits(g) && ready(g)
 }
 
-/// Whether the tiles run here: a CPU with AMX-BF16 granted to the process, and the AVX-512
-/// level in force.
-pub(super) fn ready() -> bool {
-    isa() == Isa::Avx512 && available()
+/// Whether the tiles run `g` here, the AVX-512 level in force: on a CPU with AMX-BF16
+/// granted to the process, or without AMX on one with AVX512-BF16 where `g`
+/// [`suits_dot_products`].
+pub(super) fn ready(g: &Geometry) -> bool {
+    isa() == Isa::Avx512 && (amx_available() || (dot_products_available() && suits_dot_products(g)))
+}
+
+/// Output pixels per image from which a layer runs on AVX512-BF16's dot products without
+/// AMX. `conv2d-bench --dtype bf16` against the widened `f32` path (2026-12-05, AMD Zen 4,
+/// one thread, `sweeps/amx_bf16.json` and `sweeps/bf16_dot.json`, 38 layers): 1.3-1.9x on
+/// every layer from 14x14 outputs with whole blocks of 32 channels (the suite's 3x3, 1x1
+/// strided and transposed layers, both gradients), but on 7x7 to 12x12 maps 0.52-1.6x,
+/// the losses there from a quarter of the tiles' 32-pixel steps or more computed and
+/// dropped, and the per-call packing.
+const DOT_MIN_PIXELS: usize = 196;
+
+/// Whether `g` runs faster on AVX512-BF16's dot products (a step of the AMX job per pair
+/// of terms) than widened to `f32`, on a CPU without AMX: at least [`DOT_MIN_PIXELS`]
+/// output pixels per image, and at most a quarter more work padded into whole blocks of 32
+/// output channels and 32 terms (input channels with stride 1, input channels x taps
+/// otherwise) than the layer has: 48 channels, padded to 64 on both sides, ran 0.52x.
+fn suits_dot_products(g: &Geometry) -> bool {
+    let (cin_g, cout_g) = (g.cin_per_group(), g.cout_per_group());
+    let (terms, terms_pad) = match g.stride.h == 1 && g.stride.w == 1 {
+        true => (cin_g, cin_g.next_multiple_of(CHANNELS)),
+        false => {
+            let terms = cin_g.saturating_mul(g.kh).saturating_mul(g.kw);
+            (terms, terms.next_multiple_of(CHANNELS))
+        }
+    };
+    let padded = cout_g.next_multiple_of(CHANNELS).saturating_mul(terms_pad);
+    g.oh.saturating_mul(g.ow) >= DOT_MIN_PIXELS
+        && padded.saturating_mul(4) <= cout_g.saturating_mul(terms).saturating_mul(5)
 }
 
 #[cfg(target_arch = "x86_64")]
-fn available() -> bool {
+fn amx_available() -> bool {
     crate::arch::amx::available()
 }
 
+#[cfg(target_arch = "x86_64")]
+fn dot_products_available() -> bool {
+    crate::arch::x86_64::bf16_dot_available()
+}
+
 #[cfg(not(target_arch = "x86_64"))]
-fn available() -> bool {
+fn amx_available() -> bool {
+    false
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn dot_products_available() -> bool {
     false
 }
 
@@ -465,12 +503,19 @@ fn padded_weights(
     Some(padded)
 }
 
-/// Runs the AMX kernel on a job, where the tiles are [`ready`].
+/// Runs a job on the AMX tiles, or on AVX512-BF16 where the CPU has no AMX, where one of
+/// them is [`ready`].
 #[cfg(target_arch = "x86_64")]
 pub(super) fn run(job: &mut AmxJob<'_>) {
-    // SAFETY: the callers' `applies` checked `ready`: the CPU has AMX-BF16 and the process
-    // was granted its tile registers; `AmxJob::pointers` checks the job's bounds.
-    unsafe { crate::arch::amx::bf16_tiles(job) }
+    if amx_available() {
+        // SAFETY: the CPU has AMX-BF16 and the process was granted its tile registers
+        // (`available`); `AmxJob::pointers` checks the job's bounds.
+        unsafe { crate::arch::amx::bf16_tiles(job) }
+    } else {
+        // SAFETY: the callers' `applies` checked `ready`: without AMX, the CPU has
+        // AVX512-BF16 and AVX-512 F; `AmxJob::pointers` checks the job's bounds.
+        unsafe { crate::arch::x86_64::bf16_dot_tiles(job) }
+    }
 }
 
 #[cfg(not(target_arch = "x86_64"))]

@@ -29,14 +29,14 @@ use crate::threading::{for_each_chunk, for_each_item};
 
 /// Whether the tiles compute this shape's `bf16` weight gradient from `input`: stride 1,
 /// 16 or more input and output channels per group, a padded plane that [`fits`], a finite
-/// input, on a CPU with AMX-BF16 granted to the process and the AVX-512 level in force.
+/// input, where the tiles are [`ready`].
 pub(crate) fn applies(g: &Geometry, input: &[bf16]) -> bool {
     g.stride.h == 1
         && g.stride.w == 1
         && g.cin_per_group() >= 16
         && g.cout_per_group() >= 16
         && fits(g)
-        && ready()
+        && ready(g)
         && all_finite(input)
 }
 
