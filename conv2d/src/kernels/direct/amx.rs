@@ -14,6 +14,10 @@
 //! The unit treats subnormal `bf16` operands as zero and flushes subnormal `f32` sums, so a
 //! result below `f32::MIN_POSITIVE` in magnitude comes out as zero here, as in PyTorch's
 //! own AMX kernels.
+//!
+//! CPUs with AVX512-BF16 but no AMX run the same jobs on `vdpbf16ps`
+//! (`arch::x86_64::bf16_dot_tiles`, the same flushing), on the layers that
+//! [`suits_dot_products`].
 
 use half::{bf16, slice::HalfFloatSliceExt};
 
