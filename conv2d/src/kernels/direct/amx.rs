@@ -26,7 +26,7 @@ use crate::element::narrow_bf16;
 use crate::geometry::{checked_product, Geometry};
 use crate::isa::{isa, Isa};
 use crate::kernels::Aligned;
-use crate::threading::{for_each_chunk, for_each_item};
+use crate::threading::{for_each_chunk, for_each_item_init};
 
 /// Output channels per task (two tiles of 16) and input channels per reduction step (a
 /// tile row of 64 bytes of `bf16`).
@@ -298,13 +298,24 @@ pub(crate) fn forward(
         let planes = group_out
             .chunks_exact_mut(plane)
             .map(|p| p.chunks_mut(row_chunk * g.ow));
-        for_each_item(block_tasks(planes, CHANNELS), |(block, chunk, outs)| {
+        // Each thread's sums and rounded row, for the longest task, kept across its tasks
+        // (the kernel overwrites the sums it reads: no filling per task).
+        let max_len = ((row_chunk - 1) * grid_row + g.ow).next_multiple_of(CHANNELS);
+        let buffers = || -> Option<(Aligned<f32>, Vec<bf16>)> { None };
+        let tasks = block_tasks(planes, CHANNELS);
+        for_each_item_init(tasks, buffers, |buffers, (block, chunk, outs)| {
             let rows = outs[0].len() / g.ow;
             let q0 = chunk * row_chunk * grid_row;
             let len = ((rows - 1) * grid_row + g.ow).next_multiple_of(CHANNELS);
-            let Some(mut sums) = scratch.filled_aligned(CHANNELS * len, 0f32) else {
+            if buffers.is_none() {
+                *buffers = scratch
+                    .filled_aligned(CHANNELS * max_len, 0f32)
+                    .map(|sums| (sums, vec![bf16::ZERO; max_len]));
+            }
+            let Some((sums, rounded)) = buffers else {
                 return;
             };
+            let (sums, rounded) = (&mut sums[..CHANNELS * len], &mut rounded[..len]);
             let (a, a_stride, steps): (&[u16], usize, Vec<(usize, usize)>) = match &layout {
                 Layout::Pairs {
                     weights,
@@ -343,14 +354,13 @@ pub(crate) fn forward(
                 b_stride,
                 steps: &steps,
                 bias: &bias_rows[block * CHANNELS * 16..][..CHANNELS * 16],
-                sums: &mut sums,
+                sums,
                 len,
             };
             run(&mut job);
             // Each channel's run rounded at once (long vectors), then its rows copied out.
-            let mut rounded = vec![bf16::ZERO; len];
             for (out_rows, sums_c) in outs.into_iter().zip(sums.chunks_exact(len)) {
-                narrow_bf16(sums_c, &mut rounded);
+                narrow_bf16(sums_c, rounded);
                 for (dst, src) in out_rows
                     .chunks_exact_mut(g.ow)
                     .zip(rounded.chunks(grid_row))
