@@ -101,19 +101,27 @@ pub(super) fn ready(g: &Geometry) -> bool {
 }
 
 /// Output pixels per image from which a layer runs on AVX512-BF16's dot products without
-/// AMX. `conv2d-bench --dtype bf16` against the widened `f32` path (2026-12-05, AMD Zen 4,
-/// one thread, `sweeps/amx_bf16.json` and `sweeps/bf16_dot.json`, 38 layers): 1.3-1.9x on
-/// every layer from 14x14 outputs with whole blocks of 32 channels (the suite's 3x3, 1x1
-/// strided and transposed layers, both gradients), but on 7x7 to 12x12 maps 0.52-1.6x,
-/// the losses there from a quarter of the tiles' 32-pixel steps or more computed and
-/// dropped, and the per-call packing.
+/// AMX (or see [`DOT_MIN_CHANNEL_PAIRS`]). `conv2d-bench --dtype bf16` against the widened
+/// `f32` path (2026-12-05, AMD Zen 4, one thread, `sweeps/amx_bf16.json` and
+/// `sweeps/bf16_dot.json`, 52 layers): 1.3-1.9x on every layer from 14x14 outputs with whole
+/// blocks of 32 channels (the suite's 3x3, 1x1 strided and transposed layers, both
+/// gradients), but on 7x7 to 12x12 maps 0.52-1.6x, the losses there on layers of 48-192
+/// channels, from a quarter of the tiles' 32-pixel steps or more computed and dropped, and
+/// the per-call packing.
 const DOT_MIN_PIXELS: usize = 196;
+/// Input times output channels per group from which a layer of fewer than
+/// [`DOT_MIN_PIXELS`] runs on the dot products too: 256 channels or more on 5x5 to 10x10
+/// maps ran 1.02-1.8x the widened path (strided to 7x7, 1x1 strided, transposed, the weight
+/// gradient), 1x1 layers of 512-2048 channels on 7x7 0.99x; but the input gradient, whose
+/// weights are packed per call, 0.77x at 256 channels on 7x7 (so it keeps the pixel rule).
+const DOT_MIN_CHANNEL_PAIRS: usize = 256 * 256;
 
 /// Whether `g` runs faster on AVX512-BF16's dot products (a step of the AMX job per pair
 /// of terms) than widened to `f32`, on a CPU without AMX: at least [`DOT_MIN_PIXELS`]
-/// output pixels per image, and at most a quarter more work padded into whole blocks of 32
-/// output channels and 32 terms (input channels with stride 1, input channels x taps
-/// otherwise) than the layer has: 48 channels, padded to 64 on both sides, ran 0.52x.
+/// output pixels per image or [`DOT_MIN_CHANNEL_PAIRS`], and at most a quarter more work
+/// padded into whole blocks of 32 output channels and 32 terms (input channels with stride
+/// 1, input channels x taps otherwise) than the layer has: 48 channels, padded to 64 on
+/// both sides, ran 0.52x.
 fn suits_dot_products(g: &Geometry) -> bool {
     let (cin_g, cout_g) = (g.cin_per_group(), g.cout_per_group());
     let (terms, terms_pad) = match g.stride.h == 1 && g.stride.w == 1 {
@@ -124,7 +132,8 @@ fn suits_dot_products(g: &Geometry) -> bool {
         }
     };
     let padded = cout_g.next_multiple_of(CHANNELS).saturating_mul(terms_pad);
-    g.oh.saturating_mul(g.ow) >= DOT_MIN_PIXELS
+    (g.oh.saturating_mul(g.ow) >= DOT_MIN_PIXELS
+        || cin_g.saturating_mul(cout_g) >= DOT_MIN_CHANNEL_PAIRS)
         && padded.saturating_mul(4) <= cout_g.saturating_mul(terms).saturating_mul(5)
 }
 
@@ -378,7 +387,10 @@ pub(crate) fn forward(
 /// convolution's zero padding would be NaN where the input gradient has no such terms).
 pub(crate) fn flipped(g: &Geometry, weight: &[bf16]) -> Option<Geometry> {
     let flipped = super::flipped_shape(g).filter(applies)?;
-    all_finite(weight).then_some(flipped)
+    // The flipped convolution packs its weights per call ([`Layout::Pairs`]), which the dot
+    // products without AMX repay only from [`DOT_MIN_PIXELS`] on, whatever the channels.
+    let repaid = amx_available() || flipped.oh.saturating_mul(flipped.ow) >= DOT_MIN_PIXELS;
+    (repaid && all_finite(weight)).then_some(flipped)
 }
 
 /// Whether no value is infinite or NaN (exponent all ones; in chunks without early exit,
