@@ -307,15 +307,17 @@ pub(crate) fn forward(
         let planes = group_out
             .chunks_exact_mut(plane)
             .map(|p| p.chunks_mut(row_chunk * g.ow));
+        // A task's sums per channel: its rows on the grid, in whole steps of 32 pixels.
+        let sums_len = |rows: usize| ((rows - 1) * grid_row + g.ow).next_multiple_of(CHANNELS);
         // Each thread's sums and rounded row, for the longest task, kept across its tasks
         // (the kernel overwrites the sums it reads: no filling per task).
-        let max_len = ((row_chunk - 1) * grid_row + g.ow).next_multiple_of(CHANNELS);
+        let max_len = sums_len(row_chunk);
         let buffers = || -> Option<(Aligned<f32>, Vec<bf16>)> { None };
         let tasks = block_tasks(planes, CHANNELS);
         for_each_item_init(tasks, buffers, |buffers, (block, chunk, outs)| {
             let rows = outs[0].len() / g.ow;
             let q0 = chunk * row_chunk * grid_row;
-            let len = ((rows - 1) * grid_row + g.ow).next_multiple_of(CHANNELS);
+            let len = sums_len(rows);
             if buffers.is_none() {
                 *buffers = scratch
                     .filled_aligned(CHANNELS * max_len, 0f32)
