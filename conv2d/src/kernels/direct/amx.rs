@@ -105,7 +105,7 @@ pub(super) fn ready(g: &Geometry) -> bool {
 /// `f32` path (2026-12-05, AMD Zen 4, one thread, `sweeps/amx_bf16.json` and
 /// `sweeps/bf16_dot.json`, 52 layers): 1.3-1.9x on every layer from 14x14 outputs with whole
 /// blocks of 32 channels (the suite's 3x3, 1x1 strided and transposed layers, both
-/// gradients), but on 7x7 to 12x12 maps 0.52-1.6x, the losses there on layers of 48-192
+/// gradients), but on 7x7 to 12x12 maps 0.53-1.6x, the losses there on layers of 64-192
 /// channels, from a quarter of the tiles' 32-pixel steps or more computed and dropped, and
 /// the per-call packing.
 const DOT_MIN_PIXELS: usize = 196;
