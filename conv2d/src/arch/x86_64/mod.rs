@@ -132,28 +132,28 @@ register!(
     _mm256_storeu_pd
 );
 
-/// An AVX-512 register: [`Register`] with lane masks (bit `i` for lane `i`; an 8-lane
-/// register reads the low 8 bits).
+/// A register with AVX-512's lane masks: [`Register`] with masked operations (bit `i` for
+/// lane `i`; an 8-lane register reads the low 8 bits; `__m256` with AVX-512 VL).
 pub(crate) trait MaskedRegister: Register {
     /// `a * b + c` in the masked lanes, `c` in the others.
     ///
     /// # Safety
-    /// The CPU must support AVX-512 F.
+    /// The CPU must support AVX-512 F (and VL for `__m256`).
     unsafe fn fmadd_where(a: Self, b: Self, c: Self, mask: u16) -> Self;
     /// The masked lanes of `p`, zeros in the others (which are not read).
     ///
     /// # Safety
-    /// The CPU must support AVX-512 F; `p`'s masked lanes are elements.
+    /// The CPU must support AVX-512 F (and VL for `__m256`); `p`'s masked lanes are elements.
     unsafe fn load_where(p: *const Self::Elem, mask: u16) -> Self;
     /// Stores the masked lanes only.
     ///
     /// # Safety
-    /// The CPU must support AVX-512 F; `p`'s masked lanes are elements.
+    /// The CPU must support AVX-512 F (and VL for `__m256`); `p`'s masked lanes are elements.
     unsafe fn store_where(p: *mut Self::Elem, v: Self, mask: u16);
     /// Whether every masked lane is finite.
     ///
     /// # Safety
-    /// The CPU must support AVX-512 F and DQ.
+    /// The CPU must support AVX-512 F and DQ (and VL for `__m256`).
     unsafe fn finite_where(v: Self, mask: u16) -> bool;
 }
 
@@ -161,27 +161,28 @@ pub(crate) trait MaskedRegister: Register {
 const NOT_FINITE: i32 = 0x01 | 0x08 | 0x10 | 0x80;
 
 macro_rules! masked_register {
-    ($reg:ty, $elem:ty, $mask:ty, $fmadd:ident, $load:ident, $store:ident, $class:ident) => {
+    ($reg:ty, $elem:ty, $mask:ty, $features:literal,
+     $fmadd:ident, $load:ident, $store:ident, $class:ident) => {
         impl MaskedRegister for $reg {
-            #[target_feature(enable = "avx512f")]
+            #[target_feature(enable = $features)]
             #[inline]
             unsafe fn fmadd_where(a: Self, b: Self, c: Self, mask: u16) -> Self {
                 $fmadd(a, b, c, mask as $mask)
             }
-            #[target_feature(enable = "avx512f")]
+            #[target_feature(enable = $features)]
             #[inline]
             unsafe fn load_where(p: *const $elem, mask: u16) -> Self {
                 // SAFETY: the masked lanes of `p` are elements (the caller's contract); the
                 // others are not accessed.
                 unsafe { $load(mask as $mask, p) }
             }
-            #[target_feature(enable = "avx512f")]
+            #[target_feature(enable = $features)]
             #[inline]
             unsafe fn store_where(p: *mut $elem, v: Self, mask: u16) {
                 // SAFETY: as above.
                 unsafe { $store(p, mask as $mask, v) }
             }
-            #[target_feature(enable = "avx512f,avx512dq")]
+            #[target_feature(enable = $features, enable = "avx512dq")]
             #[inline]
             unsafe fn finite_where(v: Self, mask: u16) -> bool {
                 $class::<NOT_FINITE>(mask as $mask, v) == 0
@@ -194,6 +195,7 @@ masked_register!(
     __m512,
     f32,
     u16,
+    "avx512f",
     _mm512_mask3_fmadd_ps,
     _mm512_maskz_loadu_ps,
     _mm512_mask_storeu_ps,
@@ -203,10 +205,21 @@ masked_register!(
     __m512d,
     f64,
     u8,
+    "avx512f",
     _mm512_mask3_fmadd_pd,
     _mm512_maskz_loadu_pd,
     _mm512_mask_storeu_pd,
     _mm512_mask_fpclass_pd_mask
+);
+masked_register!(
+    __m256,
+    f32,
+    u8,
+    "avx512f,avx512vl",
+    _mm256_mask3_fmadd_ps,
+    _mm256_maskz_loadu_ps,
+    _mm256_mask_storeu_ps,
+    _mm256_mask_fpclass_ps_mask
 );
 
 /// An element type with tile kernels: its AVX-512 and AVX2 registers.

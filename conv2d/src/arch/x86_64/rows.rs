@@ -6,9 +6,10 @@ use std::arch::x86_64::*;
 use crate::kernels::direct::{BandRows, PlaneRows};
 
 use super::windows::{
-    flat_offsets, lanes_inside, live_lanes, stacked_3x3, window_masks, PlaneRowWindows, RowWindows,
-    SlabRowWindows,
+    fill_window_masks, flat_offsets, lanes_inside, live_lanes, stacked_3x3, PlaneRowWindows,
+    RowWindows, SlabRowWindows, WindowMasks,
 };
+use super::MaskedRegister;
 
 /// The 3x3 depthwise kernels for `f32` with AVX-512 reading the input plane as it is (see
 /// `kernels::direct::in_place`): [`rows_sweep_3x3`] for stride 1, [`strided_rows_3x3`]
@@ -31,7 +32,11 @@ pub(crate) unsafe fn plane_rows_3x3_f32_avx512(job: &mut PlaneRows<'_>) {
     );
     // Per output vector (as the sweep places them, the last overlapping the one before)
     // and kernel column: the lanes of its window inside the row.
-    let masks = window_masks(ow, pad_left, w, |v| row_vector_start(v, ow));
+    let (wide, tail) = row_vectors(ow);
+    let mut masks = WindowMasks::new();
+    fill_window_masks(&mut masks, wide + usize::from(tail), pad_left, w, |v| {
+        row_vector_start(v, ow)
+    });
     let windows = PlaneRowWindows {
         plane,
         h,
@@ -268,21 +273,37 @@ unsafe fn rows_3x3_avx512(
     };
 }
 
-/// Where output vector `v` of a row of `ow` outputs starts in the stacked 3x3 row kernels:
-/// `16 * v`, the last of a row of 16 or more overlapping the one before rather than
-/// leaving a tail (a row of fewer is one vector from 0).
+/// How the stacked 3x3 row kernels cover a row of `ow` outputs: `(wide, tail)`, `wide`
+/// vectors of 16 from output 0 (the last of a row of 16 or more overlapping the one before
+/// rather than leaving a tail; a row of fewer is one vector storing only its own lanes),
+/// then, where `tail`, one vector of 8 ending the row. A row whose last 1 to 8 outputs
+/// follow whole vectors of 16 ends in a vector of 8: as many instructions as an
+/// overlapping vector of 16, half the multiply-adds where the CPU splits 16 lanes into two
+/// halves (Zen 4, one thread: 20- to 56-wide depthwise layers 1.04-1.12x as fast; two
+/// overlapping vectors of 8 for a 14-wide row instead of one of 16 ran 1.3x slower).
+fn row_vectors(ow: usize) -> (usize, bool) {
+    let tail = ow > 16 && (1..=8).contains(&(ow % 16));
+    (if tail { ow / 16 } else { ow.div_ceil(16) }, tail)
+}
+
+/// Where output vector `v` of a row of `ow` outputs starts in the stacked 3x3 row kernels
+/// (see [`row_vectors`]).
 fn row_vector_start(v: usize, ow: usize) -> usize {
-    (16 * v).min(ow.saturating_sub(16))
+    match row_vectors(ow) {
+        (wide, true) if v == wide => ow - 8,
+        _ => (16 * v).min(ow.saturating_sub(16)),
+    }
 }
 
 /// The loop of the stacked 3x3 row kernels: [`rows_strip_3x3`] over strips of two
-/// vectors of columns (a last one of one: strips of four ran `mobilenet_dw_3x3` 7%, a
-/// 28x28 map 1.8x slower on Zen 5, their sums, windows and load masks beyond the
-/// registers, and a 28-wide row computing two vectors it drops).
+/// vectors of 16 columns (a last one of one), the row's vector of 8 in its last strip
+/// (strips of four ran `mobilenet_dw_3x3` 7%, a 28x28 map 1.8x slower on Zen 5, their
+/// sums, windows and load masks beyond the registers, and a 28-wide row computing two
+/// vectors it drops).
 ///
 /// # Safety
-/// The CPU must support AVX-512 F; `taps` holds nine weights, `out` `rows` rows of `ow`
-/// outputs, and `windows` may be called for any `j < rows + 2` and output vector.
+/// The CPU must support AVX-512 F and VL; `taps` holds nine weights, `out` `rows` rows of
+/// `ow` outputs, and `windows` may be called for any `j < rows + 2` and output vector.
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
 #[inline]
 unsafe fn rows_sweep_3x3(
@@ -294,72 +315,152 @@ unsafe fn rows_sweep_3x3(
     windows: &impl RowWindows,
 ) {
     // SAFETY: there are nine weights (this function's contract).
-    let w: [__m512; 9] = std::array::from_fn(|t| unsafe { _mm512_set1_ps(*taps.add(t)) });
-    let vectors = ow.div_ceil(16);
-    for first in (0..vectors).step_by(2) {
-        let strip = (out, rows, ow, init, first);
+    let taps: [f32; 9] = std::array::from_fn(|t| unsafe { *taps.add(t) });
+    let (wide, tail) = row_vectors(ow);
+    for first in (0..wide).step_by(2) {
+        let strip = (out, rows, ow, first);
+        let last = first + 2 >= wide;
         // SAFETY: as this function's contract.
         unsafe {
-            match (vectors - first, ow < 16) {
-                (1, true) => rows_strip_3x3::<1, true>(strip, &w, windows),
-                (1, false) => rows_strip_3x3::<1, false>(strip, &w, windows),
-                _ => rows_strip_3x3::<2, false>(strip, &w, windows),
+            match (wide - first, last && tail, ow < 16) {
+                (1, _, true) => rows_strip_3x3::<1, 0, true>(strip, init, &taps, windows),
+                (1, false, false) => rows_strip_3x3::<1, 0, false>(strip, init, &taps, windows),
+                (1, true, _) => rows_strip_3x3::<1, 1, false>(strip, init, &taps, windows),
+                (_, false, _) => rows_strip_3x3::<2, 0, false>(strip, init, &taps, windows),
+                (_, true, _) => rows_strip_3x3::<2, 1, false>(strip, init, &taps, windows),
             }
         }
     }
 }
 
-/// `VECTORS` vectors of columns from vector `first` of [`rows_sweep_3x3`]: padded input row
-/// after row `j`, its windows (`windows(j, v, o, kx)` for vector `v` of outputs from `o`,
-/// [`row_vector_start`]; a row of fewer than 16 stores only its own lanes) loaded
-/// once and fused into the sums of the three output rows that read them (held in registers
-/// and passed on as the rows advance), the nine weights in registers. Every output sums its
-/// taps in kernel-row order, as `rows_avx512` does (same bits).
+/// `WIDE` vectors of 16 columns from vector `first` of [`rows_sweep_3x3`], then `TAIL` (0
+/// or 1) vectors of 8 (the row's last, vector `first + WIDE`): padded input row after row
+/// `j`, its windows (`windows(j, v, o, kx)` for vector `v` of outputs from `o`,
+/// [`row_vector_start`]; a row of fewer than 16 stores only its own lanes) loaded once and
+/// fused into the sums of the output rows that read them (held in registers and passed on
+/// as the rows advance), the nine weights in registers. Every output sums its taps in
+/// kernel-row order, as `rows_avx512` does (same bits).
 ///
 /// # Safety
-/// As [`rows_sweep_3x3`]; `first < ow.div_ceil(16)`, and `NARROW` exactly when `ow < 16`.
+/// As [`rows_sweep_3x3`]; `first + WIDE + TAIL <=` the row's vectors, and `NARROW` exactly
+/// when `ow < 16`.
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
 #[inline]
-unsafe fn rows_strip_3x3<const VECTORS: usize, const NARROW: bool>(
-    (out, rows, ow, init, first): (*mut f32, usize, usize, f32, usize),
-    w: &[__m512; 9],
+unsafe fn rows_strip_3x3<const WIDE: usize, const TAIL: usize, const NARROW: bool>(
+    (out, rows, ow, first): (*mut f32, usize, usize, usize),
+    init: f32,
+    taps: &[f32; 9],
     windows: &impl RowWindows,
 ) {
-    let init = [_mm512_set1_ps(init); VECTORS];
-    let o: [usize; VECTORS] = std::array::from_fn(|v| row_vector_start(first + v, ow));
-    // The sums of output rows j - 2, j - 1 and j (kernel rows 2, 1 and 0 read input row
-    // j); rows outside 0..rows are summed and dropped.
-    let mut acc = [init; 3];
+    // SAFETY: AVX-512 F and VL are present (this function's contract).
+    let (mut wide, mut tail) = unsafe {
+        (
+            StripSums::<__m512, WIDE>::new(first, ow, init, taps),
+            StripSums::<__m256, TAIL>::new(first + WIDE, ow, init, taps),
+        )
+    };
+    // Output rows outside `0..rows` (those of the first two and last two input rows) are
+    // summed and dropped: skipping them (3.6% of a 56-row plane's multiply-adds) with a
+    // test per row ran 56x56 and 112x112 planes 6-14% slower.
     for j in 0..rows + 2 {
+        // SAFETY: `j < rows + 2` and the vectors of the strip (this function's contract);
+        // the stored output row `j - 2 < rows`.
+        unsafe {
+            wide.add_row(j, windows);
+            tail.add_row(j, windows);
+            if j >= 2 {
+                wide.store::<NARROW>(out, j - 2, ow);
+                tail.store::<false>(out, j - 2, ow);
+            }
+        }
+        wide.advance();
+        tail.advance();
+    }
+}
+
+/// The sums of [`rows_strip_3x3`] in registers `R` (16 or 8 lanes): `V` vectors of columns
+/// from vector `first` for the three output rows that read the current input row `j` (rows
+/// `j - 2`, `j - 1` and `j`, kernel rows 2, 1 and 0).
+struct StripSums<R, const V: usize> {
+    sums: [[R; V]; 3],
+    init: R,
+    weights: [R; 9],
+    first: usize,
+    starts: [usize; V],
+}
+
+impl<R: MaskedRegister<Elem = f32>, const V: usize> StripSums<R, V> {
+    /// # Safety
+    /// The CPU must support AVX-512 F and VL.
+    #[inline(always)]
+    unsafe fn new(first: usize, ow: usize, init: f32, taps: &[f32; 9]) -> Self {
+        // SAFETY: the CPU supports `R` (this function's contract).
+        let init = unsafe { R::splat(init) };
+        Self {
+            sums: [[init; V]; 3],
+            init,
+            // SAFETY: as above.
+            weights: std::array::from_fn(|t| unsafe { R::splat(taps[t]) }),
+            first,
+            starts: std::array::from_fn(|v| row_vector_start(first + v, ow)),
+        }
+    }
+
+    /// Input row `j`'s windows fused into the sums of the three output rows that read it.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F and VL; `j` and the vectors are the sweep's.
+    #[inline(always)]
+    unsafe fn add_row(&mut self, j: usize, windows: &impl RowWindows) {
         for kx in 0..3 {
             // A loop, not `array::from_fn`: a closure here may be called out of line.
-            let mut xs = [_mm512_setzero_ps(); VECTORS];
+            let mut xs = self.init_row();
             for (v, x) in xs.iter_mut().enumerate() {
-                // SAFETY: `j < rows + 2` and vector `first + v` of the row (this
-                // function's contract).
-                *x = unsafe { windows.window(j, first + v, o[v], kx) };
+                // SAFETY: `j` and vector `first + v` are the sweep's (this function's
+                // contract).
+                *x = unsafe { windows.window(j, self.first + v, self.starts[v], kx) };
             }
-            for (ky, acc_row) in acc.iter_mut().rev().enumerate() {
-                for (a, &xv) in acc_row.iter_mut().zip(&xs) {
-                    *a = _mm512_fmadd_ps(w[3 * ky + kx], xv, *a);
+            for (ky, sums) in self.sums.iter_mut().rev().enumerate() {
+                for (a, &x) in sums.iter_mut().zip(&xs) {
+                    // SAFETY: the CPU supports `R` (this function's contract).
+                    *a = unsafe { R::fmadd(self.weights[3 * ky + kx], x, *a) };
                 }
             }
         }
-        if j >= 2 {
-            for (a, &ov) in acc[0].iter().zip(&o) {
-                let at = out.wrapping_add((j - 2) * ow + ov);
-                // SAFETY: `(j - 2) * ow + o[v] + min(16, ow) <= rows * ow`, the output's
-                // length; a row of fewer than 16 (`NARROW`) stores `ow` lanes.
-                unsafe {
-                    if NARROW {
-                        _mm512_mask_storeu_ps(at, ((1u32 << ow) - 1) as __mmask16, *a)
-                    } else {
-                        _mm512_storeu_ps(at, *a)
-                    }
-                };
-            }
+    }
+
+    /// A row of vectors of the starting sums.
+    #[inline(always)]
+    fn init_row(&self) -> [R; V] {
+        [self.init; V]
+    }
+
+    /// Stores the finished sums of output row `r` (a row of fewer than 16, `NARROW`, only
+    /// its own lanes).
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F and VL; `r` is a row of `out`, which holds rows of
+    /// `ow` outputs, and the vectors lie in the row.
+    #[inline(always)]
+    unsafe fn store<const NARROW: bool>(&self, out: *mut f32, r: usize, ow: usize) {
+        for (a, &o) in self.sums[0].iter().zip(&self.starts) {
+            let at = out.wrapping_add(r * ow + o);
+            // SAFETY: `r * ow + o + min(LANES, ow) <= rows * ow`, the output's length (the
+            // vectors lie in the row); a row of fewer than 16 (`NARROW`) stores `ow` lanes.
+            unsafe {
+                if NARROW {
+                    R::store_where(at, *a, ((1u32 << ow) - 1) as u16)
+                } else {
+                    R::store(at, *a)
+                }
+            };
         }
-        acc = [acc[1], acc[2], init];
+    }
+
+    /// Passes the sums on to the next input row: the oldest row is done.
+    #[inline(always)]
+    fn advance(&mut self) {
+        self.sums = [self.sums[1], self.sums[2], self.init_row()];
     }
 }
 

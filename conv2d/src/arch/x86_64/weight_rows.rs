@@ -6,7 +6,8 @@ use std::arch::x86_64::*;
 use crate::kernels::direct::{PlaneWeightRows, WeightRows};
 
 use super::windows::{
-    flat_offsets, live_lanes, stacked_3x3, window_masks, PlaneRowWindows, SlabRowWindows,
+    fill_window_masks, flat_offsets, live_lanes, stacked_3x3, PlaneRowWindows, SlabRowWindows,
+    WindowMasks,
 };
 
 /// The direct weight-gradient kernel for `f32` with AVX-512: taps in tiles of
@@ -179,7 +180,8 @@ pub(crate) unsafe fn plane_weight_3x3_f32_avx512(job: &mut PlaneWeightRows<'_>) 
     let pad_left = job.pad_left as isize;
     // Per vector of outputs (the partial last one included) and kernel column: the lanes
     // of its window inside the row (working them out per load ran 1.3x slower).
-    let masks = window_masks(ow, pad_left, w, |v| 16 * v);
+    let mut masks = WindowMasks::new();
+    fill_window_masks(&mut masks, ow.div_ceil(16), pad_left, w, |v| 16 * v);
     let windows = PlaneRowWindows {
         plane,
         h,

@@ -6,6 +6,8 @@ use std::arch::x86_64::*;
 
 use smallvec::SmallVec;
 
+use super::MaskedRegister;
+
 /// The lanes of 16 values from column `c` of a row `w` long that lie in `0..w`.
 #[inline(always)]
 pub(super) fn lanes_inside(c: isize, w: isize) -> __mmask16 {
@@ -27,16 +29,24 @@ pub(super) fn live_lanes(left: usize) -> __mmask16 {
         left => ((1u32 << left) - 1) as __mmask16,
     }
 }
-///  The windows a stacked 3x3 row kernel (`rows::rows_sweep_3x3`) reads. A trait whose
-/// methods always inline, not a closure: LLVM called such closures out of line as the
-/// kernels around them grew (3-5x slower depthwise layers).
+
+/// The windows a stacked 3x3 row kernel (`rows::rows_sweep_3x3`) reads, 16 or 8 lanes
+/// (`R`) at a time. A trait whose methods always inline, not a closure: LLVM called such
+/// closures out of line as the kernels around them grew (3-5x slower depthwise layers).
 pub(super) trait RowWindows {
     /// Kernel column `kx`'s window of padded input row `j` for output vector `v`, which
     /// starts at output `o`.
     ///
     /// # Safety
-    /// The CPU must support AVX-512 F; `j` and `v` are a row and a vector of the sweep.
-    unsafe fn window(&self, j: usize, v: usize, o: usize, kx: usize) -> __m512;
+    /// The CPU must support AVX-512 F and VL; `j` and `v` are a row and a vector of the
+    /// sweep.
+    unsafe fn window<R: MaskedRegister<Elem = f32>>(
+        &self,
+        j: usize,
+        v: usize,
+        o: usize,
+        kx: usize,
+    ) -> R;
 }
 
 /// The windows of a padded slab: row `j` from `j * step`, kernel column `kx` from
@@ -49,9 +59,15 @@ pub(super) struct SlabRowWindows {
 
 impl RowWindows for SlabRowWindows {
     #[inline(always)]
-    unsafe fn window(&self, j: usize, _: usize, o: usize, kx: usize) -> __m512 {
+    unsafe fn window<R: MaskedRegister<Elem = f32>>(
+        &self,
+        j: usize,
+        _: usize,
+        o: usize,
+        kx: usize,
+    ) -> R {
         // SAFETY: a window of the sweep lies inside the slab (the caller's contract).
-        unsafe { _mm512_loadu_ps(self.slab.wrapping_add(j * self.step + self.columns[kx] + o)) }
+        unsafe { R::load(self.slab.wrapping_add(j * self.step + self.columns[kx] + o)) }
     }
 }
 
@@ -69,43 +85,57 @@ pub(super) struct PlaneRowWindows<'a> {
 
 impl RowWindows for PlaneRowWindows<'_> {
     #[inline(always)]
-    unsafe fn window(&self, j: usize, v: usize, o: usize, kx: usize) -> __m512 {
+    unsafe fn window<R: MaskedRegister<Elem = f32>>(
+        &self,
+        j: usize,
+        v: usize,
+        o: usize,
+        kx: usize,
+    ) -> R {
         let iy = self.row0 + j as isize;
         if !(0..self.h).contains(&iy) {
             // SAFETY: AVX-512 F is present (the caller's contract).
-            return unsafe { _mm512_setzero_ps() };
+            return unsafe { R::splat(0.0) };
         }
         let at = self
             .plane
             .wrapping_offset(iy * self.w + o as isize + kx as isize - self.pad_left);
-        let lanes = self.masks[v][kx];
-        // SAFETY: only lanes at columns in `0..w` of row `iy` (in `0..h`) are read (all 16
-        // for a plain load, and masked loads touch no other lane): inside the plane, which
-        // holds `h * w` values (the job's `pointers` checked).
+        let all = ((1u32 << R::LANES) - 1) as __mmask16;
+        let lanes = self.masks[v][kx] & all;
+        // SAFETY: only lanes at columns in `0..w` of row `iy` (in `0..h`) are read (all of
+        // them for a plain load, and masked loads touch no other lane): inside the plane,
+        // which holds `h * w` values (the job's `pointers` checked).
         unsafe {
-            if lanes == !0 {
-                _mm512_loadu_ps(at)
+            if lanes == all {
+                R::load(at)
             } else {
-                _mm512_maskz_loadu_ps(lanes, at)
+                R::load_where(at, lanes)
             }
         }
     }
 }
 
-/// Per vector `v` of a row of `ow` outputs (the vector starting at output `start(v)`) and
-/// kernel column `kx`: the lanes of its window, from column `start(v) + kx - pad_left`,
-/// that lie in a row `w` long. On the stack for rows of up to 256 outputs, filled in the
-/// caller's kernel: a table collected into a `Vec` per plane, its closure called out of
-/// line, took 10-20% of a depthwise weight gradient on 7x7 maps.
+/// Per vector of a row of outputs, the lanes of its three windows inside the row (see
+/// [`fill_window_masks`]). On the stack for rows of up to 256 outputs.
+pub(super) type WindowMasks = SmallVec<[[__mmask16; 3]; 16]>;
+
+/// Fills `masks` (empty) with, per vector `v < vectors` of a row of outputs (the vector
+/// starting at output `start(v)`) and kernel column `kx`, the lanes of its window, from
+/// column `start(v) + kx - pad_left`, that lie in a row `w` long (an 8-lane vector reads
+/// the low 8). Filled in place in the caller's kernel: a table collected into a `Vec` per
+/// plane, its closure called out of line, took 10-20% of a depthwise weight gradient on
+/// 7x7 maps, and a table returned by value was copied in vectors that waited on the
+/// entries' narrow stores (10% of a 14x14 depthwise layer).
 #[inline(always)]
-pub(super) fn window_masks(
-    ow: usize,
+pub(super) fn fill_window_masks(
+    masks: &mut WindowMasks,
+    vectors: usize,
     pad_left: isize,
     w: isize,
     start: impl Fn(usize) -> usize,
-) -> SmallVec<[[__mmask16; 3]; 16]> {
-    let mut masks = SmallVec::with_capacity(ow.div_ceil(16));
-    for v in 0..ow.div_ceil(16) {
+) {
+    masks.reserve_exact(vectors);
+    for v in 0..vectors {
         let c = start(v) as isize - pad_left;
         masks.push([
             lanes_inside(c, w),
@@ -113,7 +143,6 @@ pub(super) fn window_masks(
             lanes_inside(c + 2, w),
         ]);
     }
-    masks
 }
 
 /// Whether the taps are 3 x 3, each kernel row one output row's `step` below the one
