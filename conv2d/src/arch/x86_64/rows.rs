@@ -112,11 +112,12 @@ unsafe fn strided_rows_3x3(job: &mut PlaneRows<'_>) {
 /// `VECTORS` vectors of 16 outputs from vector `first` of every output row of
 /// [`strided_rows_3x3`]: input row after input row, each row's three windows per vector
 /// (32 input columns loaded with the lanes outside the image masked to zero, a row outside
-/// it all zeros, their even or odd columns picked) fused into the sums of the one or two
-/// output rows that read it (an even row: kernel row 2 of one output row and kernel row 0
-/// of the next), so that output rows share the rows between them. Every output sums its
-/// taps in kernel-row order, as the padded slab does (same bits); a last partial vector
-/// stores only its own lanes.
+/// it all zeros, their even or odd columns picked, kernel column 2's last lane loaded on
+/// its own: loading its 32 columns too ran stride-2 depthwise layers 1.08x slower on Zen 4)
+/// fused into the sums of the one or two output rows that read it (an even row: kernel row
+/// 2 of one output row and kernel row 0 of the next), so that output rows share the rows
+/// between them. Every output sums its taps in kernel-row order, as the padded slab does
+/// (same bits); a last partial vector stores only its own lanes.
 ///
 /// # Safety
 /// The CPU must support AVX-512 F; `pointers` are the job's, checked by
@@ -137,14 +138,17 @@ unsafe fn strided_strip_3x3<const VECTORS: usize>(
     // + ky`.
     let row0 = 2 * job.oy0 as isize - job.pad_top as isize;
     let inside = |c: isize| lanes_inside(c, w);
-    // Per vector: its first output, the lanes it stores, the first input column of
-    // kernel columns 0 and 1 (32 columns from `c`) and of column 2 (from `c + 2`), and
-    // the lanes of those four halves inside the row (the same every row).
-    let vectors: [(usize, __mmask16, isize, [__mmask16; 4]); VECTORS] = std::array::from_fn(|v| {
+    // Kernel column 2's columns but the last: lane `i < 15` from column `2 * i + 2`.
+    let shifted = _mm512_set_epi32(0, 30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2);
+    // Per vector: its first output, the lanes it stores, the first input column of its
+    // windows (`c`: 33 columns from there), and the lanes of its two halves inside the row,
+    // then lane 15 of a vector from `c + 17` (column `c + 32`) where it is inside (the
+    // same every row).
+    let vectors: [(usize, __mmask16, isize, [__mmask16; 3]); VECTORS] = std::array::from_fn(|v| {
         let o = 16 * (first + v);
         let lanes = ow.saturating_sub(o).min(16);
         let c = 2 * o as isize - job.pad_left as isize;
-        let masks = [inside(c), inside(c + 16), inside(c + 2), inside(c + 18)];
+        let masks = [inside(c), inside(c + 16), inside(c + 17) & 0x8000];
         (o.min(ow), ((1u32 << lanes) - 1) as __mmask16, c, masks)
     });
     // The three windows (kernel columns 0, 1, 2) of vector `v` in input row `j`.
@@ -163,14 +167,11 @@ unsafe fn strided_strip_3x3<const VECTORS: usize>(
                 _mm512_maskz_loadu_ps(m[0], at),
                 _mm512_maskz_loadu_ps(m[1], at.wrapping_add(16)),
             );
-            let (lo2, hi2) = (
-                _mm512_maskz_loadu_ps(m[2], at.wrapping_add(2)),
-                _mm512_maskz_loadu_ps(m[3], at.wrapping_add(18)),
-            );
+            let last = _mm512_maskz_permutex2var_ps(0x7fff, lo, shifted, hi);
             [
                 _mm512_permutex2var_ps(lo, evens, hi),
                 _mm512_permutex2var_ps(lo, odds, hi),
-                _mm512_permutex2var_ps(lo2, evens, hi2),
+                _mm512_mask_loadu_ps(last, m[2], at.wrapping_add(17)),
             ]
         }
     };
