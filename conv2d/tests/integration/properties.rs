@@ -412,7 +412,7 @@ fn aliasing_pointwise_problems() -> impl Strategy<Value = Problem> {
 
 /// Stride-1 shapes with 64-72 or 114-140 output channels and 57-71 input channels per
 /// group, 3x3: `direct-tiled`'s weight gradient vectorised over output channels (tiles of
-/// 64, partial last tiles and tap tiles, sums carried across chunks of pixels).
+/// 64, partial last tiles and tap tiles).
 fn wide_problems() -> impl Strategy<Value = Problem> {
     (
         (
@@ -442,6 +442,17 @@ fn wide_problems() -> impl Strategy<Value = Problem> {
                 seed,
             },
         )
+}
+
+/// [`wide_problems`] on maps of 25-29 rows of 8-9 pixels, over the 192 pixels of the weight
+/// gradient's chunks, 64-72 output channels: a tile's sums carried from chunk to chunk.
+fn wide_chunked_problems() -> impl Strategy<Value = Problem> {
+    (wide_problems(), 25usize..30, 8usize..10).prop_map(|(p, h, w)| Problem {
+        h,
+        w,
+        cout_g: p.cout_g.min(72),
+        ..p
+    })
 }
 
 impl Problem {
@@ -726,6 +737,21 @@ proptest! {
     fn wide_tiles_match_reference(p in wide_problems()) {
         every_algorithm_matches_reference::<f32>(&p).map_err(TestCaseError::fail)?;
     }
+}
+
+proptest! {
+    // Large channel counts on maps over a chunk of pixels: a sixteenth of the cases.
+    #![proptest_config(ProptestConfig { cases: (cases(96) / 16).max(1), ..ProptestConfig::default() })]
+
+    #[test]
+    fn wide_tiles_across_chunks_match_reference(p in wide_chunked_problems()) {
+        every_algorithm_matches_reference::<f32>(&p).map_err(TestCaseError::fail)?;
+    }
+}
+
+proptest! {
+    // Large channel counts: a quarter of the cases.
+    #![proptest_config(ProptestConfig { cases: (cases(96) / 4).max(1), ..ProptestConfig::default() })]
 
     #[test]
     fn implicit_gemm_matches_reference(p in implicit_problems()) {
