@@ -9,6 +9,7 @@ use super::windows::{
     fill_window_masks, flat_offsets, live_lanes, stacked_3x3, PlaneRowWindows, SlabRowWindows,
     WindowMasks,
 };
+use super::MaskedRegister;
 
 /// The direct weight-gradient kernel for `f32` with AVX-512: taps in tiles of
 /// [`WEIGHT_TAPS`], each tap's vector of partial sums in a register while the rows pass,
@@ -135,7 +136,7 @@ unsafe fn weight_sweep_3x3(
         // most `ow` values from its start (the tail masked): inside the output gradient.
         unsafe {
             for o in (0..full).step_by(16) {
-                let xs = windows.windows(j, o, !0);
+                let xs: [__m512; 3] = windows.windows(j, o, !0);
                 for ky in 0..3 {
                     if all || live[ky] {
                         let y = _mm512_loadu_ps(gy[ky].add(o));
@@ -145,14 +146,30 @@ unsafe fn weight_sweep_3x3(
                     }
                 }
             }
-            if full < ow {
-                let xs = windows.windows(j, full, tail);
+            if ow - full > 8 {
+                let xs: [__m512; 3] = windows.windows(j, full, tail);
                 for ky in 0..3 {
                     if live[ky] {
                         let y = _mm512_maskz_loadu_ps(tail, gy[ky].add(full));
                         for (kx, &x) in xs.iter().enumerate() {
                             let a = &mut acc[3 * ky + kx];
                             *a = _mm512_mask3_fmadd_ps(x, y, *a, tail);
+                        }
+                    }
+                }
+            } else if full < ow {
+                // A tail of 8 lanes or fewer in the sums' low half: the same terms in the
+                // same lanes, half the work where the CPU splits 16 lanes into two halves
+                // (Zen 4, one thread: 20- to 56-wide depthwise layers 1.06-1.11x as fast).
+                let xs: [__m256; 3] = windows.windows(j, full, tail);
+                for ky in 0..3 {
+                    if live[ky] {
+                        let y = _mm256_maskz_loadu_ps(tail as __mmask8, gy[ky].add(full));
+                        for (kx, &x) in xs.iter().enumerate() {
+                            let a = &mut acc[3 * ky + kx];
+                            let low = _mm512_castps512_ps256(*a);
+                            let low = _mm256_mask3_fmadd_ps(x, y, low, tail as __mmask8);
+                            *a = _mm512_insertf32x8::<0>(*a, low);
                         }
                     }
                 }
@@ -243,21 +260,32 @@ trait WeightWindows {
     /// end.
     ///
     /// # Safety
-    /// The CPU must support AVX-512 F; `j` and `o` are a row and an output of the sweep.
-    unsafe fn windows(&self, j: usize, o: usize, lanes: __mmask16) -> [__m512; 3];
+    /// The CPU must support AVX-512 F and VL; `j` and `o` are a row and an output of the
+    /// sweep.
+    unsafe fn windows<R: MaskedRegister<Elem = f32>>(
+        &self,
+        j: usize,
+        o: usize,
+        lanes: __mmask16,
+    ) -> [R; 3];
 }
 
 impl WeightWindows for SlabRowWindows {
     #[inline(always)]
-    unsafe fn windows(&self, j: usize, o: usize, lanes: __mmask16) -> [__m512; 3] {
+    unsafe fn windows<R: MaskedRegister<Elem = f32>>(
+        &self,
+        j: usize,
+        o: usize,
+        lanes: __mmask16,
+    ) -> [R; 3] {
         let at = self.slab.wrapping_add(j * self.step + o);
         // SAFETY: a window's lanes up to the row's end lie inside the slab (the caller's
         // contract); masked loads touch no other lane.
         unsafe {
             [
-                _mm512_maskz_loadu_ps(lanes, at.wrapping_add(self.columns[0])),
-                _mm512_maskz_loadu_ps(lanes, at.wrapping_add(self.columns[1])),
-                _mm512_maskz_loadu_ps(lanes, at.wrapping_add(self.columns[2])),
+                R::load_where(at.wrapping_add(self.columns[0]), lanes),
+                R::load_where(at.wrapping_add(self.columns[1]), lanes),
+                R::load_where(at.wrapping_add(self.columns[2]), lanes),
             ]
         }
     }
@@ -268,23 +296,28 @@ impl WeightWindows for SlabRowWindows {
 /// `bwd_weight_dw_3x3`).
 impl WeightWindows for PlaneRowWindows<'_> {
     #[inline(always)]
-    unsafe fn windows(&self, j: usize, o: usize, _: __mmask16) -> [__m512; 3] {
+    unsafe fn windows<R: MaskedRegister<Elem = f32>>(
+        &self,
+        j: usize,
+        o: usize,
+        _: __mmask16,
+    ) -> [R; 3] {
         let iy = self.row0 + j as isize;
-        // SAFETY (each block): AVX-512 F is present (the caller's contract).
+        // SAFETY (each block): AVX-512 F and VL are present (the caller's contract).
         if !(0..self.h).contains(&iy) {
             // SAFETY: see above.
-            return unsafe { [_mm512_setzero_ps(); 3] };
+            return unsafe { [R::splat(0.0); 3] };
         }
         let c = o as isize - self.pad_left;
         let row = self.plane.wrapping_offset(iy * self.w + c);
-        if c >= 0 && c + 18 <= self.w {
-            // SAFETY: columns `c..c + 18` of row `iy` (in `0..h`) lie in `0..w`: inside
-            // the plane, which holds `h * w` values (the job's `pointers` checked).
+        if c >= 0 && c + R::LANES as isize + 2 <= self.w {
+            // SAFETY: columns `c..c + LANES + 2` of row `iy` (in `0..h`) lie in `0..w`:
+            // inside the plane, which holds `h * w` values (the job's `pointers` checked).
             return unsafe {
                 [
-                    _mm512_loadu_ps(row),
-                    _mm512_loadu_ps(row.wrapping_add(1)),
-                    _mm512_loadu_ps(row.wrapping_add(2)),
+                    R::load(row),
+                    R::load(row.wrapping_add(1)),
+                    R::load(row.wrapping_add(2)),
                 ]
             };
         }
@@ -293,9 +326,9 @@ impl WeightWindows for PlaneRowWindows<'_> {
         // loads touch no other lane): inside the plane (as above).
         unsafe {
             [
-                _mm512_maskz_loadu_ps(masks[0], row),
-                _mm512_maskz_loadu_ps(masks[1], row.wrapping_add(1)),
-                _mm512_maskz_loadu_ps(masks[2], row.wrapping_add(2)),
+                R::load_where(row, masks[0]),
+                R::load_where(row.wrapping_add(1), masks[1]),
+                R::load_where(row.wrapping_add(2), masks[2]),
             ]
         }
     }
