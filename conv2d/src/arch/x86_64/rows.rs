@@ -30,8 +30,8 @@ pub(crate) unsafe fn plane_rows_3x3_f32_avx512(job: &mut PlaneRows<'_>) {
         job.pad_left as isize,
         job.oy0 as isize - job.pad_top as isize,
     );
-    // Per output vector (as the sweep places them, the last overlapping the one before)
-    // and kernel column: the lanes of its window inside the row.
+    // Per output vector (as the sweep places them, `row_vector_start`) and kernel column:
+    // the lanes of its window inside the row.
     let (wide, tail) = row_vectors(ow);
     let mut masks = WindowMasks::new();
     fill_window_masks(&mut masks, wide + usize::from(tail), pad_left, w, |v| {
@@ -255,9 +255,10 @@ unsafe fn rows_3x3_avx512(
     let step = job.step;
     let columns = [job.starts[0], job.starts[1], job.starts[2]];
     // SAFETY: input row j at `column` is the window of tap `3 * ky + kx` of an output row
-    // `j - ky` in `0..rows` (`stacked_3x3`; every j in `0..rows + 2` has one), and `o + 16
-    // <= ow`: inside the slab (`pointers` checked every row's windows); nine taps, `rows`
-    // rows of `ow >= 16` outputs (`pointers`).
+    // `j - ky` in `0..rows` (`stacked_3x3`; every j in `0..rows + 2` has one), and a vector
+    // from `o` ends by `ow` (`o + 16 <= ow`, `o + 8` for a row's vector of 8, see
+    // `row_vectors`): inside the slab (`pointers` checked every row's windows); nine taps,
+    // `rows` rows of `ow >= 16` outputs (`pointers`).
     unsafe {
         rows_sweep_3x3(
             out,
