@@ -19,7 +19,9 @@ pub const ISA_ENV: &str = "CONV2D_ISA";
 /// order, no multiply and add contracted into an FMA), and so does `direct` for `f64` and
 /// complex types; `direct` for `f32`, `f16` and `bf16` uses FMAs on AVX2 and AVX-512, and
 /// `direct-tiled` FMAs and vectors as wide as the level has (below AVX2 it runs another
-/// algorithm), so their last bits depend on the level. The GEMM-based algorithm dispatches
+/// algorithm), so their last bits depend on the level (and, for `direct-tiled` at the
+/// AVX-512 level, on whether the CPU is an AMD Zen 4, where it sums longer blocks of input
+/// channels). The GEMM-based algorithm dispatches
 /// on its own, inside the `gemm` crate. At the AVX-512 level, a CPU with AMX-BF16 also runs
 /// `direct-tiled`'s `bf16` forward pass and input gradient on its matrix unit (see
 /// [`Algorithm::DirectTiled`](crate::Algorithm::DirectTiled)); lowering the level to AVX2
@@ -102,6 +104,32 @@ fn detect() -> Isa {
 #[cfg(not(target_arch = "x86_64"))]
 fn detect() -> Isa {
     Isa::Scalar
+}
+
+/// Whether this CPU runs each 512-bit instruction as two 256-bit halves: AMD's family 0x19
+/// (Zen 4 has AVX-512 that way; Zen 3, the family's other member, has none). Its 512-bit
+/// multiply-adds issue at half the rate of a full-width core's, so a kernel that waits on
+/// L2 there waits relatively less, and some kernels take longer blocks of work on it.
+pub(crate) fn halved_avx512() -> bool {
+    static HALVED: OnceLock<bool> = OnceLock::new();
+    *HALVED.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::__cpuid;
+            // Leaf 0: the vendor in EBX, EDX, ECX; leaf 1: EAX bits 8-11 the family, bits
+            // 20-27 added to it where those read 0xF.
+            let leaf0 = __cpuid(0);
+            let vendor = [leaf0.ebx, leaf0.edx, leaf0.ecx].map(u32::to_le_bytes);
+            let eax = __cpuid(1).eax;
+            let family = match (eax >> 8) & 0xF {
+                0xF => 0xF + ((eax >> 20) & 0xFF),
+                base => base,
+            };
+            vendor.as_flattened() == b"AuthenticAMD" && family == 0x19
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    })
 }
 
 /// The level the kernels use: [`detected_isa`], lowered by `CONV2D_ISA` if that names a

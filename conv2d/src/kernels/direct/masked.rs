@@ -20,10 +20,10 @@
 //! finite either: the kernel reports whether any output is not finite, and the caller then
 //! runs `tiled`.
 //!
-//! Within a block of [`CI_BLOCK`] input channels ([`STRIDED_CI_BLOCK`] for some strided
-//! layers) the taps go kernel column by kernel column (so that the column's masks stay in
-//! mask registers), then channel by channel and row by row; every output sums its bias,
-//! then the blocks in order, whatever the thread count.
+//! Within a block of input channels ([`ci_block`]) the taps go kernel column by kernel
+//! column (so that the column's masks stay in mask registers), then channel by channel and
+//! row by row; every output sums its bias, then the blocks in order, whatever the thread
+//! count.
 
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,8 +41,14 @@ use crate::threading::{for_each_chunk, for_each_item};
 /// Intel Xeon, the suite's masked layers, alternated rounds): 3x3 layers of 64-128
 /// channels on 28x28-56x56 maps 1.06-1.09x as fast on one and two threads, 256-512
 /// channels 1.02-1.06x, `deeplab_dil2_3x3` and the input gradient 0.98-1.01x; 64 ran
-/// 0.83-0.92x on most (a block's windows no longer stay in L1).
+/// 0.83-0.92x on most (a block's windows no longer stay in L1). See [`ci_block`].
 const CI_BLOCK: usize = 32;
+/// [`CI_BLOCK`] on a CPU that [halves](crate::isa::halved_avx512) its 512-bit
+/// instructions, whose multiply-adds leave time for the windows to come from L2.
+/// 64 against 32 (2026-12-05, Zen 4, one thread, three alternated rounds, 20 layers of 3 to
+/// 512 channels on 7x7-112x112 maps: 3x3, 5x5, dilated, strided, input gradients): 1.00-1.022x
+/// as fast, none slower (the suite's dense 3x3 layers 1.009-1.022x).
+const HALVED_CI_BLOCK: usize = 64;
 /// [`CI_BLOCK`] for layers strided along columns (whose taps read two or more column phase
 /// planes per tap row, twice the lines of a stride-1 tap row) with at least
 /// [`HALF_BLOCK_PIXELS`] output pixels per plane. Over the `s_` layers of
@@ -116,6 +122,18 @@ pub(crate) fn takes_strided(g: &Geometry) -> bool {
         && overlaps(g.kh, g.dilation.h, g.stride.h)
         && overlaps(g.kw, g.dilation.w, g.stride.w)
         && (g.cout_per_group() >= 128 || g.cin_per_group() <= 8)
+}
+
+/// Input channels a sweep of the tiles runs through before the next block:
+/// [`STRIDED_CI_BLOCK`] for a layer strided along columns with [`HALF_BLOCK_PIXELS`] or
+/// more output pixels a plane, else [`HALVED_CI_BLOCK`] or [`CI_BLOCK`] by the CPU.
+fn ci_block(g: &Geometry) -> usize {
+    let strided = g.stride.w > 1 && g.oh.saturating_mul(g.ow) >= HALF_BLOCK_PIXELS;
+    match (strided, crate::isa::halved_avx512()) {
+        (true, _) => STRIDED_CI_BLOCK,
+        (false, true) => HALVED_CI_BLOCK,
+        (false, false) => CI_BLOCK,
+    }
 }
 
 /// Where kernel tap `k` of an axis reads: output `o`'s input `o * stride + k * dilation -
@@ -253,10 +271,7 @@ pub(crate) fn forward<A: Accumulator>(
     let runs = runs_per_tile(g, tiles);
     let row_chunk = |rows: usize| rows.div_ceil(runs.min(rows));
     let masks = column_masks(g, row_chunk(band) * g.ow, lanes);
-    let ci_block = match g.stride.w > 1 && plane >= HALF_BLOCK_PIXELS {
-        true => STRIDED_CI_BLOCK,
-        false => CI_BLOCK,
-    };
+    let ci_block = ci_block(g);
     for_each_chunk(out, cout_g * plane, |task, group_out| {
         let (n, group) = (task / g.groups, task % g.groups);
         let x = &input[(n * g.cin + group * cin_g) * g.h * g.w..][..in_len];
