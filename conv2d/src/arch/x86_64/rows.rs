@@ -85,9 +85,11 @@ pub(crate) unsafe fn flat_rows_3x3_f32_avx512(job: &mut PlaneRows<'_>, masks: &[
 }
 
 /// The stride-2 kernel of [`plane_rows_3x3_f32_avx512`]: [`strided_strip_3x3`] over
-/// strips of two vectors of 16 outputs (a last one of one). Strips of four ran 8% slower
-/// on `mobilenet_dw_3x3s2` (Zen 5: their 16 load masks do not fit the mask registers),
-/// and a strip wider than the row computes vectors it drops.
+/// strips of four vectors of 16 outputs ([`strips_of_four`]) while four remain, then of two
+/// (a last one of one). Against strips of two throughout (Zen 4, one thread, alternated
+/// rounds): rows of 49 to 112 outputs (four vectors or more) 1.06-1.20x as fast (a batch of
+/// 4 on 112x112 maps 1.29x), narrower rows unchanged; a strip wider than the row would
+/// compute vectors it drops.
 ///
 /// # Safety
 /// The CPU must support AVX-512 F (the job's bounds are checked by `PlaneRows::pointers`).
@@ -96,7 +98,13 @@ pub(crate) unsafe fn flat_rows_3x3_f32_avx512(job: &mut PlaneRows<'_>, masks: &[
 unsafe fn strided_rows_3x3(job: &mut PlaneRows<'_>) {
     let pointers = job.pointers();
     let vectors = job.ow.div_ceil(16);
-    for first in (0..vectors).step_by(2) {
+    let first = match vectors >= 4 {
+        // SAFETY: AVX-512 F is present (this function's contract); `pointers` are the
+        // job's, checked.
+        true => unsafe { strips_of_four(job, pointers) },
+        false => 0,
+    };
+    for first in (first..vectors).step_by(2) {
         // SAFETY: AVX-512 F is present (this function's contract); `pointers` are the
         // job's, checked.
         unsafe {
@@ -109,12 +117,34 @@ unsafe fn strided_rows_3x3(job: &mut PlaneRows<'_>) {
     }
 }
 
+/// The strips of four vectors of [`strided_rows_3x3`], from vector 0 while four remain;
+/// returns the first vector left. Out of line: inlined beside the narrower strips, it ran
+/// rows of one vector 3-5% slower.
+///
+/// # Safety
+/// As [`strided_rows_3x3`]; `pointers` are the job's, checked by `PlaneRows::pointers`.
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+#[inline(never)]
+unsafe fn strips_of_four(job: &PlaneRows<'_>, pointers: (*const f32, *mut f32, usize)) -> usize {
+    let vectors = job.ow.div_ceil(16);
+    let mut first = 0;
+    while vectors - first >= 4 {
+        // SAFETY: AVX-512 F is present (this function's contract); the strip's vectors are
+        // the row's; `pointers` are the job's, checked.
+        unsafe { strided_strip_3x3::<4>(job, pointers, first) };
+        first += 4;
+    }
+    first
+}
+
 /// `VECTORS` vectors of 16 outputs from vector `first` of every output row of
 /// [`strided_rows_3x3`]: input row after input row, each row's three windows per vector
 /// (32 input columns loaded with the lanes outside the image masked to zero, a row outside
-/// it all zeros, their even or odd columns picked, kernel column 2's last lane loaded on
-/// its own: loading its 32 columns too ran stride-2 depthwise layers 1.08x slower on Zen 4)
-/// fused into the sums of the one or two output rows that read it (an even row: kernel row
+/// it all zeros, their even and odd columns picked, and kernel column 2's the even ones
+/// shifted down a lane with the next vector's first even column after them: against a
+/// third permute and a one-lane load merged into it, stride-2 depthwise layers ran
+/// 1.05-1.28x as fast on Zen 4, one thread; loading kernel column 2's 32 columns too ran
+/// them 1.08x slower still) fused into the sums of the one or two output rows that read it (an even row: kernel row
 /// 2 of one output row and kernel row 0 of the next), so that output rows share the rows
 /// between them. Every output sums its taps in kernel-row order, as the padded slab does
 /// (same bits); a last partial vector stores only its own lanes.
@@ -138,41 +168,60 @@ unsafe fn strided_strip_3x3<const VECTORS: usize>(
     // + ky`.
     let row0 = 2 * job.oy0 as isize - job.pad_top as isize;
     let inside = |c: isize| lanes_inside(c, w);
-    // Kernel column 2's columns but the last: lane `i < 15` from column `2 * i + 2`.
-    let shifted = _mm512_set_epi32(0, 30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2);
     // Per vector: its first output, the lanes it stores, the first input column of its
-    // windows (`c`: 33 columns from there), and the lanes of its two halves inside the row,
-    // then lane 15 of a vector from `c + 17` (column `c + 32`) where it is inside (the
-    // same every row).
-    let vectors: [(usize, __mmask16, isize, [__mmask16; 3]); VECTORS] = std::array::from_fn(|v| {
+    // windows (`c`: 33 columns from there) and the lanes of its two halves inside the row
+    // (the same every row).
+    let vectors: [(usize, __mmask16, isize, [__mmask16; 2]); VECTORS] = std::array::from_fn(|v| {
         let o = 16 * (first + v);
         let lanes = ow.saturating_sub(o).min(16);
         let c = 2 * o as isize - job.pad_left as isize;
-        let masks = [inside(c), inside(c + 16), inside(c + 17) & 0x8000];
-        (o.min(ow), ((1u32 << lanes) - 1) as __mmask16, c, masks)
+        (
+            o.min(ow),
+            ((1u32 << lanes) - 1) as __mmask16,
+            c,
+            [inside(c), inside(c + 16)],
+        )
     });
-    // The three windows (kernel columns 0, 1, 2) of vector `v` in input row `j`.
-    let windows = |j: usize, v: usize| -> [__m512; 3] {
+    // Column `c + 32` of the last vector (kernel column 2 of its last output), as lane 0,
+    // where it is inside the row.
+    let after = vectors[VECTORS - 1].2 + 32;
+    let after_mask = inside(after) & 1;
+    // The three windows (kernel columns 0, 1, 2) of every vector in input row `j`: the even
+    // and odd columns of its 32, and the even ones shifted down a lane, the next vector's
+    // first even column (or column `after`) in lane 15.
+    let windows = |j: usize| -> [[__m512; 3]; VECTORS] {
         let iy = row0 + j as isize;
         if !(0..h).contains(&iy) {
-            return [_mm512_setzero_ps(); 3];
+            return [[_mm512_setzero_ps(); 3]; VECTORS];
         }
-        let (_, _, c, m) = vectors[v];
-        let at = plane.wrapping_offset(iy * w + c);
+        let line = plane.wrapping_offset(iy * w);
         // SAFETY: only lanes at columns in `0..w` of row `iy` (in `0..h`) are read
         // (masked loads touch no other lane): inside the plane, which holds `h * w`
         // values (`pointers` checked).
         unsafe {
-            let (lo, hi) = (
-                _mm512_maskz_loadu_ps(m[0], at),
-                _mm512_maskz_loadu_ps(m[1], at.wrapping_add(16)),
-            );
-            let last = _mm512_maskz_permutex2var_ps(0x7fff, lo, shifted, hi);
-            [
-                _mm512_permutex2var_ps(lo, evens, hi),
-                _mm512_permutex2var_ps(lo, odds, hi),
-                _mm512_mask_loadu_ps(last, m[2], at.wrapping_add(17)),
-            ]
+            let halves: [(__m512, __m512); VECTORS] = std::array::from_fn(|v| {
+                let (_, _, c, m) = vectors[v];
+                let at = line.wrapping_offset(c);
+                (
+                    _mm512_maskz_loadu_ps(m[0], at),
+                    _mm512_maskz_loadu_ps(m[1], at.wrapping_add(16)),
+                )
+            });
+            let even: [__m512; VECTORS] =
+                std::array::from_fn(|v| _mm512_permutex2var_ps(halves[v].0, evens, halves[v].1));
+            let last = _mm512_maskz_loadu_ps(after_mask, line.wrapping_offset(after));
+            std::array::from_fn(|v| {
+                let next = if v + 1 < VECTORS { even[v + 1] } else { last };
+                let shifted = _mm512_alignr_epi32::<1>(
+                    _mm512_castps_si512(next),
+                    _mm512_castps_si512(even[v]),
+                );
+                [
+                    even[v],
+                    _mm512_permutex2var_ps(halves[v].0, odds, halves[v].1),
+                    _mm512_castsi512_ps(shifted),
+                ]
+            })
         }
     };
     // `done`: output row `m - 1`, which still lacks kernel row 2 (input row `2 * m`);
@@ -183,8 +232,8 @@ unsafe fn strided_strip_3x3<const VECTORS: usize>(
         // Kernel row 2 of output row `m - 1` and row 0 of output row `m` both read
         // input row `j`: its windows are loaded once for both.
         let mut next = [init; VECTORS];
-        for v in 0..VECTORS {
-            let xs = windows(j, v);
+        let row = windows(j);
+        for (v, xs) in row.iter().enumerate() {
             for (kx, &x) in xs.iter().enumerate() {
                 done[v] = _mm512_fmadd_ps(weights[6 + kx], x, done[v]);
                 next[v] = _mm512_fmadd_ps(weights[kx], x, next[v]);
@@ -199,8 +248,7 @@ unsafe fn strided_strip_3x3<const VECTORS: usize>(
         }
         if m < rows {
             // Kernel row 1 of output row `m`.
-            for (v, a) in next.iter_mut().enumerate() {
-                let xs = windows(j + 1, v);
+            for (a, xs) in next.iter_mut().zip(windows(j + 1)) {
                 for (kx, &x) in xs.iter().enumerate() {
                     *a = _mm512_fmadd_ps(weights[3 + kx], x, *a);
                 }
