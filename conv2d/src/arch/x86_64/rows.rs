@@ -345,11 +345,9 @@ fn row_vector_start(v: usize, ow: usize) -> usize {
     }
 }
 
-/// The loop of the stacked 3x3 row kernels: [`rows_strip_3x3`] over strips of two
-/// vectors of 16 columns (a last one of one), the row's vector of 8 in its last strip
-/// (strips of four ran `mobilenet_dw_3x3` 7%, a 28x28 map 1.8x slower on Zen 5, their
-/// sums, windows and load masks beyond the registers, and a 28-wide row computing two
-/// vectors it drops).
+/// The loop of the stacked 3x3 row kernels: [`rows_strip_3x3`] over the whole row where
+/// it holds one or two vectors of 16 columns (with the row's vector of 8 after them),
+/// [`wide_strips`] for wider rows.
 ///
 /// # Safety
 /// The CPU must support AVX-512 F and VL; `taps` holds nine weights, `out` `rows` rows of
@@ -362,31 +360,76 @@ unsafe fn rows_sweep_3x3(
     ow: usize,
     init: f32,
     taps: *const f32,
-    windows: &impl RowWindows,
+    windows: &(impl RowWindows + Copy),
 ) {
     // SAFETY: there are nine weights (this function's contract).
     let taps: [f32; 9] = std::array::from_fn(|t| unsafe { *taps.add(t) });
     let (wide, tail) = row_vectors(ow);
-    for first in (0..wide).step_by(2) {
-        let strip = (out, rows, ow, first);
-        let last = first + 2 >= wide;
+    let strip = (out, rows, ow, 0);
+    // SAFETY: as this function's contract.
+    unsafe {
+        match (wide, tail, ow < 16) {
+            (1, _, true) => rows_strip_3x3::<1, 0, true>(strip, init, &taps, windows),
+            (1, false, false) => rows_strip_3x3::<1, 0, false>(strip, init, &taps, windows),
+            (1, true, _) => rows_strip_3x3::<1, 1, false>(strip, init, &taps, windows),
+            (2, false, _) => rows_strip_3x3::<2, 0, false>(strip, init, &taps, windows),
+            _ => wide_strips(strip, tail, init, &taps, *windows),
+        }
+    }
+}
+
+/// The rows of [`rows_sweep_3x3`] of three vectors or more (its vector of 8 counted as
+/// one): in as few strips of at most four vectors as hold them, as even as they go, wider
+/// ones last, the vector of 8 in the last (not strips of two: every strip sweeps the
+/// plane's rows again, and the CPU's prefetchers follow whole rows better than pieces).
+/// Against strips of two (Intel Xeon, one thread, 2026-12-05, alternated rounds, the
+/// machine noisy to about 10%): `mobilenet_dw_3x3` (56x56) 1.24-1.33x as fast (1.14x on two
+/// threads), depthwise layers 48 to 150 wide whose planes stream from L3 1.0-1.33x, those
+/// that stay in L2 1.05-1.25x. Strips of four with a vector of 8 after them ran out of
+/// registers (72-wide rows in L2 0.89x). Out of line, with the windows by value (their masks
+/// read per strip): inlined beside the narrower strips, it ran 14x14 and 28x28 layers
+/// 4-12% slower; out of line with the windows by reference, 48-72-wide rows 0.80-0.90x.
+///
+/// # Safety
+/// As [`rows_sweep_3x3`]; `tail` is the row's (`row_vectors`).
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+#[inline(never)]
+unsafe fn wide_strips(
+    (out, rows, ow, _): (*mut f32, usize, usize, usize),
+    tail: bool,
+    init: f32,
+    taps: &[f32; 9],
+    windows: impl RowWindows + Copy,
+) {
+    let windows = &windows;
+    let vectors = row_vectors(ow).0 + usize::from(tail);
+    let strips = vectors.div_ceil(4);
+    let mut first = 0;
+    for strip in 0..strips {
+        let width = vectors / strips + usize::from(strips - strip <= vectors % strips);
+        let last = strip + 1 == strips;
+        let wide = width - usize::from(last && tail);
+        let at = (out, rows, ow, first);
         // SAFETY: as this function's contract.
         unsafe {
-            match (wide - first, last && tail, ow < 16) {
-                (1, _, true) => rows_strip_3x3::<1, 0, true>(strip, init, &taps, windows),
-                (1, false, false) => rows_strip_3x3::<1, 0, false>(strip, init, &taps, windows),
-                (1, true, _) => rows_strip_3x3::<1, 1, false>(strip, init, &taps, windows),
-                (_, false, _) => rows_strip_3x3::<2, 0, false>(strip, init, &taps, windows),
-                (_, true, _) => rows_strip_3x3::<2, 1, false>(strip, init, &taps, windows),
+            match (wide, last && tail) {
+                (1, _) => rows_strip_3x3::<1, 1, false>(at, init, taps, windows),
+                (2, false) => rows_strip_3x3::<2, 0, false>(at, init, taps, windows),
+                (2, true) => rows_strip_3x3::<2, 1, false>(at, init, taps, windows),
+                (3, false) => rows_strip_3x3::<3, 0, false>(at, init, taps, windows),
+                (3, true) => rows_strip_3x3::<3, 1, false>(at, init, taps, windows),
+                _ => rows_strip_3x3::<4, 0, false>(at, init, taps, windows),
             }
         }
+        first += wide;
     }
 }
 
 /// `WIDE` vectors of 16 columns from vector `first` of [`rows_sweep_3x3`], then `TAIL` (0
 /// or 1) vectors of 8 (the row's last, vector `first + WIDE`): padded input row after row
-/// `j`, its windows (`windows(j, v, o, kx)` for vector `v` of outputs from `o`,
-/// [`row_vector_start`]; a row of fewer than 16 stores only its own lanes) loaded once and
+/// `j`, its windows (`windows.window(j, o, kx, lanes)` for the vector of outputs from `o`,
+/// [`row_vector_start`], with its lanes read once a strip; a row of fewer than 16 stores
+/// only its own lanes) loaded once and
 /// fused into the sums of the output rows that read them (held in registers and passed on
 /// as the rows advance), the nine weights in registers. Every output sums its taps in
 /// kernel-row order, as `rows_avx512` does (same bits).
@@ -405,8 +448,8 @@ unsafe fn rows_strip_3x3<const WIDE: usize, const TAIL: usize, const NARROW: boo
     // SAFETY: AVX-512 F and VL are present (this function's contract).
     let (mut wide, mut tail) = unsafe {
         (
-            StripSums::<__m512, WIDE>::new(first, ow, init, taps),
-            StripSums::<__m256, TAIL>::new(first + WIDE, ow, init, taps),
+            StripSums::<__m512, WIDE>::new(first, ow, init, taps, windows),
+            StripSums::<__m256, TAIL>::new(first + WIDE, ow, init, taps, windows),
         )
     };
     // Output rows outside `0..rows` (those of the first two and last two input rows) are
@@ -435,15 +478,22 @@ struct StripSums<R, const V: usize> {
     sums: [[R; V]; 3],
     init: R,
     weights: [R; 9],
-    first: usize,
     starts: [usize; V],
+    /// Per vector and kernel column, the lanes of its window ([`RowWindows::lanes`]).
+    lanes: [[__mmask16; 3]; V],
 }
 
 impl<R: MaskedRegister<Elem = f32>, const V: usize> StripSums<R, V> {
     /// # Safety
     /// The CPU must support AVX-512 F and VL.
     #[inline(always)]
-    unsafe fn new(first: usize, ow: usize, init: f32, taps: &[f32; 9]) -> Self {
+    unsafe fn new(
+        first: usize,
+        ow: usize,
+        init: f32,
+        taps: &[f32; 9],
+        windows: &impl RowWindows,
+    ) -> Self {
         // SAFETY: the CPU supports `R` (this function's contract).
         let init = unsafe { R::splat(init) };
         Self {
@@ -451,8 +501,8 @@ impl<R: MaskedRegister<Elem = f32>, const V: usize> StripSums<R, V> {
             init,
             // SAFETY: as above.
             weights: std::array::from_fn(|t| unsafe { R::splat(taps[t]) }),
-            first,
             starts: std::array::from_fn(|v| row_vector_start(first + v, ow)),
+            lanes: std::array::from_fn(|v| std::array::from_fn(|kx| windows.lanes(first + v, kx))),
         }
     }
 
@@ -468,7 +518,7 @@ impl<R: MaskedRegister<Elem = f32>, const V: usize> StripSums<R, V> {
             for (v, x) in xs.iter_mut().enumerate() {
                 // SAFETY: `j` and vector `first + v` are the sweep's (this function's
                 // contract).
-                *x = unsafe { windows.window(j, self.first + v, self.starts[v], kx) };
+                *x = unsafe { windows.window(j, self.starts[v], kx, self.lanes[v][kx]) };
             }
             for (ky, sums) in self.sums.iter_mut().rev().enumerate() {
                 for (a, &x) in sums.iter_mut().zip(&xs) {

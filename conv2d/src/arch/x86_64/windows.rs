@@ -34,23 +34,30 @@ pub(super) fn live_lanes(left: usize) -> __mmask16 {
 /// (`R`) at a time. A trait whose methods always inline, not a closure: LLVM called such
 /// closures out of line as the kernels around them grew (3-5x slower depthwise layers).
 pub(super) trait RowWindows {
-    /// Kernel column `kx`'s window of padded input row `j` for output vector `v`, which
-    /// starts at output `o`.
+    /// The lanes of output vector `v`'s window in kernel column `kx` that [`window`]
+    /// reads (the others zero).
+    ///
+    /// [`window`]: RowWindows::window
+    fn lanes(&self, v: usize, kx: usize) -> __mmask16;
+
+    /// Kernel column `kx`'s window of padded input row `j` for the output vector that
+    /// starts at output `o`, whose [`lanes`](RowWindows::lanes) there are `lanes`.
     ///
     /// # Safety
-    /// The CPU must support AVX-512 F and VL; `j` and `v` are a row and a vector of the
-    /// sweep.
+    /// The CPU must support AVX-512 F and VL; `j` and `o` are a row and a vector of the
+    /// sweep, `lanes` that vector's.
     unsafe fn window<R: MaskedRegister<Elem = f32>>(
         &self,
         j: usize,
-        v: usize,
         o: usize,
         kx: usize,
+        lanes: __mmask16,
     ) -> R;
 }
 
 /// The windows of a padded slab: row `j` from `j * step`, kernel column `kx` from
 /// `columns[kx]`.
+#[derive(Clone, Copy)]
 pub(super) struct SlabRowWindows {
     pub(super) slab: *const f32,
     pub(super) step: usize,
@@ -59,12 +66,17 @@ pub(super) struct SlabRowWindows {
 
 impl RowWindows for SlabRowWindows {
     #[inline(always)]
+    fn lanes(&self, _: usize, _: usize) -> __mmask16 {
+        !0
+    }
+
+    #[inline(always)]
     unsafe fn window<R: MaskedRegister<Elem = f32>>(
         &self,
         j: usize,
-        _: usize,
         o: usize,
         kx: usize,
+        _: __mmask16,
     ) -> R {
         // SAFETY: a window of the sweep lies inside the slab (the caller's contract).
         unsafe { R::load(self.slab.wrapping_add(j * self.step + self.columns[kx] + o)) }
@@ -73,6 +85,7 @@ impl RowWindows for SlabRowWindows {
 
 /// The windows of an `h x w` input plane read as it is: padded row `j` is image row `row0 +
 /// j` (zeros outside the image), a window's lanes outside the row masked to zero.
+#[derive(Clone, Copy)]
 pub(super) struct PlaneRowWindows<'a> {
     pub(super) plane: *const f32,
     pub(super) h: isize,
@@ -85,12 +98,17 @@ pub(super) struct PlaneRowWindows<'a> {
 
 impl RowWindows for PlaneRowWindows<'_> {
     #[inline(always)]
+    fn lanes(&self, v: usize, kx: usize) -> __mmask16 {
+        self.masks[v][kx]
+    }
+
+    #[inline(always)]
     unsafe fn window<R: MaskedRegister<Elem = f32>>(
         &self,
         j: usize,
-        v: usize,
         o: usize,
         kx: usize,
+        lanes: __mmask16,
     ) -> R {
         let iy = self.row0 + j as isize;
         if !(0..self.h).contains(&iy) {
@@ -101,7 +119,7 @@ impl RowWindows for PlaneRowWindows<'_> {
             .plane
             .wrapping_offset(iy * self.w + o as isize + kx as isize - self.pad_left);
         let all = ((1u32 << R::LANES) - 1) as __mmask16;
-        let lanes = self.masks[v][kx] & all;
+        let lanes = lanes & all;
         // SAFETY: only lanes at columns in `0..w` of row `iy` (in `0..h`) are read (all of
         // them for a plain load, and masked loads touch no other lane): inside the plane,
         // which holds `h * w` values (the job's `pointers` checked).
