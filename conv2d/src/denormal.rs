@@ -12,8 +12,9 @@ use std::borrow::Cow;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::element::{recycle, Accumulator, Element};
+use crate::element::{Accumulator, Element};
 use crate::error::{try_filled, Result};
+use crate::spare::recycle;
 
 static FLUSH: AtomicBool = AtomicBool::new(false);
 

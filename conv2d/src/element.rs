@@ -1,8 +1,6 @@
 //! The element types the library computes on, and the accumulator each one sums in.
 
-use std::any::Any;
 use std::borrow::Cow;
-use std::cell::RefCell;
 use std::fmt::Debug;
 use std::ops::{Add, AddAssign, Mul};
 
@@ -10,7 +8,7 @@ use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 use num_complex::Complex;
 
-use crate::error::{try_reserve, Result};
+use crate::error::Result;
 use crate::kernels::extend_mapped;
 use crate::threading::{for_each_chunk, install};
 
@@ -250,7 +248,7 @@ macro_rules! half_precision {
                 Complex::new(self.to_f64(), 0.0)
             }
             fn acc_slice(values: &[Self]) -> Result<Cow<'_, [f32]>> {
-                let mut wide = spare_f32(values.len())?;
+                let mut wide = crate::spare::take::<f32>(values.len())?;
                 $widen(values, &mut wide)?;
                 Ok(Cow::Owned(wide))
             }
@@ -258,57 +256,15 @@ macro_rules! half_precision {
                 out: &mut [Self],
                 fill: impl FnOnce(&mut [f32]) -> Result<()>,
             ) -> Result<()> {
-                let mut wide = spare_f32(out.len())?;
+                let mut wide = crate::spare::take::<f32>(out.len())?;
                 wide.resize(out.len(), 0.0);
                 fill(&mut wide)?;
                 narrow_in_chunks(&wide, out, $narrow);
-                recycle(wide);
+                crate::spare::recycle(wide);
                 Ok(())
             }
         }
     };
-}
-
-thread_local! {
-    /// Widening buffers of the half-precision types kept between calls on this thread: a
-    /// fresh buffer of a few MiB is mapped anew by the allocator on every call, and the
-    /// system's zeroing of its pages cost more than the convolution (2.5x the time of a
-    /// `bf16` depthwise layer, measured).
-    static SPARE_F32: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Buffers kept per thread (a call's input, weight and output), and the largest kept.
-const SPARE_BUFFERS: usize = 3;
-const SPARE_MAX_LEN: usize = 16 << 20;
-
-/// An empty buffer with room for `len` values: a kept one if this thread has one, else a
-/// new one.
-pub(crate) fn spare_f32(len: usize) -> Result<Vec<f32>> {
-    let mut buffer = SPARE_F32
-        .with_borrow_mut(|spare| {
-            let fits = spare.iter().position(|b| b.capacity() >= len);
-            fits.or(spare.len().checked_sub(1))
-                .map(|i| spare.swap_remove(i))
-        })
-        .unwrap_or_default();
-    buffer.clear();
-    try_reserve(&mut buffer, len)?;
-    Ok(buffer)
-}
-
-/// Keeps `buffer` for this thread's next [`spare_f32`] if it is an `f32` buffer within the
-/// limits; drops it otherwise.
-pub(crate) fn recycle<A: 'static>(buffer: Vec<A>) {
-    let any: Box<dyn Any> = Box::new(buffer);
-    if let Ok(buffer) = any.downcast::<Vec<f32>>() {
-        if buffer.capacity() <= SPARE_MAX_LEN {
-            SPARE_F32.with_borrow_mut(|spare| {
-                if spare.len() < SPARE_BUFFERS {
-                    spare.push(*buffer);
-                }
-            });
-        }
-    }
 }
 
 half_precision!(f16, "float16", widen_f16, narrow_f16);

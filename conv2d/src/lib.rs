@@ -61,6 +61,7 @@ pub mod nn;
 mod options;
 mod padding_mode;
 mod plan;
+mod spare;
 #[doc = include_str!("pytorch_guide.md")]
 pub mod pytorch_guide {}
 mod threading;

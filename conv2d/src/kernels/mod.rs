@@ -131,12 +131,10 @@ impl Scratch {
     /// A vector with room for `len` more elements after its `offset` (fewer than a line's
     /// worth) copies of `lead`, its end then 64-byte aligned; `None` once the failure is
     /// recorded.
-    fn aligned_start<T: Copy>(&self, len: usize, lead: T) -> Option<(Vec<T>, usize)> {
+    fn aligned_start<T: Copy + 'static>(&self, len: usize, lead: T) -> Option<(Vec<T>, usize)> {
         let slack = ALIGN / std::mem::size_of::<T>().max(1);
         let total = len.checked_add(slack);
-        let mut buffer: Vec<T> = Vec::new();
-        self.ok(try_reserve(
-            &mut buffer,
+        let mut buffer: Vec<T> = self.ok(crate::spare::take(
             self.ok(total.ok_or(ConvError::overflow("a buffer")))?,
         ))?;
         let offset = buffer.as_ptr().align_offset(ALIGN).min(slack);
@@ -224,11 +222,17 @@ unsafe fn extend_in_chunks<T: Send + Sync>(
 }
 
 /// A buffer of [`Scratch::filled_aligned`]: `len` values from an aligned element of a
-/// vector.
-pub(crate) struct Aligned<T> {
+/// vector, kept for the thread's next buffer when dropped (see [`crate::spare`]).
+pub(crate) struct Aligned<T: 'static> {
     buffer: Vec<T>,
     offset: usize,
     len: usize,
+}
+
+impl<T: 'static> Drop for Aligned<T> {
+    fn drop(&mut self) {
+        crate::spare::recycle(std::mem::take(&mut self.buffer));
+    }
 }
 
 impl<T> std::ops::Deref for Aligned<T> {

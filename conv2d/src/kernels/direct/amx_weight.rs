@@ -20,11 +20,12 @@ use half::{bf16, slice::HalfFloatSliceExt};
 use super::amx::{all_finite, ready, run, PaddedGrid, CHANNELS};
 use super::implicit_gemm::write_rows;
 use super::{fits, Scratch};
-use crate::element::{narrow_bf16, recycle, spare_f32};
+use crate::element::narrow_bf16;
 use crate::error::Result;
 use crate::geometry::{checked_product, Geometry};
 use crate::kernels::add_into;
 use crate::kernels::extend_filled;
+use crate::spare::{recycle, take};
 use crate::threading::{for_each_chunk, for_each_item};
 
 /// Whether the tiles compute this shape's `bf16` weight gradient from `input`: stride 1,
@@ -76,7 +77,7 @@ pub(crate) fn backward_weight(
         return;
     };
     // `bf16` buffers as halves of `f32` ones, a line more for the alignment.
-    let kept = |len: usize| scratch.ok(spare_f32(len));
+    let kept = |len: usize| scratch.ok(take::<f32>(len));
     let (Some(mut sums), Some(mut staging), Some(mut pairs)) = (
         kept(sums_len),
         kept(slab_len.max(right_len).div_ceil(2) + 16),

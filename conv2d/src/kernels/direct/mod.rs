@@ -71,7 +71,7 @@ pub(crate) fn runs_per_tile(g: &Geometry, tiles: usize) -> usize {
 /// `phases` phases of `phase_width` pixels; phase `p` of a row holds padded columns
 /// `p, p + stride.w, p + 2*stride.w, ...` (there are `stride.w` phases, or fewer when the
 /// stride exceeds the row: the others would hold no column a tap reads).
-pub(crate) struct Slab<A> {
+pub(crate) struct Slab<A: 'static> {
     data: Aligned<A>,
     height: usize,
     phase_width: usize,
@@ -134,7 +134,7 @@ impl<A: Accumulator> Slab<A> {
 }
 
 /// One band of output rows of one plane, with its slab and its output channel's weights.
-pub(crate) struct Band<'a, A> {
+pub(crate) struct Band<'a, A: 'static> {
     pub g: &'a Geometry,
     pub slab: &'a Slab<A>,
     /// The slab's [`tap_starts`](Slab::tap_starts).
@@ -591,7 +591,7 @@ fn add_up_lanes<A: Accumulator>(sums: &[[A; LANES]], out: &mut [A]) {
 }
 
 /// One image's contribution to one channel pair's weight gradient.
-pub(crate) struct WeightJob<'a, A> {
+pub(crate) struct WeightJob<'a, A: 'static> {
     pub g: &'a Geometry,
     pub slab: &'a Slab<A>,
     pub starts: &'a [usize],

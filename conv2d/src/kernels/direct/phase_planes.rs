@@ -11,7 +11,7 @@ use crate::element::Accumulator;
 use crate::geometry::Geometry;
 
 /// One band's phase planes.
-pub(crate) struct PhasePlanes<A> {
+pub(crate) struct PhasePlanes<A: 'static> {
     pub data: Aligned<A>,
     /// Elements of a phase row: from one output row's windows to the next's.
     pub width: usize,

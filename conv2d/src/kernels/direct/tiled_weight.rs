@@ -153,7 +153,7 @@ pub(crate) fn backward_weight<A: Accumulator>(
 /// One band of one image for a weight-gradient kernel: its padded input rows (with
 /// [`LANES`] zeros after), each tap's window start, and the image's output-gradient planes
 /// of the group.
-pub(super) struct GradientBand<'a, A> {
+pub(super) struct GradientBand<'a, A: 'static> {
     pub n: usize,
     pub oy0: usize,
     pub rows: usize,
