@@ -373,7 +373,7 @@ unsafe fn rows_sweep_3x3(
             (1, false, false) => rows_strip_3x3::<1, 0, false>(strip, init, &taps, windows),
             (1, true, _) => rows_strip_3x3::<1, 1, false>(strip, init, &taps, windows),
             (2, false, _) => rows_strip_3x3::<2, 0, false>(strip, init, &taps, windows),
-            _ => wide_strips(strip, tail, init, &taps, *windows),
+            _ => wide_strips((out, rows, ow), init, &taps, *windows),
         }
     }
 }
@@ -391,28 +391,28 @@ unsafe fn rows_sweep_3x3(
 /// 4-12% slower; out of line with the windows by reference, 48-72-wide rows 0.80-0.90x.
 ///
 /// # Safety
-/// As [`rows_sweep_3x3`]; `tail` is the row's (`row_vectors`).
+/// As [`rows_sweep_3x3`].
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
 #[inline(never)]
 unsafe fn wide_strips(
-    (out, rows, ow, _): (*mut f32, usize, usize, usize),
-    tail: bool,
+    (out, rows, ow): (*mut f32, usize, usize),
     init: f32,
     taps: &[f32; 9],
     windows: impl RowWindows + Copy,
 ) {
     let windows = &windows;
-    let vectors = row_vectors(ow).0 + usize::from(tail);
+    let (wide, tail) = row_vectors(ow);
+    let vectors = wide + usize::from(tail);
     let strips = vectors.div_ceil(4);
     let mut first = 0;
     for strip in 0..strips {
         let width = vectors / strips + usize::from(strips - strip <= vectors % strips);
-        let last = strip + 1 == strips;
-        let wide = width - usize::from(last && tail);
+        let with_tail = tail && strip + 1 == strips;
+        let whole = width - usize::from(with_tail);
         let at = (out, rows, ow, first);
         // SAFETY: as this function's contract.
         unsafe {
-            match (wide, last && tail) {
+            match (whole, with_tail) {
                 (1, _) => rows_strip_3x3::<1, 1, false>(at, init, taps, windows),
                 (2, false) => rows_strip_3x3::<2, 0, false>(at, init, taps, windows),
                 (2, true) => rows_strip_3x3::<2, 1, false>(at, init, taps, windows),
@@ -421,7 +421,7 @@ unsafe fn wide_strips(
                 _ => rows_strip_3x3::<4, 0, false>(at, init, taps, windows),
             }
         }
-        first += wide;
+        first += whole;
     }
 }
 
