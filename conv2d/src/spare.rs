@@ -22,17 +22,20 @@ const SPARE_BUFFERS: usize = 6;
 const SPARE_MIN_BYTES: usize = 64 << 10;
 const SPARE_MAX_BYTES: usize = 64 << 20;
 
-/// An empty buffer with room for `len` values: one of this thread's kept ones that holds
-/// them if it has one, else a new one (growing a kept one would copy its old values).
+/// An empty buffer with room for `len` values: the smallest of this thread's kept ones
+/// that holds them if it has one, else a new one (growing a kept one would copy its old
+/// values).
 pub(crate) fn take<T: 'static>(len: usize) -> Result<Vec<T>> {
     let kept = SPARE.try_with(|spare| {
         let mut spare = spare.borrow_mut();
         let capacity =
             |(_, b): &(usize, Box<dyn Any>)| b.downcast_ref::<Vec<T>>().map(Vec::capacity);
-        let fits = spare
-            .iter()
-            .position(|b| capacity(b).is_some_and(|c| c >= len));
-        let kept = fits.map(|i| spare.swap_remove(i).1.downcast::<Vec<T>>());
+        // The smallest that fits, so that a small request leaves a large buffer for a
+        // large one.
+        let fits = (0..spare.len())
+            .filter_map(|i| capacity(&spare[i]).filter(|&c| c >= len).map(|c| (c, i)))
+            .min();
+        let kept = fits.map(|(_, i)| spare.swap_remove(i).1.downcast::<Vec<T>>());
         kept.and_then(|b| b.ok()).map(|b| *b)
     });
     let mut buffer = kept.ok().flatten().unwrap_or_default();
@@ -85,7 +88,16 @@ mod tests {
         let before = kept();
         recycle(Vec::<f32>::with_capacity(16));
         assert_eq!(kept(), before, "a small buffer is not kept");
+        // The larger one kept first, so that the first that fits would be it.
+        let larger: Vec<f32> = take(4 * len).unwrap();
+        let larger_at = larger.as_ptr();
+        recycle(larger);
         recycle(again);
-        assert_eq!(kept(), before + 1);
+        assert_eq!(kept(), before + 2);
+
+        let fitting: Vec<f32> = take(len).unwrap();
+        assert_eq!(fitting.as_ptr(), at, "the smallest kept buffer that fits");
+        let large: Vec<f32> = take(2 * len).unwrap();
+        assert_eq!(large.as_ptr(), larger_at, "the larger one, still kept");
     }
 }
