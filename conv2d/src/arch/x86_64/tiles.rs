@@ -97,12 +97,12 @@ unsafe fn masked_sweep<R: MaskedRegister, const VECTORS: usize, const CH: usize>
     check: bool,
 ) -> bool {
     let lanes = R::LANES;
-    let vectors = job.tile.len.div_ceil(lanes);
-    let full = vectors / VECTORS * VECTORS * lanes;
     let pointers = job.pointers(lanes, CH);
+    let vectors = job.tile.len.div_ceil(lanes) - job.from / lanes;
+    let full = job.from + vectors / VECTORS * VECTORS * lanes;
     let job = &*job;
     let mut finite = true;
-    for q in (0..full).step_by(VECTORS * lanes) {
+    for q in (job.from..full).step_by(VECTORS * lanes) {
         // SAFETY: AVX-512 F and DQ are present (this function's contract); the run's
         // vectors start below `len`; `pointers` are the job's, checked for `CH` channels.
         finite &= unsafe { masked_tile::<R, VECTORS, CH>(job, pointers, q, check) };
@@ -179,15 +179,15 @@ unsafe fn masked_tile<R: MaskedRegister, const VECTORS: usize, const CH: usize>(
             std::array::from_fn(|v| job.masks[(first + v) * columns + kx] & inside[v]);
         let x0 = slab.wrapping_add(q + job.column_offsets[kx]);
         let w0 = rows.map(|r| r.wrapping_add(kx));
-        for (j, &row) in tile.starts.iter().enumerate() {
+        for (&row, &taps) in tile.starts.iter().zip(job.weight_taps) {
             // SAFETY: `row + column_offsets[kx] + q + lanes * VECTORS` is within the reach of
             // `len` rounded up to whole vectors, inside the slab; every channel's row holds
-            // `starts.len() * columns` weights (`pointers` checked both).
+            // `taps + columns` weights (`pointers` checked both).
             unsafe {
                 let x = x0.add(row);
                 let xs: [R; VECTORS] = std::array::from_fn(|v| R::load(x.add(lanes * v)));
                 for (acc_c, w) in acc.iter_mut().zip(w0) {
-                    let wc = R::splat(*w.add(j * columns));
+                    let wc = R::splat(*w.add(taps));
                     for ((a, &xv), &m) in acc_c.iter_mut().zip(&xs).zip(&masks) {
                         *a = R::fmadd_where(wc, xv, *a, m);
                     }
