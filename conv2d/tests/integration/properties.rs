@@ -1078,6 +1078,34 @@ fn the_requested_instruction_set_is_in_force() {
 /// 15 of the 17 output rows a band of 1 MiB), and pointwise weight gradients summed in
 /// parts of their pixels (four parts of a 363x363 map; two of three 25x40 images in two
 /// groups, a part ending inside an image).
+/// Same-padding layers of 300 input channels on 30x41 maps, whose whole-image slab exceeds
+/// 1 MiB: `direct-tiled`'s masked AVX-512 tiles in slabs of whole blocks of input channels
+/// (in `f32`, 192 and 108 for the first), each slab's sweeps
+/// resuming the sums, with 4-pixel tails and, dilated, kernel rows left out.
+#[test]
+fn masked_tiles_match_reference_over_slabs_of_channel_blocks() {
+    for (i, dilation) in [(1, 1), (2, 2)].into_iter().enumerate() {
+        let p = Problem {
+            n: 1,
+            groups: 1,
+            cin_g: 300,
+            cout_g: 12,
+            h: 30,
+            w: 41,
+            k: (3, 3),
+            stride: (1, 1),
+            dilation,
+            pad: dilation,
+            mode: 0,
+            same: false,
+            bias: true,
+            seed: i as u64,
+        };
+        every_algorithm_matches_reference::<f32>(&p).unwrap_or_else(|e| panic!("case {i}: {e}"));
+        every_algorithm_matches_reference::<f64>(&p).unwrap_or_else(|e| panic!("case {i}: {e}"));
+    }
+}
+
 #[test]
 fn every_algorithm_matches_reference_on_shapes_that_split_into_blocks() {
     let cases = [

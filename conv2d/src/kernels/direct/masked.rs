@@ -75,6 +75,8 @@ const SLAB_BUDGET: usize = 1024 * 1024;
 /// 0.51-0.76x as fast, a quarter of this budget 0.84-1.05x, half of it 0.78-1.13x, twice it
 /// 0.67-1.01x (two threads); in `f64` the same 1 MiB ran the sweep 1.22x as fast as 2 MiB.
 const STRIDED_BUDGET_BYTES: usize = 1 << 20;
+/// Bytes of a slab that every tile of output channels finds in L2 (see [`slab_shape`]).
+const L2_SLAB_BYTES: usize = 1 << 20;
 /// Bytes in one AVX-512 register.
 const REGISTER_BYTES: usize = 64;
 
@@ -266,17 +268,9 @@ pub(crate) fn forward<A: Accumulator>(
     let plane = g.oh * g.ow;
     let (cin_g, cout_g) = (g.cin_per_group(), g.cout_per_group());
     let taps = cin_g * g.kh * g.kw;
-    let in_len = cin_g * g.h * g.w;
     let lanes = REGISTER_BYTES / std::mem::size_of::<A>();
-    // Each output row of a band adds `stride.h * w` elements a channel (its phase rows),
-    // the band's rows reach `row_reach` more.
-    let budget = match g.stride.h * g.stride.w {
-        1 => SLAB_BUDGET,
-        _ => STRIDED_BUDGET_BYTES / std::mem::size_of::<A>(),
-    };
-    let band = (budget / (cin_g * g.stride.h * g.w).max(1))
-        .saturating_sub(row_reach(g))
-        .clamp(1, g.oh);
+    let ci_block = ci_block(g);
+    let (band, slab_channels) = slab_shape::<A>(g, ci_block);
     let finite = AtomicBool::new(true);
     // Tasks: a tile of CO channels and a run of a band's rows (see `tiled`); the masks of
     // the longest run serve every run (a vector's masks depend on its place in the run).
@@ -284,93 +278,131 @@ pub(crate) fn forward<A: Accumulator>(
     let runs = runs_per_tile(g, tiles);
     let row_chunk = |rows: usize| rows.div_ceil(runs.min(rows));
     let masks = column_masks(g, row_chunk(band) * g.ow, lanes);
-    let ci_block = ci_block(g);
     for_each_chunk(out, cout_g * plane, |task, group_out| {
         let (n, group) = (task / g.groups, task % g.groups);
-        let x = &input[(n * g.cin + group * cin_g) * g.h * g.w..][..in_len];
-        for oy0 in (0..g.oh).step_by(band) {
-            let rows = band.min(g.oh - oy0);
-            let Some(slab) = unpadded_slab(g, x, oy0, rows, lanes, scratch) else {
-                return;
-            };
-            let tap_rows = &slab.tap_rows;
-            let row_chunk = row_chunk(rows);
-            let (segments, row_taps) = kernel_row_segments(g, &slab, oy0, rows, row_chunk, lanes);
-            let Some(tails) = tail_columns(g, &slab, rows, row_chunk, scratch) else {
-                return;
-            };
-            let planes = group_out
-                .chunks_exact_mut(plane)
-                .map(|p| p[oy0 * g.ow..][..rows * g.ow].chunks_mut(row_chunk * g.ow));
-            for_each_item(block_tasks(planes, CO), |(tile, chunk, outs)| {
-                let co0 = group * cout_g + tile * CO;
-                let count = outs.len();
-                let len = outs[0].len();
-                let main = len - tail_len(len, lanes);
-                let (init, weight_rows) = tile_rows(bias, co0, count, taps);
-                // A channel summed past the group's last sums into a spare row, dropped; rows
-                // past those are placeholders the kernel does not touch.
-                let channels = summed_channels(count);
-                let Some(mut spare) = scratch.filled((channels - count) * len, A::ZERO) else {
+        for c0 in (0..cin_g).step_by(slab_channels) {
+            let channels = slab_channels.min(cin_g - c0);
+            let first = n * g.cin + group * cin_g + c0;
+            let x = &input[first * g.h * g.w..][..channels * g.h * g.w];
+            // The slab's channels' weights start `c0 * kh * kw` into every weight row.
+            let weight_shift = c0 * g.kh * g.kw;
+            let last_channels = c0 + channels == cin_g;
+            for oy0 in (0..g.oh).step_by(band) {
+                let rows = band.min(g.oh - oy0);
+                let Some(slab) = unpadded_slab(g, x, oy0, rows, lanes, scratch) else {
                     return;
                 };
-                let (mut real, mut spare) = (outs.into_iter(), spare.chunks_exact_mut(len));
-                let mut outs: [&mut [A]; CO] = std::array::from_fn(|_| {
-                    let row: &mut [A] = match real.next() {
-                        Some(row) => row,
-                        None => spare.next().unwrap_or_default(),
-                    };
-                    row
-                });
-                let block_rows = ci_block * g.kh;
-                let blocks = tap_rows.len().div_ceil(block_rows);
-                let tail = Tail {
-                    columns: &tails[(chunk * TAIL_LANES * taps).min(tails.len())..],
-                    taps,
-                    weight,
-                    weight_rows: &weight_rows[..count],
-                    init: &init[..count],
+                let tap_rows = &slab.tap_rows;
+                let slab_taps = tap_rows.len() * g.kw;
+                let row_chunk = row_chunk(rows);
+                let (segments, row_taps) =
+                    kernel_row_segments(g, &slab, oy0, rows, row_chunk, lanes);
+                let Some(tails) = tail_columns(g, &slab, rows, row_chunk, scratch) else {
+                    return;
                 };
-                let mut partial = [[A::ZERO; 16 * CO]; TAIL_LANES];
-                for (b, rows) in tap_rows.chunks(block_rows).enumerate() {
-                    let terms = b * ci_block * g.kh * g.kw;
-                    for &(from, to, kernel_rows) in &segments[chunk] {
-                        let (starts, weight_taps) = row_taps[kernel_rows].block(b, ci_block);
-                        let all_finite = run(
-                            &mut MaskedTile {
-                                tile: Tile {
-                                    slab: &slab.data[slab.start + chunk * row_chunk * g.ow..],
-                                    starts,
-                                    weights: weight,
-                                    rows: weight_rows,
-                                    init,
-                                    resume: b > 0,
-                                    outs: outs.each_mut().map(|o| &mut **o),
-                                    len: to,
-                                    channels,
+                let planes = group_out
+                    .chunks_exact_mut(plane)
+                    .map(|p| p[oy0 * g.ow..][..rows * g.ow].chunks_mut(row_chunk * g.ow));
+                for_each_item(block_tasks(planes, CO), |(tile, chunk, outs)| {
+                    let co0 = group * cout_g + tile * CO;
+                    let count = outs.len();
+                    let len = outs[0].len();
+                    let main = len - tail_len(len, lanes);
+                    let (init, weight_rows) = tile_rows(bias, co0, count, taps);
+                    let weight_rows = weight_rows.map(|r| r + weight_shift);
+                    // A channel summed past the group's last sums into a spare row, dropped;
+                    // rows past those are placeholders the kernel does not touch.
+                    let summed = summed_channels(count);
+                    let Some(mut spare) = scratch.filled((summed - count) * len, A::ZERO) else {
+                        return;
+                    };
+                    let (mut real, mut spare) = (outs.into_iter(), spare.chunks_exact_mut(len));
+                    let mut outs: [&mut [A]; CO] = std::array::from_fn(|_| {
+                        let row: &mut [A] = match real.next() {
+                            Some(row) => row,
+                            None => spare.next().unwrap_or_default(),
+                        };
+                        row
+                    });
+                    let block_rows = ci_block * g.kh;
+                    let blocks = tap_rows.len().div_ceil(block_rows);
+                    let tail = Tail {
+                        columns: &tails[(chunk * TAIL_LANES * slab_taps).min(tails.len())..],
+                        taps: slab_taps,
+                        weight,
+                        weight_rows: &weight_rows[..count],
+                        init: &init[..count],
+                    };
+                    let mut partial = [[A::ZERO; 16 * CO]; TAIL_LANES];
+                    for (b, rows) in tap_rows.chunks(block_rows).enumerate() {
+                        let terms = b * ci_block * g.kh * g.kw;
+                        let check = last_channels && b + 1 == blocks;
+                        for &(from, to, kernel_rows) in &segments[chunk] {
+                            let (starts, weight_taps) = row_taps[kernel_rows].block(b, ci_block);
+                            let all_finite = run(
+                                &mut MaskedTile {
+                                    tile: Tile {
+                                        slab: &slab.data[slab.start + chunk * row_chunk * g.ow..],
+                                        starts,
+                                        weights: weight,
+                                        rows: weight_rows,
+                                        init,
+                                        resume: c0 > 0 || b > 0,
+                                        outs: outs.each_mut().map(|o| &mut **o),
+                                        len: to,
+                                        channels: summed,
+                                    },
+                                    from,
+                                    weight_taps,
+                                    columns: g.kw,
+                                    column_offsets: &slab.column_offsets,
+                                    masks: &masks,
                                 },
-                                from,
-                                weight_taps,
-                                columns: g.kw,
-                                column_offsets: &slab.column_offsets,
-                                masks: &masks,
-                            },
-                            b + 1 == blocks,
-                        );
-                        if !all_finite {
-                            finite.store(false, Ordering::Relaxed);
+                                check,
+                            );
+                            if !all_finite {
+                                finite.store(false, Ordering::Relaxed);
+                            }
                         }
+                        // The tail's terms of the block, while its weights are in L1.
+                        tail.add(len - main, terms..terms + rows.len() * g.kw, &mut partial);
                     }
-                    // The tail's terms of the block, while its weights are in L1.
-                    tail.add(len - main, terms..terms + rows.len() * g.kw, &mut partial);
-                }
-                if !tail.finish(main..len, &partial, &mut outs) {
-                    finite.store(false, Ordering::Relaxed);
-                }
-            });
+                    let tail_finite = tail.finish(main..len, &partial, &mut outs, c0 > 0);
+                    if last_channels && !tail_finite {
+                        finite.store(false, Ordering::Relaxed);
+                    }
+                });
+            }
         }
     });
     finite.into_inner()
+}
+
+/// The output rows of a band and the input channels of its slab: every input channel of
+/// the group and as many rows as [`SLAB_BUDGET`] (or [`STRIDED_BUDGET_BYTES`]) holds; but
+/// where the whole image's slab of every channel would not fit in [`L2_SLAB_BYTES`] and
+/// that of [`ci_block`] channels would, the whole image in slabs of as many whole blocks of
+/// channels as fit, whose sums each slab's sweeps resume from the previous one's (each
+/// tile of output channels streams the slab again: from L2, not L3).
+fn slab_shape<A>(g: &Geometry, ci_block: usize) -> (usize, usize) {
+    let cin_g = g.cin_per_group();
+    let budget = match g.stride.h * g.stride.w {
+        1 => SLAB_BUDGET,
+        _ => STRIDED_BUDGET_BYTES / std::mem::size_of::<A>(),
+    };
+    // Each output row of a band adds `stride.h * w` elements a channel (its phase rows),
+    // the band's rows reach `row_reach` more.
+    let row = g.stride.h.saturating_mul(g.w).max(1);
+    let image = row.saturating_mul(g.oh.saturating_add(row_reach(g)));
+    let l2 = L2_SLAB_BYTES / std::mem::size_of::<A>();
+    let channels = match image.saturating_mul(cin_g) > l2 && image.saturating_mul(ci_block) <= l2 {
+        true => l2 / image / ci_block * ci_block,
+        false => cin_g,
+    };
+    let band = (budget / channels.saturating_mul(row))
+        .saturating_sub(row_reach(g))
+        .clamp(1, g.oh);
+    (band, channels)
 }
 
 /// The kernel rows whose input row is inside the image for output row `oy`, as bits
@@ -559,19 +591,22 @@ impl<A: Accumulator> Tail<'_, A> {
         }
     }
 
-    /// Writes the sums of run pixels `pixels` into `outs` (a row per channel): `init` plus
-    /// the lanes of their partial sums; whether every one is finite.
+    /// Writes the sums of run pixels `pixels` into `outs` (a row per channel): `init`, or
+    /// the sum already there when `resume`, plus the lanes of their partial sums; whether
+    /// every one is finite.
     fn finish(
         &self,
         pixels: std::ops::Range<usize>,
         partial: &[[A; 16 * CO]],
         outs: &mut [&mut [A]],
+        resume: bool,
     ) -> bool {
         let lanes = REGISTER_BYTES / std::mem::size_of::<A>();
         let mut finite = true;
         for (q, partial) in pixels.zip(partial) {
             for ((out, &init), lanes_c) in outs.iter_mut().zip(self.init).zip(partial.chunks(16)) {
-                let sum = lanes_c[..lanes].iter().fold(init, |sum, &v| sum + v);
+                let start = if resume { out[q] } else { init };
+                let sum = lanes_c[..lanes].iter().fold(start, |sum, &v| sum + v);
                 out[q] = sum;
                 finite &= sum.is_finite();
             }
