@@ -144,6 +144,10 @@ pub(crate) fn backward_input<A: Accumulator>(
 /// The weight of `g` (`[cout][cin / groups][kh][kw]`) as the pointwise weight of its input
 /// gradient's patch planes: per group, a row per (input channel, kernel row, kernel
 /// column) of its `cout / groups` weights. `None` if the buffer cannot be allocated.
+/// Tasks of [`TRANSPOSE_ROWS`] rows, each filled [`TRANSPOSE_CHANNELS`] output channels at
+/// a time, so that the reads run along that many weight rows and every write fills a line:
+/// writing each weight row across the rows, one value a line, was half of
+/// `tr_c512_256_16_k2s2` (a 2 MiB weight) on one thread.
 fn transposed_weight<A: Accumulator>(
     g: &Geometry,
     weight: &[A],
@@ -156,14 +160,26 @@ fn transposed_weight<A: Accumulator>(
         .chunks_exact_mut(rows * cout_g)
         .zip(weight.chunks_exact(cout_g * rows))
     {
-        for (co, weight_row) in group_weight.chunks_exact(rows).enumerate() {
-            for (r, &v) in weight_row.iter().enumerate() {
-                group_rows[r * cout_g + co] = v;
+        for_each_chunk(group_rows, TRANSPOSE_ROWS * cout_g, |task, dst| {
+            let r0 = task * TRANSPOSE_ROWS;
+            for co0 in (0..cout_g).step_by(TRANSPOSE_CHANNELS) {
+                let channels = TRANSPOSE_CHANNELS.min(cout_g - co0);
+                for (r, dst_row) in dst.chunks_exact_mut(cout_g).enumerate() {
+                    let column = group_weight[co0 * rows + r0 + r..].iter().step_by(rows);
+                    for (d, &v) in dst_row[co0..][..channels].iter_mut().zip(column) {
+                        *d = v;
+                    }
+                }
             }
-        }
+        });
     }
     Some(transposed)
 }
+
+/// Rows of the transposed weight per task of [`transposed_weight`].
+const TRANSPOSE_ROWS: usize = 64;
+/// Output channels per sweep of a task's rows in [`transposed_weight`]: a line of `f32`.
+const TRANSPOSE_CHANNELS: usize = 16;
 
 /// Writes one image's input gradient `gx` from its patch planes (see [`stage`]'s layout):
 /// input pixel `(oy * stride.h + ky * dilation.h, ox * stride.w + kx * dilation.w)` of
