@@ -104,19 +104,25 @@ pub(crate) fn applies<A: Accumulator>(g: &Geometry) -> bool {
 
 /// Whether plans take the phase split for a transposed convolution (whatever the type):
 /// strided with overlapping taps (a kernel larger than the stride), 32 or more output
-/// channels per group and 2048 or more input pixels in all (the weights are packed per
-/// call; the more pixels, the less that costs). Over `conv2d-bench/sweeps/transposed.json`
-/// it ran those 1.09-1.40x as fast as `im2col-gemm` (1 and 2 threads); with 1024 pixels
-/// 0.94-1.05x; with fewer 0.2-0.99x on five single-image layers (a 4x4 map of 1024
-/// channels spends its time packing) but 1.02-1.30x on two (eight 8x8 images, an 8x8
-/// stride-4 kernel), left out by this rule too; kernels no larger than the stride (U-Net's
-/// 2x2) 0.5-1.06x.
+/// channels per group and [`MIN_PIXELS`] or more input pixels in all (the weights are
+/// packed per call, and each phase's panel is read again for every tile of pixels: the
+/// more pixels, the less that costs).
 pub(crate) fn wins(g: &Geometry) -> bool {
     (g.stride.h > 1 || g.stride.w > 1)
         && g.kh.saturating_mul(g.kw) > g.stride.h.saturating_mul(g.stride.w)
         && g.cin_per_group() >= 32
-        && g.n.saturating_mul(g.oh).saturating_mul(g.ow) >= 2048
+        && g.n.saturating_mul(g.oh).saturating_mul(g.ow) >= MIN_PIXELS
 }
+
+/// Input pixels in all from which [`wins`] takes the phase split. Over
+/// `conv2d-bench/sweeps/transposed.json` (`conv2d-bench --algorithm implicit-gemm` against
+/// the default, 2026-12-06, Intel Xeon with AVX-512, one and two threads, two alternated
+/// rounds): 1.07-1.77x as fast as `im2col-gemm` from 400 pixels (a 20x20 map, 32x32 ones,
+/// eight 8x8 images), at 256 pixels 0.78-1.01x on 16x16 maps of 128-256 channels (but 1.33-1.70x
+/// with an 8x8 stride-4 kernel), at 64 and 16 pixels 0.29-0.83x (one 1024-channel 4x4
+/// map's panels read for every tile of its 16 pixels). An earlier sweep (Zen 3, AVX2) had
+/// 1024 pixels at 0.94-1.05x and 4096 at 1.09-1.40x.
+const MIN_PIXELS: usize = 384;
 
 /// `grad_in = conv2d's input gradient` for a shape that [`applies`] with a finite weight
 /// (a zero-padded read times an infinite weight would be a NaN that PyTorch's definition
