@@ -95,8 +95,8 @@ pub(crate) fn suits(g: &Geometry) -> bool {
 /// Whether the masked forward pass can run the shape on a CPU with AVX-512: output columns
 /// the input's divided by the column stride, and likewise rows where the row stride is
 /// more than 1 (so that `q` steps through the phase planes and the output alike), padding
-/// narrower than the input on each side of such an axis, and at least half a tile of
-/// output channels per group.
+/// narrower than the input on each side of such an axis, at least half a tile of output
+/// channels per group, and an input channel (a slab of channels per block of them).
 fn can_run(g: &Geometry) -> bool {
     let divides = |input: usize, outputs: usize, stride: usize, k: usize, d: usize, pad| {
         let reach = (k.max(1) - 1).saturating_mul(d);
@@ -107,6 +107,7 @@ fn can_run(g: &Geometry) -> bool {
     divides(g.w, g.ow, g.stride.w, g.kw, g.dilation.w, g.pad_left)
         && (g.stride.h == 1 || divides(g.h, g.oh, g.stride.h, g.kh, g.dilation.h, g.pad_top))
         && g.cout_per_group() >= MIN_CHANNELS
+        && g.cin_per_group() > 0
 }
 
 /// Whether a strided shape runs faster on the masked tiles than on
