@@ -386,9 +386,10 @@ unsafe fn rows_sweep_3x3(
 /// machine noisy to about 10%): `mobilenet_dw_3x3` (56x56) 1.24-1.33x as fast (1.14x on two
 /// threads), depthwise layers 48 to 150 wide 0.88-1.34x across rounds (most 1.0-1.33x
 /// whether their planes stream from L3 or stay in L2). Strips of four with a vector of 8
-/// after them ran out of registers (72-wide rows in L2 0.89x). Out of line, with the windows by value (their masks
-/// read per strip): inlined beside the narrower strips, it ran 14x14 and 28x28 layers
-/// 4-12% slower; out of line with the windows by reference, 48-72-wide rows 0.80-0.90x.
+/// after them ran out of registers (72-wide rows in L2 0.89x). Out of line, with the
+/// windows by value (their masks read per strip): inlined beside the narrower strips, it
+/// ran 14x14 and 28x28 layers 4-12% slower; out of line with the windows by reference,
+/// 48-72-wide rows 0.80-0.90x.
 ///
 /// # Safety
 /// As [`rows_sweep_3x3`].

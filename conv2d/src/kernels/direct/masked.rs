@@ -280,6 +280,7 @@ pub(crate) fn forward<A: Accumulator>(
     let row_chunk = |rows: usize| rows.div_ceil(runs.min(rows));
     let masks = column_masks(g, row_chunk(band) * g.ow, lanes);
     let segmented = skipped_rows_pay(g, lanes);
+    let unread = unread_kernel_rows(g);
     // Every tap row's weight offset in a channel's row (of a slab's channels).
     let all_weights: Vec<usize> = (0..slab_channels * g.kh).map(|t| t * g.kw).collect();
     for_each_chunk(out, cout_g * plane, |task, group_out| {
@@ -300,7 +301,7 @@ pub(crate) fn forward<A: Accumulator>(
                 let slab_taps = tap_rows.len() * g.kw;
                 let row_chunk = row_chunk(rows);
                 let (segments, row_taps) = match segmented {
-                    true => kernel_row_segments(g, &slab, oy0, rows, row_chunk, lanes),
+                    true => kernel_row_segments(g, &slab, oy0, rows, row_chunk, lanes, unread),
                     false => (Vec::new(), Vec::new()),
                 };
                 let Some(tails) = tail_columns(g, &slab, rows, row_chunk, scratch) else {
@@ -430,6 +431,11 @@ fn kernel_rows(g: &Geometry, oy: usize) -> u64 {
         .fold(0, |bits, ky| bits | 1 << ky)
 }
 
+/// The kernel rows that read no output row's input, as bits (see [`kernel_rows`]).
+fn unread_kernel_rows(g: &Geometry) -> u64 {
+    !(0..g.oh).fold(0, |bits, oy| bits | kernel_rows(g, oy))
+}
+
 /// The tap rows of some kernel rows: per input channel (in order), those kernel rows' tap
 /// rows (`starts`) and their weights' offsets in a channel's row (`weights`).
 struct RowTaps {
@@ -482,11 +488,12 @@ const SEGMENT_VECTORS: usize = 3;
 /// vectors (up to the pixels [`Tail`] leaves, see [`tail_len`]) in segments of the same
 /// kernel rows, `(from, to, i)` with `row_taps[i]` the taps of those rows. Every
 /// [`SEGMENT_VECTORS`] vectors sum the kernel rows that any of their pixels' rows reads
-/// inside the image: the taps of the others read zero rows (of a dilated layer's padding, a third of a 33x33 map's first and
-/// last six rows at dilation 6). A kernel row that reads no output row's input sums
-/// everywhere: its weights would meet no input otherwise, so that an infinite one would
-/// leave every output finite (PyTorch's `0 * inf` makes NaNs there, and a non-finite
-/// output is what sends the call back to the padded slab).
+/// inside the image: the taps of the others read zero rows (of a dilated layer's padding,
+/// a third of a 33x33 map's first and last six rows at dilation 6). The kernel rows that
+/// read no output row's input (`unread`, see [`unread_kernel_rows`]) sum everywhere: their
+/// weights would meet no input otherwise, so that an infinite one would leave every output
+/// finite (PyTorch's `0 * inf` makes NaNs there, and a non-finite output is what sends the
+/// call back to the padded slab).
 #[allow(clippy::type_complexity)] // the segments and their taps, named by the caller
 fn kernel_row_segments<A>(
     g: &Geometry,
@@ -495,8 +502,8 @@ fn kernel_row_segments<A>(
     rows: usize,
     row_chunk: usize,
     lanes: usize,
+    unread: u64,
 ) -> (Vec<Vec<(usize, usize, usize)>>, Vec<RowTaps>) {
-    let unread = !(0..g.oh).fold(0, |bits, oy| bits | kernel_rows(g, oy));
     let mut kinds: Vec<u64> = Vec::new();
     let segments = (0..rows.div_ceil(row_chunk))
         .map(|run| {
