@@ -424,16 +424,16 @@ fn aliasing_pointwise_problems() -> impl Strategy<Value = Problem> {
     })
 }
 
-/// Stride-1 shapes with 64-72 or 114-140 output channels and 57-71 input channels per
-/// group, 3x3: `direct-tiled`'s weight gradient vectorised over output channels (tiles of
-/// 64, partial last tiles and tap tiles).
+/// Stride-1 shapes with 32-48, 64-72, 80-100 or 114-140 output channels and 15-71 input
+/// channels per group, 3x3: `direct-tiled`'s weight gradient vectorised over output
+/// channels (tiles of 64, last tiles of 1 to 4 vectors, partial vectors, tap tiles).
 fn wide_problems() -> impl Strategy<Value = Problem> {
     (
         (
             Just(1usize),
             1usize..3,
-            57usize..72,
-            prop_oneof![64usize..73, 114usize..141],
+            15usize..72,
+            prop_oneof![32usize..49, 64usize..73, 80usize..101, 114usize..141],
         ),
         (1usize..10, 1usize..10, 1usize..3),
         (any::<bool>(), any::<u64>()),
@@ -459,7 +459,7 @@ fn wide_problems() -> impl Strategy<Value = Problem> {
 }
 
 /// [`wide_problems`] on maps of 25-29 rows of 8-9 pixels, over the 192 pixels of the weight
-/// gradient's chunks, 64-72 output channels: a tile's sums carried from chunk to chunk.
+/// gradient's chunks, at most 72 output channels: a tile's sums carried from chunk to chunk.
 fn wide_chunked_problems() -> impl Strategy<Value = Problem> {
     (wide_problems(), 25usize..30, 8usize..10).prop_map(|(p, h, w)| Problem {
         h,

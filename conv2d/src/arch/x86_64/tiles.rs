@@ -427,22 +427,41 @@ pub(crate) unsafe fn direct_weight_tile_f32_avx2(job: &mut WeightTile<'_, f32>) 
 }
 
 /// The channel-vectorised weight-gradient kernel for `f32` with AVX-512: [`CTAPS`] taps x
-/// 4 vectors of 16 output channels of sums (24 registers); per output pixel four
-/// output-gradient vectors loaded and each tap's input value broadcast.
+/// the job's vectors (up to 4) of 16 output channels of sums (24 registers for 4); per
+/// output pixel as many output-gradient vectors loaded and each tap's input value
+/// broadcast.
 ///
 /// # Safety
 /// The CPU must support AVX-512 F (the job's bounds are checked by
 /// `ChannelWeightTile::pointers`).
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
 pub(crate) unsafe fn channel_weight_tile_f32_avx512(job: &mut ChannelWeightTile<'_>) {
-    const V: usize = CCO / 16;
+    match job.vectors {
+        // SAFETY: this function's contract, which `channel_weight_tile` shares (each arm's
+        // `V` is at most 4; `pointers` checks that the job's vectors are 1 to 4).
+        1 => unsafe { channel_weight_tile::<1>(job) },
+        // SAFETY: see above.
+        2 => unsafe { channel_weight_tile::<2>(job) },
+        // SAFETY: see above.
+        3 => unsafe { channel_weight_tile::<3>(job) },
+        // SAFETY: see above.
+        _ => unsafe { channel_weight_tile::<{ CCO / 16 }>(job) },
+    }
+}
+
+/// [`channel_weight_tile_f32_avx512`] for `V` vectors of channels.
+///
+/// # Safety
+/// As [`channel_weight_tile_f32_avx512`], with `V <= CCO / 16`.
+#[inline(always)]
+unsafe fn channel_weight_tile<const V: usize>(job: &mut ChannelWeightTile<'_>) {
     let (rows, width, row_step, pitch) = (job.rows, job.width, job.row_step, job.pitch);
     let (windows, grad_out, sums) = job.pointers();
     let mut acc = [[_mm512_setzero_ps(); V]; CTAPS];
     // SAFETY: AVX-512 F is present (this function's contract); `sums` holds CTAPS x CCO
     // values, output-gradient pixel `r * width + x` CCO values from its `pitch` multiple,
     // and every window `(rows - 1) * row_step + width` values (`pointers` checked all
-    // three).
+    // three), and `16 * V <= CCO`.
     unsafe {
         if job.resume {
             for (j, acc_j) in acc.iter_mut().enumerate() {
@@ -484,7 +503,7 @@ pub(crate) unsafe fn channel_weight_tile_f32_avx512(job: &mut ChannelWeightTile<
 pub(crate) unsafe fn channel_weight_tile_f32_avx2(job: &mut ChannelWeightTile<'_>) {
     let (rows, width, row_step, pitch) = (job.rows, job.width, job.row_step, job.pitch);
     let (windows, grad_out, sums) = job.pointers();
-    for c0 in (0..CCO).step_by(16) {
+    for c0 in (0..16 * job.vectors).step_by(16) {
         let mut acc = [[_mm256_setzero_ps(); 2]; CTAPS];
         // SAFETY: AVX2 and FMA are present (this function's contract); `c0 + 16 <= CCO`,
         // so every access is inside what `pointers` checked (as in the AVX-512 kernel).

@@ -51,7 +51,11 @@ pub(crate) struct ChannelWeightTile<'a> {
     pub row_step: usize,
     /// Whether `sums` holds earlier sums to add to (else they start from zero).
     pub resume: bool,
+    /// `CTAPS` rows of `CCO` sums, of which the first `16 * vectors` channels are summed
+    /// (a group's last tile of fewer channels sums only the vectors they fill).
     pub sums: &'a mut [f32],
+    /// Vectors of 16 channels summed: 1 to `CCO / 16`.
+    pub vectors: usize,
 }
 
 impl ChannelWeightTile<'_> {
@@ -60,8 +64,9 @@ impl ChannelWeightTile<'_> {
     /// `pitch` apart, `CTAPS * CCO` sums, every window's rows inside the slab.
     pub(crate) fn pointers(&mut self) -> ([*const f32; CTAPS], *const f32, *mut f32) {
         let pixels = self.rows * self.width;
-        assert!(pixels > 0 && self.pitch >= CCO);
-        assert!(self.grad_out.len() >= (pixels - 1) * self.pitch + CCO);
+        let channels = 16 * self.vectors;
+        assert!(pixels > 0 && (16..=CCO).contains(&channels) && self.pitch >= channels);
+        assert!(self.grad_out.len() >= (pixels - 1) * self.pitch + channels);
         assert!(self.sums.len() >= CTAPS * CCO);
         let reach = (self.rows - 1) * self.row_step + self.width;
         assert!(self.starts.iter().all(|&s| s + reach <= self.slab.len()));
@@ -74,23 +79,38 @@ impl ChannelWeightTile<'_> {
 
 /// Taps per group from which this kernel runs: each chunk of output gradient is loaded
 /// once per tap tile of a task, so with fewer taps the loads dominate.
-const MIN_TAPS: usize = 512;
+const MIN_TAPS: usize = 128;
+/// Taps per group below which the transposed output gradient must also stay within
+/// [`MAX_GRAD_OUT`]: every task streams all of it for its few tap tiles.
+const STREAMED_TAPS: usize = 256;
+/// Elements of the transposed output gradient (pixels x channels rounded up to a vector)
+/// that a layer of fewer than [`STREAMED_TAPS`] taps may hold: 1 MiB of `f32`.
+const MAX_GRAD_OUT: usize = 256 * 1024;
 
-/// Whether the shape suits this kernel, whatever the type: at least a tile of output
-/// channels per group, at most an eighth of its tiles' channels padding, at least
-/// [`MIN_TAPS`] taps, and the group's sums within [`MAX_SUMS`]. `conv2d-bench` over
-/// `sweeps/weight_gradient.json` (one thread) found it 1.15-1.3x faster than the
-/// tap-vectorised tiles on 64-128 channels, 14x14 to 56x56 maps, and slower where a rule
-/// fails: 0.6-0.96x with 32-48 channels or 96 (a quarter padding), 0.5-0.85x with 256-512
-/// (sums of 0.6-2.4 Mi elements), 0.67-0.77x with 32-147 taps.
+/// Whether the shape suits this kernel, whatever the type: a tile of output channels per
+/// group (two vectors without groups), at most an eighth of them padding up to whole
+/// vectors (a group's last tile sums only the vectors it fills), at least [`MIN_TAPS`] taps (and
+/// [`STREAMED_TAPS`], or an output gradient within [`MAX_GRAD_OUT`]), and the group's sums
+/// within [`MAX_SUMS`]. `conv2d-bench` over `sweeps/weight_gradient.json` (one thread)
+/// found it 1.15-1.3x faster than the tap-vectorised tiles on 64-128 channels, 14x14 to
+/// 56x56 maps, and slower where a rule fails: 0.5-0.85x with 256-512 channels (sums of
+/// 0.6-2.4 Mi elements), 0.67-0.77x with 32-72 taps. Tiles of fewer vectors
+/// (2026-12-06, Intel Xeon, three alternated rounds): 32, 48 and 96 channels 1.15-1.37x
+/// as fast as the tap-vectorised tiles (which they had run at 0.6-0.96x padded to 64),
+/// 144-216 taps on 56x56 maps 1.19-1.24x, but the 7x7 stem's 147 taps on 112x112 (a 3 MiB
+/// output gradient) 0.89x, and 8 groups of 32 channels 1.10x on one thread, 0.77-0.84x on
+/// two (groups run one after another, each over its few tap tiles in parallel; the
+/// tap-vectorised tiles run the groups in parallel).
 pub(super) fn suits(g: &Geometry) -> bool {
     let cout_g = g.cout_per_group();
-    let padded = cout_g.next_multiple_of(CCO);
+    let pitch = cout_g.next_multiple_of(16);
     let taps = g.cin_per_group().saturating_mul(g.kh).saturating_mul(g.kw);
-    cout_g >= CCO
-        && padded <= cout_g + cout_g / 8
+    let grad_out = g.oh.saturating_mul(g.ow).saturating_mul(pitch);
+    (cout_g >= CCO || cout_g >= 32 && g.groups == 1)
+        && pitch <= cout_g + cout_g / 8
         && taps >= MIN_TAPS
-        && padded.saturating_mul(taps) <= MAX_SUMS
+        && (taps >= STREAMED_TAPS || grad_out <= MAX_GRAD_OUT)
+        && cout_g.next_multiple_of(CCO).saturating_mul(taps) <= MAX_SUMS
 }
 
 /// `grad_w = sum input * grad_out`, overwriting `grad_w`, for a shape that [`suits`] with
@@ -111,7 +131,7 @@ pub(super) fn backward_weight<A: Accumulator>(
     let (cout_g, taps) = (g.cout_per_group(), g.cin_per_group() * g.kh * g.kw);
     let (plane, row_len) = (g.oh * g.ow, bands(g).0);
     let (co_tiles, tap_tiles) = (cout_g.div_ceil(CCO), taps.div_ceil(CTAPS));
-    let pitch = co_tiles * CCO;
+    let pitch = cout_g.next_multiple_of(16);
     let per_tile = CTAPS * CCO;
     let tiles_per_task = tap_tiles.div_ceil(TASKS.div_ceil(co_tiles).min(tap_tiles));
     // Where each output channel's plane starts in a band's output gradient.
@@ -159,6 +179,7 @@ pub(super) fn backward_weight<A: Accumulator>(
                             row_step: row_len,
                             resume: !first_band || r0 > 0,
                             sums,
+                            vectors: (cout_g - tile * CCO).div_ceil(16).min(CCO / 16),
                         });
                     }
                 }
