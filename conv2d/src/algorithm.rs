@@ -230,8 +230,9 @@ impl Algorithm {
 
     /// The choice for a transposed convolution's forward pass (the input gradient of
     /// `g`): `implicit-gemm`'s phase split where strided with a kernel larger than the
-    /// stride, 32 or more output channels per group and 2048 or more input pixels in all
-    /// (sweep `conv2d-bench/sweeps/transposed.json`), else [`Algorithm::untiled`]'s choice.
+    /// stride, 32 or more output channels per group and as many input pixels in all as
+    /// input channels per group (sweep `conv2d-bench/sweeps/transposed.json`), else
+    /// [`Algorithm::untiled`]'s choice.
     pub(crate) fn choose_transposed(g: &Geometry) -> Self {
         if crate::kernels::direct::subpixel_wins(g) {
             Algorithm::ImplicitGemm

@@ -104,25 +104,23 @@ pub(crate) fn applies<A: Accumulator>(g: &Geometry) -> bool {
 
 /// Whether plans take the phase split for a transposed convolution (whatever the type):
 /// strided with overlapping taps (a kernel larger than the stride), 32 or more output
-/// channels per group and [`MIN_PIXELS`] or more input pixels in all (the weights are
-/// packed per call, and each phase's panel is read again for every tile of pixels: the
-/// more pixels, the less that costs).
+/// channels per group, and at least as many input pixels in all as input channels per
+/// group. The phase split packs the weights per call (a cost per weight, repaid over the
+/// pixels); `im2col-gemm` scatters its columns into the output (a cost per column value,
+/// repaid over the input channels each sums). Over `conv2d-bench/sweeps/transposed.json`
+/// (`conv2d-bench --algorithm implicit-gemm` against `im2col-gemm`, 2026-12-06, Intel Xeon
+/// with AVX-512, one thread, two or three alternated rounds), where pixels >= channels:
+/// 1.1-2.4x as fast on 64-256 pixels (8x8 stride-4 kernels, 6x6 stride 3, 4x4 and 3x3
+/// stride 2 on 8x8 to 16x16 maps of 64-256 channels), 1.07-1.77x from 400 (an earlier
+/// rule), 0.93-0.98x on two 64-256 pixel layers; where pixels < channels: 0.29-0.95x on
+/// 16-256 pixels of 128-1024 channels, and `im2col-gemm` 1.02-1.29x as fast on 400-576
+/// pixels of 768-1024 channels.
 pub(crate) fn wins(g: &Geometry) -> bool {
     (g.stride.h > 1 || g.stride.w > 1)
         && g.kh.saturating_mul(g.kw) > g.stride.h.saturating_mul(g.stride.w)
         && g.cin_per_group() >= 32
-        && g.n.saturating_mul(g.oh).saturating_mul(g.ow) >= MIN_PIXELS
+        && g.n.saturating_mul(g.oh).saturating_mul(g.ow) >= g.cout_per_group()
 }
-
-/// Input pixels in all from which [`wins`] takes the phase split. Over
-/// `conv2d-bench/sweeps/transposed.json` (`conv2d-bench --algorithm implicit-gemm` against
-/// the default, 2026-12-06, Intel Xeon with AVX-512, one and two threads, two alternated
-/// rounds): 1.07-1.77x as fast as `im2col-gemm` from 400 pixels (a 20x20 map, 32x32 ones,
-/// eight 8x8 images), at 256 pixels 0.78-1.01x on 16x16 maps of 128-256 channels (but 1.33-1.70x
-/// with an 8x8 stride-4 kernel), at 64 and 16 pixels 0.29-0.83x (one 1024-channel 4x4
-/// map's panels read for every tile of its 16 pixels). An earlier sweep (Zen 3, AVX2) had
-/// 1024 pixels at 0.94-1.05x and 4096 at 1.09-1.40x.
-const MIN_PIXELS: usize = 384;
 
 /// `grad_in = conv2d's input gradient` for a shape that [`applies`] with a finite weight
 /// (a zero-padded read times an infinite weight would be a NaN that PyTorch's definition
