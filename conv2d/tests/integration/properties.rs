@@ -763,6 +763,30 @@ proptest! {
     }
 }
 
+/// `direct-tiled`'s weight gradient vectorised over output channels with sums beyond 1 MiB
+/// (128 padded channels x 2160 taps), allowed where each sums 192+ pixels (here 196), a
+/// last tile of one partial vector.
+#[test]
+fn wide_tiles_with_large_sums_match_reference() {
+    let p = Problem {
+        n: 1,
+        groups: 1,
+        cin_g: 240,
+        cout_g: 72,
+        h: 14,
+        w: 14,
+        k: (3, 3),
+        stride: (1, 1),
+        dilation: (1, 1),
+        pad: (1, 1),
+        mode: 0,
+        same: false,
+        bias: true,
+        seed: 11,
+    };
+    every_algorithm_matches_reference::<f32>(&p).unwrap();
+}
+
 proptest! {
     // Large channel counts: a quarter of the cases.
     #![proptest_config(ProptestConfig { cases: (cases(96) / 4).max(1), ..ProptestConfig::default() })]

@@ -26,6 +26,12 @@ pub(crate) const CTAPS: usize = 6;
 /// Elements of the group's sums (padded channels x taps) up to which this kernel runs:
 /// they are revisited for every chunk of pixels, so they must stay in L2.
 const MAX_SUMS: usize = 256 * 1024;
+/// Elements of the group's sums up to which this kernel runs where each sums at least
+/// [`MANY_PIXELS`] output pixels (of all images): enough multiply-adds per sum to pay for
+/// sums streamed from beyond L2. See [`suits`].
+const MAX_SUMS_MANY_PIXELS: usize = 3 * MAX_SUMS;
+/// See [`MAX_SUMS_MANY_PIXELS`].
+const MANY_PIXELS: usize = 192;
 /// Output pixels per sweep of every tap tile of a task (whole output rows, at least one):
 /// their output-gradient rows stay in L2 meanwhile, and a tile's sums are loaded and
 /// stored once per sweep. 192 against 64 (`conv2d-bench`, `sweeps/weight_gradient.json`,
@@ -91,7 +97,8 @@ const MAX_GRAD_OUT: usize = 256 * 1024;
 /// group (two vectors without groups), at most an eighth of them padding up to whole
 /// vectors (a group's last tile sums only the vectors it fills), at least [`MIN_TAPS`] taps (and
 /// [`STREAMED_TAPS`], or an output gradient within [`MAX_GRAD_OUT`]), and the group's sums
-/// within [`MAX_SUMS`]. `conv2d-bench` over `sweeps/weight_gradient.json` (one thread)
+/// within [`MAX_SUMS`] ([`MAX_SUMS_MANY_PIXELS`] where each sums [`MANY_PIXELS`] or
+/// more). `conv2d-bench` over `sweeps/weight_gradient.json` (one thread)
 /// found it 1.15-1.3x faster than the tap-vectorised tiles on 64-128 channels, 14x14 to
 /// 56x56 maps, and slower where a rule fails: 0.5-0.85x with 256-512 channels (sums of
 /// 0.6-2.4 Mi elements), 0.67-0.77x with 32-72 taps. Tiles of fewer vectors
@@ -100,17 +107,27 @@ const MAX_GRAD_OUT: usize = 256 * 1024;
 /// 144-216 taps on 56x56 maps 1.19-1.24x, but the 7x7 stem's 147 taps on 112x112 (a 3 MiB
 /// output gradient) 0.89x, and 8 groups of 32 channels 1.10x on one thread, 0.77-0.84x on
 /// two (groups run one after another, each over its few tap tiles in parallel; the
-/// tap-vectorised tiles run the groups in parallel).
+/// tap-vectorised tiles run the groups in parallel). Sums of up to 768 Ki elements over 192+
+/// pixels (2026-12-06, Intel Xeon with 2 MiB of L2 a core, four and three alternated rounds
+/// on one and two threads): 160-256 channels on 14x14 and 16x16 maps, 192 on 28x28 and 256
+/// on four 7x7 images 1.06-1.29x and 1.02-1.37x as fast; on one thread, 256-320 channels
+/// on 10x10 and 12x12 maps 0.88-0.98x, 384-512 channels on 14x14 maps 0.88-1.01x and 512
+/// on two 7x7 images 0.77-0.92x, which stay on the tap tiles.
 pub(super) fn suits(g: &Geometry) -> bool {
     let cout_g = g.cout_per_group();
     let pitch = cout_g.next_multiple_of(16);
     let taps = g.cin_per_group().saturating_mul(g.kh).saturating_mul(g.kw);
     let grad_out = g.oh.saturating_mul(g.ow).saturating_mul(pitch);
+    let sums = cout_g.next_multiple_of(CCO).saturating_mul(taps);
+    let max_sums = match g.n.saturating_mul(g.oh).saturating_mul(g.ow) >= MANY_PIXELS {
+        true => MAX_SUMS_MANY_PIXELS,
+        false => MAX_SUMS,
+    };
     (cout_g >= CCO || cout_g >= 32 && g.groups == 1)
         && pitch <= cout_g + cout_g / 8
         && taps >= MIN_TAPS
         && (taps >= STREAMED_TAPS || grad_out <= MAX_GRAD_OUT)
-        && cout_g.next_multiple_of(CCO).saturating_mul(taps) <= MAX_SUMS
+        && sums <= max_sums
 }
 
 /// `grad_w = sum input * grad_out`, overwriting `grad_w`, for a shape that [`suits`] with
