@@ -763,18 +763,16 @@ proptest! {
     }
 }
 
-/// `direct-tiled`'s weight gradient vectorised over output channels with sums beyond 1 MiB
-/// (128 padded channels x 2160 taps), allowed where each sums 192+ pixels (here 196), a
-/// last tile of one partial vector.
-#[test]
-fn wide_tiles_with_large_sums_match_reference() {
-    let p = Problem {
-        n: 1,
+/// A 3x3 layer of one group, stride 1, padding 1, with a bias: `n` images of `cin_g`
+/// channels on `h` x `w` maps into `cout_g` channels.
+fn same_3x3(n: usize, cin_g: usize, cout_g: usize, (h, w): (usize, usize), seed: u64) -> Problem {
+    Problem {
+        n,
         groups: 1,
-        cin_g: 240,
-        cout_g: 72,
-        h: 14,
-        w: 14,
+        cin_g,
+        cout_g,
+        h,
+        w,
         k: (3, 3),
         stride: (1, 1),
         dilation: (1, 1),
@@ -782,9 +780,26 @@ fn wide_tiles_with_large_sums_match_reference() {
         mode: 0,
         same: false,
         bias: true,
-        seed: 11,
-    };
-    every_algorithm_matches_reference::<f32>(&p).unwrap();
+        seed,
+    }
+}
+
+/// `direct-tiled`'s weight gradient vectorised over output channels with sums beyond 1 MiB
+/// (128 padded channels x 2160 taps), allowed where each sums 192+ pixels (here 196), a
+/// last tile of one partial vector.
+#[test]
+fn wide_tiles_with_large_sums_match_reference() {
+    every_algorithm_matches_reference::<f32>(&same_3x3(1, 240, 72, (14, 14), 11)).unwrap();
+}
+
+/// `direct-tiled`'s weight-gradient tiles of 4 output channels (a partial last one) on rows
+/// of two vectors and 5 outputs: with 27 taps (3 input channels) the output gradient read
+/// in place, each row's last vector masked; with 45 taps copied into slab-row layout.
+#[test]
+fn weight_tiles_in_place_and_copied_match_reference() {
+    for cin_g in [3, 5] {
+        every_algorithm_matches_reference::<f32>(&same_3x3(2, cin_g, 10, (24, 37), 5)).unwrap();
+    }
 }
 
 proptest! {

@@ -251,7 +251,7 @@ unsafe fn strided_strip_3x3_avx2<const VECTORS: usize, const INTERIOR: bool, con
 /// `0..=8`, so that any `isize` is safe to pass).
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-fn lanes_between(lo: isize, hi: isize) -> __m256i {
+pub(super) fn lanes_between(lo: isize, hi: isize) -> __m256i {
     let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     let bound = |b: isize| _mm256_set1_epi32(b.clamp(0, 8) as i32);
     _mm256_andnot_si256(

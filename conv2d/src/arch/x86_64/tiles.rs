@@ -7,6 +7,7 @@ use crate::kernels::direct::{
     ChannelWeightTile, MaskedTile, Tile, WeightTile, AVX2_CO, CCO, CO, CTAPS, WCO, WTAPS,
 };
 
+use super::rows_avx2::lanes_between;
 use super::{MaskedRegister, Register, TileElement};
 
 /// The direct tile kernel for `f32` and `f64` with AVX-512: the job's channels (2, 4, 6 or
@@ -326,50 +327,57 @@ unsafe fn tile<R: Register, const VECTORS: usize, const CH: usize>(
 }
 
 /// The tiled weight-gradient kernel for `f32` with AVX-512: per tile of [`WTAPS`] taps,
-/// [`WCO`] x [`WTAPS`] vectors of partial sums, per 16 outputs four output-gradient vectors
-/// and six input windows loaded.
+/// [`WCO`] x [`WTAPS`] vectors of partial sums, per 16 outputs of a row four
+/// output-gradient vectors and six input windows loaded (a row's last vector masked to its
+/// columns).
 ///
 /// # Safety
 /// The CPU must support AVX-512 F (the job's bounds are checked by `WeightTile::pointers`).
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
 pub(crate) unsafe fn direct_weight_tile_f32_avx512(job: &mut WeightTile<'_, f32>) {
-    let len = job.len;
     let (slab, grad_out) = job.pointers();
+    let shape = (job.rows, job.width, job.row_step);
     for t0 in (0..job.starts.len()).step_by(WTAPS) {
         let starts = job.tile_starts(t0);
-        // SAFETY: AVX-512 F is present (this function's contract); every window and row
-        // holds `len` values, which `pointers` checked.
-        let sums = unsafe { weight_tile_avx512(slab, grad_out, &starts, len) };
+        // SAFETY: AVX-512 F is present (this function's contract); every channel's rows
+        // and every window's rows are inside their buffers, which `pointers` checked.
+        let sums = unsafe { weight_tile_avx512(slab, grad_out, &starts, shape) };
         job.add(t0, &sums);
     }
 }
 
-/// The [`WCO`] x [`WTAPS`] dot products of one tap tile over `len` outputs.
+/// The [`WCO`] x [`WTAPS`] dot products of one tap tile over `rows` rows of `width`
+/// outputs (`row_step` apart in the slab).
 ///
 /// # Safety
-/// The CPU must support AVX-512 F; `slab[start..start + len]` for every start and
-/// `grad_out[..WCO * len]` must be readable; `len` a multiple of 16.
+/// The CPU must support AVX-512 F; `grad_out[c][..rows * width]` and `slab[start + r *
+/// row_step..][..width]` for every start and row `r < rows` must be readable.
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
 unsafe fn weight_tile_avx512(
     slab: *const f32,
-    grad_out: *const f32,
+    grad_out: [*const f32; WCO],
     starts: &[usize; WTAPS],
-    len: usize,
+    (rows, width, row_step): (usize, usize, usize),
 ) -> [[f32; WTAPS]; WCO] {
     let mut acc = [[_mm512_setzero_ps(); WTAPS]; WCO];
-    for q in (0..len).step_by(16) {
-        // SAFETY: `q + 16 <= len`: inside a window or a row (this function's contract).
-        unsafe {
-            let mut ys = [_mm512_setzero_ps(); WCO];
-            for (c, y) in ys.iter_mut().enumerate() {
-                *y = _mm512_loadu_ps(grad_out.add(c * len + q));
-            }
-            for t in 0..WTAPS {
-                let x = _mm512_loadu_ps(slab.add(starts[t] + q));
-                for c in 0..WCO {
-                    acc[c][t] = _mm512_fmadd_ps(ys[c], x, acc[c][t]);
-                }
-            }
+    let full = width / 16 * 16;
+    let tail = (1u16 << (width - full)).wrapping_sub(1);
+    for r in 0..rows {
+        let ys_row = grad_out.map(|p| p.wrapping_add(r * width));
+        let xs_row = slab.wrapping_add(r * row_step);
+        for q in (0..full).step_by(16) {
+            // SAFETY: `q + 16 <= width`: inside row `r` of each channel and of each window
+            // (this function's contract).
+            let load = |p| unsafe { _mm512_loadu_ps(p) };
+            // SAFETY: AVX-512 F is present (this function's contract).
+            unsafe { weight_step(&mut acc, ys_row, xs_row, starts, q, load) };
+        }
+        if tail != 0 {
+            // SAFETY: as above, the lanes read (`tail`) those of columns `full..width`
+            // (masked loads touch no other lane).
+            let load = |p| unsafe { _mm512_maskz_loadu_ps(tail, p) };
+            // SAFETY: as above.
+            unsafe { weight_step(&mut acc, ys_row, xs_row, starts, full, load) };
         }
     }
     let mut sums = [[0.0f32; WTAPS]; WCO];
@@ -381,36 +389,65 @@ unsafe fn weight_tile_avx512(
     sums
 }
 
+/// One step of the weight-gradient tiles: `acc[c][t] += y_c * x_t` for each channel's
+/// vector `y_c` from `ys_row[c] + q` and each tap's `x_t` from `xs_row + starts[t] + q`,
+/// every vector loaded by `load`.
+///
+/// # Safety
+/// The CPU must support the instructions of `R` (`load` reads what its caller vouches for).
+#[inline(always)]
+unsafe fn weight_step<R: Register, const CH: usize>(
+    acc: &mut [[R; WTAPS]; CH],
+    ys_row: [*const f32; CH],
+    xs_row: *const f32,
+    starts: &[usize; WTAPS],
+    q: usize,
+    load: impl Fn(*const f32) -> R,
+) {
+    let ys = ys_row.map(|p| load(p.wrapping_add(q)));
+    for t in 0..WTAPS {
+        let x = load(xs_row.wrapping_add(starts[t] + q));
+        for c in 0..CH {
+            // SAFETY: `R`'s instructions are present (this function's contract).
+            acc[c][t] = unsafe { R::fmadd(ys[c], x, acc[c][t]) };
+        }
+    }
+}
+
 /// The tiled weight-gradient kernel for `f32` with AVX2 and FMA: as the AVX-512 one, in two
-/// sweeps of half the channels (12 vectors of sums of the 16 registers).
+/// sweeps of half the channels (12 vectors of sums of the 16 registers), 8 outputs a step.
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA (the job's bounds are checked by `WeightTile::pointers`).
 #[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn direct_weight_tile_f32_avx2(job: &mut WeightTile<'_, f32>) {
     const HALF: usize = WCO / 2;
-    let len = job.len;
+    let (rows, width, row_step) = (job.rows, job.width, job.row_step);
     let (slab, grad_out) = job.pointers();
+    let full = width / 8 * 8;
+    let tail = lanes_between(0, (width - full) as isize);
     for t0 in (0..job.starts.len()).step_by(WTAPS) {
         let starts = job.tile_starts(t0);
         let mut sums = [[0.0f32; WTAPS]; WCO];
         for c0 in [0, HALF] {
             let mut acc = [[_mm256_setzero_ps(); WTAPS]; HALF];
-            for q in (0..len).step_by(8) {
-                // SAFETY: `q + 8 <= len` (`len` is a multiple of 16), so every load is inside
-                // a tap's window or a channel's row, which `pointers` checked.
-                unsafe {
-                    let mut ys = [_mm256_setzero_ps(); HALF];
-                    for (c, y) in ys.iter_mut().enumerate() {
-                        *y = _mm256_loadu_ps(grad_out.add((c0 + c) * len + q));
-                    }
-                    // Constant trip counts: unrolled, so the sums stay in registers.
-                    for t in 0..WTAPS {
-                        let x = _mm256_loadu_ps(slab.add(starts[t] + q));
-                        for c in 0..HALF {
-                            acc[c][t] = _mm256_fmadd_ps(ys[c], x, acc[c][t]);
-                        }
-                    }
+            for r in 0..rows {
+                let ys_row: [*const f32; HALF] =
+                    std::array::from_fn(|c| grad_out[c0 + c].wrapping_add(r * width));
+                let xs_row = slab.wrapping_add(r * row_step);
+                for q in (0..full).step_by(8) {
+                    // SAFETY: `q + 8 <= width`: inside row `r` of each channel and of each
+                    // window, which `pointers` checked.
+                    let load = |p| unsafe { _mm256_loadu_ps(p) };
+                    // SAFETY: AVX2 and FMA are present (this function's contract).
+                    unsafe { weight_step(&mut acc, ys_row, xs_row, &starts, q, load) };
+                }
+                if full < width {
+                    // SAFETY: as above, the lanes read (`tail`) those of columns
+                    // `full..width` (masked loads touch no other lane).
+                    let load = |p| unsafe { _mm256_maskload_ps(p, tail) };
+                    // SAFETY: as above.
+                    unsafe { weight_step(&mut acc, ys_row, xs_row, &starts, full, load) };
                 }
             }
             for c in 0..HALF {

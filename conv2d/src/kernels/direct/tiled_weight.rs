@@ -1,19 +1,20 @@
 //! [`Algorithm::DirectTiled`](crate::Algorithm::DirectTiled)'s weight gradient: stride 1,
 //! `f32` sums on AVX2 or AVX-512, a finite input. Each weight-gradient element is a dot
 //! product of an output-gradient plane with a shifted window of the padded input:
-//! `grad_w[co][t] = sum_q grad_out_flat[co][q] * slab[start_t + q]`, over the output pixels
-//! `q` counted in slab rows as in [`tiled`](super::tiled). The output gradient is copied
-//! into that layout with zeros in the columns that are not outputs (so the input values
-//! those columns meet add nothing; a non-finite input would add `0 * inf`, hence the
-//! finite-input condition). A register tile of [`WCO`] output channels by [`WTAPS`] taps
-//! holds vectors of partial sums over `q`; each element's sum runs over images, bands and
-//! `q` in a fixed order, whatever the thread count. Layers with many output channels per
-//! group go to the channel-vectorised tiles of [`weight_channels`](super::weight_channels)
-//! instead, under the same conditions.
+//! `grad_w[co][t] = sum over output rows r and columns x of grad_out[co][r][x] *
+//! slab[start_t + r * row_len + x]`, the slab's rows `row_len` apart as in
+//! [`tiled`](super::tiled). The output gradient is read in place, row by row (a row's last
+//! vector masked to its columns). A register tile of [`WCO`] output channels by [`WTAPS`]
+//! taps holds vectors of partial sums; each element's sum runs over images, bands, rows
+//! and columns in a fixed order, whatever the thread count. Layers with many output
+//! channels per group go to the channel-vectorised tiles of
+//! [`weight_channels`](super::weight_channels) instead, under the same conditions.
 
 use super::tiled::{as_f32, as_f32_mut, bands, has_kernel};
 use super::weight_channels;
-use super::{all_finite, padded_slab, Scratch, Slab, LANES};
+use std::mem::MaybeUninit;
+
+use super::{all_finite, padded_slab, Aligned, Scratch, Slab, LANES};
 use crate::element::Accumulator;
 use crate::geometry::Geometry;
 use crate::isa::{isa, Isa};
@@ -24,14 +25,19 @@ pub(crate) const WCO: usize = 4;
 /// Taps per tile.
 pub(crate) const WTAPS: usize = 6;
 
-/// One tile of output channels: `grad_w[c * taps + t] += sum_q grad_out[c * len + q] *
-/// slab[starts[t] + q]` for `q < len` (a multiple of [`LANES`]), `c < channels`, every tap.
+/// One tile of output channels: `grad_w[c * taps + t] += sum over r < rows, x < width of
+/// grad_out[c][r * width + x] * slab[starts[t] + r * row_step + x]` for `c < channels`,
+/// every tap.
 pub(crate) struct WeightTile<'a, A> {
     pub slab: &'a [A],
     pub starts: &'a [usize],
-    /// [`WCO`] rows of `len` output-gradient values (rows past `channels` are zero).
-    pub grad_out: &'a [A],
-    pub len: usize,
+    /// [`WCO`] channels' output-gradient rows, `rows * width` values each (the rows of
+    /// those past `channels` repeat a real channel's; their sums are dropped).
+    pub grad_out: [&'a [A]; WCO],
+    pub rows: usize,
+    pub width: usize,
+    /// Elements from one slab row to the next.
+    pub row_step: usize,
     /// `channels` rows of `starts.len()` sums.
     pub grad_w: &'a mut [A],
     pub channels: usize,
@@ -39,14 +45,16 @@ pub(crate) struct WeightTile<'a, A> {
 
 impl<A> WeightTile<'_, A> {
     /// The slab and output-gradient pointers of the vector kernels, after checking every
-    /// bound they rely on (panics on a bug).
-    pub(crate) fn pointers(&self) -> (*const A, *const A) {
-        let len = self.len;
-        assert!(len.is_multiple_of(LANES) && self.grad_out.len() >= WCO * len);
+    /// bound they rely on (panics on a bug): `rows * width` values in every channel's
+    /// rows, every window's rows inside the slab.
+    pub(crate) fn pointers(&self) -> (*const A, [*const A; WCO]) {
+        assert!(self.rows > 0 && self.width > 0 && self.row_step >= self.width);
+        let pixels = self.rows * self.width;
+        assert!(self.grad_out.iter().all(|rows| rows.len() >= pixels));
         assert!(self.channels <= WCO && self.grad_w.len() >= self.channels * self.starts.len());
-        let end = self.starts.iter().max().map_or(0, |&s| s + len);
-        assert!(end <= self.slab.len());
-        (self.slab.as_ptr(), self.grad_out.as_ptr())
+        let reach = (self.rows - 1) * self.row_step + self.width;
+        assert!(self.starts.iter().all(|&s| s + reach <= self.slab.len()));
+        (self.slab.as_ptr(), self.grad_out.map(<[A]>::as_ptr))
     }
 
     /// Adds one tap tile's sums (taps `t0..`, as many as remain) to `grad_w`.
@@ -69,6 +77,22 @@ impl<A> WeightTile<'_, A> {
         std::array::from_fn(|i| self.starts[(t0 + i).min(last)])
     }
 }
+
+/// Taps per group from which a band's output gradient is copied into slab-row layout
+/// (one run of pixels per channel, whose vectors start on 64-byte lines) rather than read
+/// in place row by row (whose rows start wherever the caller's buffer puts them, across a
+/// line for most loads, and end in a masked vector): the copy costs the same per output
+/// pixel whatever the taps, the in-place rows a share of every tap's work. Over 20 layers
+/// of 16-64 output channels on 28x28-224x224 maps (`conv2d-bench`, 2026-12-06, Intel Xeon,
+/// one thread, three alternated rounds): in place 1.07-1.58x as fast with 9-27 taps on
+/// every map (3x3 kernels on 1-3 input channels), with 36-72 taps 1.07-1.63x on rows of
+/// 112 and more but 0.72-0.97x on rows of 56 and 80, with 108-144 taps 0.61-1.0x.
+const COPIED_TAPS: usize = 32;
+/// Taps per group from which rows of [`WIDE_ROW`] or more outputs are copied (see
+/// [`COPIED_TAPS`]).
+const WIDE_COPIED_TAPS: usize = 80;
+/// See [`WIDE_COPIED_TAPS`].
+const WIDE_ROW: usize = 112;
 
 /// Output pixels (counted in slab rows) below which each tile's 24 final reductions cost
 /// more than the GEMM's packing: a sweep (`conv2d-bench --algorithm`, one thread) found
@@ -111,35 +135,45 @@ pub(crate) fn backward_weight<A: Accumulator>(
     }
     let (cout_g, taps) = (g.cout_per_group(), g.cin_per_group() * g.kh * g.kw);
     let (plane, row_len) = (g.oh * g.ow, bands(g).0);
+    let in_place = taps < COPIED_TAPS || taps < WIDE_COPIED_TAPS && g.ow >= WIDE_ROW;
     grad_w.fill(A::ZERO);
     // Groups in parallel; within one, each image and band prepares its rows once and its
     // tiles of output channels run in parallel over them.
     for_each_chunk(grad_w, cout_g * taps, |group, grad_w| {
         for_each_band(g, input, grad_out, group, scratch, |band| {
-            let len = band.len.next_multiple_of(LANES);
-            // The band's output gradient in slab-row layout, zero between rows, with
-            // zero rows up to a whole number of tiles.
-            let tiles = cout_g.div_ceil(WCO);
-            let Some(mut flat) = scratch.filled_aligned(tiles * WCO * len, A::ZERO) else {
+            let Some(copied) = (!in_place).then(|| slab_row_copy(g, &band, scratch)) else {
+                // Output channel `co`'s rows of the band, in place.
+                let rows_of =
+                    |co: usize| &band.grad_out[co * plane + band.oy0 * g.ow..][..band.rows * g.ow];
+                for_each_chunk(grad_w, WCO * taps, |tile, gw| {
+                    let count = gw.len() / taps;
+                    run(&mut WeightTile {
+                        slab: &band.slab.data,
+                        starts: &band.starts,
+                        grad_out: std::array::from_fn(|c| rows_of(tile * WCO + c.min(count - 1))),
+                        rows: band.rows,
+                        width: g.ow,
+                        row_step: row_len,
+                        grad_w: gw,
+                        channels: count,
+                    });
+                });
+                return true;
+            };
+            // One run of `len` outputs per channel in the copy (rows of zeros past the
+            // group's channels).
+            let Some((flat, len)) = copied else {
                 return false;
             };
-            for (dst, src) in flat
-                .chunks_exact_mut(len)
-                .zip(band.grad_out.chunks_exact(plane))
-            {
-                let src = &src[band.oy0 * g.ow..][..band.rows * g.ow];
-                for (d, s) in dst.chunks_mut(row_len).zip(src.chunks_exact(g.ow)) {
-                    d[..g.ow].copy_from_slice(s);
-                }
-            }
             for_each_chunk(grad_w, WCO * taps, |tile, gw| {
                 let count = gw.len() / taps;
-                let grad_out = &flat[tile * WCO * len..][..WCO * len];
                 run(&mut WeightTile {
                     slab: &band.slab.data,
                     starts: &band.starts,
-                    grad_out,
-                    len,
+                    grad_out: std::array::from_fn(|c| &flat[(tile * WCO + c) * len..][..len]),
+                    rows: 1,
+                    width: len,
+                    row_step: len,
                     grad_w: gw,
                     channels: count,
                 });
@@ -148,6 +182,42 @@ pub(crate) fn backward_weight<A: Accumulator>(
         });
     });
     true
+}
+
+/// The band's output gradient in slab-row layout (each channel's rows `row_len` apart,
+/// zeros between them, so that one run of the copy's pixels meets the windows as the rows
+/// do), with zero rows up to a whole number of tiles, and the length of a channel's run
+/// (a multiple of [`LANES`]); `None` if the buffer cannot be allocated.
+#[allow(unsafe_code)] // calls `written_aligned`
+fn slab_row_copy<A: Accumulator>(
+    g: &Geometry,
+    band: &GradientBand<'_, A>,
+    scratch: &Scratch,
+) -> Option<(Aligned<A>, usize)> {
+    let (plane, row_len, cout_g) = (g.oh * g.ow, bands(g).0, g.cout_per_group());
+    let len = ((band.rows - 1) * row_len + g.ow).next_multiple_of(LANES);
+    let zero = MaybeUninit::new(A::ZERO);
+    // Channel `c`'s run: its rows, each followed by zeros up to the next; a row's run past
+    // the band's last row (`len` rounds up) and a channel past the group's all zeros.
+    let write = |c: usize, run: &mut [MaybeUninit<A>]| {
+        for (r, dst) in run.chunks_mut(row_len).enumerate() {
+            let (row, gap) = dst.split_at_mut(g.ow.min(dst.len()));
+            if c < cout_g && r < band.rows {
+                row.write_copy_of_slice(
+                    &band.grad_out[c * plane + (band.oy0 + r) * g.ow..][..g.ow],
+                );
+            } else {
+                row.fill(zero);
+            }
+            gap.fill(zero);
+        }
+    };
+    let runs = cout_g.div_ceil(WCO) * WCO;
+    // SAFETY: `write` initialises every element of each run (a row and its gap fill each
+    // segment of `row_len`; the band's rows are `ow` long, `ow <= row_len`, and every
+    // segment of a real row is whole: `len >= (rows - 1) * row_len + ow`).
+    let flat = unsafe { scratch.written_aligned(runs * len, len, A::ZERO, write)? };
+    Some((flat, len))
 }
 
 /// One band of one image for a weight-gradient kernel: its padded input rows (with
@@ -159,8 +229,6 @@ pub(super) struct GradientBand<'a, A: 'static> {
     pub rows: usize,
     pub slab: Slab<A>,
     pub starts: Vec<usize>,
-    /// Output pixels of the band counted in slab rows (`(rows - 1) * row_len + ow`).
-    pub len: usize,
     pub grad_out: &'a [A],
 }
 
@@ -176,7 +244,7 @@ pub(super) fn for_each_band<A: Accumulator>(
 ) {
     let (cin_g, cout_g) = (g.cin_per_group(), g.cout_per_group());
     let (plane, in_plane) = (g.oh * g.ow, g.h * g.w);
-    let (row_len, band) = bands(g);
+    let band = bands(g).1;
     for n in 0..g.n {
         let x = &input[(n * g.cin + group * cin_g) * in_plane..][..cin_g * in_plane];
         for oy0 in (0..g.oh).step_by(band) {
@@ -191,7 +259,6 @@ pub(super) fn for_each_band<A: Accumulator>(
                 rows,
                 slab,
                 starts,
-                len: (rows - 1) * row_len + g.ow,
                 grad_out: &grad_out[(n * g.cout + group * cout_g) * plane..][..cout_g * plane],
             };
             if !f(band) {
@@ -203,18 +270,22 @@ pub(super) fn for_each_band<A: Accumulator>(
 
 /// Runs a tile with the vector kernel for `A` (`f32`, checked by [`applies`]).
 fn run<A: Accumulator>(job: &mut WeightTile<'_, A>) {
-    let (Some(slab), Some(grad_out), Some(grad_w)) = (
+    let grad_out = job.grad_out.map(as_f32);
+    let (Some(slab), Some(grad_w), true) = (
         as_f32(job.slab),
-        as_f32(job.grad_out),
         as_f32_mut(job.grad_w),
+        grad_out.iter().all(Option::is_some),
     ) else {
         unreachable!("applies admits f32 only");
     };
+    let grad_out = grad_out.map(Option::unwrap_or_default);
     let mut f32_job = WeightTile {
         slab,
         starts: job.starts,
         grad_out,
-        len: job.len,
+        rows: job.rows,
+        width: job.width,
+        row_step: job.row_step,
         grad_w,
         channels: job.channels,
     };
