@@ -83,6 +83,9 @@ impl ChannelWeightTile<'_> {
     }
 }
 
+/// Output channels per group from which this kernel runs (two vectors; fewer leave most
+/// of a tile's registers idle).
+const MIN_CHANNELS: usize = 32;
 /// Taps per group from which this kernel runs: each chunk of output gradient is loaded
 /// once per tap tile of a task, so with fewer taps the loads dominate.
 const MIN_TAPS: usize = 128;
@@ -93,8 +96,8 @@ const STREAMED_TAPS: usize = 256;
 /// that a layer of fewer than [`STREAMED_TAPS`] taps may hold: 1 MiB of `f32`.
 const MAX_GRAD_OUT: usize = 256 * 1024;
 
-/// Whether the shape suits this kernel, whatever the type: a tile of output channels per
-/// group (two vectors without groups), at most an eighth of them padding up to whole
+/// Whether the shape suits this kernel, whatever the type: [`MIN_CHANNELS`] or more output
+/// channels per group, at most an eighth of them padding up to whole
 /// vectors (a group's last tile sums only the vectors it fills), at least [`MIN_TAPS`] taps (and
 /// [`STREAMED_TAPS`], or an output gradient within [`MAX_GRAD_OUT`]), and the group's sums
 /// within [`MAX_SUMS`] ([`MAX_SUMS_MANY_PIXELS`] where each sums [`MANY_PIXELS`] or
@@ -105,9 +108,11 @@ const MAX_GRAD_OUT: usize = 256 * 1024;
 /// (2026-12-06, Intel Xeon, three alternated rounds): 32, 48 and 96 channels 1.15-1.37x
 /// as fast as the tap-vectorised tiles (which they had run at 0.6-0.96x padded to 64),
 /// 144-216 taps on 56x56 maps 1.19-1.24x, but the 7x7 stem's 147 taps on 112x112 (a 3 MiB
-/// output gradient) 0.89x, and 8 groups of 32 channels 1.10x on one thread, 0.77-0.84x on
-/// two (groups run one after another, each over its few tap tiles in parallel; the
-/// tap-vectorised tiles run the groups in parallel). Sums of up to 768 Ki elements over 192+
+/// output gradient) 0.89x. With the groups in parallel (each one's tap tiles too), layers
+/// of 2 to 16 groups of 32-48 channels on 14x14-56x56 maps 1.06-2.47x as fast on one
+/// thread and 1.10-2.06x on two (the same Xeon, 2026-12-06, three alternated rounds; they
+/// had run one group after another, 8 groups of 32 channels 0.77-0.84x on two threads).
+/// Sums of up to 768 Ki elements over 192+
 /// pixels (2026-12-06, Intel Xeon with 2 MiB of L2 a core, four and three alternated rounds
 /// on one and two threads): 160-256 channels on 14x14 and 16x16 maps, 192 on 28x28 and 256
 /// on four 7x7 images 1.06-1.29x and 1.02-1.37x as fast; on one thread, 256-320 channels
@@ -123,7 +128,7 @@ pub(super) fn suits(g: &Geometry) -> bool {
         true => MAX_SUMS_MANY_PIXELS,
         false => MAX_SUMS,
     };
-    (cout_g >= CCO || cout_g >= 32 && g.groups == 1)
+    cout_g >= MIN_CHANNELS
         && pitch <= cout_g + cout_g / 8
         && taps >= MIN_TAPS
         && (taps >= STREAMED_TAPS || grad_out <= MAX_GRAD_OUT)
@@ -158,10 +163,13 @@ pub(super) fn backward_weight<A: Accumulator>(
     else {
         return;
     };
-    for (group, sums_g) in sums
+    let groups: Vec<_> = sums
         .chunks_exact_mut(co_tiles * tap_tiles * per_tile)
+        .zip(grad_w.chunks_exact_mut(cout_g * taps))
         .enumerate()
-    {
+        .collect();
+    // The groups in parallel, each one's regions below shared out too.
+    for_each_item(groups, |(group, (sums_g, grad_w_g))| {
         for_each_band(g, input, grad_out, group, scratch, |band| {
             // The band's output gradient, one row of `pitch` channels per output pixel.
             let Some(mut gy_t) = scratch.filled_aligned(band.rows * g.ow * pitch, 0.0f32) else {
@@ -205,7 +213,6 @@ pub(super) fn backward_weight<A: Accumulator>(
         });
         // Each tile's sums (per tap, CCO channels) into the rows of its channels, the
         // channel tiles in parallel.
-        let grad_w_g = &mut grad_w[group * cout_g * taps..][..cout_g * taps];
         let sums_g = &*sums_g;
         // (A tile's sums run tap after tap, so the channel tile's are a matrix of a row of
         // `CCO` channels per tap.)
@@ -215,7 +222,7 @@ pub(super) fn backward_weight<A: Accumulator>(
             let mut rows: Vec<&mut [f32]> = rows.chunks_exact_mut(taps).collect();
             transpose(sums_c, &starts, &mut rows);
         });
-    }
+    });
 }
 
 /// Runs a tile with the vector kernel of this CPU (see
