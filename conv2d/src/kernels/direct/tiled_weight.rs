@@ -141,39 +141,33 @@ pub(crate) fn backward_weight<A: Accumulator>(
     // tiles of output channels run in parallel over them.
     for_each_chunk(grad_w, cout_g * taps, |group, grad_w| {
         for_each_band(g, input, grad_out, group, scratch, |band| {
-            let Some(copied) = (!in_place).then(|| slab_row_copy(g, &band, scratch)) else {
-                // Output channel `co`'s rows of the band, in place.
-                let rows_of =
-                    |co: usize| &band.grad_out[co * plane + band.oy0 * g.ow..][..band.rows * g.ow];
-                for_each_chunk(grad_w, WCO * taps, |tile, gw| {
-                    let count = gw.len() / taps;
-                    run(&mut WeightTile {
-                        slab: &band.slab.data,
-                        starts: &band.starts,
-                        grad_out: std::array::from_fn(|c| rows_of(tile * WCO + c.min(count - 1))),
-                        rows: band.rows,
-                        width: g.ow,
-                        row_step: row_len,
-                        grad_w: gw,
-                        channels: count,
-                    });
-                });
-                return true;
+            // Each channel's output gradient: its rows of the band in place, or one run of
+            // `len` pixels in the slab-row copy.
+            let copy = match in_place {
+                true => None,
+                false => match slab_row_copy(g, &band, row_len, scratch) {
+                    Some(copy) => Some(copy),
+                    None => return false,
+                },
             };
-            // One run of `len` outputs per channel in the copy (rows of zeros past the
-            // group's channels).
-            let Some((flat, len)) = copied else {
-                return false;
+            let (rows, width, row_step) = match &copy {
+                None => (band.rows, g.ow, row_len),
+                Some((_, len)) => (1, *len, *len),
+            };
+            let channel = |co: usize| match &copy {
+                None => &band.grad_out[co * plane + band.oy0 * g.ow..][..band.rows * g.ow],
+                Some((flat, len)) => &flat[co * len..][..*len],
             };
             for_each_chunk(grad_w, WCO * taps, |tile, gw| {
                 let count = gw.len() / taps;
                 run(&mut WeightTile {
                     slab: &band.slab.data,
                     starts: &band.starts,
-                    grad_out: std::array::from_fn(|c| &flat[(tile * WCO + c) * len..][..len]),
-                    rows: 1,
-                    width: len,
-                    row_step: len,
+                    // A tile's channels past its last repeat it (their sums are dropped).
+                    grad_out: std::array::from_fn(|c| channel(tile * WCO + c.min(count - 1))),
+                    rows,
+                    width,
+                    row_step,
                     grad_w: gw,
                     channels: count,
                 });
@@ -186,23 +180,24 @@ pub(crate) fn backward_weight<A: Accumulator>(
 
 /// The band's output gradient in slab-row layout (each channel's rows `row_len` apart,
 /// zeros between them, so that one run of the copy's pixels meets the windows as the rows
-/// do), with zero rows up to a whole number of tiles, and the length of a channel's run
-/// (a multiple of [`LANES`]); `None` if the buffer cannot be allocated.
+/// do), and the length of a channel's run (a multiple of [`LANES`]); `None` if the buffer
+/// cannot be allocated.
 #[allow(unsafe_code)] // calls `written_aligned`
 fn slab_row_copy<A: Accumulator>(
     g: &Geometry,
     band: &GradientBand<'_, A>,
+    row_len: usize,
     scratch: &Scratch,
 ) -> Option<(Aligned<A>, usize)> {
-    let (plane, row_len, cout_g) = (g.oh * g.ow, bands(g).0, g.cout_per_group());
+    let plane = g.oh * g.ow;
     let len = ((band.rows - 1) * row_len + g.ow).next_multiple_of(LANES);
     let zero = MaybeUninit::new(A::ZERO);
     // Channel `c`'s run: its rows, each followed by zeros up to the next; a row's run past
-    // the band's last row (`len` rounds up) and a channel past the group's all zeros.
+    // the band's last row (`len` rounds up) all zeros.
     let write = |c: usize, run: &mut [MaybeUninit<A>]| {
         for (r, dst) in run.chunks_mut(row_len).enumerate() {
             let (row, gap) = dst.split_at_mut(g.ow.min(dst.len()));
-            if c < cout_g && r < band.rows {
+            if r < band.rows {
                 row.write_copy_of_slice(
                     &band.grad_out[c * plane + (band.oy0 + r) * g.ow..][..g.ow],
                 );
@@ -212,7 +207,7 @@ fn slab_row_copy<A: Accumulator>(
             gap.fill(zero);
         }
     };
-    let runs = cout_g.div_ceil(WCO) * WCO;
+    let runs = g.cout_per_group();
     // SAFETY: `write` initialises every element of each run (a row and its gap fill each
     // segment of `row_len`; the band's rows are `ow` long, `ow <= row_len`, and every
     // segment of a real row is whole: `len >= (rows - 1) * row_len + ow`).
