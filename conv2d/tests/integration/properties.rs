@@ -743,6 +743,27 @@ fn cases(default: u32) -> u32 {
         .unwrap_or(default)
 }
 
+/// `direct`'s 3x3 depthwise weight gradient on planes of more padded rows than a block of
+/// its column sweep (256): the sums carried across blocks, each block's first rows meeting
+/// the output-gradient rows of the block before, on rows ending in a vector of 8 or fewer
+/// outputs, in a partial vector of 16, and in whole vectors; with padding 0-2.
+#[test]
+fn depthwise_columns_longer_than_a_block_match_reference() {
+    for (w, pad) in [(20, 1), (37, 0), (32, 2)] {
+        let p = Problem {
+            groups: 2,
+            cin_g: 1,
+            cout_g: 1,
+            h: 300,
+            w,
+            pad: (pad, pad),
+            bias: false,
+            ..same_3x3(1, 1, 1, (300, w), 17)
+        };
+        every_algorithm_matches_reference::<f32>(&p).unwrap();
+    }
+}
+
 proptest! {
     // Large channel counts: a quarter of the cases.
     #![proptest_config(ProptestConfig { cases: (cases(96) / 4).max(1), ..ProptestConfig::default() })]

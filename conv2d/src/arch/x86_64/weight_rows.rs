@@ -171,10 +171,17 @@ unsafe fn weight_blocks_3x3(
             // A tail of 8 lanes or fewer in the sums' low half: the same terms in the same
             // lanes, half the work where the CPU splits 16 lanes into two halves (Zen 4,
             // one thread: 20- to 56-wide depthwise layers 1.06-1.11x as fast).
-            let mut low: [__m256; 9] = acc.map(|a| _mm512_castps512_ps256(a));
+            // Plain loops: `map` and `from_fn` here were calls per register, outlined
+            // (their closures carry this function's target features, `map` does not).
+            let mut low = [_mm256_setzero_ps(); 9];
+            for (l, a) in low.iter_mut().zip(acc.iter()) {
+                *l = _mm512_castps512_ps256(*a);
+            }
             // SAFETY: see above.
             unsafe { weight_column(&mut low, block, windows, full, tail) };
-            *acc = std::array::from_fn(|t| _mm512_insertf32x8::<0>(acc[t], low[t]));
+            for (a, l) in acc.iter_mut().zip(low) {
+                *a = _mm512_insertf32x8::<0>(*a, l);
+            }
         }
     }
 }
@@ -254,7 +261,10 @@ unsafe fn weight_rows_3x3(
 
 /// One column of a block of [`weight_sweep_3x3`]: input rows `js`, the outputs from `o`
 /// of the lanes of `lanes` (the others keep their sums, so an infinite input there adds
-/// nothing).
+/// nothing). The rows that meet all three kernel rows and lie inside the image run a loop
+/// of their own, the windows' lanes worked out once for the column and no row checked
+/// (1.05-1.23x on 28x28-80x80 depthwise layers over checking each row, AMD Zen 5,
+/// one thread).
 ///
 /// # Safety
 /// As [`weight_sweep_3x3`]; `js` lie below `rows + 2`, `o` is an output of a row and
@@ -269,31 +279,47 @@ unsafe fn weight_column<R: MaskedRegister<Elem = f32>>(
 ) {
     // SAFETY: the CPU supports `R` (this function's contract); output-gradient
     // row `r < rows` is read at `lanes` of its outputs from `o`, inside the output
-    // gradient; `j` and `o` are the sweep's.
+    // gradient; `j` and `o` are the sweep's, and the rows of `body` lie inside the image.
     unsafe {
         let zero = R::splat(0.0);
+        let gy = grad_out.add(o);
         // The output-gradient vector of output row `r`; zeros outside `0..rows`, whose
         // terms are left out.
         let y = |r: usize| match r < rows {
-            true => R::load_where(grad_out.add(r * ow + o), lanes),
+            true => R::load_where(gy.add(r * ow), lanes),
             false => zero,
         };
         // `ys[ky]`: that of output row `j - ky` (`j`: the next input row, shifted in).
         let before = |back: usize| js.start.checked_sub(back).map_or(zero, y);
         let mut ys = [before(1), before(2), zero];
-        for j in js {
-            ys = [y(j), ys[0], ys[1]];
-            let xs: [R; 3] = windows.windows(j, o, lanes);
-            // Kernel row ky meets input row j for output row j - ky where that row exists;
-            // rows 2..rows meet every kernel row, and their loop runs without the checks.
-            let all = (2..rows).contains(&j);
+        let mut fuse = |ys: &[R; 3], xs: [R; 3], live: [bool; 3]| {
             for (ky, &y) in ys.iter().enumerate() {
-                if all || (j >= ky && j - ky < rows) {
+                if live[ky] {
                     for (kx, &x) in xs.iter().enumerate() {
                         acc[3 * ky + kx] = R::fmadd_where(x, y, acc[3 * ky + kx], lanes);
                     }
                 }
             }
+        };
+        // Rows 2..rows meet every kernel row.
+        let inside = windows.inside_rows();
+        let body_start = inside.start.max(2).clamp(js.start, js.end);
+        let body_end = inside.end.min(rows).clamp(body_start, js.end);
+        let general = |j: usize| std::array::from_fn(|ky| j >= ky && j - ky < rows);
+        for j in js.start..body_start {
+            ys = [y(j), ys[0], ys[1]];
+            fuse(&ys, windows.windows(j, o, lanes), general(j));
+        }
+        // Masked loads throughout (plain ones where all lanes are inside, in a loop of
+        // their own, ran 1.02x as fast; switching per row 0.8x).
+        let columns = windows.column_lanes::<R>(o, lanes).unwrap_or([!0; 3]);
+        for j in body_start..body_end {
+            ys = [R::load_where(gy.add(j * ow), lanes), ys[0], ys[1]];
+            fuse(&ys, windows.windows_inside(j, o, columns), [true; 3]);
+        }
+        for j in body_end..js.end {
+            ys = [y(j), ys[0], ys[1]];
+            fuse(&ys, windows.windows(j, o, lanes), general(j));
         }
     }
 }
@@ -372,21 +398,34 @@ pub(crate) unsafe fn flat_weight_3x3_f32_avx512(job: &mut PlaneWeightRows<'_>, m
 /// The three windows (kernel columns 0, 1, 2) of a stacked 3x3 weight-gradient kernel
 /// ([`weight_sweep_3x3`]), a trait for the reason [`RowWindows`](super::windows::RowWindows) is.
 trait WeightWindows {
+    /// The padded rows that lie inside the image (those outside read as zeros).
+    fn inside_rows(&self) -> std::ops::Range<usize>;
+
+    /// Per kernel column, the lanes of the windows from output `o` to load (`lanes`: those
+    /// up to the row's end); `None` where every lane of the three lies inside the row.
+    fn column_lanes<R: MaskedRegister<Elem = f32>>(&self, o: usize, lanes: u16)
+        -> Option<[u16; 3]>;
+
+    /// The windows of padded input row `j` (one of [`inside_rows`](Self::inside_rows))
+    /// from output `o`, loading `columns` ([`column_lanes`](Self::column_lanes) for `o`,
+    /// all lanes where that is `None`: a constant, so that the loads are plain ones).
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F and VL; `j` and `o` are a row and an output of the
+    /// sweep, `j` in `inside_rows`.
+    unsafe fn windows_inside<R: MaskedRegister<Elem = f32>>(
+        &self,
+        j: usize,
+        o: usize,
+        columns: [u16; 3],
+    ) -> [R; 3];
+
     /// The windows of padded input row `j` from output `o`; `lanes`: those up to the row's
     /// end.
     ///
     /// # Safety
     /// The CPU must support AVX-512 F and VL; `j` and `o` are a row and an output of the
     /// sweep.
-    unsafe fn windows<R: MaskedRegister<Elem = f32>>(
-        &self,
-        j: usize,
-        o: usize,
-        lanes: __mmask16,
-    ) -> [R; 3];
-}
-
-impl WeightWindows for SlabRowWindows {
     #[inline(always)]
     unsafe fn windows<R: MaskedRegister<Elem = f32>>(
         &self,
@@ -394,57 +433,90 @@ impl WeightWindows for SlabRowWindows {
         o: usize,
         lanes: __mmask16,
     ) -> [R; 3] {
+        // SAFETY: AVX-512 F and VL are present, `j` and `o` are the sweep's (the
+        // caller's contract); `j` is checked to lie inside the image.
+        unsafe {
+            match (
+                self.inside_rows().contains(&j),
+                self.column_lanes::<R>(o, lanes),
+            ) {
+                (false, _) => [R::splat(0.0); 3],
+                (true, None) => self.windows_inside(j, o, [!0; 3]),
+                (true, Some(columns)) => self.windows_inside(j, o, columns),
+            }
+        }
+    }
+}
+
+impl WeightWindows for SlabRowWindows {
+    fn inside_rows(&self) -> std::ops::Range<usize> {
+        0..usize::MAX
+    }
+
+    fn column_lanes<R: MaskedRegister<Elem = f32>>(
+        &self,
+        _: usize,
+        lanes: u16,
+    ) -> Option<[u16; 3]> {
+        Some([lanes; 3])
+    }
+
+    #[inline(always)]
+    unsafe fn windows_inside<R: MaskedRegister<Elem = f32>>(
+        &self,
+        j: usize,
+        o: usize,
+        columns: [u16; 3],
+    ) -> [R; 3] {
         let at = self.slab.wrapping_add(j * self.step + o);
         // SAFETY: a window's lanes up to the row's end lie inside the slab (the caller's
-        // contract); masked loads touch no other lane.
+        // contract; `columns` are those lanes); masked loads touch no other lane.
         unsafe {
             [
-                R::load_where(at.wrapping_add(self.columns[0]), lanes),
-                R::load_where(at.wrapping_add(self.columns[1]), lanes),
-                R::load_where(at.wrapping_add(self.columns[2]), lanes),
+                R::load_where(at.wrapping_add(self.columns[0]), columns[0]),
+                R::load_where(at.wrapping_add(self.columns[1]), columns[1]),
+                R::load_where(at.wrapping_add(self.columns[2]), columns[2]),
             ]
         }
     }
 }
 
 /// Zeros outside the image (lanes past the row's end are left out of the sums by the
-/// sweep); plain loads where the three windows lie inside the row (1.16x on
-/// `bwd_weight_dw_3x3`).
+/// sweep); every lane where the three windows lie inside the row (plain loads there ran
+/// `bwd_weight_dw_3x3` 1.16x as fast as the edge masks).
 impl WeightWindows for PlaneRowWindows<'_> {
+    fn inside_rows(&self) -> std::ops::Range<usize> {
+        let first = (-self.row0).max(0) as usize;
+        first..((self.h - self.row0).max(0) as usize).max(first)
+    }
+
     #[inline(always)]
-    unsafe fn windows<R: MaskedRegister<Elem = f32>>(
+    fn column_lanes<R: MaskedRegister<Elem = f32>>(&self, o: usize, _: u16) -> Option<[u16; 3]> {
+        let c = o as isize - self.pad_left;
+        match c >= 0 && c + R::LANES as isize + 2 <= self.w {
+            true => None,
+            false => Some(self.masks[o / 16]),
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn windows_inside<R: MaskedRegister<Elem = f32>>(
         &self,
         j: usize,
         o: usize,
-        _: __mmask16,
+        columns: [u16; 3],
     ) -> [R; 3] {
         let iy = self.row0 + j as isize;
-        // SAFETY (each block): AVX-512 F and VL are present (the caller's contract).
-        if !(0..self.h).contains(&iy) {
-            // SAFETY: see above.
-            return unsafe { [R::splat(0.0); 3] };
-        }
-        let c = o as isize - self.pad_left;
-        let row = self.plane.wrapping_offset(iy * self.w + c);
-        if c >= 0 && c + R::LANES as isize + 2 <= self.w {
-            // SAFETY: columns `c..c + LANES + 2` of row `iy` (in `0..h`) lie in `0..w`:
-            // inside the plane, which holds `h * w` values (the job's `pointers` checked).
-            return unsafe {
-                [
-                    R::load(row),
-                    R::load(row.wrapping_add(1)),
-                    R::load(row.wrapping_add(2)),
-                ]
-            };
-        }
-        let masks = self.masks[o / 16];
-        // SAFETY: only lanes at columns in `0..w` of row `iy` (in `0..h`) are read (masked
-        // loads touch no other lane): inside the plane (as above).
+        let row = (self.plane).wrapping_offset(iy * self.w + o as isize - self.pad_left);
+        // SAFETY: row `iy` lies in `0..h` (`j` in `inside_rows`, the caller's contract);
+        // `columns` keeps only lanes at columns in `0..w` (`column_lanes`): inside the
+        // plane, which holds `h * w` values (the job's `pointers` checked); masked loads
+        // touch no other lane.
         unsafe {
             [
-                R::load_where(row, masks[0]),
-                R::load_where(row.wrapping_add(1), masks[1]),
-                R::load_where(row.wrapping_add(2), masks[2]),
+                R::load_where(row, columns[0]),
+                R::load_where(row.wrapping_add(1), columns[1]),
+                R::load_where(row.wrapping_add(2), columns[2]),
             ]
         }
     }
@@ -546,16 +618,18 @@ pub(crate) unsafe fn plane_weight_3x3_f32_avx2(job: &mut PlaneWeightRows<'_>) {
 }
 
 /// Padded input rows per block of [`weight_blocks_3x3`]: each output-gradient vector
-/// loaded once for the three input rows that meet it, not once for each. Against
-/// [`weight_rows_3x3`] (2026-12-05, Zen 4, one thread, three alternated rounds): 20- to
-/// 72-wide depthwise layers 1.01-1.29x as fast with blocks of 8 (12 and 16 alike, 6 and 4
-/// slower), a 56-wide grouped one 1.10-1.14x; see [`BLOCKED_WIDTH`].
-const ROW_BLOCK: usize = 8;
-/// Output-row width from which [`weight_sweep_3x3`] runs [`weight_rows_3x3`]: on 100- to
-/// 150-wide depthwise layers blocks of 4 to 16 rows ran 0.91-1.02x as fast (with or
-/// without prefetching the next column's lines; in groups of 2 or 4 columns 0.78-0.83x),
-/// 112-wide ones 0.91-1.01x.
-const BLOCKED_WIDTH: usize = 96;
+/// loaded once for the three input rows that meet it, not once for each, and a column's
+/// loop long. Blocks of 8 ran 20- to 72-wide depthwise layers 1.01-1.29x as fast as
+/// [`weight_rows_3x3`] (Zen 4, 2026-12-05); on AMD Zen 5 (2026-12-06, one thread, three
+/// alternated rounds, `bwd_weight_dw_3x3` and 14 depthwise layers 7x7 to 150x150) blocks of
+/// 64 ran 1.0-1.28x as fast as blocks of 8 (16: 1.06x), and of 256 like 64 where both hold
+/// the whole plane.
+const ROW_BLOCK: usize = 256;
+/// Output-row width from which [`weight_sweep_3x3`] runs [`weight_rows_3x3`]: with whole
+/// columns ([`ROW_BLOCK`]) the blocks ran 64- to 255-wide depthwise layers 1.05-1.31x as
+/// fast as the rows, 256- and 512-wide ones 0.61-0.83x (rows of whole KiB, whose column's
+/// lines share a few cache sets; AMD Zen 5, one thread, three alternated rounds).
+const BLOCKED_WIDTH: usize = 256;
 
 /// Taps per tile of [`direct_weight_f32_avx512`]: a 3x3 kernel in one.
 const WEIGHT_TAPS: usize = 9;
