@@ -458,10 +458,12 @@ fn wide_problems() -> impl Strategy<Value = Problem> {
         )
 }
 
-/// [`wide_problems`] on maps of 25-29 rows of 8-9 pixels, over the 192 pixels of the weight
-/// gradient's chunks, at most 72 output channels: a tile's sums carried from chunk to chunk.
+/// [`wide_problems`] on maps of 25-29 rows of 8-12 pixels, over the 192 pixels of the weight
+/// gradient's chunks, at most 72 output channels: a tile's sums carried from chunk to chunk;
+/// on maps over 256 pixels the output gradient transposed in runs of whole rows, the last
+/// one shorter.
 fn wide_chunked_problems() -> impl Strategy<Value = Problem> {
-    (wide_problems(), 25usize..30, 8usize..10).prop_map(|(p, h, w)| Problem {
+    (wide_problems(), 25usize..30, 8usize..13).prop_map(|(p, h, w)| Problem {
         h,
         w,
         cout_g: p.cout_g.min(72),
