@@ -296,7 +296,8 @@ unsafe fn weight_column<R: MaskedRegister<Elem = f32>>(
     // gradient; `j` and `o` are the sweep's, and the rows of `body` lie inside the image.
     unsafe {
         let zero = R::splat(0.0);
-        let gy = grad_out.add(o);
+        // (Wrapping: no row is read when there are none.)
+        let gy = grad_out.wrapping_add(o);
         // The output-gradient vector of output row `r`; zeros outside `0..rows`, whose
         // terms are left out.
         let y = |r: usize| match r < rows {
