@@ -754,10 +754,6 @@ fn depthwise_columns_longer_than_a_block_match_reference() {
     for (w, pad) in [(20, 1), (37, 0), (32, 2)] {
         let p = Problem {
             groups: 2,
-            cin_g: 1,
-            cout_g: 1,
-            h: 300,
-            w,
             pad: (pad, pad),
             bias: false,
             ..same_3x3(1, 1, 1, (300, w), 17)

@@ -524,8 +524,7 @@ impl WeightWindows for PlaneRowWindows<'_> {
 
     #[inline(always)]
     fn prefetch(&self, j: usize, o: usize, ahead: isize) {
-        let iy = self.row0 + j as isize;
-        let at = (self.plane).wrapping_offset(iy * self.w + o as isize - self.pad_left + ahead);
+        let at = self.window_start(j, o).wrapping_offset(ahead);
         // SAFETY: a prefetch accesses no memory architecturally and never faults, whatever
         // the address.
         unsafe { _mm_prefetch::<_MM_HINT_T0>(at.cast()) };
@@ -547,9 +546,8 @@ impl WeightWindows for PlaneRowWindows<'_> {
         o: usize,
         columns: [u16; 3],
     ) -> [R; 3] {
-        let iy = self.row0 + j as isize;
-        let row = (self.plane).wrapping_offset(iy * self.w + o as isize - self.pad_left);
-        // SAFETY: row `iy` lies in `0..h` (`j` in `inside_rows`, the caller's contract);
+        let row = self.window_start(j, o);
+        // SAFETY: row `row0 + j` lies in `0..h` (`j` in `inside_rows`, the caller's contract);
         // `columns` keeps only lanes at columns in `0..w` (`column_lanes`): inside the
         // plane, which holds `h * w` values (the job's `pointers` checked); masked loads
         // touch no other lane.

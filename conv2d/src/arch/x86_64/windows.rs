@@ -96,6 +96,17 @@ pub(super) struct PlaneRowWindows<'a> {
     pub(super) masks: &'a [[__mmask16; 3]],
 }
 
+impl PlaneRowWindows<'_> {
+    /// Where kernel column 0's window of padded row `j` for output `o` starts (outside the
+    /// plane where that row or column is padding; not read there).
+    #[inline(always)]
+    pub(super) fn window_start(&self, j: usize, o: usize) -> *const f32 {
+        let iy = self.row0 + j as isize;
+        self.plane
+            .wrapping_offset(iy * self.w + o as isize - self.pad_left)
+    }
+}
+
 impl RowWindows for PlaneRowWindows<'_> {
     #[inline(always)]
     fn lanes(&self, v: usize, kx: usize) -> __mmask16 {
@@ -115,9 +126,7 @@ impl RowWindows for PlaneRowWindows<'_> {
             // SAFETY: AVX-512 F is present (the caller's contract).
             return unsafe { R::splat(0.0) };
         }
-        let at = self
-            .plane
-            .wrapping_offset(iy * self.w + o as isize + kx as isize - self.pad_left);
+        let at = self.window_start(j, o).wrapping_add(kx);
         let all = ((1u32 << R::LANES) - 1) as __mmask16;
         let lanes = lanes & all;
         // SAFETY: only lanes at columns in `0..w` of row `iy` (in `0..h`) are read (all of
