@@ -133,28 +133,107 @@ register!(
 );
 
 /// A register with AVX-512's lane masks: [`Register`] with masked operations (bit `i` for
-/// lane `i`; an 8-lane register reads the low 8 bits; `__m256` with AVX-512 VL).
+/// lane `i`; an 8-lane register reads the low 8 bits; `__m256` with AVX-512 VL, [`Avx2F32`]
+/// with AVX2 alone).
 pub(crate) trait MaskedRegister: Register {
     /// `a * b + c` in the masked lanes, `c` in the others.
     ///
     /// # Safety
-    /// The CPU must support AVX-512 F (and VL for `__m256`).
+    /// The CPU must support the register's instructions.
     unsafe fn fmadd_where(a: Self, b: Self, c: Self, mask: u16) -> Self;
     /// The masked lanes of `p`, zeros in the others (which are not read).
     ///
     /// # Safety
-    /// The CPU must support AVX-512 F (and VL for `__m256`); `p`'s masked lanes are elements.
+    /// The CPU must support the register's instructions; `p`'s masked lanes are elements.
     unsafe fn load_where(p: *const Self::Elem, mask: u16) -> Self;
     /// Stores the masked lanes only.
     ///
     /// # Safety
-    /// The CPU must support AVX-512 F (and VL for `__m256`); `p`'s masked lanes are elements.
+    /// The CPU must support the register's instructions; `p`'s masked lanes are elements.
     unsafe fn store_where(p: *mut Self::Elem, v: Self, mask: u16);
     /// Whether every masked lane is finite.
     ///
     /// # Safety
-    /// The CPU must support AVX-512 F and DQ (and VL for `__m256`).
+    /// The CPU must support the register's instructions (AVX-512 DQ too for AVX-512's).
     unsafe fn finite_where(v: Self, mask: u16) -> bool;
+}
+
+/// Eight `f32` lanes with AVX2 and FMA alone, as a [`MaskedRegister`]: each lane mask
+/// widened into a vector mask (a constant one folds away: all lanes give plain loads and
+/// multiply-adds), so that kernels written for AVX-512's masks run on AVX2 too.
+#[derive(Clone, Copy)]
+pub(crate) struct Avx2F32(__m256);
+
+impl Avx2F32 {
+    /// The vector mask of `mask`'s low 8 bits: all ones in lane `i` where bit `i` is set.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    fn lanes(mask: u16) -> __m256i {
+        let bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+        let bits = _mm256_and_si256(_mm256_set1_epi32(i32::from(mask)), bit);
+        _mm256_cmpeq_epi32(bits, bit)
+    }
+}
+
+impl Register for Avx2F32 {
+    type Elem = f32;
+    const LANES: usize = 8;
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn load(p: *const f32) -> Self {
+        // SAFETY: `p` points to 8 elements (the caller's contract).
+        Self(unsafe { _mm256_loadu_ps(p) })
+    }
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn splat(v: f32) -> Self {
+        Self(_mm256_set1_ps(v))
+    }
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self {
+        Self(_mm256_fmadd_ps(a.0, b.0, c.0))
+    }
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn store(p: *mut f32, v: Self) {
+        // SAFETY: `p` points to 8 elements (the caller's contract).
+        unsafe { _mm256_storeu_ps(p, v.0) }
+    }
+}
+
+impl MaskedRegister for Avx2F32 {
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn fmadd_where(a: Self, b: Self, c: Self, mask: u16) -> Self {
+        let sum = _mm256_fmadd_ps(a.0, b.0, c.0);
+        Self(_mm256_blendv_ps(
+            c.0,
+            sum,
+            _mm256_castsi256_ps(Self::lanes(mask)),
+        ))
+    }
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn load_where(p: *const f32, mask: u16) -> Self {
+        // SAFETY: the masked lanes of `p` are elements (the caller's contract); the others
+        // are not accessed.
+        Self(unsafe { _mm256_maskload_ps(p, Self::lanes(mask)) })
+    }
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn store_where(p: *mut f32, v: Self, mask: u16) {
+        // SAFETY: as above.
+        unsafe { _mm256_maskstore_ps(p, Self::lanes(mask), v.0) }
+    }
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn finite_where(v: Self, mask: u16) -> bool {
+        // `v - v` is NaN exactly where `v` is not finite.
+        let zero_or_nan = _mm256_sub_ps(v.0, v.0);
+        let nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(zero_or_nan, zero_or_nan);
+        _mm256_testz_si256(_mm256_castps_si256(nan), Self::lanes(mask)) == 1
+    }
 }
 
 /// `fpclass` categories: quiet NaN, +infinity, -infinity, signalling NaN.
@@ -412,3 +491,63 @@ bf16_conversions!(
     narrow_bf16_avx512,
     widen_bf16_avx512
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every mask of 8 lanes: loads read the masked lanes only (the others zero), stores
+    /// write them only, multiply-adds change them only, and a non-finite lane counts only
+    /// where masked.
+    #[test]
+    fn avx2_masks_act_on_their_lanes_only() {
+        if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
+            return;
+        }
+        let values: [f32; 8] = std::array::from_fn(|l| l as f32 + 1.0);
+        for mask in 0..=u8::MAX {
+            let masked = |l: usize| mask >> l & 1 == 1;
+            let mut stored = [-1.0f32; 8];
+            let mut summed = [0.0f32; 8];
+            let mut with_inf = values;
+            with_inf[3] = f32::INFINITY;
+            // SAFETY: AVX2 and FMA are present (checked above); each pointer holds 8 values.
+            let (loaded, finite, finite_inf) = unsafe {
+                let m = u16::from(mask);
+                let x = Avx2F32::load_where(values.as_ptr(), m);
+                Avx2F32::store_where(stored.as_mut_ptr(), x, m);
+                let two = Avx2F32::splat(2.0);
+                let y = Avx2F32::fmadd_where(two, Avx2F32::load(values.as_ptr()), two, m);
+                Avx2F32::store(summed.as_mut_ptr(), y);
+                let mut loaded = [0.0f32; 8];
+                Avx2F32::store(loaded.as_mut_ptr(), x);
+                let inf = Avx2F32::load(with_inf.as_ptr());
+                (
+                    loaded,
+                    Avx2F32::finite_where(x, m),
+                    Avx2F32::finite_where(inf, m),
+                )
+            };
+            for l in 0..8 {
+                let (v, on) = (values[l], masked(l));
+                assert_eq!(
+                    loaded[l],
+                    if on { v } else { 0.0 },
+                    "mask {mask:#x} lane {l}"
+                );
+                assert_eq!(
+                    stored[l],
+                    if on { v } else { -1.0 },
+                    "mask {mask:#x} lane {l}"
+                );
+                assert_eq!(
+                    summed[l],
+                    if on { 2.0 * v + 2.0 } else { 2.0 },
+                    "mask {mask:#x}"
+                );
+            }
+            assert!(finite);
+            assert_eq!(finite_inf, !masked(3), "mask {mask:#x}");
+        }
+    }
+}

@@ -9,7 +9,7 @@ use super::windows::{
     fill_window_masks, flat_offsets, live_lanes, stacked_3x3, PlaneRowWindows, SlabRowWindows,
     WindowMasks,
 };
-use super::MaskedRegister;
+use super::{Avx2F32, MaskedRegister, Register};
 
 /// The direct weight-gradient kernel for `f32` with AVX-512: taps in tiles of
 /// [`WEIGHT_TAPS`], each tap's vector of partial sums in a register while the rows pass,
@@ -158,14 +158,7 @@ unsafe fn weight_blocks_3x3(
 ) {
     let full = ow / 16 * 16;
     let tail = (1u32 << (ow - full)).wrapping_sub(1) as u16;
-    for j0 in (0..rows + 2).step_by(ROW_BLOCK) {
-        let block = (
-            grad_out,
-            rows,
-            ow,
-            j0..(j0 + ROW_BLOCK).min(rows + 2),
-            ahead,
-        );
+    for block in row_blocks(grad_out, rows, ow, ahead) {
         // SAFETY (each call): the block's rows and the columns are the sweep's, their lanes
         // up to the row's end (this function's contract).
         for o in (0..full).step_by(16) {
@@ -267,6 +260,34 @@ unsafe fn weight_rows_3x3(
     }
 }
 
+/// A block of [`weight_column`]: the output gradient, its rows and their length, the
+/// block's padded input rows, how far on to prefetch.
+type ColumnBlock = (
+    *const f32,
+    usize,
+    usize,
+    std::ops::Range<usize>,
+    (isize, usize),
+);
+
+/// The blocks of [`ROW_BLOCK`] padded input rows of a sweep of `rows` output rows.
+fn row_blocks(
+    grad_out: *const f32,
+    rows: usize,
+    ow: usize,
+    ahead: (isize, usize),
+) -> impl Iterator<Item = ColumnBlock> {
+    (0..rows + 2).step_by(ROW_BLOCK).map(move |j0| {
+        (
+            grad_out,
+            rows,
+            ow,
+            j0..(j0 + ROW_BLOCK).min(rows + 2),
+            ahead,
+        )
+    })
+}
+
 /// One column of a block of [`weight_sweep_3x3`]: input rows `js`, the outputs from `o`
 /// of the lanes of `lanes` (the others keep their sums, so an infinite input there adds
 /// nothing). The rows that meet all three kernel rows and lie inside the image run a loop
@@ -280,13 +301,7 @@ unsafe fn weight_rows_3x3(
 #[inline(always)]
 unsafe fn weight_column<R: MaskedRegister<Elem = f32>>(
     acc: &mut [R; 9],
-    (grad_out, rows, ow, js, ahead): (
-        *const f32,
-        usize,
-        usize,
-        std::ops::Range<usize>,
-        (isize, usize),
-    ),
+    (grad_out, rows, ow, js, ahead): ColumnBlock,
     windows: &impl WeightWindows,
     o: usize,
     lanes: u16,
@@ -356,29 +371,43 @@ unsafe fn weight_column<R: MaskedRegister<Elem = f32>>(
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
 pub(crate) unsafe fn plane_weight_3x3_f32_avx512(job: &mut PlaneWeightRows<'_>) {
     let (plane, grad_out, sums, rows) = job.pointers();
-    let (h, w, ow) = (job.h as isize, job.w as isize, job.ow);
-    let pad_left = job.pad_left as isize;
-    // Per vector of outputs (the partial last one included) and kernel column: the lanes
-    // of its window inside the row (working them out per load ran 1.3x slower).
     let mut masks = WindowMasks::new();
-    fill_window_masks(&mut masks, ow.div_ceil(16), pad_left, w, |v| 16 * v);
-    let windows = PlaneRowWindows {
+    let windows = plane_windows(job, plane, &mut masks);
+    let ahead = prefetch_ahead(job, rows);
+    // SAFETY: nine vectors of sums (the job's type) and `rows` rows of output gradient
+    // (`pointers`); `windows` reads only inside the plane, for any row and output.
+    unsafe { weight_sweep_3x3(sums, grad_out, rows, job.ow, &windows, ahead) };
+}
+
+/// The windows of the job's input plane (at `plane`) for the stacked 3x3 weight-gradient
+/// kernels, `masks` filled with the lanes of each 8 outputs' windows inside the row
+/// (working them out per load ran 1.3x slower; [`PlaneRowWindows::column_lanes`] reads
+/// them).
+#[inline(always)]
+fn plane_windows<'a>(
+    job: &PlaneWeightRows<'_>,
+    plane: *const f32,
+    masks: &'a mut WindowMasks,
+) -> PlaneRowWindows<'a> {
+    let (w, pad_left) = (job.w as isize, job.pad_left as isize);
+    fill_window_masks(masks, job.ow.div_ceil(8), pad_left, w, |v| 8 * v);
+    PlaneRowWindows {
         plane,
-        h,
+        h: job.h as isize,
         w,
         row0: -(job.pad_top as isize),
         pad_left,
-        masks: &masks,
-    };
-    // SAFETY: nine vectors of sums (the job's type) and `rows` rows of output gradient
-    // (`pointers`); `windows` reads only inside the plane, for any row and output.
-    unsafe {
-        let ahead = match job.h * job.w <= PREFETCHED_PLANE {
-            true => ((job.h * job.w) as isize, rows * ow),
-            false => (0, 0),
-        };
-        weight_sweep_3x3(sums, grad_out, rows, ow, &windows, ahead)
-    };
+        masks,
+    }
+}
+
+/// How far on [`weight_column`] prefetches the input plane's and the output gradient's
+/// lines: the next plane's ([`PREFETCHED_PLANE`]), else its own (0, 0).
+fn prefetch_ahead(job: &PlaneWeightRows<'_>, rows: usize) -> (isize, usize) {
+    match job.h * job.w <= PREFETCHED_PLANE {
+        true => ((job.h * job.w) as isize, rows * job.ow),
+        false => (0, 0),
+    }
 }
 
 /// The stride-1 3x3 weight-gradient kernel for `f32` with AVX-512 on planes whose output
@@ -443,7 +472,7 @@ trait WeightWindows {
     /// all lanes where that is `None`: a constant, so that the loads are plain ones).
     ///
     /// # Safety
-    /// The CPU must support AVX-512 F and VL; `j` and `o` are a row and an output of the
+    /// The CPU must support `R`'s instructions; `j` and `o` are a row and an output of the
     /// sweep, `j` in `inside_rows`.
     unsafe fn windows_inside<R: MaskedRegister<Elem = f32>>(
         &self,
@@ -456,7 +485,7 @@ trait WeightWindows {
     /// end.
     ///
     /// # Safety
-    /// The CPU must support AVX-512 F and VL; `j` and `o` are a row and an output of the
+    /// The CPU must support `R`'s instructions; `j` and `o` are a row and an output of the
     /// sweep.
     #[inline(always)]
     unsafe fn windows<R: MaskedRegister<Elem = f32>>(
@@ -465,7 +494,7 @@ trait WeightWindows {
         o: usize,
         lanes: __mmask16,
     ) -> [R; 3] {
-        // SAFETY: AVX-512 F and VL are present, `j` and `o` are the sweep's (the
+        // SAFETY: `R`'s instructions are present, `j` and `o` are the sweep's (the
         // caller's contract); `j` is checked to lie inside the image.
         unsafe {
             match (
@@ -535,7 +564,7 @@ impl WeightWindows for PlaneRowWindows<'_> {
         let c = o as isize - self.pad_left;
         match c >= 0 && c + R::LANES as isize + 2 <= self.w {
             true => None,
-            false => Some(self.masks[o / 16]),
+            false => Some(self.masks[o / 8]),
         }
     }
 
@@ -561,14 +590,12 @@ impl WeightWindows for PlaneRowWindows<'_> {
     }
 }
 
-/// [`plane_weight_3x3_f32_avx512`]'s sums with AVX2 and FMA: kernel row after kernel row,
-/// output row after row, each vector of 8 outputs fused with its three windows, the
-/// vectors alternating between the two halves of each tap's 16 lanes of sums (six vectors
-/// of sums in registers). Every lane takes the terms the AVX-512 kernel gives it, in its
-/// order on rows of [`BLOCKED_WIDTH`] or more (output row by row), the windows and
-/// output-gradient vectors loaded with the lanes outside the image or past the row's end
-/// zeroed (a lane past the end adds `0 * 0`, which leaves its zero sum as it is): the same
-/// bits there (on narrower rows the AVX-512 kernel sums in blocks of rows).
+/// [`plane_weight_3x3_f32_avx512`]'s sums with AVX2 and FMA: [`weight_blocks_3x3`]'s
+/// blocks and columns, each column 8 outputs ([`Avx2F32`]) whose nine taps' sums are held
+/// in registers down the block, the columns alternating between the two halves of each
+/// tap's 16 lanes of sums. Every lane takes the terms [`weight_blocks_3x3`] gives it, in its
+/// order (on rows of [`BLOCKED_WIDTH`] or more, where the AVX-512 kernel goes row by row,
+/// the last bits differ).
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA (the job's bounds are checked by
@@ -576,81 +603,33 @@ impl WeightWindows for PlaneRowWindows<'_> {
 #[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn plane_weight_3x3_f32_avx2(job: &mut PlaneWeightRows<'_>) {
     let (plane, grad_out, sums, rows) = job.pointers();
-    let (h, w, ow) = (job.h as isize, job.w as isize, job.ow);
-    let (pad_top, pad_left) = (job.pad_top as isize, job.pad_left as isize);
-    let mask = |lanes: [bool; 8]| {
-        let m = lanes.map(|inside| -i32::from(inside));
-        _mm256_setr_epi32(m[0], m[1], m[2], m[3], m[4], m[5], m[6], m[7])
-    };
-    // Per vector of 8 outputs that has a lane past the row's end or a window lane outside
-    // the image row: its live lanes and each kernel column's window lanes.
-    let edges: Vec<Option<(__m256i, [__m256i; 3])>> = (0..ow.div_ceil(8))
-        .map(|v| {
-            let live = |l: usize| 8 * v + l < ow;
-            let inside = |l: usize, kx: usize| {
-                live(l) && (0..w).contains(&((8 * v + l + kx) as isize - pad_left))
-            };
-            let interior = (0..8).all(|l| (0..3).all(|kx| inside(l, kx)));
-            (!interior).then(|| {
-                let windows =
-                    std::array::from_fn(|kx| mask(std::array::from_fn(|l| inside(l, kx))));
-                (mask(std::array::from_fn(live)), windows)
-            })
-        })
-        .collect();
-    for ky in 0..3 {
-        let [mut even, mut odd]: [[__m256; 3]; 2] = std::array::from_fn(|half| {
-            std::array::from_fn(|kx| {
-                // SAFETY: taps `3 * ky..3 * ky + 3` have 16 sums each (`pointers`).
-                unsafe { _mm256_loadu_ps((*sums.add(3 * ky + kx)).as_ptr().add(8 * half)) }
-            })
-        });
-        for r in 0..rows {
-            let iy = (r + ky) as isize - pad_top;
-            let inside_rows = (0..h).contains(&iy);
-            let row = plane.wrapping_offset(iy * w - pad_left);
-            let gy = grad_out.wrapping_add(r * ow);
-            // Vector `v` of the row fused into its half's sums `a`.
-            let fuse = |v: usize, a: &mut [__m256; 3]| {
-                let o = 8 * v;
-                // SAFETY: the loads touch only lanes at columns `0..w` of row `iy` (read
-                // only when in `0..h`) and at outputs `0..ow` of output-gradient row
-                // `r < rows`, inside the plane and the output gradient (`pointers`):
-                // masked loads touch no other lane, whole ones load only such lanes.
-                unsafe {
-                    let (y, xs): (__m256, [__m256; 3]) = match &edges[v] {
-                        None => (
-                            _mm256_loadu_ps(gy.add(o)),
-                            std::array::from_fn(|kx| match inside_rows {
-                                true => _mm256_loadu_ps(row.wrapping_add(o + kx)),
-                                false => _mm256_setzero_ps(),
-                            }),
-                        ),
-                        Some((live, windows)) => (
-                            _mm256_maskload_ps(gy.add(o), *live),
-                            std::array::from_fn(|kx| match inside_rows {
-                                true => _mm256_maskload_ps(row.wrapping_add(o + kx), windows[kx]),
-                                false => _mm256_setzero_ps(),
-                            }),
-                        ),
-                    };
-                    for (a, x) in a.iter_mut().zip(xs) {
-                        *a = _mm256_fmadd_ps(x, y, *a);
+    let ow = job.ow;
+    let mut masks = WindowMasks::new();
+    let windows = plane_windows(job, plane, &mut masks);
+    let ahead = prefetch_ahead(job, rows);
+    for block in row_blocks(grad_out, rows, ow, ahead) {
+        for o in (0..ow).step_by(8) {
+            let half = 8 * (o / 8 % 2);
+            let mut acc = [Avx2F32::splat(0.0); 9];
+            // Plain loops: see `weight_blocks_3x3`.
+            for (t, a) in acc.iter_mut().enumerate() {
+                // SAFETY: tap `t < 9` has 16 sums (`pointers`); this reads half `half`.
+                *a = unsafe { Avx2F32::load((*sums.add(t)).as_ptr().add(half)) };
+            }
+            // SAFETY: AVX2 and FMA are present (this function's contract); the block's rows
+            // and the column's lanes (those before the row's end) are the sweep's.
+            unsafe {
+                // All lanes as a constant where the row has 8 more outputs: no masks.
+                match ow - o >= 8 {
+                    true => weight_column(&mut acc, block.clone(), &windows, o, !0),
+                    false => {
+                        weight_column(&mut acc, block.clone(), &windows, o, live_lanes(ow - o))
                     }
                 }
-            };
-            // Even vectors into lanes 0-7 of the sums, odd ones into lanes 8-15.
-            for v in (0..edges.len()).step_by(2) {
-                fuse(v, &mut even);
-                if v + 1 < edges.len() {
-                    fuse(v + 1, &mut odd);
-                }
             }
-        }
-        for (half, a) in [even, odd].iter().enumerate() {
-            for (kx, &a) in a.iter().enumerate() {
-                // SAFETY: tap `3 * ky + kx` has 16 sums; this writes half `half` of them.
-                unsafe { _mm256_storeu_ps((*sums.add(3 * ky + kx)).as_mut_ptr().add(8 * half), a) };
+            for (t, a) in acc.iter().enumerate() {
+                // SAFETY: as above.
+                unsafe { Avx2F32::store((*sums.add(t)).as_mut_ptr().add(half), *a) };
             }
         }
     }

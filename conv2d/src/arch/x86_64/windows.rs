@@ -92,7 +92,9 @@ pub(super) struct PlaneRowWindows<'a> {
     pub(super) w: isize,
     pub(super) row0: isize,
     pub(super) pad_left: isize,
-    /// Per output vector and kernel column, the lanes of its window inside the row.
+    /// Per output vector and kernel column, the lanes of its window inside the row (the
+    /// forward kernels: per vector of their rows; the weight kernels: per 8 outputs, so that
+    /// their 16- and 8-lane columns find theirs at `o / 8`).
     pub(super) masks: &'a [[__mmask16; 3]],
 }
 
@@ -143,8 +145,8 @@ impl RowWindows for PlaneRowWindows<'_> {
 }
 
 /// Per vector of a row of outputs, the lanes of its three windows inside the row (see
-/// [`fill_window_masks`]). On the stack for rows of up to 256 outputs.
-pub(super) type WindowMasks = SmallVec<[[__mmask16; 3]; 16]>;
+/// [`fill_window_masks`]). On the stack for up to 32 vectors.
+pub(super) type WindowMasks = SmallVec<[[__mmask16; 3]; 32]>;
 
 /// Fills `masks` (empty) with, per vector `v < vectors` of a row of outputs (the vector
 /// starting at output `start(v)`) and kernel column `kx`, the lanes of its window, from
