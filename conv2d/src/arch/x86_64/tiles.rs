@@ -46,18 +46,18 @@ unsafe fn tile_sweep<R: Register, const VECTORS: usize, const CH: usize>(
     for q in (0..full).step_by(VECTORS * lanes) {
         // SAFETY: `R`'s instructions are present (this function's contract); `q + VECTORS
         // * lanes <= full <= len`; `pointers` are the job's, checked.
-        unsafe { tile::<R, VECTORS, CH>(job, pointers, q) };
+        unsafe { tile::<R, VECTORS, CH, false>(job, pointers, q) };
     }
     // SAFETY (each arm): as above, with `full + lanes * vectors == len` (`len` is a
     // multiple of 16, hence of `lanes`).
     match (len - full) / lanes {
         0 => {}
         // SAFETY: see above.
-        1 => unsafe { tile::<R, 1, CH>(job, pointers, full) },
+        1 => unsafe { tile::<R, 1, CH, false>(job, pointers, full) },
         // SAFETY: see above.
-        2 => unsafe { tile::<R, 2, CH>(job, pointers, full) },
+        2 => unsafe { tile::<R, 2, CH, false>(job, pointers, full) },
         // SAFETY: see above.
-        _ => unsafe { tile::<R, 3, CH>(job, pointers, full) },
+        _ => unsafe { tile::<R, 3, CH, false>(job, pointers, full) },
     }
 }
 
@@ -270,19 +270,25 @@ pub(crate) unsafe fn direct_tile_avx2<E: TileElement>(job: &mut Tile<'_, E>) {
         // SAFETY: AVX2 and FMA are present (this function's contract); `q + step <= len`
         // (`pointers` checked that `len` is a multiple of 16, hence of `step`: 16 `f32` or
         // 8 `f64`); `pointers` are the job's, checked.
-        unsafe { tile::<E::Ymm, 2, AVX2_CO>(job, pointers, q) };
+        unsafe {
+            match job.prefetch {
+                true => tile::<E::Ymm, 2, AVX2_CO, true>(job, pointers, q),
+                false => tile::<E::Ymm, 2, AVX2_CO, false>(job, pointers, q),
+            }
+        };
     }
 }
 
 /// The first `CH` channels (at most [`CO`]) of one run of `VECTORS` registers of outputs
 /// from `q`, for [`direct_tile_avx512`] and [`direct_tile_avx2`]: the sums in registers,
-/// each tap's pixel vectors loaded once and each channel's weight broadcast.
+/// each tap's pixel vectors loaded once and each channel's weight broadcast; where
+/// `PREFETCH` (`Tile::prefetch`), each tap's pixels two runs on prefetched.
 ///
 /// # Safety
 /// The CPU must support `R`'s instructions; `q + R::LANES * VECTORS <= job.len`, and
 /// `pointers` are the job's, checked by `Tile::pointers` for `CH` channels.
 #[inline(always)]
-unsafe fn tile<R: Register, const VECTORS: usize, const CH: usize>(
+unsafe fn tile<R: Register, const VECTORS: usize, const CH: usize, const PREFETCH: bool>(
     job: &Tile<'_, R::Elem>,
     (slab, rows, outs): (*const R::Elem, [*const R::Elem; CO], [*mut R::Elem; CO]),
     q: usize,
@@ -308,6 +314,10 @@ unsafe fn tile<R: Register, const VECTORS: usize, const CH: usize>(
         // row holds a weight for tap `t` (`pointers` checked both).
         unsafe {
             let x = slab.add(start + q);
+            if PREFETCH {
+                // Two runs on; a prefetch never faults, even past the slab's end.
+                _mm_prefetch::<_MM_HINT_T0>(x.wrapping_add(2 * lanes * VECTORS).cast());
+            }
             let xs: [R; VECTORS] = std::array::from_fn(|v| R::load(x.add(lanes * v)));
             for (c, acc_c) in acc.iter_mut().enumerate() {
                 let wc = R::splat(*rows[c].add(t));

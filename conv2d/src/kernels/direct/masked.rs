@@ -363,6 +363,7 @@ pub(crate) fn forward<A: Accumulator>(
                                         outs: outs.each_mut().map(|o| &mut **o),
                                         len: to,
                                         channels: summed,
+                                        prefetch: false,
                                     },
                                     from,
                                     weight_taps,

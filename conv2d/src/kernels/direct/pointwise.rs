@@ -189,6 +189,7 @@ impl<A: Accumulator> Layer<'_, A> {
                         outs: sums.each_mut().map(|o| &mut **o),
                         len,
                         channels: summed_channels(count),
+                        prefetch: true,
                     });
                 }
             }

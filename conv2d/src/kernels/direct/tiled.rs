@@ -108,6 +108,10 @@ pub(crate) struct Tile<'a, A> {
     pub len: usize,
     /// The channels summed: the first [`summed_channels`].
     pub channels: usize,
+    /// Whether the AVX2 kernel prefetches each tap's window two runs on: for pointwise
+    /// layers, whose every tap reads another input plane (1x1 layers 1.07x as fast on Zen
+    /// 3; the 3x3 layers, whose taps share rows, 0.99-1.01x).
+    pub prefetch: bool,
 }
 
 impl<A> Tile<'_, A> {
@@ -209,6 +213,7 @@ pub(crate) fn forward<A: Accumulator>(
                         outs: sums.each_mut().map(|o| &mut **o),
                         len,
                         channels,
+                        prefetch: false,
                     });
                 }
                 for (out_rows, flat_c) in outs.into_iter().zip(sums) {
@@ -293,6 +298,7 @@ impl<A: 'static + Copy> Tile<'_, A> {
                 .map(|o| as_type_mut(o).expect("the outputs' type is the slab's")),
             len: self.len,
             channels: self.channels,
+            prefetch: self.prefetch,
         })
     }
 }
