@@ -146,16 +146,21 @@ unsafe fn strided_rows_3x3_avx2(job: &mut PlaneRows<'_>) {
     }
 }
 
-/// The even and odd elements of the 16 values `a`, `b`, each in order.
+/// The even and odd elements of the 16 values `a`, `b`, each in the order [`in_order`]
+/// undoes: elements 0, 2, 8, 10, 4, 6, 12, 14 (and 1, 3, 9, 11, ...), picked within each
+/// 128-bit half.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
 fn even_odd(a: __m256, b: __m256) -> (__m256, __m256) {
-    // In-lane picks give [0 2 8 10 | 4 6 12 14]; the 64-bit permute puts them in order.
-    let order = |v: __m256| _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(_mm256_castps_pd(v)));
-    (
-        order(_mm256_shuffle_ps::<0x88>(a, b)),
-        order(_mm256_shuffle_ps::<0xDD>(a, b)),
-    )
+    (_mm256_shuffle_ps::<0x88>(a, b), _mm256_shuffle_ps::<0xDD>(a, b))
+}
+
+/// The lanes of an [`even_odd`] pick (or of sums of such) in order: its 64-bit quarters
+/// 0, 2, 1, 3.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn in_order(v: __m256) -> __m256 {
+    _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(_mm256_castps_pd(v)))
 }
 
 /// `VECTORS` vectors of 8 outputs from vector `first` of every output row of
@@ -232,9 +237,9 @@ unsafe fn strided_strip_3x3_avx2<const VECTORS: usize, const INTERIOR: bool, con
                 // length; a row of fewer than 8 (`NARROW`) stores `ow` lanes.
                 unsafe {
                     if NARROW {
-                        _mm256_maskstore_ps(at, live, *a)
+                        _mm256_maskstore_ps(at, live, in_order(*a))
                     } else {
-                        _mm256_storeu_ps(at, *a)
+                        _mm256_storeu_ps(at, in_order(*a))
                     }
                 };
             }
