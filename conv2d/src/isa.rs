@@ -143,6 +143,6 @@ pub fn isa() -> Isa {
     static CHOSEN: OnceLock<Isa> = OnceLock::new();
     *CHOSEN.get_or_init(|| {
         let requested = std::env::var(ISA_ENV).ok().and_then(|v| Isa::from_name(&v));
-        requested.map_or(detected_isa(), |r| r.min(detected_isa()))
+        requested.map_or_else(detected_isa, |r| r.min(detected_isa()))
     })
 }

@@ -135,7 +135,7 @@ impl Scratch {
         let slack = ALIGN / std::mem::size_of::<T>().max(1);
         let total = len.checked_add(slack);
         let mut buffer: Vec<T> = self.ok(crate::spare::take(
-            self.ok(total.ok_or(ConvError::overflow("a buffer")))?,
+            self.ok(total.ok_or_else(|| ConvError::overflow("a buffer")))?,
         ))?;
         let offset = buffer.as_ptr().align_offset(ALIGN).min(slack);
         buffer.extend(std::iter::repeat_n(lead, offset));

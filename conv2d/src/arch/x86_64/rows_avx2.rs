@@ -152,7 +152,10 @@ unsafe fn strided_rows_3x3_avx2(job: &mut PlaneRows<'_>) {
 #[target_feature(enable = "avx2,fma")]
 #[inline]
 fn even_odd(a: __m256, b: __m256) -> (__m256, __m256) {
-    (_mm256_shuffle_ps::<0x88>(a, b), _mm256_shuffle_ps::<0xDD>(a, b))
+    (
+        _mm256_shuffle_ps::<0x88>(a, b),
+        _mm256_shuffle_ps::<0xDD>(a, b),
+    )
 }
 
 /// The lanes of an [`even_odd`] pick (or of sums of such) in order: its 64-bit quarters

@@ -726,7 +726,7 @@ fn unpadded_slab<A: Accumulator>(
     let len = scratch.ok(
         checked_product(&[row_phases, sw, plane_len], "an unpadded slab").and_then(|len| {
             len.checked_add(margins)
-                .ok_or(crate::error::ConvError::overflow("an unpadded slab"))
+                .ok_or_else(|| crate::error::ConvError::overflow("an unpadded slab"))
         }),
     )?;
     let mut data: Vec<A> = Vec::new();

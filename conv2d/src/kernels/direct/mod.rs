@@ -253,7 +253,7 @@ fn block_tasks<'a, T: 'a>(
 fn slab_len(extents: &[usize], tail: usize, what: &str) -> crate::Result<usize> {
     checked_product(extents, what)?
         .checked_add(tail)
-        .ok_or(crate::error::ConvError::overflow(what))
+        .ok_or_else(|| crate::error::ConvError::overflow(what))
 }
 
 /// The input rows output rows `oy0..oy0+rows` read, of every plane of `x`, zero-padded on
