@@ -2,6 +2,16 @@
 
 use crate::geometry::Geometry;
 
+/// Multiply-adds up to which [`Algorithm::choose`] takes [`Algorithm::DirectSmall`] where it
+/// would take [`Algorithm::DirectTiled`]. Over `conv2d-bench/sweeps/small.json` (22 stride-1
+/// layers of 7 Ki to 7 Mi multiply-adds, 1-64 channels on 4x4 to 64x64 maps, one thread,
+/// in-process alternation, 2026-12-07, Intel Xeon with AVX-512 and the same CPU with
+/// `CONV2D_ISA=avx2`): `direct-small` ran every layer up to 147 Ki multiply-adds 1.11-3.0x
+/// as fast as `direct-tiled` on AVX-512 and 1.17-3.6x on AVX2, and lost from 451 Ki on
+/// layers of 32 and more channels (0.55-0.79x; AVX2 0.80x), winning beyond that only on
+/// layers of 3-8 input channels.
+pub(crate) const SMALL_WORK: usize = 1 << 18;
+
 /// How a plan computes the forward convolution (and, for a transposed convolution, its
 /// input gradient, which is the same computation).
 ///
@@ -131,6 +141,17 @@ pub enum Algorithm {
     /// written out: each input-gradient pixel receives one tap at most, so that nothing is
     /// summed twice. Scratch: the patch planes of each image in flight.
     ImplicitGemm,
+    /// The forward pass of a small convolution (at most 256 Ki multiply-adds where the shape
+    /// would take [`Algorithm::DirectTiled`]) read straight from the caller's buffers:
+    /// output row by output row, the sums of up to 8 output channels by 48 pixels (6 by 16
+    /// on AVX2) in registers, every term in the weight's order, padding terms as zeros (so
+    /// non-finite values come out as PyTorch's), nothing staged, allocated or shared out to
+    /// other threads: a call costs little more than its multiply-adds (the 1x3x8x8 by
+    /// 4x3x3x3 call 3.0x as fast as `direct-tiled`'s). For `f32`, `f16` and `bf16` (which sum
+    /// in `f32`) on CPUs with AVX2 or AVX-512, column stride 1 and at most 16 kernel
+    /// columns; every other pass, type, shape or CPU (and `bf16` on AMX) runs
+    /// [`Algorithm::DirectTiled`]. Scratch: none.
+    DirectSmall,
 }
 
 impl Algorithm {
@@ -147,12 +168,13 @@ impl Algorithm {
     /// }
     /// # Ok::<(), conv2d::ConvError>(())
     /// ```
-    pub const ALL: [Algorithm; 5] = [
+    pub const ALL: [Algorithm; 6] = [
         Algorithm::DirectRows,
         Algorithm::Im2colGemm,
         Algorithm::Direct,
         Algorithm::DirectTiled,
         Algorithm::ImplicitGemm,
+        Algorithm::DirectSmall,
     ];
 
     /// A short name for tables and logs.
@@ -168,6 +190,7 @@ impl Algorithm {
             Algorithm::Direct => "direct",
             Algorithm::DirectTiled => "direct-tiled",
             Algorithm::ImplicitGemm => "implicit-gemm",
+            Algorithm::DirectSmall => "direct-small",
         }
     }
 
@@ -189,7 +212,8 @@ impl Algorithm {
     /// 2048 in all), take `implicit-gemm` (32 or more output channels per group; see its
     /// sweeps in the README), but for the strided layers `direct-tiled`'s masked tiles
     /// take: taps overlapping along both axes, and 128 or more output or at most 8 input
-    /// channels per group (the 7x7 stem).
+    /// channels per group (the 7x7 stem). Shapes that would take `direct-tiled` with at
+    /// most [`SMALL_WORK`] multiply-adds take `direct-small`.
     pub(crate) fn choose(g: &Geometry) -> Self {
         let taps = g.kh.saturating_mul(g.kw);
         use crate::kernels::direct::{fits, implicit_gemm_wins, pointwise, suits_tiles};
@@ -198,7 +222,10 @@ impl Algorithm {
         if implicit_gemm_wins(g) && fits(g) {
             Algorithm::ImplicitGemm
         } else if suits_tiles(g) && (taps > 1 || pointwise_wins) && fits(g) {
-            Algorithm::DirectTiled
+            match g.work() <= SMALL_WORK {
+                true => Algorithm::DirectSmall,
+                false => Algorithm::DirectTiled,
+            }
         } else {
             Self::untiled(g)
         }
@@ -219,6 +246,8 @@ impl Algorithm {
             Algorithm::DirectTiled if crate::kernels::direct::pointwise(g) => 1 << 20,
             Algorithm::DirectTiled | Algorithm::ImplicitGemm | Algorithm::Im2colGemm => 1 << 22,
             Algorithm::Direct | Algorithm::DirectRows => 1 << 13,
+            // Its kernel runs on the caller's thread whatever the size.
+            Algorithm::DirectSmall => usize::MAX,
         }
     }
 

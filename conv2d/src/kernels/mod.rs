@@ -23,6 +23,8 @@ mod im2col_gemm;
 mod patches;
 #[allow(unsafe_code)] // dispatch to the target-feature builds in `crate::arch`
 pub(crate) mod rows;
+#[allow(unsafe_code)] // dispatch to the target-feature builds in `crate::arch`
+mod small;
 
 pub(crate) use backward_bias::backward_bias;
 
@@ -278,7 +280,11 @@ pub(crate) fn forward<A: Accumulator>(
         }
         return Ok(());
     }
-    let algorithm = exact(algorithm, g, weight);
+    if algorithm == Algorithm::DirectSmall && small::applies::<A>(g) {
+        small::forward(g, input, weight, bias, out);
+        return Ok(());
+    }
+    let algorithm = exact(unsmall(algorithm), g, weight);
     // The GEMM algorithms run shapes whose taps never overlap as a pointwise GEMM on
     // their patches.
     if let (Algorithm::ImplicitGemm | Algorithm::Im2colGemm, Some(inner)) =
@@ -302,6 +308,7 @@ pub(crate) fn forward<A: Accumulator>(
     match algorithm {
         Algorithm::Direct => direct::forward(g, input, weight, bias, out, &scratch),
         Algorithm::DirectRows => direct_rows::forward(g, input, weight, bias, out),
+        Algorithm::DirectSmall => unreachable!("unsmall() maps it"),
         Algorithm::DirectTiled => direct::tiled_forward(g, input, weight, bias, out, &scratch),
         Algorithm::ImplicitGemm => direct::implicit_forward(g, input, weight, bias, out, &scratch),
         Algorithm::Im2colGemm => im2col_gemm::forward(g, input, weight, bias, out, &scratch),
@@ -325,7 +332,10 @@ pub(crate) fn forward_bf16<T: Element>(
         direct::as_type::<T, bf16>(weight)?,
     );
     let bias = bias.map(direct::as_type::<T, bf16>);
-    let tiled = matches!(algorithm, Algorithm::DirectTiled | Algorithm::ImplicitGemm);
+    let tiled = matches!(
+        unsmall(algorithm),
+        Algorithm::DirectTiled | Algorithm::ImplicitGemm
+    );
     if !tiled || bias == Some(None) || input.is_empty() || !direct::amx::applies(g) {
         return None;
     }
@@ -352,7 +362,10 @@ pub(crate) fn backward_input_bf16<T: Element>(
     let grad_out = direct::as_type::<T, bf16>(grad_out)?;
     let weight = direct::as_type::<T, bf16>(weight)?;
     let bias = bias.map(direct::as_type::<T, bf16>);
-    let tiled = matches!(algorithm, Algorithm::DirectTiled | Algorithm::ImplicitGemm);
+    let tiled = matches!(
+        unsmall(algorithm),
+        Algorithm::DirectTiled | Algorithm::ImplicitGemm
+    );
     if !tiled || grad_out.is_empty() || weight.is_empty() || bias == Some(None) {
         return None;
     }
@@ -393,7 +406,10 @@ pub(crate) fn backward_weight_bf16<T: Element>(
 ) -> Option<Result<()>> {
     let input = direct::as_type::<T, bf16>(input)?;
     let grad_out = direct::as_type::<T, bf16>(grad_out)?;
-    let tiled = matches!(algorithm, Algorithm::DirectTiled | Algorithm::ImplicitGemm);
+    let tiled = matches!(
+        unsmall(algorithm),
+        Algorithm::DirectTiled | Algorithm::ImplicitGemm
+    );
     if !tiled || grad_out.is_empty() || !direct::amx_weight::applies(g, input) {
         return None;
     }
@@ -418,6 +434,7 @@ pub(crate) fn backward_input<A: Accumulator>(
         grad_in.fill(A::ZERO);
         return Ok(());
     }
+    let algorithm = unsmall(algorithm);
     // The GEMM algorithms run shapes whose taps never overlap as a pointwise convolution
     // into their patch planes.
     if let (Algorithm::ImplicitGemm | Algorithm::Im2colGemm, Some(inner)) =
@@ -441,6 +458,7 @@ pub(crate) fn backward_input<A: Accumulator>(
             }
         }
         Algorithm::Direct => direct::backward_input(g, grad_out, weight, grad_in, &scratch),
+        Algorithm::DirectSmall => unreachable!("unsmall() maps it"),
         Algorithm::Im2colGemm => {
             im2col_gemm::backward_input(g, grad_out, weight, grad_in, &scratch)
         }
@@ -460,7 +478,7 @@ pub(crate) fn backward_weight<A: Accumulator>(
         grad_w.fill(A::ZERO);
         return Ok(());
     }
-    let algorithm = exact(algorithm, g, grad_out);
+    let algorithm = exact(unsmall(algorithm), g, grad_out);
     if let (Algorithm::ImplicitGemm | Algorithm::Im2colGemm, Some(inner)) =
         (algorithm, patches::weight_geometry(g))
     {
@@ -481,8 +499,18 @@ pub(crate) fn backward_weight<A: Accumulator>(
             }
         }
         Algorithm::Im2colGemm => im2col_gemm::backward_weight(g, input, grad_out, grad_w, &scratch),
+        Algorithm::DirectSmall => unreachable!("unsmall() maps it"),
     }
     scratch.finish()
+}
+
+/// `algorithm`, but `direct-tiled` for `direct-small`, which runs the forward pass of the
+/// shapes, types and CPUs [`small::applies`] to only: `direct-tiled` runs the rest.
+fn unsmall(algorithm: Algorithm) -> Algorithm {
+    match algorithm {
+        Algorithm::DirectSmall => Algorithm::DirectTiled,
+        chosen => chosen,
+    }
 }
 
 /// The algorithm that computes `algorithm`'s pass exactly as PyTorch defines it: `direct-rows`

@@ -7,7 +7,7 @@ use conv2d::{
     PaddingMode,
 };
 
-const ALGORITHMS: [Algorithm; 5] = Algorithm::ALL;
+const ALGORITHMS: [Algorithm; 6] = Algorithm::ALL;
 use crate::support::reference::{self, ConvSpec, Mode};
 use crate::support::{check_close, random_vec, to_tensor};
 use half::{bf16, f16};
@@ -174,6 +174,23 @@ fn patch_problems() -> impl Strategy<Value = Problem> {
 /// weight-gradient tiles.
 fn tile_problems() -> impl Strategy<Value = Problem> {
     shaped_problems(1..36, 3..15, 1..40, 1..2)
+}
+
+/// Column-stride-1 shapes with 1-19 output channels per group (`direct-small`'s tiles of 8,
+/// 6, 4, 2 and 1 channels), rows of 1-69 outputs (runs of 1-3 vectors and a shorter last
+/// run), kernels up to 7 columns wide, row strides 1 and 2, on at most 12 rows.
+fn small_problems() -> impl Strategy<Value = Problem> {
+    (shaped_problems(1..6, 1..20, 1..70, 1..3), 1usize..8)
+        .prop_map(|(mut p, kw)| {
+            p.stride.1 = 1;
+            p.k.1 = kw;
+            p.h = p.h.min(12);
+            p
+        })
+        .prop_filter("kernel must fit the padded input", |p| {
+            p.h + 2 * p.pad.0 > p.dilation.0 * (p.k.0 - 1)
+                && p.w + 2 * p.pad.1 > p.dilation.1 * (p.k.1 - 1)
+        })
 }
 
 /// Shapes with 16-80 output channels per group (whole and partial vectors and panels of
@@ -865,6 +882,12 @@ proptest! {
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: cases(96), ..ProptestConfig::default() })]
+
+    #[test]
+    fn small_tiles_match_reference(p in small_problems()) {
+        every_algorithm_matches_reference::<f32>(&p).map_err(TestCaseError::fail)?;
+        every_algorithm_matches_reference::<f16>(&p).map_err(TestCaseError::fail)?;
+    }
 
     #[test]
     fn direct_tiles_match_reference(p in tile_problems()) {

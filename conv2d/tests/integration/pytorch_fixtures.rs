@@ -455,7 +455,7 @@ fn complex128_matches_pytorch() {
 /// the padding's `0 * inf` terms, some multiply inserted zeros in strided input gradients,
 /// and bfloat16's spreads NaN past an element's own terms. Those dtypes are held to the
 /// float64 definition on the same data; the count of PyTorch's own deviations is printed.
-const ALGORITHMS: [Algorithm; 5] = Algorithm::ALL;
+const ALGORITHMS: [Algorithm; 6] = Algorithm::ALL;
 
 fn special_values<T: Element>(name: &str, definition: Definition<'_>) {
     let (cases, deviations) = run_file::<T>(name, &ALGORITHMS, definition);

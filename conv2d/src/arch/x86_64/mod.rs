@@ -8,6 +8,7 @@ mod bf16_dot;
 mod pixel_tile;
 mod rows;
 mod rows_avx2;
+mod small;
 mod tiles;
 mod weight_rows;
 mod windows;
@@ -21,6 +22,9 @@ pub(crate) use rows::{
     direct_rows_f32_avx512, flat_rows_3x3_f32_avx512, plane_rows_3x3_f32_avx512,
 };
 pub(crate) use rows_avx2::{direct_rows_f32_avx2, plane_rows_3x3_f32_avx2};
+pub(crate) use small::{
+    applies as small_applies, small_forward_f32_avx2, small_forward_f32_avx512,
+};
 pub(crate) use tiles::{
     channel_weight_tile_f32_avx2, channel_weight_tile_f32_avx512, direct_tile_avx2,
     direct_tile_avx512, direct_weight_tile_f32_avx2, direct_weight_tile_f32_avx512,
