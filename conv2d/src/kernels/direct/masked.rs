@@ -61,7 +61,12 @@ const HALVED_CI_BLOCK: usize = 64;
 /// the 3x3 and 4x4 stride-2 layers of 64 to 128 channels on 56x56 maps (784 outputs) ran
 /// 1.15-1.21x as fast on two threads and 1.03-1.06x on one (batch 8: 1.03-1.04x), the
 /// others within the noise; halving on smaller planes too ran the 128- and 256-channel
-/// layers on 28x28 and 14x14 maps 0.97-0.99x.
+/// layers on 28x28 and 14x14 maps 0.97-0.99x. Dilated layers take it too on CPUs that do
+/// not halve AVX-512 (measured there only), from as many output pixels: over the dilated
+/// layers of `conv2d-bench/sweeps/implicit_gemm.json` (2026-12-07, Intel Xeon, one thread,
+/// 11 in-process alternated rounds) 41x41-57x57 maps of 64-512 channels ran 1.045-1.068x as
+/// fast, 33x33 maps 0.988-1.043x (`deeplab_dil2_3x3` 1.019x), 24x24 1.019x, 28x28 0.992x;
+/// 14x14 and 17x17 maps 0.979-0.984x (so not below 512 pixels).
 const STRIDED_CI_BLOCK: usize = 16;
 /// See [`STRIDED_CI_BLOCK`].
 const HALF_BLOCK_PIXELS: usize = 512;
@@ -133,13 +138,16 @@ pub(crate) fn takes_strided(g: &Geometry) -> bool {
 }
 
 /// Input channels a sweep of the tiles runs through before the next block:
-/// [`STRIDED_CI_BLOCK`] for a layer strided along columns with [`HALF_BLOCK_PIXELS`] or
-/// more output pixels a plane, else [`HALVED_CI_BLOCK`] or [`CI_BLOCK`] by the CPU.
+/// [`STRIDED_CI_BLOCK`] for a layer strided along columns (or dilated, where AVX-512 is not
+/// halved) with [`HALF_BLOCK_PIXELS`] or more output pixels a plane, else
+/// [`HALVED_CI_BLOCK`] or [`CI_BLOCK`] by the CPU.
 fn ci_block(g: &Geometry) -> usize {
-    let strided = g.stride.w > 1 && g.oh.saturating_mul(g.ow) >= HALF_BLOCK_PIXELS;
-    match (strided, crate::isa::halved_avx512()) {
+    let large = g.oh.saturating_mul(g.ow) >= HALF_BLOCK_PIXELS;
+    let dilated = g.dilation.h > 1 || g.dilation.w > 1;
+    match (large && g.stride.w > 1, crate::isa::halved_avx512()) {
         (true, _) => STRIDED_CI_BLOCK,
         (false, true) => HALVED_CI_BLOCK,
+        (false, false) if large && dilated => STRIDED_CI_BLOCK,
         (false, false) => CI_BLOCK,
     }
 }
