@@ -61,15 +61,18 @@ pub(crate) unsafe fn small_forward_f32_avx2(
 ) {
     let call = Call::new(g, input, weight, bias, out);
     // Up to 6 channels by 2 vectors: 12 sums, 2 pixel vectors and a weight in 15 of the
-    // 16 registers; a row's last run of 1 vector takes one.
+    // 16 registers; a row's last run of 1 or 2 vectors takes as many.
     let full = g.ow / 16 * 16;
     for s in (0..full).step_by(16) {
         // SAFETY: AVX2 and FMA are present (this function's contract).
         unsafe { run::<Avx2F32, 2, 6>(&call, s, out) };
     }
-    if full < g.ow {
+    match (g.ow - full).div_ceil(8) {
+        0 => {}
         // SAFETY: as above.
-        unsafe { run::<Avx2F32, 1, 6>(&call, full, out) };
+        1 => unsafe { run::<Avx2F32, 1, 6>(&call, full, out) },
+        // SAFETY: as above.
+        _ => unsafe { run::<Avx2F32, 2, 6>(&call, full, out) },
     }
 }
 
