@@ -5,11 +5,13 @@ use crate::geometry::Geometry;
 /// Multiply-adds up to which [`Algorithm::choose`] takes [`Algorithm::DirectSmall`] where it
 /// would take [`Algorithm::DirectTiled`]. Over `conv2d-bench/sweeps/small.json` (22 stride-1
 /// layers of 7 Ki to 7 Mi multiply-adds, 1-64 channels on 4x4 to 64x64 maps, one thread,
-/// in-process alternation, 2026-12-07, Intel Xeon with AVX-512 and the same CPU with
-/// `CONV2D_ISA=avx2`): `direct-small` ran every layer up to 147 Ki multiply-adds 1.11-3.0x
-/// as fast as `direct-tiled` on AVX-512 and 1.17-3.6x on AVX2, and lost from 451 Ki on
-/// layers of 32 and more channels (0.55-0.79x; AVX2 0.80x), winning beyond that only on
-/// layers of 3-8 input channels.
+/// 2026-12-07, an Intel Xeon with AVX-512, and the same CPU with `CONV2D_ISA=avx2`):
+/// `direct-small` ran every layer up to 147 Ki multiply-adds 1.11-3.0x as fast as
+/// `direct-tiled` on AVX-512 and 1.07-3.3x on AVX2, a 157 Ki layer of 8 output channels
+/// 2.1x and 0.93-1.00x, a 295 Ki one of 4 input channels 1.46x and 0.95x, and lost from
+/// 451 Ki on layers of 16 and more channels (0.55-0.79x on both), winning beyond that only
+/// on layers of 3-8 input channels. The bound does not depend on the CPU, so that a plan's
+/// choice does not either.
 pub(crate) const SMALL_WORK: usize = 1 << 18;
 
 /// How a plan computes the forward convolution (and, for a transposed convolution, its
