@@ -151,8 +151,10 @@ pub enum Algorithm {
     /// other threads: a call costs little more than its multiply-adds (the 1x3x8x8 by
     /// 4x3x3x3 call 3.0x as fast as `direct-tiled`'s). For `f32`, `f16` and `bf16` (which sum
     /// in `f32`) on CPUs with AVX2 or AVX-512, column stride 1 and at most 16 kernel
-    /// columns; every other pass, type, shape or CPU (and `bf16` on AMX) runs
-    /// [`Algorithm::DirectTiled`]. Scratch: none.
+    /// columns; its stride-1 input gradient (finite weights) is the same kernel on the
+    /// flipped weight. Every other pass, type, shape or CPU (and `bf16` on AMX) runs
+    /// [`Algorithm::DirectTiled`]. Scratch: none (the flipped weight for the input
+    /// gradient).
     DirectSmall,
 }
 

@@ -434,7 +434,6 @@ pub(crate) fn backward_input<A: Accumulator>(
         grad_in.fill(A::ZERO);
         return Ok(());
     }
-    let algorithm = unsmall(algorithm);
     // The GEMM algorithms run shapes whose taps never overlap as a pointwise convolution
     // into their patch planes.
     if let (Algorithm::ImplicitGemm | Algorithm::Im2colGemm, Some(inner)) =
@@ -443,22 +442,27 @@ pub(crate) fn backward_input<A: Accumulator>(
         return patches::backward_input(g, &inner, grad_out, weight, grad_in);
     }
     let scratch = Scratch::new();
+    use direct::Flipped::{ImplicitGemm as Gemm, Small, Tiles};
     match algorithm {
         Algorithm::DirectRows => direct_rows::backward_input(g, grad_out, weight, grad_in),
+        Algorithm::DirectSmall => {
+            if !direct::backward_input_flipped(g, grad_out, weight, grad_in, &scratch, Small) {
+                return backward_input(Algorithm::DirectTiled, g, grad_out, weight, grad_in);
+            }
+        }
         Algorithm::DirectTiled => {
-            if !direct::backward_input_tiled(g, grad_out, weight, grad_in, &scratch, false) {
+            if !direct::backward_input_flipped(g, grad_out, weight, grad_in, &scratch, Tiles) {
                 return backward_input(Algorithm::untiled(g), g, grad_out, weight, grad_in);
             }
         }
         Algorithm::ImplicitGemm => {
-            if !direct::backward_input_tiled(g, grad_out, weight, grad_in, &scratch, true)
+            if !direct::backward_input_flipped(g, grad_out, weight, grad_in, &scratch, Gemm)
                 && !direct::backward_input_subpixel(g, grad_out, weight, grad_in, &scratch)
             {
                 return backward_input(Algorithm::DirectTiled, g, grad_out, weight, grad_in);
             }
         }
         Algorithm::Direct => direct::backward_input(g, grad_out, weight, grad_in, &scratch),
-        Algorithm::DirectSmall => unreachable!("unsmall() maps it"),
         Algorithm::Im2colGemm => {
             im2col_gemm::backward_input(g, grad_out, weight, grad_in, &scratch)
         }
@@ -504,8 +508,9 @@ pub(crate) fn backward_weight<A: Accumulator>(
     scratch.finish()
 }
 
-/// `algorithm`, but `direct-tiled` for `direct-small`, which runs the forward pass of the
-/// shapes, types and CPUs [`small::applies`] to only: `direct-tiled` runs the rest.
+/// `algorithm`, but `direct-tiled` for `direct-small`, which runs the forward pass (and its
+/// flipped counterpart, the stride-1 input gradient) of the shapes, types and CPUs
+/// [`small::applies`] to only: `direct-tiled` runs the rest.
 fn unsmall(algorithm: Algorithm) -> Algorithm {
     match algorithm {
         Algorithm::DirectSmall => Algorithm::DirectTiled,

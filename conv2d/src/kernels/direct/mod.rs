@@ -764,28 +764,43 @@ pub(crate) fn backward_input<A: Accumulator>(
     }
 }
 
+/// The kernel that runs the flipped convolution of [`backward_input_flipped`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flipped {
+    /// `direct-tiled`'s tiles.
+    Tiles,
+    /// `implicit-gemm`'s implicit GEMM.
+    ImplicitGemm,
+    /// `direct-small`'s kernel.
+    Small,
+}
+
 /// The input gradient as [`backward_input`] computes it, with the flipped convolution run
-/// by the tiled kernel (`implicit`: the implicit GEMM); `false` (nothing written) where that
-/// kernel does not apply: other strides, other types, other CPUs.
-pub(crate) fn backward_input_tiled<A: Accumulator>(
+/// by `kernel`; `false` (nothing written) where that kernel does not apply: other strides,
+/// other types, other CPUs.
+pub(crate) fn backward_input_flipped<A: Accumulator>(
     g: &Geometry,
     grad_out: &[A],
     weight: &[A],
     grad_in: &mut [A],
     scratch: &Scratch,
-    implicit: bool,
+    kernel: Flipped,
 ) -> bool {
-    let applies = |g: &Geometry| match implicit {
-        true => implicit_gemm::applies::<A>(g),
-        false => tiles::<A>(g),
+    let applies = |g: &Geometry| match kernel {
+        Flipped::Tiles => tiles::<A>(g),
+        Flipped::ImplicitGemm => implicit_gemm::applies::<A>(g),
+        Flipped::Small => super::small::applies::<A>(g),
     };
     let Some(flipped) = flipped_shape(g).filter(applies) else {
         return false;
     };
     match flipped_weight(g, weight, scratch) {
-        Some(Some(w)) => match implicit {
-            true => implicit_gemm::forward(&flipped, grad_out, &w, None, grad_in, scratch),
-            false => tiled::forward(&flipped, grad_out, &w, None, grad_in, scratch),
+        Some(Some(w)) => match kernel {
+            Flipped::Tiles => tiled::forward(&flipped, grad_out, &w, None, grad_in, scratch),
+            Flipped::ImplicitGemm => {
+                implicit_gemm::forward(&flipped, grad_out, &w, None, grad_in, scratch)
+            }
+            Flipped::Small => super::small::forward(&flipped, grad_out, &w, None, grad_in),
         },
         Some(None) => return false,
         None => {}
