@@ -34,7 +34,8 @@
 //! order fixed by the shape and the [`Algorithm`], so on one machine results are bitwise
 //! identical across runs and thread counts. The library's kernels run on the instruction
 //! set [`isa`] picks (lowered with `CONV2D_ISA` for testing); `direct-rows` gives the same
-//! bits on every level, [`Algorithm::DirectTiled`], [`Algorithm::ImplicitGemm`] (AVX-512
+//! bits on every level, [`Algorithm::DirectTiled`], [`Algorithm::DirectSmall`] (the same bits
+//! on AVX2 and AVX-512; the scalar level runs `direct-tiled`), [`Algorithm::ImplicitGemm`] (AVX-512
 //! only; other levels run `direct-tiled`) and (for `f32`, `f16`, `bf16`)
 //! [`Algorithm::Direct`] use fused multiply-adds on AVX2 and AVX-512, so their last bits may
 //! differ between levels, and the GEMM behind
