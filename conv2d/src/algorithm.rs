@@ -149,9 +149,9 @@ pub enum Algorithm {
     /// on AVX2) in registers, every term in the weight's order, padding terms as zeros (so
     /// non-finite values come out as PyTorch's), nothing staged, allocated or shared out to
     /// other threads: a call costs little more than its multiply-adds (the 1x3x8x8 by
-    /// 4x3x3x3 call 3.0x as fast as `direct-tiled`'s). For `f32`, `f16` and `bf16` (which sum
-    /// in `f32`) on CPUs with AVX2 or AVX-512, column stride 1 and at most 16 kernel
-    /// columns; its stride-1 input gradient (finite weights) is the same kernel on the
+    /// 4x3x3x3 call 2.3-2.8x as fast as `direct-tiled`'s). For `f32`, `f16` and `bf16`
+    /// (which sum in `f32`) on CPUs with AVX2 or AVX-512, column stride 1 and at most 16
+    /// kernel columns; its stride-1 input gradient (finite weights) is the same kernel on the
     /// flipped weight. Every other pass, type, shape or CPU (and `bf16` on AMX) runs
     /// [`Algorithm::DirectTiled`]. Scratch: none (the flipped weight for the input
     /// gradient).
