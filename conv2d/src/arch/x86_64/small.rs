@@ -32,19 +32,9 @@ pub(crate) unsafe fn small_forward_f32_avx512(
 ) {
     let call = Call::new(g, input, weight, bias, out);
     // Up to 8 channels by 3 vectors: 24 sums, 3 pixel vectors and a weight in 28 of the
-    // 32 registers; a row's last run of 1 or 2 vectors takes as many.
-    let full = g.ow.div_ceil(16) / 3 * 48;
-    for s in (0..full).step_by(48) {
-        // SAFETY: AVX-512 F is present (this function's contract).
-        unsafe { run::<__m512, 3, 8>(&call, s, out) };
-    }
-    match g.ow.div_ceil(16) % 3 {
-        0 => {}
-        // SAFETY: as above.
-        1 => unsafe { run::<__m512, 1, 8>(&call, full, out) },
-        // SAFETY: as above.
-        _ => unsafe { run::<__m512, 2, 8>(&call, full, out) },
-    }
+    // 32 registers.
+    // SAFETY: AVX-512 F is present (this function's contract).
+    unsafe { runs::<__m512, 3, 8>(&call, out) }
 }
 
 /// [`small_forward_f32_avx512`] with AVX2 and FMA.
@@ -61,18 +51,33 @@ pub(crate) unsafe fn small_forward_f32_avx2(
 ) {
     let call = Call::new(g, input, weight, bias, out);
     // Up to 6 channels by 2 vectors: 12 sums, 2 pixel vectors and a weight in 15 of the
-    // 16 registers; a row's last run of 1 or 2 vectors takes as many.
-    let full = g.ow / 16 * 16;
-    for s in (0..full).step_by(16) {
-        // SAFETY: AVX2 and FMA are present (this function's contract).
-        unsafe { run::<Avx2F32, 2, 6>(&call, s, out) };
+    // 16 registers.
+    // SAFETY: AVX2 and FMA are present (this function's contract).
+    unsafe { runs::<Avx2F32, 2, 6>(&call, out) }
+}
+
+/// Every output row of the call in runs of `V` vectors (2 or 3), a row's last run of
+/// fewer vectors taking as many, with register `R` and tiles of up to `CH` channels.
+///
+/// # Safety
+/// The CPU must support `R`'s instructions.
+#[inline(always)]
+unsafe fn runs<R: MaskedRegister<Elem = f32>, const V: usize, const CH: usize>(
+    call: &Call<'_>,
+    out: &mut [f32],
+) {
+    let vectors = call.g.ow.div_ceil(R::LANES);
+    let full = vectors / V * V * R::LANES;
+    for s in (0..full).step_by(V * R::LANES) {
+        // SAFETY: `R`'s instructions are present (this function's contract).
+        unsafe { run::<R, V, CH>(call, s, out) };
     }
-    match (g.ow - full).div_ceil(8) {
+    match vectors % V {
         0 => {}
         // SAFETY: as above.
-        1 => unsafe { run::<Avx2F32, 1, 6>(&call, full, out) },
+        1 => unsafe { run::<R, 1, CH>(call, full, out) },
         // SAFETY: as above.
-        _ => unsafe { run::<Avx2F32, 2, 6>(&call, full, out) },
+        _ => unsafe { run::<R, 2, CH>(call, full, out) },
     }
 }
 
