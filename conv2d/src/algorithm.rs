@@ -267,12 +267,12 @@ impl Algorithm {
     /// input channels per group (sweep `conv2d-bench/sweeps/transposed.json`); with stride 1,
     /// `direct-tiled` (`direct-small` up to [`SMALL_WORK`] multiply-adds), whose input
     /// gradient is its forward kernel on the flipped weight, where the flipped convolution
-    /// has at least 3 output channels per group (over 33 stride-1 transposed layers of 3 to
+    /// has at least 3 output channels per group (over 33 stride-1 transposed layers of 1 to
     /// 512 channels on 4x4-64x64 maps, 1x1 to 7x7 kernels, dilated and grouped, one thread,
-    /// Intel Xeon, 2026-12-07: `direct-tiled` 1.14-7x as fast as the `im2col-gemm` or
-    /// `direct` chosen before on all but a 4x4 map of 64 channels (0.91x), `direct-small`
-    /// 1.76-11.6x on the layers up to 147 Ki multiply-adds); else [`Algorithm::untiled`]'s
-    /// choice.
+    /// Intel Xeon with AVX-512, 2026-12-07: on the 32 with 3+ output channels `direct-tiled`
+    /// 1.14-7x as fast as the `im2col-gemm` or `direct` chosen before but for a 4x4 map of
+    /// 64 channels (0.91x), `direct-small` 1.76-11.6x on those up to 147 Ki multiply-adds;
+    /// not measured on an AVX2-only CPU); else [`Algorithm::untiled`]'s choice.
     pub(crate) fn choose_transposed(g: &Geometry) -> Self {
         use crate::kernels::direct::{flipped_shape, subpixel_wins, suits_tiles};
         if subpixel_wins(g) {
