@@ -21,9 +21,17 @@ use crate::kernels::all_finite;
 use crate::kernels::Aligned;
 use crate::threading::{for_each_chunk, for_each_item_init};
 
-/// Tasks a call is split into at least, where its rows allow (a constant, not the thread
-/// count, so that the split never depends on it).
+/// Tasks a call is split into at most, where its rows allow.
 const TASKS: usize = 16;
+/// Input-gradient pixels of each phase a band holds at least where the call has tasks
+/// enough without more bands: each band sweeps its block's whole panel (every phase's
+/// weights), so that thin bands stream the panels from L3 for a few pixels each. Against
+/// [`TASKS`] bands whatever their size (`conv2d-bench/sweeps/transposed.json`, 2026-12-07,
+/// AMD Zen 4, five in-process alternated rounds): stride-2 to stride-4 layers of 32-256
+/// channels on 8x8-20x20 inputs 1.04-1.32x as fast on one thread and 1.02-1.25x on two,
+/// the others within 0.97-1.03x; the strided sweep's input gradients 1.09-1.12x where
+/// they take the phases. Every output's sum is the same whatever the split.
+const MIN_BAND_PIXELS: usize = 256;
 
 /// One axis of the phase split: for each phase `r < s`, its taps `(k, a)` (read `a` rows or
 /// columns before the pixel's `q`); the padding before (the largest `a`) and the slab's
@@ -199,9 +207,13 @@ fn backward_input_f32(
     };
     let blocks = cin_g.div_ceil(BLOCK);
     let in_plane = g.h * g.w;
-    // Bands only as many as the images, groups and blocks leave tasks to share out: the
-    // fewer the bands, the more pixels reuse each block of the panel.
-    let bands = TASKS.div_ceil(g.n * g.groups * blocks).min(g.h);
+    // As few bands as leave two tasks a thread (so that the threads come out even) or
+    // [`MIN_BAND_PIXELS`] pixels a phase, and no more than make [`TASKS`] tasks: the fewer
+    // the bands, the more pixels reuse each block of the panel.
+    let units = g.n * g.groups * blocks;
+    let wide = (g.h * g.w / (s.h * s.w * MIN_BAND_PIXELS)).max(1);
+    let balanced = (2 * crate::threading::num_threads()).div_ceil(units);
+    let bands = TASKS.div_ceil(units).min(wide.max(balanced)).min(g.h);
     let band = g.h.div_ceil(bands);
     for_each_chunk(grad_in, cin_g * in_plane, |task, group_in| {
         let (n, group) = (task / g.groups, task % g.groups);
