@@ -67,6 +67,14 @@ pub(crate) fn runs_per_tile(g: &Geometry, tiles: usize) -> usize {
     TASKS.div_ceil(tiles.saturating_mul(g.groups).saturating_mul(g.n).max(1))
 }
 
+/// Into how many tasks each of `units` independent parts of a call (images, groups, panels)
+/// splits for two tasks a thread at least, so that the threads come out even while every
+/// task keeps as much work as it can (the kernels whose tasks each stream a panel of
+/// weights). Which task sums an output never changes its sum.
+pub(crate) fn balanced_runs(units: usize) -> usize {
+    (2 * crate::threading::num_threads()).div_ceil(units.max(1))
+}
+
 /// The padded input of one band: for each input channel of the group, `height` rows of
 /// `phases` phases of `phase_width` pixels; phase `p` of a row holds padded columns
 /// `p, p + stride.w, p + 2*stride.w, ...` (there are `stride.w` phases, or fewer when the

@@ -13,7 +13,7 @@
 
 use super::implicit_gemm::{grown, write_rows, Gemm, BLOCK};
 use super::tiled::{as_f32, as_f32_mut};
-use super::{block_tasks, padded_slab, Scratch};
+use super::{balanced_runs, block_tasks, padded_slab, Scratch};
 use crate::element::Accumulator;
 use crate::geometry::Geometry;
 use crate::isa::{isa, Isa};
@@ -212,8 +212,10 @@ fn backward_input_f32(
     // the bands, the more pixels reuse each block of the panel.
     let units = g.n * g.groups * blocks;
     let wide = (g.h * g.w / (s.h * s.w * MIN_BAND_PIXELS)).max(1);
-    let balanced = (2 * crate::threading::num_threads()).div_ceil(units);
-    let bands = TASKS.div_ceil(units).min(wide.max(balanced)).min(g.h);
+    let bands = TASKS
+        .div_ceil(units)
+        .min(wide.max(balanced_runs(units)))
+        .min(g.h);
     let band = g.h.div_ceil(bands);
     for_each_chunk(grad_in, cin_g * in_plane, |task, group_in| {
         let (n, group) = (task / g.groups, task % g.groups);
