@@ -19,7 +19,7 @@ pub(crate) use pixel_tile::{
     transpose_taps_avx512, MAX_TRANSPOSED_TAPS,
 };
 pub(crate) use rows::{
-    direct_rows_f32_avx512, flat_rows_3x3_f32_avx512, plane_rows_3x3_f32_avx512,
+    direct_rows_f32_avx512, flat_rows_3x3_f32_avx512, plane_row_masks, plane_rows_3x3_f32_avx512,
 };
 pub(crate) use rows_avx2::{direct_rows_f32_avx2, plane_rows_3x3_f32_avx2};
 pub(crate) use small::{
@@ -32,7 +32,7 @@ pub(crate) use tiles::{
 };
 pub(crate) use weight_rows::{
     direct_weight_f32_avx512, flat_weight_3x3_f32_avx512, plane_weight_3x3_f32_avx2,
-    plane_weight_3x3_f32_avx512,
+    plane_weight_3x3_f32_avx512, plane_weight_masks,
 };
 
 use std::arch::x86_64::*;

@@ -6,8 +6,8 @@ use std::arch::x86_64::*;
 use crate::kernels::direct::{BandRows, PlaneRows};
 
 use super::windows::{
-    fill_window_masks, flat_offsets, lanes_inside, live_lanes, stacked_3x3, PlaneRowWindows,
-    RowWindows, SlabRowWindows, WindowMasks,
+    flat_offsets, lanes_inside, live_lanes, stacked_3x3, window_masks, PlaneRowWindows, RowWindows,
+    SlabRowWindows,
 };
 use super::MaskedRegister;
 
@@ -30,20 +30,13 @@ pub(crate) unsafe fn plane_rows_3x3_f32_avx512(job: &mut PlaneRows<'_>) {
         job.pad_left as isize,
         job.oy0 as isize - job.pad_top as isize,
     );
-    // Per output vector (as the sweep places them, `row_vector_start`) and kernel column:
-    // the lanes of its window inside the row.
-    let (wide, tail) = row_vectors(ow);
-    let mut masks = WindowMasks::new();
-    fill_window_masks(&mut masks, wide + usize::from(tail), pad_left, w, |v| {
-        row_vector_start(v, ow)
-    });
     let windows = PlaneRowWindows {
         plane,
         h,
         w,
         row0,
         pad_left,
-        masks: &masks,
+        masks: job.masks,
     };
     // SAFETY: nine taps (the job's type), `rows` rows of `ow` outputs (`pointers`);
     // `windows` reads only inside the plane.
@@ -334,6 +327,16 @@ unsafe fn rows_3x3_avx512(
 fn row_vectors(ow: usize) -> (usize, bool) {
     let tail = ow > 16 && (1..=8).contains(&(ow % 16));
     (if tail { ow / 16 } else { ow.div_ceil(16) }, tail)
+}
+
+/// [`plane_rows_3x3_f32_avx512`]'s window masks with stride 1 ([`window_masks`]): per output
+/// vector as the sweep places them ([`row_vector_start`]) and kernel column, the lanes of its
+/// window inside a row `w` long.
+pub(crate) fn plane_row_masks(ow: usize, pad_left: usize, w: usize) -> Vec<[__mmask16; 3]> {
+    let (wide, tail) = row_vectors(ow);
+    window_masks(wide + usize::from(tail), pad_left, w, |v| {
+        row_vector_start(v, ow)
+    })
 }
 
 /// Where output vector `v` of a row of `ow` outputs starts in the stacked 3x3 row kernels

@@ -6,8 +6,7 @@ use std::arch::x86_64::*;
 use crate::kernels::direct::{PlaneWeightRows, WeightRows};
 
 use super::windows::{
-    fill_window_masks, flat_offsets, live_lanes, stacked_3x3, PlaneRowWindows, SlabRowWindows,
-    WindowMasks,
+    flat_offsets, live_lanes, stacked_3x3, window_masks, PlaneRowWindows, SlabRowWindows,
 };
 use super::{Avx2F32, MaskedRegister, Register};
 
@@ -371,8 +370,7 @@ unsafe fn weight_column<R: MaskedRegister<Elem = f32>>(
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
 pub(crate) unsafe fn plane_weight_3x3_f32_avx512(job: &mut PlaneWeightRows<'_>) {
     let (plane, grad_out, sums, rows) = job.pointers();
-    let mut masks = WindowMasks::new();
-    let windows = plane_windows(job, plane, &mut masks);
+    let windows = plane_windows(job, plane);
     let ahead = prefetch_ahead(job, rows);
     // SAFETY: nine vectors of sums (the job's type) and `rows` rows of output gradient
     // (`pointers`); `windows` reads only inside the plane, for any row and output.
@@ -380,25 +378,25 @@ pub(crate) unsafe fn plane_weight_3x3_f32_avx512(job: &mut PlaneWeightRows<'_>) 
 }
 
 /// The windows of the job's input plane (at `plane`) for the stacked 3x3 weight-gradient
-/// kernels, `masks` filled with the lanes of each 8 outputs' windows inside the row
-/// (working them out per load ran 1.3x slower; [`PlaneRowWindows::column_lanes`] reads
-/// them).
+/// kernels, with the job's masks ([`plane_weight_masks`]; working them out per load ran 1.3x
+/// slower; [`PlaneRowWindows::column_lanes`] reads them).
 #[inline(always)]
-fn plane_windows<'a>(
-    job: &PlaneWeightRows<'_>,
-    plane: *const f32,
-    masks: &'a mut WindowMasks,
-) -> PlaneRowWindows<'a> {
-    let (w, pad_left) = (job.w as isize, job.pad_left as isize);
-    fill_window_masks(masks, job.ow.div_ceil(8), pad_left, w, |v| 8 * v);
+fn plane_windows<'a>(job: &PlaneWeightRows<'a>, plane: *const f32) -> PlaneRowWindows<'a> {
     PlaneRowWindows {
         plane,
         h: job.h as isize,
-        w,
+        w: job.w as isize,
         row0: -(job.pad_top as isize),
-        pad_left,
-        masks,
+        pad_left: job.pad_left as isize,
+        masks: job.masks,
     }
+}
+
+/// The window masks of the stacked 3x3 weight-gradient kernels ([`window_masks`]): per 8
+/// outputs of a row of `ow` (so that the 16- and 8-lane columns find theirs at `o / 8`) and
+/// kernel column, the lanes of its window inside a row `w` long.
+pub(crate) fn plane_weight_masks(ow: usize, pad_left: usize, w: usize) -> Vec<[__mmask16; 3]> {
+    window_masks(ow.div_ceil(8), pad_left, w, |v| 8 * v)
 }
 
 /// How far on [`weight_column`] prefetches the input plane's and the output gradient's
@@ -604,8 +602,7 @@ impl WeightWindows for PlaneRowWindows<'_> {
 pub(crate) unsafe fn plane_weight_3x3_f32_avx2(job: &mut PlaneWeightRows<'_>) {
     let (plane, grad_out, sums, rows) = job.pointers();
     let ow = job.ow;
-    let mut masks = WindowMasks::new();
-    let windows = plane_windows(job, plane, &mut masks);
+    let windows = plane_windows(job, plane);
     let ahead = prefetch_ahead(job, rows);
     for block in row_blocks(grad_out, rows, ow, ahead) {
         for o in (0..ow).step_by(8) {

@@ -4,8 +4,6 @@
 
 use std::arch::x86_64::*;
 
-use smallvec::SmallVec;
-
 use super::MaskedRegister;
 
 /// The lanes of 16 values from column `c` of a row `w` long that lie in `0..w`.
@@ -144,34 +142,30 @@ impl RowWindows for PlaneRowWindows<'_> {
     }
 }
 
-/// Per vector of a row of outputs, the lanes of its three windows inside the row (see
-/// [`fill_window_masks`]). On the stack for up to 32 vectors.
-pub(super) type WindowMasks = SmallVec<[[__mmask16; 3]; 32]>;
-
-/// Fills `masks` (empty) with, per vector `v < vectors` of a row of outputs (the vector
-/// starting at output `start(v)`) and kernel column `kx`, the lanes of its window, from
-/// column `start(v) + kx - pad_left`, that lie in a row `w` long (an 8-lane vector reads
-/// the low 8). Filled in place in the caller's kernel: a table collected into a `Vec` per
-/// plane, its closure called out of line, took 10-20% of a depthwise weight gradient on
-/// 7x7 maps, and a table returned by value was copied in vectors that waited on the
-/// entries' narrow stores (10% of a 14x14 depthwise layer).
-#[inline(always)]
-pub(super) fn fill_window_masks(
-    masks: &mut WindowMasks,
+/// Per vector `v < vectors` of a row of outputs (the vector starting at output `start(v)`)
+/// and kernel column `kx`, the lanes of its window, from column `start(v) + kx -
+/// pad_left`, that lie in a row `w` long (an 8-lane vector reads the low 8). Worked out
+/// once a call by the front end and read by every plane's kernel: filled per plane in the
+/// kernel it was 3-4% of a depthwise layer on 56x56 maps (Zen 4, one thread, the forward
+/// pass and the weight gradient), and before that, collected into a `Vec` per plane with
+/// its closure called out of line, 10-20% of a depthwise weight gradient on 7x7 maps.
+pub(super) fn window_masks(
     vectors: usize,
-    pad_left: isize,
-    w: isize,
+    pad_left: usize,
+    w: usize,
     start: impl Fn(usize) -> usize,
-) {
-    masks.reserve_exact(vectors);
-    for v in 0..vectors {
-        let c = start(v) as isize - pad_left;
-        masks.push([
-            lanes_inside(c, w),
-            lanes_inside(c + 1, w),
-            lanes_inside(c + 2, w),
-        ]);
-    }
+) -> Vec<[__mmask16; 3]> {
+    let (pad_left, w) = (pad_left as isize, w as isize);
+    (0..vectors)
+        .map(|v| {
+            let c = start(v) as isize - pad_left;
+            [
+                lanes_inside(c, w),
+                lanes_inside(c + 1, w),
+                lanes_inside(c + 2, w),
+            ]
+        })
+        .collect()
 }
 
 /// Whether the taps are 3 x 3, each kernel row one output row's `step` below the one

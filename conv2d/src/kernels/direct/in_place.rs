@@ -49,6 +49,8 @@ pub(crate) struct PlaneRows<'a> {
     pub ow: usize,
     pub taps: &'a [f32; 9],
     pub init: f32,
+    /// The AVX-512 stride-1 kernel's window masks (`plane_row_masks`), else empty.
+    pub masks: &'a [[u16; 3]],
     /// Whole rows of `ow` outputs.
     pub out: &'a mut [f32],
 }
@@ -82,6 +84,8 @@ pub(crate) struct PlaneWeightRows<'a> {
     /// Whole rows of `ow` values.
     pub grad_out: &'a [f32],
     pub sums: &'a mut [[f32; LANES]; 9],
+    /// The row kernels' window masks (`plane_weight_masks`).
+    pub masks: &'a [[u16; 3]],
 }
 
 impl PlaneWeightRows<'_> {
@@ -156,15 +160,37 @@ pub(crate) fn flat_masks<A: Accumulator>(g: &Geometry, width: usize) -> Option<V
     Some(masks)
 }
 
+/// The lane masks of a call's weight-gradient kernels, worked out once for all its planes:
+/// the flat run's ([`flat_masks`]) where it runs, else the row kernels' windows'.
+pub(crate) struct WeightMasks {
+    flat: Option<Vec<u16>>,
+    windows: Vec<[u16; 3]>,
+}
+
+impl WeightMasks {
+    /// The masks of a shape [`weight_applies`] to (nothing otherwise).
+    pub(crate) fn new<A: Accumulator>(g: &Geometry) -> Self {
+        let flat = flat_masks::<A>(g, FLAT_WEIGHT_WIDTH);
+        #[cfg(target_arch = "x86_64")]
+        let windows = match flat.is_none() && weight_applies::<A>(g) {
+            true => crate::arch::x86_64::plane_weight_masks(g.ow, g.pad_left, g.w),
+            false => Vec::new(),
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let windows = Vec::new();
+        WeightMasks { flat, windows }
+    }
+}
+
 /// Adds image `x`'s (one input plane) contribution against `grad_out` (the pair's output
-/// gradient plane) to a pair's weight-gradient `sums`, for a shape [`weight_applies`] to;
-/// as one flat run of pixels with `flat_masks` (see [`flat_masks`]) where given.
+/// gradient plane) to a pair's weight-gradient `sums`, for a shape [`weight_applies`] to,
+/// with the call's `masks`; as one flat run of pixels where they have [`flat_masks`].
 pub(crate) fn add_weight_gradient<A: Accumulator>(
     g: &Geometry,
     x: &[A],
     grad_out: &[A],
     sums: &mut [[A; LANES]],
-    flat_masks: Option<&[u16]>,
+    masks: &WeightMasks,
 ) {
     let (Some(plane), Some(grad_out)) = (as_type::<A, f32>(x), as_type::<A, f32>(grad_out)) else {
         unreachable!("weight_applies admits f32 only");
@@ -181,9 +207,10 @@ pub(crate) fn add_weight_gradient<A: Accumulator>(
         ow: g.ow,
         grad_out,
         sums,
+        masks: &masks.windows,
     };
     #[cfg(target_arch = "x86_64")]
-    match (isa(), flat_masks) {
+    match (isa(), masks.flat.as_deref()) {
         // SAFETY: `flat_masks` returns masks only on AVX-512, which `isa()` reports
         // only where the CPU has it, and clears each lane whose input is outside the image
         // (`flat_masks`); the kernel checks the other bounds.
@@ -201,8 +228,8 @@ pub(crate) fn add_weight_gradient<A: Accumulator>(
     }
     #[cfg(not(target_arch = "x86_64"))]
     unreachable!(
-        "weight_applies admits AVX2 and AVX-512 only {} {flat_masks:?}",
-        job.ow
+        "weight_applies admits AVX2 and AVX-512 only {} {:?}",
+        job.ow, masks.flat
     );
 }
 
@@ -224,6 +251,13 @@ pub(crate) fn forward<A: Accumulator>(
     };
     let bias = bias.map(|b| as_type::<A, f32>(b).expect("f32"));
     let flat_masks = flat_masks::<A>(g, FLAT_FORWARD_WIDTH);
+    #[cfg(target_arch = "x86_64")]
+    let row_masks = match isa() == Isa::Avx512 && g.stride.w == 1 {
+        true => crate::arch::x86_64::plane_row_masks(g.ow, g.pad_left, g.w),
+        false => Vec::new(),
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let row_masks = Vec::new();
     super::for_each_band(g, input, out, |co, x, oy0, rows| {
         let taps: &[f32; 9] = weight[co * 9..][..9].try_into().expect("nine taps");
         let whole_plane = rows.len() == g.oh * g.ow;
@@ -238,6 +272,7 @@ pub(crate) fn forward<A: Accumulator>(
             ow: g.ow,
             taps,
             init: bias.map_or(0.0, |b| b[co]),
+            masks: &row_masks,
             out: rows,
         };
         #[cfg(target_arch = "x86_64")]

@@ -546,7 +546,7 @@ pub(crate) fn backward_weight<A: Accumulator>(
     // Each thread keeps one buffer of sums for its pairs (allocating it per pair was 12% of
     // a depthwise layer on 7x7 maps).
     let sums_buffer = || scratch.filled(taps, [A::ZERO; LANES]);
-    let flat = in_place::flat_masks::<A>(g, in_place::FLAT_WEIGHT_WIDTH);
+    let masks = in_place::WeightMasks::new::<A>(g);
     let in_place = in_place::weight_applies::<A>(g);
     for_each_chunk_init(grad_w, taps, sums_buffer, |sums, pair, gw| {
         let (co, ci_in_group) = (pair / cin_g, pair % cin_g);
@@ -560,7 +560,7 @@ pub(crate) fn backward_weight<A: Accumulator>(
                 let x = &input[(n * g.cin + ci) * in_plane..][..in_plane];
                 let gy = &grad_out[(n * g.cout + co) * plane..][..plane];
                 if in_place {
-                    in_place::add_weight_gradient(g, x, gy, sums, flat.as_deref());
+                    in_place::add_weight_gradient(g, x, gy, sums, &masks);
                     continue;
                 }
                 let Some(slab) = padded_slab(g, x, 0, g.oh, 0, scratch) else {
