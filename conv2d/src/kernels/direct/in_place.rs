@@ -129,7 +129,7 @@ pub(crate) fn weight_applies<A: Accumulator>(g: &Geometry) -> bool {
 
 /// Output rows narrower than this many pixels, as wide as the input's, run the weight
 /// gradient as one flat run of pixels (see [`flat_masks`]).
-pub(crate) const FLAT_WEIGHT_WIDTH: usize = 16;
+const FLAT_WEIGHT_WIDTH: usize = 16;
 /// Output rows narrower than this many pixels, as wide as the input's, run the forward
 /// pass as one flat run of pixels (see [`flat_masks`]): 7x7 depthwise layers 1.5x as fast
 /// on one thread (`sweeps/depthwise.json`), 14x14 ones 0.86x (where the row kernel loads
@@ -141,7 +141,7 @@ const FLAT_FORWARD_WIDTH: usize = 8;
 /// plane and tap, the lanes whose input lies inside the image (see
 /// `flat_weight_3x3_f32_avx512`): rows of 7 or 14 pixels fill whole vectors so, where the
 /// row kernels leave 9 or 2 of 16 lanes idle. `None` for other shapes.
-pub(crate) fn flat_masks<A: Accumulator>(g: &Geometry, width: usize) -> Option<Vec<u16>> {
+fn flat_masks<A: Accumulator>(g: &Geometry, width: usize) -> Option<Vec<u16>> {
     if !(isa() == Isa::Avx512 && suits::<A>(g, 1) && g.ow == g.w && g.ow < width) {
         return None;
     }
