@@ -66,13 +66,14 @@ const CONFIG: TileConfig = TileConfig {
 /// channels by two of pixels), started from the bias, then per reduction step two tiles of
 /// the left operand and two of the right loaded and four `tdpbf16ps`, each issued as soon
 /// as its tiles are in (measured 10-20% ahead of four loads first); the sums stored into
-/// the job's rows.
+/// the job's rows. The job must be whole tiles of 32 pixels, without lane masks (checked).
 ///
 /// # Safety
 /// [`available`] must have returned `true` (the job's bounds are checked by
 /// `AmxJob::pointers`).
 pub(crate) unsafe fn bf16_tiles(job: &mut AmxJob<'_>) {
     let (a, b, bias, sums) = job.pointers();
+    assert!(job.len.is_multiple_of(32) && job.lanes.is_none());
     let (a_stride, b_stride, sums_stride) = (job.a_stride * 2, job.b_stride * 2, job.len * 4);
     // SAFETY: the tile registers are granted (this function's contract); `CONFIG` is a
     // valid palette-1 configuration, 64 bytes, aligned.

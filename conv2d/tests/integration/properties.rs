@@ -233,9 +233,11 @@ fn amx_strided_problems() -> impl Strategy<Value = Problem> {
 
 /// Shapes of one image and group, 30-32 input and 30-32 or 62-64 output channels (at most
 /// a quarter padded into blocks of 32) on 28x28 to 33x33 maps, stride 1 or 2 (14x14 outputs
-/// and more), and a third of them 256 channels on 5x5 to 8x8 maps: on CPUs with AVX512-BF16
-/// but no AMX, the `bf16` forward pass and both gradients on the dot-product kernel (see
-/// `kernels::direct::amx`), small maps over the unrolled input.
+/// and more), a third of them 256 channels on 5x5 to 8x8 maps, and a fifth of the others
+/// stride 1 with `padding = "same"`: on CPUs with AVX512-BF16 but no AMX, the `bf16`
+/// forward pass and both gradients on the dot-product kernel (see `kernels::direct::amx`),
+/// small maps over the unrolled input, outputs as wide as the input on rows without
+/// padding columns (uneven ones too, with kernels of even width).
 fn bf16_dot_problems() -> impl Strategy<Value = Problem> {
     shaped_problems(30..33, 30..33, 28..34, 1..3).prop_map(|mut p| {
         (p.n, p.groups) = (1, 1);
@@ -243,6 +245,8 @@ fn bf16_dot_problems() -> impl Strategy<Value = Problem> {
         if p.seed % 3 == 0 {
             (p.cin_g, p.cout_g) = (256, 256);
             (p.h, p.w) = (5 + p.h % 4, 5 + p.w % 4);
+        } else if p.seed % 5 == 1 {
+            (p.stride, p.same) = ((1, 1), true);
         }
         p
     })
@@ -835,6 +839,42 @@ fn wide_tiles_with_large_sums_match_reference() {
 fn weight_tiles_in_place_and_copied_match_reference() {
     for cin_g in [3, 5] {
         every_algorithm_matches_reference::<f32>(&same_3x3(2, cin_g, 10, (24, 37), 5)).unwrap();
+    }
+}
+
+/// An infinite weight on a layer of 32 channels, 28x28, 3x3, padding 1 (on CPUs with
+/// AVX512-BF16 but no AMX, the `bf16` dot products over rows without padding columns, whose
+/// masked lanes leave out the terms that meet the padding): through every algorithm, its
+/// output channel is NaN wherever its tap meets a padded zero (`0 * inf`, as PyTorch
+/// defines it), infinite elsewhere, and every other channel finite.
+#[test]
+fn bf16_infinite_weight_meets_the_padding_on_every_algorithm() {
+    let mut rng = StdRng::seed_from_u64(3);
+    let (xs, ws) = ([1, 32, 28, 28], [32, 32, 3, 3]);
+    // No zero input: every product with the infinite weight is infinite.
+    let x: Vec<bf16> = (0..xs.iter().product())
+        .map(|_| bf16::from_f32(rng.random_range(0.5f32..1.0)))
+        .collect();
+    let mut w = random_vec::<bf16>(ws.iter().product(), &mut rng);
+    // Output channel 5's tap (ky, kx) = (0, 0) from input channel 7.
+    w[(5 * 32 + 7) * 9] = bf16::INFINITY;
+    let plan = Conv2dPlan::new(xs, ws, &Conv2dOptions::default().padding([1, 1])).unwrap();
+    for algorithm in ALGORITHMS {
+        let y = plan
+            .clone()
+            .with_algorithm(algorithm)
+            .forward(&x, &w, None)
+            .unwrap();
+        for (i, v) in y.iter().enumerate() {
+            let (c, oy, ox) = (i / 784, i % 784 / 28, i % 28);
+            let padded = oy == 0 || ox == 0;
+            let ok = match c {
+                5 if padded => v.is_nan(),
+                5 => v.is_infinite(),
+                _ => v.is_finite(),
+            };
+            assert!(ok, "{}: channel {c} ({oy}, {ox}) is {v}", algorithm.name());
+        }
     }
 }
 

@@ -13,51 +13,83 @@ const TILE_CHANNELS: usize = 8;
 /// Vectors of 16 pixels of a register tile (16 sums in registers with [`TILE_CHANNELS`]).
 const TILE_VECTORS: usize = 2;
 
-/// Runs an [`AmxJob`] with AVX512-BF16: per [`TILE_CHANNELS`] channels and 32 pixels, the
-/// sums in registers, started from the bias; per reduction step and pair of terms, the
-/// pixels' pairs loaded and each channel's pair broadcast into one `vdpbf16ps` per vector;
-/// the sums stored into the job's rows.
+/// Runs an [`AmxJob`] with AVX512-BF16: per [`TILE_CHANNELS`] channels and 32 pixels (16 in
+/// a last half tile), the sums in registers, started from the bias; per reduction step and
+/// pair of terms, the pixels' pairs loaded (zeros in the lanes that do not read the step,
+/// where the job has [`lanes`](AmxJob::lanes)) and each channel's pair broadcast into one
+/// `vdpbf16ps` per vector; the sums stored into the job's rows.
 ///
 /// # Safety
 /// The CPU must support AVX-512 F and BF16 (the job's bounds are checked by
 /// `AmxJob::pointers`).
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx512bf16,avx2,fma")]
 pub(crate) unsafe fn bf16_dot_tiles(job: &mut AmxJob<'_>) {
-    let (a, b, bias, sums) = job.pointers();
-    let (a_stride, b_stride, len) = (job.a_stride, job.b_stride, job.len);
+    let pointers = job.pointers();
+    let whole = job.len - job.len % (16 * TILE_VECTORS);
     for c0 in (0..32).step_by(TILE_CHANNELS) {
-        for p in (0..len).step_by(16 * TILE_VECTORS) {
-            // SAFETY: `pointers` checked that the bias holds 16 values for each of 32
-            // channels, the left operand 32 rows of 32 values `a_stride` apart from every
-            // step's `at`, the right one 16 rows of `2 * len` values `b_stride` apart from
-            // every step's `bt`, and the sums 32 rows of `len`; `c0 + c < 32` and
-            // `p + 16 * TILE_VECTORS <= len` (a multiple of 32), so every access below is
-            // inside them.
-            unsafe {
-                let mut acc: [[__m512; TILE_VECTORS]; TILE_CHANNELS] = std::array::from_fn(|c| {
-                    [_mm512_loadu_ps(bias.add((c0 + c) * 16)); TILE_VECTORS]
+        for p in (0..whole).step_by(16 * TILE_VECTORS) {
+            // SAFETY: the CPU has the features (this function's contract); `c0 + c < 32`
+            // and `p + 16 * TILE_VECTORS <= len`.
+            unsafe { tile::<TILE_VECTORS>(job, pointers, c0, p) };
+        }
+        if whole < job.len {
+            // SAFETY: as above, `len` a multiple of 16 (checked by `pointers`).
+            unsafe { tile::<1>(job, pointers, c0, whole) };
+        }
+    }
+}
+
+/// [`bf16_dot_tiles`]'s sums of channels `c0..c0 + TILE_CHANNELS` and pixels `p..p + 16 *
+/// V`, from the job's `pointers`.
+///
+/// # Safety
+/// The CPU must support AVX-512 F and BF16; `c0 + TILE_CHANNELS <= 32` and `p + 16 * V <=
+/// len`, and `pointers` those of `AmxJob::pointers`, which checked the bounds.
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx512bf16,avx2,fma")]
+#[inline]
+unsafe fn tile<const V: usize>(
+    job: &AmxJob<'_>,
+    (a, b, bias, sums): (*const u16, *const u16, *const f32, *mut f32),
+    c0: usize,
+    p: usize,
+) {
+    let (a_stride, b_stride, len) = (job.a_stride, job.b_stride, job.len);
+    // Per step, the lanes of each vector that load their pixels' pairs.
+    let masks = |s: usize| -> [__mmask16; V] {
+        std::array::from_fn(|v| match &job.lanes {
+            Some(l) => l.masks[(p / 16 + v) * l.columns + l.step_columns[s]],
+            None => u16::MAX,
+        })
+    };
+    // SAFETY: `pointers` checked that the bias holds 16 values for each of 32 channels, the
+    // left operand 32 rows of 32 values `a_stride` apart from every step's `at`, the right
+    // one 16 rows of `2 * len` values `b_stride` apart from every step's `bt`, and the sums
+    // 32 rows of `len`; with `c0 + c < 32` and `p + 16 * V <= len` (this function's
+    // contract) every access below is inside them.
+    unsafe {
+        let mut acc: [[__m512; V]; TILE_CHANNELS] =
+            std::array::from_fn(|c| [_mm512_loadu_ps(bias.add((c0 + c) * 16)); V]);
+        for (s, &(at, bt)) in job.steps.iter().enumerate() {
+            let x = b.add(bt + 2 * p);
+            let w = a.add(at + c0 * a_stride);
+            let m = masks(s);
+            for r in 0..16 {
+                let xs: [__m512bh; V] = std::array::from_fn(|v| {
+                    let at = x.add(r * b_stride + 32 * v).cast();
+                    bh(_mm512_maskz_loadu_epi32(m[v], at))
                 });
-                for &(at, bt) in job.steps {
-                    let x = b.add(bt + 2 * p);
-                    let w = a.add(at + c0 * a_stride);
-                    for r in 0..16 {
-                        let xs: [__m512bh; TILE_VECTORS] = std::array::from_fn(|v| {
-                            bh(_mm512_loadu_si512(x.add(r * b_stride + 32 * v).cast()))
-                        });
-                        for (c, acc_c) in acc.iter_mut().enumerate() {
-                            let pair = w.add(c * a_stride + 2 * r).cast::<i32>().read_unaligned();
-                            let pair = bh(_mm512_set1_epi32(pair));
-                            for (s, &xv) in acc_c.iter_mut().zip(&xs) {
-                                *s = _mm512_dpbf16_ps(*s, xv, pair);
-                            }
-                        }
+                for (c, acc_c) in acc.iter_mut().enumerate() {
+                    let pair = w.add(c * a_stride + 2 * r).cast::<i32>().read_unaligned();
+                    let pair = bh(_mm512_set1_epi32(pair));
+                    for (s, &xv) in acc_c.iter_mut().zip(&xs) {
+                        *s = _mm512_dpbf16_ps(*s, xv, pair);
                     }
                 }
-                for (c, acc_c) in acc.iter().enumerate() {
-                    for (v, &s) in acc_c.iter().enumerate() {
-                        _mm512_storeu_ps(sums.add((c0 + c) * len + p + 16 * v), s);
-                    }
-                }
+            }
+        }
+        for (c, acc_c) in acc.iter().enumerate() {
+            for (v, &s) in acc_c.iter().enumerate() {
+                _mm512_storeu_ps(sums.add((c0 + c) * len + p + 16 * v), s);
             }
         }
     }
@@ -81,6 +113,7 @@ mod tests {
     use rand::{rngs::StdRng, Rng, SeedableRng};
 
     use super::*;
+    use crate::kernels::direct::amx::StepLanes;
 
     /// Random `bf16` bits of values in [-1, 1).
     fn random_bits(len: usize, rng: &mut StdRng) -> Vec<u16> {
@@ -93,16 +126,25 @@ mod tests {
         bf16::from_bits(bits).to_f64()
     }
 
-    /// Jobs of 32 to 96 pixels, strides wider than their rows and steps at odd offsets: every
-    /// sum within the bound of `f32` summation of its exact products (terms counted times
-    /// the roundoff times their magnitudes) of the job's definition, computed in `f64`.
+    /// Jobs of 16 to 96 pixels (a last half tile or none), strides wider than their rows and steps at odd offsets, with
+    /// every lane or random lanes reading each step: every sum within the bound of `f32`
+    /// summation of its exact products (terms counted times the roundoff times their
+    /// magnitudes) of the job's definition, computed in `f64`.
     #[test]
     fn dot_tiles_match_the_job_definition() {
         if !bf16_dot_available() {
             return;
         }
         let mut rng = StdRng::seed_from_u64(11);
-        for (len, a_stride, slack, step_count) in [(32, 32, 0, 1), (64, 45, 7, 3), (96, 96, 3, 5)] {
+        let jobs = [
+            (32, 32, 0, 1),
+            (80, 45, 7, 3),
+            (96, 96, 3, 5),
+            (16, 16, 2, 2),
+        ];
+        for ((len, a_stride, slack, step_count), masked) in
+            jobs.into_iter().flat_map(|job| [(job, false), (job, true)])
+        {
             let b_stride = 2 * len + slack;
             let a = random_bits(31 * a_stride + 32 + slack, &mut rng);
             let b = random_bits(15 * b_stride + 2 * len + slack, &mut rng);
@@ -112,6 +154,14 @@ mod tests {
             let bias: Vec<f32> = (0..32)
                 .flat_map(|_| [rng.random_range(-1.0f32..1.0); 16])
                 .collect();
+            let columns = 3;
+            let masks: Vec<u16> = (0..len / 16 * columns).map(|_| rng.random()).collect();
+            let step_columns: Vec<usize> = (0..step_count)
+                .map(|_| rng.random_range(0..columns))
+                .collect();
+            let reads = |p: usize, s: usize| {
+                !masked || masks[p / 16 * columns + step_columns[s]] & (1 << (p % 16)) != 0
+            };
             let mut sums = vec![f32::NAN; 32 * len];
             let mut job = AmxJob {
                 a: &a,
@@ -122,13 +172,19 @@ mod tests {
                 bias: &bias,
                 sums: &mut sums,
                 len,
+                lanes: masked.then_some(StepLanes {
+                    masks: &masks,
+                    columns,
+                    step_columns: &step_columns,
+                }),
             };
             // SAFETY: the CPU has AVX512-BF16 (checked above), hence AVX-512 F.
             unsafe { bf16_dot_tiles(&mut job) };
             for c in 0..32 {
                 for p in 0..len {
                     let (mut exact, mut magnitude) = (f64::from(bias[c * 16]), 0.0);
-                    for &(at, bt) in &steps {
+                    let read = steps.iter().enumerate().filter(|&(s, _)| reads(p, s));
+                    for (_, &(at, bt)) in read {
                         for k in 0..32 {
                             let term = value(a[at + c * a_stride + k])
                                 * value(b[bt + (k / 2) * b_stride + 2 * p + k % 2]);

@@ -316,12 +316,11 @@ pub(crate) unsafe fn transpose_taps_avx512(
     // SAFETY: AVX-512 F and BW are present (this function's contract); `multiples` holds
     // 32 values.
     let multiples = unsafe { _mm512_loadu_epi16(multiples.as_ptr().cast()) };
-    let window = |start: usize| {
-        let valid = len.saturating_sub(start).min(32);
-        let mask = ((1u64 << valid) - 1) as u32;
-        // SAFETY: as above; the masked load reads only the `valid` values from `start`,
-        // inside the row's first `len`.
-        unsafe { _mm512_maskz_loadu_epi16(mask, row.as_ptr().wrapping_add(start).cast()) }
+    // Windows start at multiples of 32 and `len` is one: each is whole or past the end.
+    let window = |start: usize| match start < len {
+        // SAFETY: as above; `start + 32 <= len <= row.len()`.
+        true => unsafe { _mm512_loadu_si512(row.as_ptr().add(start).cast()) },
+        false => _mm512_setzero_si512(),
     };
     for t in 0..taps {
         let mut run = _mm512_setzero_si512();

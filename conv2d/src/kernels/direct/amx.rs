@@ -21,7 +21,8 @@
 
 use half::{bf16, slice::HalfFloatSliceExt};
 
-use super::{block_tasks, fits, runs_per_tile, Scratch};
+use super::masked::column_masks;
+use super::{balanced_runs, block_tasks, fits, runs_per_tile, Scratch};
 use crate::element::narrow_bf16;
 use crate::geometry::{checked_product, Geometry};
 use crate::isa::{isa, Isa};
@@ -40,7 +41,7 @@ const UNROLLED_BUDGET: usize = 16 << 20;
 
 /// One task's sweep for `crate::arch::amx::bf16_tiles`: `sums[c][p]` is `bias[c]` plus, over
 /// the steps, the step's left row `c` times its right column `p`, for 32 channels `c` and
-/// `p < len` (a multiple of 32). A step's left operand is 32 rows (output
+/// `p < len` (a multiple of [`step_pixels`]). A step's left operand is 32 rows (output
 /// channels) of 32 `bf16` values `a_stride` apart from `a[at]`; its right operand 16 rows
 /// (pairs of reduction terms) `b_stride` apart from `b[bt]`, each pixel's pair side by side.
 pub(crate) struct AmxJob<'a> {
@@ -55,6 +56,19 @@ pub(crate) struct AmxJob<'a> {
     /// 32 rows of `len` sums.
     pub sums: &'a mut [f32],
     pub len: usize,
+    /// The lanes that read each step's right operand, per vector of 16 sums, the others
+    /// reading zeros (the dot-product kernel only; `None`: every lane reads every step).
+    pub lanes: Option<StepLanes<'a>>,
+}
+
+/// Which sums of an [`AmxJob`] read which steps' right operand: sum `p` reads step `s`'s
+/// where bit `p % 16` of `masks[p / 16 * columns + step_columns[s]]` is set, zeros where it
+/// is clear (a step's kernel column, whose taps read the neighbouring row's pixels at the
+/// ends of a row, where the padding's zeros belong, see [`column_masks`]).
+pub(crate) struct StepLanes<'a> {
+    pub masks: &'a [u16],
+    pub columns: usize,
+    pub step_columns: &'a [usize],
 }
 
 impl AmxJob<'_> {
@@ -62,7 +76,7 @@ impl AmxJob<'_> {
     /// relies on. Panics (a bug, not a user error) if one fails.
     pub(crate) fn pointers(&mut self) -> (*const u16, *const u16, *const f32, *mut f32) {
         let len = self.len;
-        assert!(len.is_multiple_of(CHANNELS) && self.sums.len() >= CHANNELS * len);
+        assert!(len.is_multiple_of(16) && self.sums.len() >= CHANNELS * len);
         assert!(self.bias.len() >= CHANNELS * 16);
         let (at, bt) = self
             .steps
@@ -70,6 +84,11 @@ impl AmxJob<'_> {
             .fold((0, 0), |(a, b), &(at, bt)| (a.max(at), b.max(bt)));
         assert!(self.steps.is_empty() || at + 31 * self.a_stride + 32 <= self.a.len());
         assert!(self.steps.is_empty() || bt + 2 * len + 15 * self.b_stride <= self.b.len());
+        if let Some(lanes) = &self.lanes {
+            assert_eq!(lanes.step_columns.len(), self.steps.len());
+            assert!(lanes.step_columns.iter().all(|&c| c < lanes.columns));
+            assert!(lanes.masks.len() >= len / 16 * lanes.columns);
+        }
         (
             self.a.as_ptr(),
             self.b.as_ptr(),
@@ -137,6 +156,16 @@ fn suits_dot_products(g: &Geometry) -> bool {
         && padded.saturating_mul(4) <= cout_g.saturating_mul(terms).saturating_mul(5)
 }
 
+/// The pixels an [`AmxJob`]'s sums come in: whole tiles of 32 on AMX, vectors of 16 on the
+/// dot products.
+fn step_pixels() -> usize {
+    if amx_available() {
+        CHANNELS
+    } else {
+        16
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 fn amx_available() -> bool {
     crate::arch::amx::available()
@@ -179,30 +208,56 @@ enum Layout {
     },
 }
 
-/// A stride-1 layer's input planes zero-padded onto rows of `row_len` pixels: each tap
-/// reads a window of them shifted by its `shifts` entry (taps row by row), for every pixel
-/// of the output grid (the padded rows' pixels, outputs at `y * row_len + x`).
+/// A stride-1 layer's input planes zero-padded onto rows of `row_len` pixels, input pixel
+/// `(y, x)` at `(y + pad_top) * row_len + pad_left + x`: each tap reads a window of them
+/// shifted by its `shifts` entry (taps row by row), for every pixel of the output grid
+/// (outputs at `y * row_len + x`).
 pub(super) struct PaddedGrid {
     pub row_len: usize,
-    /// Pixels per padded plane: its rows, then a tile of pixels past the last output and a
-    /// row (the reach of the last pixels' windows; their sums are dropped).
+    /// Pixels per padded plane: its rows, then a tile of pixels past the last output and
+    /// the reach of the last pixels' windows (their sums are dropped).
     pub plane_px: usize,
     pub shifts: Vec<usize>,
 }
 
 impl PaddedGrid {
+    /// Rows as wide as the padded input: the output grid has the columns of every window,
+    /// `(kw - 1) * dilation` more a row than the output.
     pub(super) fn new(g: &Geometry) -> Self {
-        let row_len = g.ow + (g.kw - 1) * g.dilation.w;
+        Self::with_rows(g, g.ow + (g.kw - 1) * g.dilation.w)
+    }
+
+    /// Rows as wide as the input, for a layer whose output is as wide ([`masks_columns`]):
+    /// no padding column, so the output grid is the output itself; a tap to the side of a
+    /// row's first or last pixels reads the neighbouring row's pixels there, lanes that
+    /// the job's [`StepLanes`] leave out.
+    fn unpadded(g: &Geometry) -> Self {
+        Self::with_rows(g, g.w)
+    }
+
+    fn with_rows(g: &Geometry, row_len: usize) -> Self {
         let height = g.oh + (g.kh - 1) * g.dilation.h;
+        let reach = (g.kw - 1) * g.dilation.w;
         let shifts = (0..g.kh)
             .flat_map(|ky| (0..g.kw).map(move |kx| ky * g.dilation.h * row_len + kx * g.dilation.w))
             .collect();
         PaddedGrid {
             row_len,
-            plane_px: height * row_len + CHANNELS + row_len,
+            plane_px: height * row_len + CHANNELS + row_len.max(reach),
             shifts,
         }
     }
+}
+
+/// Whether a stride-1 `g` on [`Layout::Pairs`] reads [`PaddedGrid::unpadded`] rows, the
+/// padding columns' zeros loaded by lane masks: on the dot products (AMX tiles take no
+/// lane masks), with an output as wide as the input. Every sum has the padded rows' terms
+/// in their order (`0 * weight` included, NaN for an infinite weight as in PyTorch).
+/// `conv2d-bench --dtype bf16` (2026-12-07, AMD Zen 4, one thread): `resnet_3x3_c128`
+/// 1.245 -> 1.16 ms, the 2 padding columns of its 28 a row no longer computed and
+/// dropped, nor any row's tail of 32 pixels (tasks split the plane anywhere).
+fn masks_columns(g: &Geometry) -> bool {
+    g.ow == g.w && !amx_available()
 }
 
 /// Whether a stride-1 `g` takes [`Layout::Unrolled`] rather than [`Layout::Pairs`]: maps of
@@ -230,13 +285,20 @@ pub(crate) fn forward(
     let co_pad = cout_g.next_multiple_of(CHANNELS);
     let bits: &[u16] = weight.reinterpret_cast();
     let stride_1 = g.stride.h == 1 && g.stride.w == 1;
+    let padded = PaddedGrid::new(g);
+    let unrolls_input = !stride_1 || (!flipped && unrolls(g, padded.row_len));
+    let masked = !unrolls_input && masks_columns(g);
     let PaddedGrid {
         row_len,
         plane_px,
         shifts,
-    } = PaddedGrid::new(g);
+    } = if masked {
+        PaddedGrid::unpadded(g)
+    } else {
+        padded
+    };
     let terms = cin_g * shifts.len();
-    let layout = if !stride_1 || (!flipped && unrolls(g, row_len)) {
+    let layout = if unrolls_input {
         let terms_pad = terms.next_multiple_of(CHANNELS);
         let padded = match terms == terms_pad && cout_g == co_pad {
             true => None,
@@ -271,6 +333,16 @@ pub(crate) fn forward(
     // Output pixel `(y, x)` is pixel `y * grid_row + x` of the right operand.
     let grid_row = if stride_1 { row_len } else { g.ow };
     let plane = g.oh * g.ow;
+    // A grid as wide as the output is the output itself: tasks split it anywhere.
+    let dense = grid_row == g.ow;
+    let masks = masked.then(|| column_masks(g, plane.next_multiple_of(CHANNELS), 16));
+    // Per step of [`Layout::Pairs`] (tap by tap), its kernel column.
+    let step_columns: Vec<usize> = match &layout {
+        Layout::Pairs { cin_pad, .. } if masked => (0..shifts.len())
+            .flat_map(|tap| std::iter::repeat_n(tap % g.kw, cin_pad / CHANNELS))
+            .collect(),
+        _ => Vec::new(),
+    };
     for_each_chunk(out, cout_g * plane, |task, group_out| {
         let (n, group) = (task / g.groups, task % g.groups);
         let x = &input[(n * g.cin + group * cin_g) * g.h * g.w..][..cin_g * g.h * g.w];
@@ -303,30 +375,43 @@ pub(crate) fn forward(
             }
         }
         let blocks = co_pad / CHANNELS;
-        let row_chunk = g.oh.div_ceil(runs_per_tile(g, blocks).min(g.oh));
+        // Output pixels a task: on a dense grid, runs of whole tiles of 32 pixels for two
+        // tasks a thread (only the plane's last run is padded to whole steps), else whole
+        // rows (each padded).
+        let chunk_px = match dense {
+            true => plane
+                .div_ceil(balanced_runs(blocks * g.groups * g.n))
+                .next_multiple_of(CHANNELS),
+            false => g.oh.div_ceil(runs_per_tile(g, blocks).min(g.oh)) * g.ow,
+        };
         let planes = group_out
             .chunks_exact_mut(plane)
-            .map(|p| p.chunks_mut(row_chunk * g.ow));
-        // A task's sums per channel: its rows on the grid, in whole steps of 32 pixels.
-        let sums_len = |rows: usize| ((rows - 1) * grid_row + g.ow).next_multiple_of(CHANNELS);
+            .map(|p| p.chunks_mut(chunk_px));
+        // A task's sums per channel: its outputs on the grid, in whole steps.
+        let sums_len = |pixels: usize| match dense {
+            true => pixels.next_multiple_of(step_pixels()),
+            false => ((pixels / g.ow - 1) * grid_row + g.ow).next_multiple_of(step_pixels()),
+        };
         // Each thread's sums and rounded row, for the longest task, kept across its tasks
         // (the kernel overwrites the sums it reads: no filling per task).
-        let max_len = sums_len(row_chunk);
+        let max_len = sums_len(chunk_px);
         let buffers = || -> Option<(Aligned<f32>, Vec<bf16>)> { None };
         let tasks = block_tasks(planes, CHANNELS);
         for_each_item_init(tasks, buffers, |buffers, (block, chunk, outs)| {
-            let rows = outs[0].len() / g.ow;
-            let q0 = chunk * row_chunk * grid_row;
-            let len = sums_len(rows);
+            // The task's first output, on the grid.
+            let first = chunk * chunk_px;
+            let q0 = first / g.ow * grid_row + first % g.ow;
+            let len = sums_len(outs[0].len());
             if buffers.is_none() {
+                let rounded_len = if dense { 0 } else { max_len };
                 *buffers = scratch
                     .filled_aligned(CHANNELS * max_len, 0f32)
-                    .map(|sums| (sums, vec![bf16::ZERO; max_len]));
+                    .map(|sums| (sums, vec![bf16::ZERO; rounded_len]));
             }
             let Some((sums, rounded)) = buffers else {
                 return;
             };
-            let (sums, rounded) = (&mut sums[..CHANNELS * len], &mut rounded[..len]);
+            let sums = &mut sums[..CHANNELS * len];
             let (a, a_stride, steps): (&[u16], usize, Vec<(usize, usize)>) = match &layout {
                 Layout::Pairs {
                     weights,
@@ -367,10 +452,21 @@ pub(crate) fn forward(
                 bias: &bias_rows[block * CHANNELS * 16..][..CHANNELS * 16],
                 sums,
                 len,
+                lanes: masks.as_ref().map(|masks| StepLanes {
+                    masks: &masks[q0 / 16 * g.kw..],
+                    columns: g.kw,
+                    step_columns: &step_columns,
+                }),
             };
             run(&mut job);
-            // Each channel's run rounded at once (long vectors), then its rows copied out.
+            // Each channel's run rounded at once (long vectors), then its rows copied out
+            // (on a dense grid, rounded straight into the output).
             for (out_rows, sums_c) in outs.into_iter().zip(sums.chunks_exact(len)) {
+                if dense {
+                    narrow_bf16(&sums_c[..out_rows.len()], out_rows);
+                    continue;
+                }
+                let rounded = &mut rounded[..len];
                 narrow_bf16(sums_c, rounded);
                 for (dst, src) in out_rows
                     .chunks_exact_mut(g.ow)
@@ -641,28 +737,32 @@ fn transpose_taps(_: &[u16], _: usize, _: &mut [u16], _: usize) -> bool {
     false
 }
 
-/// Pads `x` (the group's input planes as `bf16` bits) into `slab`: pair `j` holds channels
-/// `2j` and `2j + 1` (zero past the last), each pixel of the `row_len`-wide padded rows as
-/// two values side by side.
+/// Pads `x` (the group's input planes as `bf16` bits) into `slab` (zeroed): pair `j` holds
+/// channels `2j` and `2j + 1` (zero past the last), each input pixel `(y, x)` at pixel
+/// `(y + pad_top) * row_len + pad_left + x` of its [`PaddedGrid`] plane as two values side by
+/// side (written as one `u32`, which vectorises).
 fn pair_slab(g: &Geometry, x: &[u16], slab: &mut [u16], pair_plane: usize, row_len: usize) {
     let cin_g = g.cin_per_group();
-    let first = g.pad_left.min(row_len);
-    let count = g.w.min(row_len - first);
+    let plane = |c: usize| (c < cin_g).then(|| &x[c * g.h * g.w..][..g.h * g.w]);
     for_each_chunk(slab, pair_plane * 2, |j, pair| {
-        let planes =
-            [2 * j, 2 * j + 1].map(|c| (c < cin_g).then(|| &x[c * g.h * g.w..][..g.h * g.w]));
-        for (r, dst) in pair.chunks_exact_mut(row_len * 2).enumerate() {
-            let Some(iy) = r.checked_sub(g.pad_top).filter(|&iy| iy < g.h) else {
-                continue;
-            };
-            let dst = &mut dst[first * 2..][..count * 2];
-            for (parity, plane) in planes.iter().enumerate() {
-                let Some(plane) = plane else {
-                    continue;
-                };
-                let src = &plane[iy * g.w..][..count];
-                for (d, &v) in dst.chunks_exact_mut(2).zip(src) {
-                    d[parity] = v;
+        let pair: &mut [u32] = bytemuck::cast_slice_mut(pair);
+        let Some(even) = plane(2 * j) else {
+            return;
+        };
+        let odd = plane(2 * j + 1);
+        for (iy, even) in even.chunks_exact(g.w).enumerate() {
+            let dst = &mut pair[(iy + g.pad_top) * row_len + g.pad_left..][..g.w];
+            match odd {
+                Some(odd) => {
+                    let odd = &odd[iy * g.w..][..g.w];
+                    for (d, (&e, &o)) in dst.iter_mut().zip(even.iter().zip(odd)) {
+                        *d = bytemuck::cast([e, o]);
+                    }
+                }
+                None => {
+                    for (d, &e) in dst.iter_mut().zip(even) {
+                        *d = bytemuck::cast([e, 0u16]);
+                    }
                 }
             }
         }

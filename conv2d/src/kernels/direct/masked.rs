@@ -245,7 +245,7 @@ impl<A> MaskedTile<'_, A> {
 /// then cleared where a row's output column does not read the input: the few columns at
 /// each end of a row, found once (a test per lane took 3% of the stem's time on two
 /// threads, the other thread idle).
-fn column_masks(g: &Geometry, len: usize, lanes: usize) -> Vec<u16> {
+pub(super) fn column_masks(g: &Geometry, len: usize, lanes: usize) -> Vec<u16> {
     let vectors = len.div_ceil(lanes);
     let mut masks = vec![u16::MAX; vectors * g.kw];
     for kx in 0..g.kw {
