@@ -424,8 +424,10 @@ pub(crate) fn forward(
                         .iter()
                         .enumerate()
                         .flat_map(|(tap, &shift)| {
+                            // A flipped convolution's panels hold its taps in reverse.
+                            let panel = if flipped { shifts.len() - 1 - tap } else { tap };
                             (0..cin_pad / CHANNELS).map(move |k| {
-                                let at = (tap * CHANNELS * cin_pad) + k * TILE;
+                                let at = (panel * CHANNELS * cin_pad) + k * TILE;
                                 (at, 2 * (q0 + shift) + k * CHANNELS * plane_px)
                             })
                         })
@@ -649,7 +651,9 @@ pub(super) fn run(_: &mut AmxJob<'_>) {
 
 /// How [`packed_weights`] packs: input channels rounded up to `cin_pad`, `per_block` values
 /// per block of 32 output channels, and whether the weight is that of the convolution whose
-/// input gradient this one is (`w'[o][i][tap] = w[i][o][taps - 1 - tap]` within a group).
+/// input gradient this one is (`w'[o][i][tap] = w[i][o][taps - 1 - tap]` within a group:
+/// packed by the original's taps, so that panel tap `t` holds this one's tap `taps - 1 -
+/// t`, each run of taps copied as it is).
 struct Packing {
     cin_pad: usize,
     per_block: usize,
@@ -694,7 +698,7 @@ fn packed_weights(
                     gathered.clear();
                     for i in 0..cin_g {
                         let run = &bits[((group * cin_g + i) * cout_g + o) * taps..][..taps];
-                        gathered.extend(run.iter().rev());
+                        gathered.extend_from_slice(run);
                     }
                     &gathered[..]
                 }
