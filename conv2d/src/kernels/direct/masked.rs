@@ -632,13 +632,16 @@ impl<A: Accumulator> Tail<'_, A> {
         let channels = self.weight_rows.len();
         // Channels past the tile's repeat its last (their sums are dropped).
         let rows = std::array::from_fn(|c| self.weight_rows[c.min(channels - 1)] + terms.start);
-        for (column, partial) in self
-            .columns
-            .chunks_exact(self.taps)
-            .zip(partial)
-            .take(pixels)
-        {
-            dot_rows(self.weight, &rows, &column[terms.clone()], partial);
+        // Two pixels at a time (see `dot_rows_avx512`).
+        let columns = self.columns.chunks_exact(self.taps).take(pixels);
+        let mut partial = partial[..pixels].iter_mut();
+        let mut columns = columns.map(|c| &c[terms.clone()]);
+        while let Some(first) = columns.next() {
+            let p0 = partial.next().expect("a partial per pixel");
+            match (columns.next(), partial.next()) {
+                (Some(second), Some(p1)) => dot_rows(self.weight, &rows, [first, second], [p0, p1]),
+                _ => dot_rows(self.weight, &rows, [first], [p0]),
+            }
         }
     }
 
@@ -667,29 +670,30 @@ impl<A: Accumulator> Tail<'_, A> {
 }
 
 /// [`dot_rows_avx512`](crate::arch::x86_64::dot_rows_avx512) for `A` (see [`applies`]).
-fn dot_rows<A: Accumulator>(weights: &[A], rows: &[usize; CO], column: &[A], partial: &mut [A]) {
+fn dot_rows<A: Accumulator, const P: usize>(
+    weights: &[A],
+    rows: &[usize; CO],
+    columns: [&[A]; P],
+    partials: [&mut [A]; P],
+) {
     #[cfg(target_arch = "x86_64")]
     {
         use crate::arch::x86_64::dot_rows_avx512;
-        if let (Some(w), Some(c), Some(p)) = (
-            as_type::<A, f32>(weights),
-            as_type::<A, f32>(column),
-            as_type_mut::<A, f32>(partial),
-        ) {
+        if let Some(w) = as_type::<A, f32>(weights) {
+            let columns = columns.map(|c| as_type::<A, f32>(c).expect("one type"));
+            let partials = partials.map(|p| as_type_mut::<A, f32>(p).expect("one type"));
             // SAFETY: `applies` admitted AVX-512, which `isa()` reports only where the CPU
             // has it; the kernel checks its bounds.
-            return unsafe { dot_rows_avx512(w, rows, c, p) };
+            return unsafe { dot_rows_avx512(w, rows, columns, partials) };
         }
-        if let (Some(w), Some(c), Some(p)) = (
-            as_type::<A, f64>(weights),
-            as_type::<A, f64>(column),
-            as_type_mut::<A, f64>(partial),
-        ) {
+        if let Some(w) = as_type::<A, f64>(weights) {
+            let columns = columns.map(|c| as_type::<A, f64>(c).expect("one type"));
+            let partials = partials.map(|p| as_type_mut::<A, f64>(p).expect("one type"));
             // SAFETY: as above.
-            return unsafe { dot_rows_avx512(w, rows, c, p) };
+            return unsafe { dot_rows_avx512(w, rows, columns, partials) };
         }
     }
-    let _ = (weights, rows, column, partial);
+    let _ = (weights, rows, columns, partials);
     unreachable!("applies admits f32 and f64 with AVX-512 only");
 }
 
