@@ -564,39 +564,42 @@ fn unrolled(
         "an unrolled AMX input",
     ))?;
     let mut rows = scratch.filled_aligned(len, 0u16)?;
-    // Term `t`'s inputs for output row `oy` on, `step` apart, if it is a term.
-    let run = |t: usize, oy: usize| {
+    // Where term `t`'s inputs for output row 0 start, if it is a term (output row `oy`'s
+    // `oy * s.h` rows further, read `step` apart).
+    let start = |t: usize| {
         let (ci, ky, kx) = (t / taps, t % taps / g.kw, t % g.kw);
-        let (r, c) = (oy * s.h + ky * d.h, kx * d.w);
-        let start = ci * plane + r * row_len + c % phases * slots + c / phases;
-        (t < cin_g * taps).then(|| &slab[start..])
+        let c = kx * d.w;
+        let start = ci * plane + ky * d.h * row_len + c % phases * slots + c / phases;
+        (t < cin_g * taps).then_some(start)
     };
     // Segments of the grid read as one run: all of it with stride 1, else each output row.
     let (segments, segment) = if stride_1 { (1, pixels) } else { (g.oh, g.ow) };
     for_each_chunk(&mut rows, 2 * pixels, |m, row| {
-        for (oy, dst) in row.chunks_exact_mut(2 * segment).take(segments).enumerate() {
-            let (even, odd) = (run(2 * m, oy), run(2 * m + 1, oy));
-            if let (Some(even), Some(odd), 1) = (even, odd, step) {
-                let pairs = even[..segment].iter().zip(&odd[..segment]);
-                for (d, (&e, &o)) in dst.chunks_exact_mut(2).zip(pairs) {
-                    d[0] = e;
-                    d[1] = o;
-                }
-                continue;
-            }
-            for (parity, src) in [even, odd].into_iter().enumerate() {
-                let Some(src) = src else {
-                    continue;
-                };
-                if step == 1 {
-                    for (d, &v) in dst.chunks_exact_mut(2).zip(&src[..segment]) {
-                        d[parity] = v;
-                    }
-                } else {
-                    for (d, &v) in dst.chunks_exact_mut(2).zip(src.iter().step_by(step)) {
-                        d[parity] = v;
+        // Each pixel's pair as one `u32`, as in `pair_slab`.
+        let row: &mut [u32] = bytemuck::cast_slice_mut(row);
+        let [even, odd] = [2 * m, 2 * m + 1].map(start);
+        for (oy, dst) in row.chunks_exact_mut(segment).take(segments).enumerate() {
+            let run = |start: Option<usize>| start.map(|at| &slab[at + oy * s.h * row_len..]);
+            match (run(even), run(odd), step) {
+                (Some(even), Some(odd), 1) => {
+                    let pairs = even[..segment].iter().zip(&odd[..segment]);
+                    for (d, (&e, &o)) in dst.iter_mut().zip(pairs) {
+                        *d = bytemuck::cast([e, o]);
                     }
                 }
+                (Some(even), Some(odd), _) => {
+                    let pairs = even.iter().step_by(step).zip(odd.iter().step_by(step));
+                    for (d, (&e, &o)) in dst.iter_mut().zip(pairs) {
+                        *d = bytemuck::cast([e, o]);
+                    }
+                }
+                (Some(even), None, _) => {
+                    for (d, &e) in dst.iter_mut().zip(even.iter().step_by(step)) {
+                        *d = bytemuck::cast([e, 0u16]);
+                    }
+                }
+                // Past the last term (an odd term needs its even one): the zeros there.
+                (None, _, _) => {}
             }
         }
     });
