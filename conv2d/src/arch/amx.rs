@@ -73,7 +73,7 @@ const CONFIG: TileConfig = TileConfig {
 /// `AmxJob::pointers`).
 pub(crate) unsafe fn bf16_tiles(job: &mut AmxJob<'_>) {
     let (a, b, bias, sums) = job.pointers();
-    assert!(job.len.is_multiple_of(32) && job.lanes.is_none());
+    assert!(job.len.is_multiple_of(32) && job.lanes.is_none() && job.pair_gap == 1);
     let (a_stride, b_stride, sums_stride) = (job.a_stride * 2, job.b_stride * 2, job.len * 4);
     // SAFETY: the tile registers are granted (this function's contract); `CONFIG` is a
     // valid palette-1 configuration, 64 bytes, aligned.

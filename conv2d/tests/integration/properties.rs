@@ -842,6 +842,26 @@ fn weight_tiles_in_place_and_copied_match_reference() {
     }
 }
 
+/// `bf16` layers of whole blocks of 32 channels, 3x3 and 1x1 at stride 1, on 28x30 maps
+/// (on CPUs with AVX512-BF16 but no AMX, the dot products reading the weights in place,
+/// each pair's terms 9 or 1 values apart, over rows without padding columns), one of them
+/// in two groups: every algorithm against the oracle.
+#[test]
+fn bf16_weights_read_in_place_match_reference() {
+    let pointwise = Problem {
+        k: (1, 1),
+        pad: (0, 0),
+        ..same_3x3(1, 64, 32, (28, 30), 9)
+    };
+    let grouped = Problem {
+        groups: 2,
+        ..same_3x3(1, 32, 64, (28, 30), 10)
+    };
+    for p in [same_3x3(1, 32, 64, (28, 30), 8), pointwise, grouped] {
+        every_algorithm_matches_reference::<bf16>(&p).unwrap();
+    }
+}
+
 /// An infinite weight on a layer of 32 channels, 28x28, 3x3, padding 1 (on CPUs with
 /// AVX512-BF16 but no AMX, the `bf16` dot products over rows without padding columns, whose
 /// masked lanes leave out the terms that meet the padding): through every algorithm, its

@@ -13,7 +13,7 @@ mod tiles;
 mod weight_rows;
 mod windows;
 
-pub(crate) use bf16_dot::{bf16_dot_available, bf16_dot_tiles};
+pub(crate) use bf16_dot::{bf16_dot_available, bf16_dot_tiles, PAIR_GAPS};
 pub(crate) use pixel_tile::{
     pixel_tile_f32_avx2, pixel_tile_f32_avx512, transpose16_f32_avx2, transpose16_f32_avx512,
     transpose_taps_avx512, MAX_TRANSPOSED_TAPS,

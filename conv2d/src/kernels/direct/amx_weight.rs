@@ -138,6 +138,7 @@ pub(crate) fn backward_weight(
                     bias: &zeros,
                     sums: if n == 0 { &mut *task_sums } else { &mut image },
                     len: co_pad,
+                    pair_gap: 1,
                     lanes: None,
                 });
                 add_into(task_sums, &image);
