@@ -452,45 +452,43 @@ pub(crate) fn forward(
             let sums = &mut sums[..CHANNELS * len];
             let (a, a_stride, steps): (&[u16], usize, Vec<(usize, usize)>) = match &layout {
                 Layout::Pairs {
-                    weights: None,
-                    cin_pad,
-                    ..
-                } => (
-                    // Channel `c`'s pair `r` of a step: its terms `2r` and `2r + 1` of the
-                    // step's 32 input channels at the tap, `taps` apart in its row.
-                    &bits[(group * cout_g + block * CHANNELS) * terms..][..CHANNELS * terms],
-                    terms,
-                    shifts
-                        .iter()
-                        .enumerate()
-                        .flat_map(|(tap, &shift)| {
-                            (0..cin_pad / CHANNELS).map(move |k| {
-                                let at = k * CHANNELS * taps + tap;
-                                (at, 2 * (q0 + shift) + k * CHANNELS * plane_px)
-                            })
-                        })
-                        .collect(),
-                ),
-                Layout::Pairs {
-                    weights: Some(weights),
+                    weights,
                     per_block,
                     cin_pad,
-                } => (
-                    &weights[(group * blocks + block) * per_block..][..*per_block],
-                    CHANNELS,
-                    shifts
+                } => {
+                    let (a, a_stride) = match weights {
+                        None => (
+                            &bits[(group * cout_g + block * CHANNELS) * terms..]
+                                [..CHANNELS * terms],
+                            terms,
+                        ),
+                        Some(w) => (
+                            &w[(group * blocks + block) * per_block..][..*per_block],
+                            CHANNELS,
+                        ),
+                    };
+                    // Where a step's left operand starts: tap `tap` of input channels `32k..`.
+                    let at = |tap: usize, k: usize| match weights {
+                        // Channel `c`'s pair `r`: its terms `2r` and `2r + 1` of the 32
+                        // input channels at the tap, `taps` apart in its row.
+                        None => k * CHANNELS * taps + tap,
+                        // A flipped convolution's panels hold its taps in reverse.
+                        Some(_) => {
+                            let panel = if flipped { taps - 1 - tap } else { tap };
+                            panel * CHANNELS * cin_pad + k * TILE
+                        }
+                    };
+                    let steps = shifts
                         .iter()
                         .enumerate()
                         .flat_map(|(tap, &shift)| {
-                            // A flipped convolution's panels hold its taps in reverse.
-                            let panel = if flipped { shifts.len() - 1 - tap } else { tap };
                             (0..cin_pad / CHANNELS).map(move |k| {
-                                let at = (panel * CHANNELS * cin_pad) + k * TILE;
-                                (at, 2 * (q0 + shift) + k * CHANNELS * plane_px)
+                                (at(tap, k), 2 * (q0 + shift) + k * CHANNELS * plane_px)
                             })
                         })
-                        .collect(),
-                ),
+                        .collect();
+                    (a, a_stride, steps)
+                }
                 Layout::Unrolled { padded, terms_pad } => {
                     let first = block * CHANNELS;
                     let (a, a_stride) = match padded {
