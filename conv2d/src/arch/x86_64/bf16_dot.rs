@@ -16,10 +16,12 @@ const TILE_CHANNELS: usize = 8;
 const TILE_VECTORS: usize = 3;
 
 /// Runs an [`AmxJob`] with AVX512-BF16: per [`TILE_CHANNELS`] channels and [`TILE_VECTORS`]
-/// vectors of 16 pixels (fewer in a last tile), the sums in registers, started from the bias; per reduction step and
-/// pair of terms, the pixels' pairs loaded (zeros in the lanes that do not read the step,
-/// where the job has [`lanes`](AmxJob::lanes)) and each channel's pair broadcast into one
-/// `vdpbf16ps` per vector; the sums stored into the job's rows.
+/// vectors of 16 pixels (fewer in a last tile), the sums in registers, started from the
+/// bias; per reduction step and pair of terms, the pixels' pairs loaded (zeros in the lanes
+/// that do not read the step, where the job has [`lanes`](AmxJob::lanes)) and each
+/// channel's pair (its two terms side by side, or [`pair_gap`](AmxJob::pair_gap) apart and
+/// put together) broadcast into one `vdpbf16ps` per vector; the sums stored into the job's
+/// rows. Panics (a bug) where the pair gap is not one of [`PAIR_GAPS`].
 ///
 /// # Safety
 /// The CPU must support AVX-512 F and BF16 (the job's bounds are checked by
