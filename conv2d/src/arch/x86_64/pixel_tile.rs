@@ -323,10 +323,7 @@ pub(crate) unsafe fn transpose_taps_avx512(
         };
     }
     fixed!(2, 3, 4, 5, 6, 7, 8, 9);
-    let multiples: [u16; 32] = std::array::from_fn(|j| (j * taps) as u16);
-    // SAFETY: AVX-512 F and BW are present (this function's contract); `multiples` holds
-    // 32 values.
-    let multiples = unsafe { _mm512_loadu_epi16(multiples.as_ptr().cast()) };
+    let multiples = channel_starts(taps);
     // Windows start at multiples of 32 and `len` is one: each is whole or past the end.
     let window = |start: usize| match start < len {
         // SAFETY: as above; `start + 32 <= len <= row.len()`.
@@ -336,12 +333,9 @@ pub(crate) unsafe fn transpose_taps_avx512(
     for t in 0..taps {
         let mut run = _mm512_setzero_si512();
         for w in (0..len).step_by(64) {
-            let offset = _mm512_set1_epi16((t as i32 - w as i32) as i16);
-            let index = _mm512_add_epi16(multiples, offset);
-            let inside = _mm512_cmplt_epu16_mask(index, _mm512_set1_epi16(64));
-            let picked = _mm512_permutex2var_epi16(window(w), index, window(w + 32));
             // The windows' picks are disjoint: merged without waiting on each other.
-            run = _mm512_or_si512(run, _mm512_maskz_mov_epi16(inside, picked));
+            let picked = window_picks(multiples, [window(w), window(w + 32)], t, w);
+            run = _mm512_or_si512(run, picked);
         }
         // SAFETY: as above; `t * stride + 32 <= out.len()` (checked).
         unsafe { _mm512_storeu_si512(out.as_mut_ptr().add(t * stride).cast(), run) };
@@ -362,23 +356,38 @@ unsafe fn transpose_fixed<const T: usize>(row: &[u16], out: &mut [u16], stride: 
     // SAFETY: `row` holds `32 * T` values (this function's contract).
     let windows: [__m512i; T] =
         std::array::from_fn(|i| unsafe { _mm512_loadu_si512(row.as_ptr().add(32 * i).cast()) });
-    let multiples: [u16; 32] = std::array::from_fn(|j| (j * T) as u16);
-    // SAFETY: `multiples` holds 32 values.
-    let multiples = unsafe { _mm512_loadu_epi16(multiples.as_ptr().cast()) };
+    let multiples = channel_starts(T);
     let zero = _mm512_setzero_si512();
     for t in 0..T {
         let mut run = zero;
         for w in (0..T).step_by(2) {
-            let offset = _mm512_set1_epi16((t as i32 - 32 * w as i32) as i16);
-            let index = _mm512_add_epi16(multiples, offset);
-            let inside = _mm512_cmplt_epu16_mask(index, _mm512_set1_epi16(64));
             let high = windows.get(w + 1).copied().unwrap_or(zero);
-            let picked = _mm512_maskz_permutex2var_epi16(inside, windows[w], index, high);
-            run = _mm512_or_si512(run, picked);
+            run = _mm512_or_si512(run, window_picks(multiples, [windows[w], high], t, 32 * w));
         }
         // SAFETY: `t * stride + 32 <= out.len()` (this function's contract).
         unsafe { _mm512_storeu_si512(out.as_mut_ptr().add(t * stride).cast(), run) };
     }
+}
+
+/// Where each of 32 channels' taps start in a row of `taps` a channel: `j * taps` in lane
+/// `j` (16-bit: `taps` is at most [`MAX_TRANSPOSED_TAPS`]).
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+#[inline]
+fn channel_starts(taps: usize) -> __m512i {
+    let starts: [u16; 32] = std::array::from_fn(|j| (j * taps) as u16);
+    // SAFETY: `starts` holds 32 values.
+    unsafe { _mm512_loadu_epi16(starts.as_ptr().cast()) }
+}
+
+/// The values of tap `t`'s run (lane `j`: value `j * taps + t` of the row, from the
+/// `starts` of [`channel_starts`]) that the two windows of 32 values from value `from`
+/// hold; zero in the other lanes.
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+#[inline]
+fn window_picks(starts: __m512i, [low, high]: [__m512i; 2], t: usize, from: usize) -> __m512i {
+    let index = _mm512_add_epi16(starts, _mm512_set1_epi16((t as i32 - from as i32) as i16));
+    let inside = _mm512_cmplt_epu16_mask(index, _mm512_set1_epi16(64));
+    _mm512_maskz_permutex2var_epi16(inside, low, index, high)
 }
 
 #[cfg(test)]
