@@ -635,31 +635,13 @@ fn unrolled(
     // Segments of the grid read as one run: all of it with stride 1, else each output row.
     let (segments, segment) = if stride_1 { (1, pixels) } else { (g.oh, g.ow) };
     for_each_chunk(&mut rows, 2 * pixels, |m, row| {
-        // Each pixel's pair as one `u32`, as in `pair_slab`.
         let row: &mut [u32] = bytemuck::cast_slice_mut(row);
         let [even, odd] = [2 * m, 2 * m + 1].map(start);
         for (oy, dst) in row.chunks_exact_mut(segment).take(segments).enumerate() {
             let run = |start: Option<usize>| start.map(|at| &slab[at + oy * s.h * row_len..]);
-            match (run(even), run(odd), step) {
-                (Some(even), Some(odd), 1) => {
-                    let pairs = even[..segment].iter().zip(&odd[..segment]);
-                    for (d, (&e, &o)) in dst.iter_mut().zip(pairs) {
-                        *d = bytemuck::cast([e, o]);
-                    }
-                }
-                (Some(even), Some(odd), _) => {
-                    let pairs = even.iter().step_by(step).zip(odd.iter().step_by(step));
-                    for (d, (&e, &o)) in dst.iter_mut().zip(pairs) {
-                        *d = bytemuck::cast([e, o]);
-                    }
-                }
-                (Some(even), None, _) => {
-                    for (d, &e) in dst.iter_mut().zip(even.iter().step_by(step)) {
-                        *d = bytemuck::cast([e, 0u16]);
-                    }
-                }
-                // Past the last term (an odd term needs its even one): the zeros there.
-                (None, _, _) => {}
+            // Past the last term (an odd term needs its even one): the zeros there.
+            if let Some(even) = run(even) {
+                write_pairs(dst, even, run(odd), step);
             }
         }
     });
@@ -807,7 +789,7 @@ fn transpose_taps(_: &[u16], _: usize, _: &mut [u16], _: usize) -> bool {
 /// Pads `x` (the group's input planes as `bf16` bits) into `slab` (zeroed): pair `j` holds
 /// channels `2j` and `2j + 1` (zero past the last), each input pixel `(y, x)` at pixel
 /// `(y + pad_top) * row_len + pad_left + x` of its [`PaddedGrid`] plane as two values side by
-/// side (written as one `u32`, which vectorises).
+/// side.
 fn pair_slab(g: &Geometry, x: &[u16], slab: &mut [u16], pair_plane: usize, row_len: usize) {
     let cin_g = g.cin_per_group();
     let plane = |c: usize| (c < cin_g).then(|| &x[c * g.h * g.w..][..g.h * g.w]);
@@ -819,19 +801,32 @@ fn pair_slab(g: &Geometry, x: &[u16], slab: &mut [u16], pair_plane: usize, row_l
         let odd = plane(2 * j + 1);
         for (iy, even) in even.chunks_exact(g.w).enumerate() {
             let dst = &mut pair[(iy + g.pad_top) * row_len + g.pad_left..][..g.w];
-            match odd {
-                Some(odd) => {
-                    let odd = &odd[iy * g.w..][..g.w];
-                    for (d, (&e, &o)) in dst.iter_mut().zip(even.iter().zip(odd)) {
-                        *d = bytemuck::cast([e, o]);
-                    }
-                }
-                None => {
-                    for (d, &e) in dst.iter_mut().zip(even) {
-                        *d = bytemuck::cast([e, 0u16]);
-                    }
-                }
-            }
+            write_pairs(dst, even, odd.map(|odd| &odd[iy * g.w..]), 1);
         }
     });
+}
+
+/// `dst[i]` = the pair `(even[i * step], odd[i * step])` (zero for the odd value without
+/// `odd`) side by side, written as one `u32` (which vectorises at step 1), for every `i`
+/// below `dst.len()`.
+fn write_pairs(dst: &mut [u32], even: &[u16], odd: Option<&[u16]>, step: usize) {
+    let n = dst.len();
+    match (odd, step) {
+        (Some(odd), 1) => {
+            for (d, (&e, &o)) in dst.iter_mut().zip(even[..n].iter().zip(&odd[..n])) {
+                *d = bytemuck::cast([e, o]);
+            }
+        }
+        (Some(odd), _) => {
+            let pairs = even.iter().step_by(step).zip(odd.iter().step_by(step));
+            for (d, (&e, &o)) in dst.iter_mut().zip(pairs) {
+                *d = bytemuck::cast([e, o]);
+            }
+        }
+        (None, _) => {
+            for (d, &e) in dst.iter_mut().zip(even.iter().step_by(step)) {
+                *d = bytemuck::cast([e, 0u16]);
+            }
+        }
+    }
 }
