@@ -66,7 +66,8 @@ const CONFIG: TileConfig = TileConfig {
 /// channels by two of pixels), started from the bias, then per reduction step two tiles of
 /// the left operand and two of the right loaded and four `tdpbf16ps`, each issued as soon
 /// as its tiles are in (measured 10-20% ahead of four loads first); the sums stored into
-/// the job's rows. The job must be whole tiles of 32 pixels, without lane masks (checked).
+/// the job's rows. The job must be whole tiles of 32 pixels, its pairs side by side and
+/// without lane masks (checked).
 ///
 /// # Safety
 /// [`available`] must have returned `true` (the job's bounds are checked by

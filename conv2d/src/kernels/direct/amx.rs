@@ -246,8 +246,8 @@ impl PaddedGrid {
 
     /// Rows as wide as the input, for a layer whose output is as wide ([`masks_columns`]):
     /// no padding column, so the output grid is the output itself; a tap to the side of a
-    /// row's first or last pixels reads the neighbouring row's pixels there, lanes that
-    /// the job's [`StepLanes`] leave out.
+    /// row's first or last pixels would read the neighbouring row's pixels there, lanes
+    /// that the job's [`StepLanes`] read as zeros instead.
     fn unpadded(g: &Geometry) -> Self {
         Self::with_rows(g, g.w)
     }
