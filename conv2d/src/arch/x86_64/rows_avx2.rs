@@ -7,16 +7,20 @@ use crate::kernels::direct::{BandRows, PlaneRows};
 
 /// Output vectors of 8 per strip of [`plane_strip_3x3_avx2`] at most: nine sums, three
 /// windows and a weight in 13 of the 16 registers (fewer vectors leave the chains of three
-/// fused multiply-adds per sum and input row waiting on their latency).
+/// fused multiply-adds per sum and input row waiting on their latency; four spill, 1.1x the
+/// instructions under `valgrind --tool=cachegrind`).
 const AVX2_STRIP: usize = 3;
 
 /// [`plane_rows_3x3_f32_avx512`](super::plane_rows_3x3_f32_avx512)'s stride-1 kernel with
 /// AVX2 and FMA: strips of up to [`AVX2_STRIP`] vectors of 8 outputs (the last vector of a
 /// row overlapping the one before), input row after row, each row's windows loaded once and
-/// fused into the sums of the three output rows that read them, the weights broadcast from
-/// memory; the lanes of a window outside the image loaded as zeros, rows outside it all
-/// zeros. Every output sums its taps in kernel-row order (same bits as the AVX-512 kernel
-/// and `direct`'s rows).
+/// fused into the sums of the three output rows that read them (three rows a round, the
+/// three sets of sums changing roles instead of moving), the weights broadcast from
+/// memory; the lanes of a window outside the image loaded as zeros (only in a strip's first
+/// or last vector, see [`edge_strips`]: a 56-wide row is strips of 2, 2 and 3 vectors, not
+/// 1, 3, 2 and 1 with a masked strip at each end), rows outside it all zeros. Every output
+/// sums its taps in kernel-row order (same bits as the AVX-512 kernel and `direct`'s
+/// rows).
 ///
 /// Stride 2: [`strided_rows_3x3_avx2`].
 ///
@@ -41,23 +45,70 @@ pub(crate) unsafe fn plane_rows_3x3_f32_avx2(job: &mut PlaneRows<'_>) {
     };
     let (init, taps) = (job.init, job.taps.as_ptr());
     let start = |v: usize| (8 * v).min(ow.saturating_sub(8));
-    for (first, count, interior) in strips(ow, AVX2_STRIP, |v| windows.interior(start(v))) {
+    for (first, count, edges) in edge_strips(ow, AVX2_STRIP, &|v| windows.interior(start(v))) {
         let strip = (out, rows, ow, init, taps, first);
         // SAFETY: AVX2 and FMA are present (this function's contract); nine taps (the
         // job's type), `rows` rows of `ow` outputs (`pointers`), `first + count` vectors of
-        // the row at most, `interior` as `windows.interior` says.
+        // the row at most, `edges` as `edge_strips` says.
         unsafe {
-            match (count, interior, ow < 8) {
-                (1, _, true) => plane_strip_3x3_avx2::<1, false, true>(strip, &windows),
-                (1, false, false) => plane_strip_3x3_avx2::<1, false, false>(strip, &windows),
-                (1, true, false) => plane_strip_3x3_avx2::<1, true, false>(strip, &windows),
-                (2, false, _) => plane_strip_3x3_avx2::<2, false, false>(strip, &windows),
-                (2, true, _) => plane_strip_3x3_avx2::<2, true, false>(strip, &windows),
-                (_, false, _) => plane_strip_3x3_avx2::<AVX2_STRIP, false, false>(strip, &windows),
-                (_, true, _) => plane_strip_3x3_avx2::<AVX2_STRIP, true, false>(strip, &windows),
+            match (count, edges, ow < 8) {
+                (1, _, true) => plane_strip_3x3_avx2::<1, true, false, true>(strip, &windows),
+                (1, (false, false), _) => {
+                    plane_strip_3x3_avx2::<1, false, false, false>(strip, &windows)
+                }
+                (1, _, _) => plane_strip_3x3_avx2::<1, true, false, false>(strip, &windows),
+                (2, e, _) => strip_with_edges::<2>(e, strip, &windows),
+                (_, e, _) => strip_with_edges::<AVX2_STRIP>(e, strip, &windows),
             }
         }
     }
+}
+
+/// [`plane_strip_3x3_avx2`] of `VECTORS` vectors (at least 2) whose first and last load
+/// their windows masked as `(left, right)` says.
+///
+/// # Safety
+/// As [`plane_strip_3x3_avx2`], with `LEFT`, `RIGHT` = `left`, `right` and rows of at least
+/// 8 outputs.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn strip_with_edges<const VECTORS: usize>(
+    (left, right): (bool, bool),
+    strip: (*mut f32, usize, usize, f32, *const f32, usize),
+    windows: &Avx2PlaneWindows,
+) {
+    // SAFETY: this function's contract.
+    unsafe {
+        match (left, right) {
+            (false, false) => plane_strip_3x3_avx2::<VECTORS, false, false, false>(strip, windows),
+            (true, false) => plane_strip_3x3_avx2::<VECTORS, true, false, false>(strip, windows),
+            (false, true) => plane_strip_3x3_avx2::<VECTORS, false, true, false>(strip, windows),
+            (true, true) => plane_strip_3x3_avx2::<VECTORS, true, true, false>(strip, windows),
+        }
+    }
+}
+
+/// The strips of at most `len` vectors of 8 of a row of `ow` outputs, as `(first, count,
+/// (left, right))`: the row's vectors in runs of as even a length as `len` allows, in
+/// which only the first (`left`) and the last (`right`) may have a window that is not
+/// [`interior`](Avx2PlaneWindows::interior); a run with another such vector is split
+/// into single vectors (`left` where not interior).
+fn edge_strips<'a>(
+    ow: usize,
+    len: usize,
+    interior: &'a impl Fn(usize) -> bool,
+) -> impl Iterator<Item = (usize, usize, (bool, bool))> + 'a {
+    let vectors = ow.div_ceil(8);
+    let runs = vectors.div_ceil(len);
+    (0..runs).flat_map(move |r| {
+        let (a, b) = (r * vectors / runs, (r + 1) * vectors / runs);
+        let whole = (a + 1..b.saturating_sub(1)).all(interior);
+        let count = if whole { b - a } else { 1 };
+        (a..b).step_by(count).map(move |f| match whole {
+            true => (f, count, (!interior(a), !interior(b - 1))),
+            false => (f, 1, (!interior(f), false)),
+        })
+    })
 }
 
 /// The strips of at most `len` vectors of 8 of a row of `ow` outputs, as `(first, count,
@@ -333,51 +384,129 @@ impl Avx2PlaneWindows {
 /// when `ow < 8`.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-unsafe fn plane_strip_3x3_avx2<const VECTORS: usize, const INTERIOR: bool, const NARROW: bool>(
+unsafe fn plane_strip_3x3_avx2<
+    const VECTORS: usize,
+    const LEFT: bool,
+    const RIGHT: bool,
+    const NARROW: bool,
+>(
     (out, rows, ow, init, taps, first): (*mut f32, usize, usize, f32, *const f32, usize),
     windows: &Avx2PlaneWindows,
 ) {
-    let init = [_mm256_set1_ps(init); VECTORS];
-    let o: [usize; VECTORS] = std::array::from_fn(|v| (8 * (first + v)).min(ow.saturating_sub(8)));
-    // A row of fewer than 8 outputs (`NARROW`) stores its `ow` lanes only.
-    let live = lanes_between(0, ow as isize);
-    // The sums of output rows j - 2, j - 1 and j (kernel rows 2, 1 and 0 read input row
-    // j); rows outside 0..rows are summed and dropped.
-    let mut acc = [init; 3];
-    for j in 0..rows + 2 {
-        let row = windows.row(j);
-        for kx in 0..3 {
-            let mut xs = [_mm256_setzero_ps(); VECTORS];
-            if let Some(row) = row {
-                for (x, &ov) in xs.iter_mut().zip(&o) {
-                    // SAFETY: AVX2 is present and `INTERIOR` as `interior` says (this
-                    // function's contract); `row` is `windows.row`'s.
-                    *x = unsafe { windows.window::<INTERIOR>(row, ov, kx) };
+    let strip = PlaneStrip {
+        out,
+        ow,
+        taps,
+        o: std::array::from_fn(|v| (8 * (first + v)).min(ow.saturating_sub(8))),
+        live: lanes_between(0, ow as isize),
+        init: [_mm256_set1_ps(init); VECTORS],
+    };
+    // Three input rows a round, the three sets of sums changing roles in turn (no moves):
+    // input row `j`'s sums of output rows `j`, `j - 1` and `j - 2`.
+    let (mut a, mut b, mut c) = (strip.init, strip.init, strip.init);
+    let mut j = 0;
+    // SAFETY: each call's as this function's contract says, with `j < rows + 2`.
+    unsafe {
+        while j + 3 <= rows + 2 {
+            strip.step::<LEFT, RIGHT, NARROW>(windows, j, [&mut c, &mut b, &mut a]);
+            strip.step::<LEFT, RIGHT, NARROW>(windows, j + 1, [&mut a, &mut c, &mut b]);
+            strip.step::<LEFT, RIGHT, NARROW>(windows, j + 2, [&mut b, &mut a, &mut c]);
+            j += 3;
+        }
+        if j < rows + 2 {
+            strip.step::<LEFT, RIGHT, NARROW>(windows, j, [&mut c, &mut b, &mut a]);
+        }
+        if j + 1 < rows + 2 {
+            strip.step::<LEFT, RIGHT, NARROW>(windows, j + 1, [&mut a, &mut c, &mut b]);
+        }
+    }
+}
+
+/// What every input row of a strip of [`plane_strip_3x3_avx2`] shares.
+struct PlaneStrip<const VECTORS: usize> {
+    out: *mut f32,
+    ow: usize,
+    taps: *const f32,
+    /// Each vector's first output column.
+    o: [usize; VECTORS],
+    /// The lanes of a row of fewer than 8 outputs.
+    live: __m256i,
+    /// The bias, each output's first term.
+    init: [__m256; VECTORS],
+}
+
+impl<const VECTORS: usize> PlaneStrip<VECTORS> {
+    /// Input row `j`'s windows fused into the sums of output rows `j` (`sums[0]`, kernel
+    /// row 0, started here), `j - 1` and `j - 2` (`sums[2]`, then stored; rows outside
+    /// `0..rows` are summed and dropped).
+    ///
+    /// # Safety
+    /// As [`plane_strip_3x3_avx2`], and `j < rows + 2`.
+    #[inline(always)]
+    unsafe fn step<const LEFT: bool, const RIGHT: bool, const NARROW: bool>(
+        &self,
+        windows: &Avx2PlaneWindows,
+        j: usize,
+        sums: [&mut [__m256; VECTORS]; 3],
+    ) {
+        let [new, mid, done] = sums;
+        *new = self.init;
+        match windows.row(j) {
+            Some(row) => {
+                for kx in 0..3 {
+                    let xs = std::array::from_fn(|v| {
+                        // SAFETY: AVX2 is present, and vectors other than a `LEFT` strip's
+                        // first and a `RIGHT` strip's last are interior (this function's
+                        // contract); `row` is `windows.row`'s.
+                        unsafe {
+                            match (LEFT && v == 0) || (RIGHT && v == VECTORS - 1) {
+                                true => windows.window::<false>(row, self.o[v], kx),
+                                false => windows.window::<true>(row, self.o[v], kx),
+                            }
+                        }
+                    });
+                    // SAFETY: as above.
+                    unsafe { self.fuse(kx, xs, [&mut *new, &mut *mid, &mut *done]) };
                 }
             }
-            for (ky, acc_row) in acc.iter_mut().rev().enumerate() {
-                // SAFETY: `3 * ky + kx < 9` weights (this function's contract).
-                let wv = _mm256_broadcast_ss(unsafe { &*taps.add(3 * ky + kx) });
-                for (a, &xv) in acc_row.iter_mut().zip(&xs) {
-                    *a = _mm256_fmadd_ps(wv, xv, *a);
+            None => {
+                for kx in 0..3 {
+                    let xs = [_mm256_setzero_ps(); VECTORS];
+                    // SAFETY: as above.
+                    unsafe { self.fuse(kx, xs, [&mut *new, &mut *mid, &mut *done]) };
                 }
             }
         }
         if j >= 2 {
-            for (a, &ov) in acc[0].iter().zip(&o) {
-                let at = out.wrapping_add((j - 2) * ow + ov);
+            for (a, &ov) in done.iter().zip(&self.o) {
+                let at = self.out.wrapping_add((j - 2) * self.ow + ov);
                 // SAFETY: `(j - 2) * ow + o[v] + min(8, ow) <= rows * ow`, the output's
                 // length; a row of fewer than 8 (`NARROW`) stores `ow` lanes.
                 unsafe {
                     if NARROW {
-                        _mm256_maskstore_ps(at, live, *a)
+                        _mm256_maskstore_ps(at, self.live, *a)
                     } else {
                         _mm256_storeu_ps(at, *a)
                     }
                 };
             }
         }
-        acc = [acc[1], acc[2], init];
+    }
+
+    /// Kernel column `kx`'s windows `xs` of an input row times its weights of kernel row
+    /// `ky`, added to `sums[ky]`.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA; `taps` holds nine weights.
+    #[inline(always)]
+    unsafe fn fuse(&self, kx: usize, xs: [__m256; VECTORS], sums: [&mut [__m256; VECTORS]; 3]) {
+        for (ky, acc_row) in sums.into_iter().enumerate() {
+            // SAFETY: `3 * ky + kx < 9` weights (this function's contract).
+            let wv = _mm256_broadcast_ss(unsafe { &*self.taps.add(3 * ky + kx) });
+            for (a, &xv) in acc_row.iter_mut().zip(&xs) {
+                *a = _mm256_fmadd_ps(wv, xv, *a);
+            }
+        }
     }
 }
 
