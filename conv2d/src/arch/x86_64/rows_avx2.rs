@@ -570,3 +570,39 @@ unsafe fn rows_avx2<const ROWS: usize>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::edge_strips;
+
+    /// Every vector of the row in exactly one strip, in order, strips of at most `len`, and
+    /// every vector whose windows leave the row masked: a strip's first (`left`) or last
+    /// (`right`), or alone.
+    #[test]
+    fn edge_strips_mask_every_edge_vector() {
+        for ow in 1usize..80 {
+            for len in 1..5 {
+                for (lo, hi) in [
+                    (0, usize::MAX),
+                    (1, usize::MAX),
+                    (0, ow.div_ceil(8) - 1),
+                    (1, 2),
+                    (2, 3),
+                ] {
+                    let interior = |v: usize| (lo..hi).contains(&v);
+                    let mut next = 0;
+                    for (first, count, (left, right)) in edge_strips(ow, len, &interior) {
+                        assert_eq!(first, next, "ow {ow} len {len}");
+                        assert!((1..=len).contains(&count));
+                        for v in first..first + count {
+                            let masked = (left && v == first) || (right && v == first + count - 1);
+                            assert!(interior(v) || masked, "ow {ow} len {len} vector {v}");
+                        }
+                        next = first + count;
+                    }
+                    assert_eq!(next, ow.div_ceil(8), "ow {ow} len {len}");
+                }
+            }
+        }
+    }
+}
