@@ -20,7 +20,9 @@
 # (73 s here for its one case), whose kernel calls `wide_tiles_match_reference` makes too
 # (only the sums carried between them differ, in safe code), and
 # `wide_tiles_with_large_sums_match_reference` (106 s here), the same kernel calls over a
-# layer that only the shape rule sends there.
+# layer that only the shape rule sends there; and `bf16_weights_read_in_place_match_reference`
+# (288 s on a Zen 3), written for the AVX512-BF16 dot products, whose `bf16` layers take the
+# widened path at the AVX2 level, as `conv2d_half_and_complex_match_reference` checks here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,6 +43,7 @@ properties::bf16_tiles_match_reference
 properties::bf16_in_place_tiles_match_reference
 properties::bf16_strided_tiles_match_reference
 properties::bf16_dot_products_match_reference
+properties::bf16_weights_read_in_place_match_reference
 properties::wide_tiles_across_chunks_match_reference
 properties::wide_tiles_with_large_sums_match_reference"
 cd conv2d  # the fixtures are read relative to the crate
