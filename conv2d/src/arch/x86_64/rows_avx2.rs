@@ -373,15 +373,17 @@ impl Avx2PlaneWindows {
 }
 
 /// `VECTORS` vectors of 8 outputs from vector `first` of every output row of
-/// [`plane_rows_3x3_f32_avx2`] (as `rows::rows_strip_3x3` does with 16); `INTERIOR` strips'
-/// windows all lie inside the rows; `NARROW` rows of fewer than 8 outputs store only their
-/// own lanes.
+/// [`plane_rows_3x3_f32_avx2`] (as `rows::rows_strip_3x3` does with 16); a `LEFT` strip
+/// loads its first vector's windows masked to the row, a `RIGHT` strip its last vector's,
+/// every other window is loaded whole; `NARROW` rows of fewer than 8 outputs store only
+/// their own lanes.
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA; `taps` holds nine weights, `out` `rows` rows of `ow`
-/// outputs, `first + VECTORS` vectors are the row's at most, `INTERIOR` only where every
-/// vector of the strip is [`interior`](Avx2PlaneWindows::interior), and `NARROW` exactly
-/// when `ow < 8`.
+/// outputs, `first + VECTORS` vectors are the row's at most, every vector of the strip but
+/// a `LEFT` strip's first and a `RIGHT` strip's last is
+/// [`interior`](Avx2PlaneWindows::interior), and `NARROW` exactly when `ow < 8` (then
+/// with `LEFT`).
 #[target_feature(enable = "avx2,fma")]
 #[inline]
 unsafe fn plane_strip_3x3_avx2<
