@@ -1,5 +1,6 @@
 //! Measures the machine's float32 FMA peak, per core and for N threads: independent FMA
-//! chains (enough to cover latency times throughput) on every vector width the CPU has.
+//! chains (enough to cover latency times throughput) on every vector width the CPU has,
+//! and AVX512-BF16's `bf16` dot products where it has them.
 //!
 //! `cargo run --release -p conv2d-bench --bin fma_peak -- [threads]`
 
@@ -26,6 +27,29 @@ mod x86 {
         }
         let sum = acc.iter().map(|v| _mm512_reduce_add_ps(*v)).sum();
         (iterations as f64 * 16.0 * 16.0 * 2.0, sum)
+    }
+
+    /// 16 independent chains of AVX512-BF16 dot products (each lane sums two products of
+    /// `bf16` pairs into an `f32`, four FLOPs): returns FLOPs done.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F and AVX512-BF16.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub unsafe fn bf16_dot(iterations: u64) -> (f64, f32) {
+        // 1.0 and 2^-24 in every `bf16` half of each 32-bit lane.
+        let one = _mm512_set1_epi16(0x3F80);
+        let tiny = _mm512_set1_epi16(0x3380);
+        // SAFETY: both are 64 bytes of plain data, every bit pattern valid in either.
+        let bh = |v| unsafe { std::mem::transmute::<__m512i, __m512bh>(v) };
+        let (a, b) = (bh(one), bh(tiny));
+        let mut acc = [_mm512_set1_ps(1.0); 16];
+        for _ in 0..iterations {
+            for v in &mut acc {
+                *v = _mm512_dpbf16_ps(*v, a, b);
+            }
+        }
+        let sum = acc.iter().map(|v| _mm512_reduce_add_ps(*v)).sum();
+        (iterations as f64 * 16.0 * 16.0 * 4.0, sum)
     }
 
     /// 12 independent chains of 8-lane FMAs: returns FLOPs done.
@@ -82,6 +106,12 @@ fn main() {
             let run = |n| unsafe { x86::avx512(n) };
             measure("avx512", 1, run);
             measure("avx512", threads, run);
+        }
+        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16") {
+            // SAFETY: AVX-512F and AVX512-BF16 were detected just above.
+            let run = |n| unsafe { x86::bf16_dot(n) };
+            measure("bf16dot", 1, run);
+            measure("bf16dot", threads, run);
         }
         if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
             // SAFETY: AVX2 and FMA were detected just above.

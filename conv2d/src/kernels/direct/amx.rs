@@ -17,7 +17,8 @@
 //!
 //! CPUs with AVX512-BF16 but no AMX run the same jobs on `vdpbf16ps`
 //! (`arch::x86_64::bf16_dot_tiles`, the same flushing), on the layers that
-//! [`suits_dot_products`].
+//! [`suits_dot_products`], where those dot products outrun `f32` multiply-adds (AMD's Zen 4
+//! and 5; Intel's run them at half the FLOPs, so its CPUs without AMX widen `bf16` to `f32`).
 
 use half::{bf16, slice::HalfFloatSliceExt};
 
@@ -118,10 +119,10 @@ pub(crate) fn applies(g: &Geometry) -> bool {
 }
 
 /// Whether the tiles run `g` here, the AVX-512 level in force: on a CPU with AMX-BF16
-/// granted to the process, or without AMX on one with AVX512-BF16 where `g`
-/// [`suits_dot_products`].
+/// granted to the process, or without AMX on one whose AVX512-BF16 dot products outrun its
+/// `f32` multiply-adds (AMD's) where `g` [`suits_dot_products`].
 pub(super) fn ready(g: &Geometry) -> bool {
-    isa() == Isa::Avx512 && (amx_available() || (dot_products_available() && suits_dot_products(g)))
+    isa() == Isa::Avx512 && (amx_available() || (dot_products_pay() && suits_dot_products(g)))
 }
 
 /// Output pixels per image from which a layer runs on AVX512-BF16's dot products without
@@ -176,9 +177,11 @@ fn amx_available() -> bool {
     crate::arch::amx::available()
 }
 
+/// Whether this CPU has AVX512-BF16's dot products and runs them faster than `f32`
+/// multiply-adds ([`fast_bf16_dots`](crate::isa::fast_bf16_dots)).
 #[cfg(target_arch = "x86_64")]
-fn dot_products_available() -> bool {
-    crate::arch::x86_64::bf16_dot_available()
+fn dot_products_pay() -> bool {
+    crate::arch::x86_64::bf16_dot_available() && crate::isa::fast_bf16_dots()
 }
 
 /// Whether the dot-product kernel takes pairs `taps` values apart.
@@ -198,7 +201,7 @@ fn amx_available() -> bool {
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn dot_products_available() -> bool {
+fn dot_products_pay() -> bool {
     false
 }
 
