@@ -346,7 +346,7 @@ fn pack(g: &Geometry, weight: &[f32], scratch: &Scratch) -> Option<Aligned<f32>>
 
 /// One panel: `panel[k * width + j] = rows[j * taps + k]` for the `rows.len() / taps`
 /// weight rows `j`, `width` the panel's row length.
-fn pack_panel(rows: &[f32], taps: usize, panel: &mut [f32]) {
+pub(super) fn pack_panel(rows: &[f32], taps: usize, panel: &mut [f32]) {
     let width = panel.len() / taps;
     // Blocks of 16 weight rows (16 streams the prefetcher follows), 16 steps at a time:
     // one cache line of each row into 16 panel rows, transposed in registers when whole.
