@@ -18,6 +18,7 @@ import argparse
 import json
 import math
 import os
+import platform
 import subprocess
 import sys
 import tempfile
@@ -63,6 +64,24 @@ def torch_call(case, dtype):
         gy, x, wt, None, s, p, d, False, [0, 0], g, mask)
 
 
+def machine():
+    """The CPU (vendor, family, model and name from /proc/cpuinfo where there is one) and
+    the commit measured, for the header: figures are only comparable on one machine."""
+    fields = {}
+    try:
+        for line in open("/proc/cpuinfo"):
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    cpu = (f"{fields.get('vendor_id', '?')} family {fields.get('cpu family', '?')} model "
+           f"{fields.get('model', '?')} ({fields.get('model name', platform.processor())})")
+    git = lambda *a: subprocess.run(["git", *a], cwd=ROOT, capture_output=True,
+                                    text=True).stdout.strip()
+    dirty = "+changes" if git("status", "--porcelain", "--untracked-files=no") else ""
+    return f"{cpu}, {os.cpu_count()} CPUs, commit {git('rev-parse', '--short', 'HEAD')}{dirty}"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
@@ -94,8 +113,9 @@ def main():
                     best = ours.get(r["case"])
                     if best is None or r["median_ms"] < best["median_ms"]:
                         ours[r["case"]] = r
-    print(f"torch {torch.__version__}, {args.threads} threads, {args.dtype}, "
-          f"{time.strftime('%Y-%m-%d')}, fastest of {args.rounds} rounds per side")
+    print(f"torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()}), "
+          f"{args.threads} threads, {args.dtype}, {time.strftime('%Y-%m-%d')}, fastest of "
+          f"{args.rounds} rounds per side\n{machine()}")
     print(f"| case | op | PyTorch ms | conv2d ms | ratio | algorithm |")
     print(f"|---|---|---:|---:|---:|---|")
     logs = []
