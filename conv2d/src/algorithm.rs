@@ -107,8 +107,14 @@ pub enum Algorithm {
     /// input channels per tap; otherwise the weights are read in place (padded to whole
     /// tiles where needed) and the input unrolled (an im2col, any stride or dilation).
     /// Subnormal `bf16` operands read as zero there, and sums below `f32::MIN_POSITIVE` as
-    /// zero (as PyTorch's oneDNN on those CPUs). Scratch: the packed weights (or the
-    /// unrolled input), the group's padded input and per task 32 rows of sums.
+    /// zero (as PyTorch's oneDNN on those CPUs). AMD CPUs with AVX512-BF16 but no AMX (Zen 4
+    /// and 5) run those layers with 14x14 or more output pixels per image (or input times
+    /// output channels per group of 256 x 256 or more) and at most a quarter of their work
+    /// padded into blocks of 32 channels on `vdpbf16ps` dot products instead (products and
+    /// flushing as on the matrix unit); Intel CPUs without AMX, whose dot products run at
+    /// half the FLOPs of their `f32` multiply-adds, widen `bf16` to `f32`. Scratch: the
+    /// packed weights (or the unrolled input), the group's padded input and per task 32 rows
+    /// of sums.
     DirectTiled,
     /// The forward pass as an implicit GEMM on `direct`'s padded input rows (split by
     /// stride phase when strided), vectorised over output channels: register tiles of 6

@@ -24,8 +24,9 @@ pub const ISA_ENV: &str = "CONV2D_ISA";
 /// channels). The GEMM-based algorithm dispatches
 /// on its own, inside the `gemm` crate. At the AVX-512 level, a CPU with AMX-BF16 also runs
 /// `direct-tiled`'s `bf16` forward pass and input gradient on its matrix unit (see
-/// [`Algorithm::DirectTiled`](crate::Algorithm::DirectTiled)); lowering the level to AVX2
-/// turns that off.
+/// [`Algorithm::DirectTiled`](crate::Algorithm::DirectTiled)), and an AMD CPU with
+/// AVX512-BF16 but no AMX (Zen 4 and 5) most of the same layers on its `bf16` dot products,
+/// which round and flush as the matrix unit does; lowering the level to AVX2 turns both off.
 ///
 /// # Example
 /// ```
