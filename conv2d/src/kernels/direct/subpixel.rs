@@ -320,11 +320,12 @@ fn pack(
     // `sweeps/transposed.json`'s phase-split layers 1.02-1.21x as fast (the 8x8 stride-4
     // kernels and the 8x8 maps most), `dcgan_up_4x4s2` 1.011-1.017x (Intel Xeon, one
     // thread, 3-10 alternated rounds, 2026-12-07).
-    let width = BLOCK.min(cin_g).next_multiple_of(16);
     for_each_item_init(
         jobs,
         Vec::new,
         |by_tap, (group, ci0, count, mut phase_panels)| {
+            // Rows as wide as the job's panels' (`count` rounded up to whole vectors).
+            let width = count.next_multiple_of(16);
             let Some(by_tap) = grown(by_tap, kernel * width, scratch) else {
                 return;
             };
