@@ -102,9 +102,9 @@ unsafe fn strided_rows_3x3(job: &mut PlaneRows<'_>) {
         // job's, checked.
         unsafe {
             if vectors - first == 1 {
-                strided_strip_3x3::<1>(job, pointers, first)
+                strided_strip_3x3::<1, true, true>(job, pointers, first)
             } else {
-                strided_strip_3x3::<2>(job, pointers, first)
+                strided_strip_3x3::<2, true, true>(job, pointers, first)
             }
         }
     }
@@ -112,7 +112,13 @@ unsafe fn strided_rows_3x3(job: &mut PlaneRows<'_>) {
 
 /// The strips of four vectors of [`strided_rows_3x3`], from vector 0 while four remain;
 /// returns the first vector left. Out of line: inlined beside the narrower strips, it ran
-/// rows of one vector 3-5% slower.
+/// rows of one vector 3-5% slower. Each strip's loads and stores are masked only for the
+/// vectors that reach past an edge of the row (the row's first, for the left padding, and
+/// its last, for the right padding or a partial vector): against masks on every vector,
+/// rows of 5-10 vectors (the strips between the edges unmasked) ran 1.13-1.28x as fast
+/// (AMD Zen 5, one thread, where masked loads and stores are dear). With padding under 3
+/// (`in_place::suits`) no other vector reaches past an edge; were one to, the rest of the
+/// row would be left to the narrower strips, masked throughout.
 ///
 /// # Safety
 /// As [`strided_rows_3x3`]; `pointers` are the job's, checked by `PlaneRows::pointers`.
@@ -120,34 +126,68 @@ unsafe fn strided_rows_3x3(job: &mut PlaneRows<'_>) {
 #[inline(never)]
 unsafe fn strips_of_four(job: &PlaneRows<'_>, pointers: (*const f32, *mut f32, usize)) -> usize {
     let vectors = job.ow.div_ceil(16);
+    let edge = |v: usize| strided_vector_at_edge(job, v);
     let mut first = 0;
-    while vectors - first >= 4 {
+    while vectors - first >= 4 && !edge(first + 1) && !edge(first + 2) {
         // SAFETY: AVX-512 F is present (this function's contract); the strip's vectors are
-        // the row's; `pointers` are the job's, checked.
-        unsafe { strided_strip_3x3::<4>(job, pointers, first) };
+        // the row's, those that reach past an edge of the row masked by the variant called
+        // (`edge`: its first or its last); `pointers` are the job's, checked.
+        unsafe {
+            match (edge(first), edge(first + 3)) {
+                (false, false) => strip_of_four::<false, false>(job, pointers, first),
+                (true, false) => strip_of_four::<true, false>(job, pointers, first),
+                (false, true) => strip_of_four::<false, true>(job, pointers, first),
+                (true, true) => strip_of_four::<true, true>(job, pointers, first),
+            }
+        }
         first += 4;
     }
     first
 }
 
+/// [`strided_strip_3x3`] for a strip of four vectors, out of line: inlined into
+/// [`strips_of_four`], the strips between the row's edges ran 1.11x slower (AMD Zen 5).
+///
+/// # Safety
+/// As [`strided_strip_3x3`].
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+#[inline(never)]
+unsafe fn strip_of_four<const LEFT: bool, const RIGHT: bool>(
+    job: &PlaneRows<'_>,
+    pointers: (*const f32, *mut f32, usize),
+    first: usize,
+) {
+    // SAFETY: as this function's contract.
+    unsafe { strided_strip_3x3::<4, LEFT, RIGHT>(job, pointers, first) }
+}
+
+/// Whether vector `v` of 16 outputs of a row of [`strided_rows_3x3`] reads a column outside
+/// the row (its 32 columns from `32 * v - pad_left`, or the one after them: kernel column
+/// 2 of its last output) or has fewer than 16 outputs.
+fn strided_vector_at_edge(job: &PlaneRows<'_>, v: usize) -> bool {
+    let c = 32 * v as isize - job.pad_left as isize;
+    c < 0 || c + 33 > job.w as isize || 16 * (v + 1) > job.ow
+}
+
 /// `VECTORS` vectors of 16 outputs from vector `first` of every output row of
 /// [`strided_rows_3x3`]: input row after input row, each row's three windows per vector
-/// (32 input columns loaded with the lanes outside the image masked to zero, a row outside
-/// it all zeros, their even and odd columns picked, and kernel column 2's the even ones
+/// (32 input columns loaded, with the lanes outside the image masked to zero in the strip's
+/// first vector where `LEFT` and its last where `RIGHT` (the others' columns must lie
+/// inside the row), a row outside the image all zeros, their even and odd columns picked, and kernel column 2's the even ones
 /// shifted down a lane with the next vector's first even column after them: against a
 /// third permute and a one-lane load merged into it, stride-2 depthwise layers ran
 /// 1.05-1.28x as fast on Zen 4, one thread; loading kernel column 2's 32 columns too ran
 /// them 1.08x slower still) fused into the sums of the one or two output rows that read it (an even row: kernel row
 /// 2 of one output row and kernel row 0 of the next), so that output rows share the rows
 /// between them. Every output sums its taps in kernel-row order, as the padded slab does
-/// (same bits); a last partial vector stores only its own lanes.
+/// (same bits); a last partial vector (only where `RIGHT`) stores only its own lanes.
 ///
 /// # Safety
 /// The CPU must support AVX-512 F; `pointers` are the job's, checked by
 /// `PlaneRows::pointers`.
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
 #[inline]
-unsafe fn strided_strip_3x3<const VECTORS: usize>(
+unsafe fn strided_strip_3x3<const VECTORS: usize, const LEFT: bool, const RIGHT: bool>(
     job: &PlaneRows<'_>,
     (plane, out, rows): (*const f32, *mut f32, usize),
     first: usize,
@@ -161,6 +201,10 @@ unsafe fn strided_strip_3x3<const VECTORS: usize>(
     // + ky`.
     let row0 = 2 * job.oy0 as isize - job.pad_top as isize;
     let inside = |c: isize| lanes_inside(c, w);
+    // The vectors that may reach past an edge of the row: the strip's first (`LEFT`) and
+    // last (`RIGHT`); the others' 33 columns and 16 outputs lie inside the row
+    // (`strips_of_four`).
+    let masked = |v: usize| (LEFT && v == 0) || (RIGHT && v + 1 == VECTORS);
     // Per vector: its first output, the lanes it stores, the first input column of its
     // windows (`c`: 33 columns from there) and the lanes of its two halves inside the row
     // (the same every row).
@@ -188,21 +232,28 @@ unsafe fn strided_strip_3x3<const VECTORS: usize>(
             return [[_mm512_setzero_ps(); 3]; VECTORS];
         }
         let line = plane.wrapping_offset(iy * w);
-        // SAFETY: only lanes at columns in `0..w` of row `iy` (in `0..h`) are read
-        // (masked loads touch no other lane): inside the plane, which holds `h * w`
-        // values (`pointers` checked).
+        // SAFETY: only lanes at columns in `0..w` of row `iy` (in `0..h`) are read: the
+        // masked vectors' loads touch no other lane, the others' 32 columns and column
+        // `after` (unless `RIGHT`) lie inside the row (`strips_of_four` checks); inside the
+        // plane, which holds `h * w` values (`pointers` checked).
         unsafe {
             let halves: [(__m512, __m512); VECTORS] = std::array::from_fn(|v| {
                 let (_, _, c, m) = vectors[v];
                 let at = line.wrapping_offset(c);
-                (
-                    _mm512_maskz_loadu_ps(m[0], at),
-                    _mm512_maskz_loadu_ps(m[1], at.wrapping_add(16)),
-                )
+                match masked(v) {
+                    true => (
+                        _mm512_maskz_loadu_ps(m[0], at),
+                        _mm512_maskz_loadu_ps(m[1], at.wrapping_add(16)),
+                    ),
+                    false => (_mm512_loadu_ps(at), _mm512_loadu_ps(at.wrapping_add(16))),
+                }
             });
             let even: [__m512; VECTORS] =
                 std::array::from_fn(|v| _mm512_permutex2var_ps(halves[v].0, evens, halves[v].1));
-            let last = _mm512_maskz_loadu_ps(after_mask, line.wrapping_offset(after));
+            let last = match RIGHT {
+                true => _mm512_maskz_loadu_ps(after_mask, line.wrapping_offset(after)),
+                false => _mm512_zextps128_ps512(_mm_load_ss(line.wrapping_offset(after))),
+            };
             std::array::from_fn(|v| {
                 let next = if v + 1 < VECTORS { even[v + 1] } else { last };
                 let shifted = _mm512_alignr_epi32::<1>(
@@ -233,10 +284,16 @@ unsafe fn strided_strip_3x3<const VECTORS: usize>(
             }
         }
         if m > 0 {
-            for (a, &(o, mask, _, _)) in done.iter().zip(&vectors) {
+            for (v, (a, &(o, mask, _, _))) in done.iter().zip(&vectors).enumerate() {
                 // SAFETY: the lanes of `mask` are outputs `o..` of row `m - 1 < rows`
                 // before `ow`, which the output holds (`pointers` checked).
-                unsafe { _mm512_mask_storeu_ps(out.add((m - 1) * ow + o), mask, *a) };
+                unsafe {
+                    let at = out.add((m - 1) * ow + o);
+                    match masked(v) {
+                        true => _mm512_mask_storeu_ps(at, mask, *a),
+                        false => _mm512_storeu_ps(at, *a),
+                    }
+                };
             }
         }
         if m < rows {
