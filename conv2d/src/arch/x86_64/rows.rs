@@ -115,7 +115,7 @@ unsafe fn strided_rows_3x3(job: &mut PlaneRows<'_>) {
 /// rows of one vector 3-5% slower. Each strip's loads and stores are masked only for the
 /// vectors that reach past an edge of the row (the row's first, for the left padding, and
 /// its last, for the right padding or a partial vector): against masks on every vector,
-/// rows of 5-10 vectors (the strips between the edges unmasked) ran 1.13-1.28x as fast
+/// rows of 5-10 vectors (the strips between the edges unmasked) ran 1.18-1.31x as fast
 /// (AMD Zen 5, one thread, where masked loads and stores are dear). With padding under 3
 /// (`in_place::suits`) no other vector reaches past an edge; were one to, the rest of the
 /// row would be left to the narrower strips, masked throughout.
@@ -171,15 +171,15 @@ fn strided_vector_at_edge(job: &PlaneRows<'_>, v: usize) -> bool {
 
 /// `VECTORS` vectors of 16 outputs from vector `first` of every output row of
 /// [`strided_rows_3x3`]: input row after input row, each row's three windows per vector
-/// (32 input columns loaded, with the lanes outside the image masked to zero in the strip's
-/// first vector where `LEFT` and its last where `RIGHT` (the others' columns must lie
-/// inside the row), a row outside the image all zeros, their even and odd columns picked, and kernel column 2's the even ones
-/// shifted down a lane with the next vector's first even column after them: against a
-/// third permute and a one-lane load merged into it, stride-2 depthwise layers ran
-/// 1.05-1.28x as fast on Zen 4, one thread; loading kernel column 2's 32 columns too ran
-/// them 1.08x slower still) fused into the sums of the one or two output rows that read it (an even row: kernel row
-/// 2 of one output row and kernel row 0 of the next), so that output rows share the rows
-/// between them. Every output sums its taps in kernel-row order, as the padded slab does
+/// (32 input columns loaded, with the lanes outside the image masked to zero in the
+/// strip's first vector where `LEFT` and its last where `RIGHT` (the others' columns must
+/// lie inside the row), a row outside the image all zeros, their even and odd columns
+/// picked, and kernel column 2's the even ones shifted down a lane with the next vector's
+/// first even column after them: against a third permute and a one-lane load merged into
+/// it, stride-2 depthwise layers ran 1.05-1.28x as fast on Zen 4, one thread; loading
+/// kernel column 2's 32 columns too ran them 1.08x slower still) fused into the sums of the
+/// one or two output rows that read it (an even row: kernel row 2 of one output row and
+/// kernel row 0 of the next), so that output rows share the rows between them. Every output sums its taps in kernel-row order, as the padded slab does
 /// (same bits); a last partial vector (only where `RIGHT`) stores only its own lanes.
 ///
 /// # Safety
@@ -524,8 +524,8 @@ unsafe fn wide_strips(
 }
 
 /// [`rows_strip_3x3`] for [`wide_strips`], out of line: inlined there, the strips with
-/// their edges known ran 48-300-wide depthwise layers 1.05-1.2x slower (AMD Zen 5, one
-/// thread).
+/// their edges known ran 64-300-wide depthwise layers 1.1-1.24x slower, 40- and 56-wide
+/// ones alike (AMD Zen 5, one thread).
 ///
 /// # Safety
 /// As [`rows_strip_3x3`].
