@@ -179,8 +179,9 @@ fn strided_vector_at_edge(job: &PlaneRows<'_>, v: usize) -> bool {
 /// it, stride-2 depthwise layers ran 1.05-1.28x as fast on Zen 4, one thread; loading
 /// kernel column 2's 32 columns too ran them 1.08x slower still) fused into the sums of the
 /// one or two output rows that read it (an even row: kernel row 2 of one output row and
-/// kernel row 0 of the next), so that output rows share the rows between them. Every output sums its taps in kernel-row order, as the padded slab does
-/// (same bits); a last partial vector (only where `RIGHT`) stores only its own lanes.
+/// kernel row 0 of the next), so that output rows share the rows between them. Every
+/// output sums its taps in kernel-row order, as the padded slab does (same bits); a last
+/// partial vector (only where `RIGHT`) stores only its own lanes.
 ///
 /// # Safety
 /// The CPU must support AVX-512 F; `pointers` are the job's, checked by
