@@ -373,10 +373,11 @@ fn depthwise_problems() -> impl Strategy<Value = Problem> {
 }
 
 /// 3x3 stride-1 shapes padded by one column on each side, on maps narrower than a vector
-/// (1-15 columns, 3-20 rows, 0-2 padding rows): `direct`'s weight gradient, and with one
-/// input channel per group under 8 columns its forward pass, on AVX-512 as one flat run of
-/// pixels, each tap's lanes masked where they read a padding row or column (the lanes of a
-/// vector span several rows).
+/// (1-15 columns, 3-20 rows, 0-2 padding rows): `direct`'s weight gradient under 9 columns
+/// (13 on maps no taller than wide), and with one input channel per group under 8 columns
+/// its forward pass, on AVX-512 as one flat run of pixels, each tap's lanes masked where
+/// they read a padding row or column (the lanes of a vector span several rows), the
+/// weight gradient's vectors clear of the padding rows with two masks for the nine taps.
 fn flat_problems() -> impl Strategy<Value = Problem> {
     shaped_problems(1..3, 1..4, 1..21, 1..2).prop_map(|mut p| {
         p.k = (3, 3);

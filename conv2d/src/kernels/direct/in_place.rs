@@ -128,8 +128,16 @@ pub(crate) fn weight_applies<A: Accumulator>(g: &Geometry) -> bool {
 }
 
 /// Output rows narrower than this many pixels, as wide as the input's, run the weight
-/// gradient as one flat run of pixels (see [`flat_masks`]).
-const FLAT_WEIGHT_WIDTH: usize = 16;
+/// gradient as one flat run of pixels (see [`flat_masks`]): it loads each tap's window for
+/// every vector (ten loads to nine multiply-adds) where the row kernel loads an input row's
+/// three windows once for three output rows, so it wins only where the row kernel leaves
+/// most lanes idle or its rows are few. AMD Zen 5, one thread, three to five alternated
+/// rounds, depthwise layers of 7- to 15-wide maps 1 to 6 times as tall as wide: under 9
+/// columns the flat run 1.0-1.35x as fast (7x7 1.33x, 48x8 1.0x), from 13 columns 0.83-0.86x
+/// (14x14 0.83x); 9 to 12 columns 1.07-1.17x on square maps but 0.51-0.9x on taller ones.
+const FLAT_WEIGHT_WIDTH: usize = 9;
+/// [`FLAT_WEIGHT_WIDTH`] for planes no taller than wide.
+const FLAT_WEIGHT_WIDTH_SHORT: usize = 13;
 /// Output rows narrower than this many pixels, as wide as the input's, run the forward
 /// pass as one flat run of pixels (see [`flat_masks`]): 7x7 depthwise layers 1.5x as fast
 /// on one thread (`sweeps/depthwise.json`), 14x14 ones 0.86x (where the row kernel loads
@@ -170,7 +178,11 @@ pub(crate) struct WeightMasks {
 impl WeightMasks {
     /// The masks of a shape [`weight_applies`] to (nothing otherwise).
     pub(crate) fn new<A: Accumulator>(g: &Geometry) -> Self {
-        let flat = flat_masks::<A>(g, FLAT_WEIGHT_WIDTH);
+        let width = match g.oh <= g.ow {
+            true => FLAT_WEIGHT_WIDTH_SHORT,
+            false => FLAT_WEIGHT_WIDTH,
+        };
+        let flat = flat_masks::<A>(g, width);
         #[cfg(target_arch = "x86_64")]
         let windows = match flat.is_none() && weight_applies::<A>(g) {
             true => crate::arch::x86_64::plane_weight_masks(g.ow, g.pad_left, g.w),
