@@ -372,6 +372,18 @@ fn depthwise_problems() -> impl Strategy<Value = Problem> {
     })
 }
 
+/// Depthwise shapes (one input and one output channel per group) of 1-40 groups on maps of
+/// 1-12 rows and columns, kernels of 1-3 by 1-3, strides and dilations 1-2, padding 0-2,
+/// one or two images: `direct`'s weight gradient on small maps, on AVX-512 vectorised over
+/// blocks of 16 channels (a last block of fewer), their planes transposed into one
+/// zero-padded plane of pixels.
+fn depthwise_channel_problems() -> impl Strategy<Value = Problem> {
+    (shaped_problems(1..2, 1..2, 1..13, 1..3), 1usize..41).prop_map(|(mut p, groups)| {
+        p.groups = groups;
+        p
+    })
+}
+
 /// 3x3 stride-1 shapes padded by one column on each side, on maps narrower than a vector
 /// (1-15 columns, 3-20 rows, 0-2 padding rows): `direct`'s weight gradient under 9 columns
 /// (13 on maps no taller than wide), and with one input channel per group under 8 columns
@@ -986,6 +998,11 @@ proptest! {
 
     #[test]
     fn depthwise_rows_match_reference(p in depthwise_problems()) {
+        every_algorithm_matches_reference::<f32>(&p).map_err(TestCaseError::fail)?;
+    }
+
+    #[test]
+    fn depthwise_channel_blocks_match_reference(p in depthwise_channel_problems()) {
         every_algorithm_matches_reference::<f32>(&p).map_err(TestCaseError::fail)?;
     }
 

@@ -183,33 +183,32 @@ lane_quads!(
 );
 
 /// The in-lane steps of transposing `N` rows (a multiple of 4): `u[4q + e]` holds element
-/// `e` of each lane of rows `4q..4q + 4`.
+/// `e` of each lane of rows `4q..4q + 4`. Plain loops, no closures: inlined into a caller
+/// with the target features, a closure may still run out of line, a call per shuffle.
 ///
 /// # Safety
 /// The CPU must support `R`'s instructions.
 #[inline(always)]
 unsafe fn lane_quads<R: LaneQuads, const N: usize>(r: [R; N]) -> [R; N] {
     // t[2i], t[2i + 1]: elements 0-1 and 2-3 (of each lane) of rows 2i, 2i + 1 interleaved.
-    let t: [R; N] = std::array::from_fn(|i| {
-        // SAFETY: `R`'s instructions are present (this function's contract).
-        unsafe {
-            match i % 2 {
-                0 => R::unpack_low(r[i], r[i + 1]),
-                _ => R::unpack_high(r[i - 1], r[i]),
-            }
+    let mut t = r;
+    let mut u = r;
+    // SAFETY: `R`'s instructions are present (this function's contract).
+    unsafe {
+        for i in (0..N).step_by(2) {
+            t[i] = R::unpack_low(r[i], r[i + 1]);
+            t[i + 1] = R::unpack_high(r[i], r[i + 1]);
         }
-    });
-    std::array::from_fn(|i| {
-        let (q, e) = (i / 4, i % 4);
-        let (a, b) = (t[4 * q + e / 2], t[4 * q + 2 + e / 2]);
-        // SAFETY: as above.
-        unsafe {
-            match e % 2 {
+        for (i, u) in u.iter_mut().enumerate() {
+            let (q, e) = (i / 4, i % 4);
+            let (a, b) = (t[4 * q + e / 2], t[4 * q + 2 + e / 2]);
+            *u = match e % 2 {
                 0 => R::pairs::<false>(a, b),
                 _ => R::pairs::<true>(a, b),
-            }
+            };
         }
-    })
+    }
+    u
 }
 
 /// Transposes in blocks of 16 x 16: `outs[j][p] = values[starts[p] + j]` for `j < 16`
@@ -233,24 +232,79 @@ pub(crate) unsafe fn transpose16_f32_avx512(
         let r: [__m512; 16] =
             std::array::from_fn(|p| unsafe { _mm512_loadu_ps(values.as_ptr().add(block[p])) });
         // SAFETY: AVX-512 F is present (this function's contract).
-        let u = unsafe { lane_quads(r) };
+        let columns = unsafe { transpose_16x16(r) };
+        for (out, column) in outs.iter().zip(columns) {
+            // SAFETY: every output row holds `starts.len() >= p0 + 16` values (checked).
+            unsafe { _mm512_storeu_ps(out.add(p0), column) };
+        }
+    }
+}
+
+/// The columns of the 16 x 16 matrix whose rows are `r`: in-lane unpacks and shuffles
+/// ([`lane_quads`]), then 128-bit lane shuffles.
+///
+/// # Safety
+/// The CPU must support AVX-512 F.
+#[inline(always)]
+unsafe fn transpose_16x16(r: [__m512; 16]) -> [__m512; 16] {
+    // SAFETY: AVX-512 F is present (this function's contract).
+    unsafe {
+        let u = lane_quads(r);
         // v[8h + 4o + e]: lanes 0 and 2 (o = 0) or 1 and 3 (o = 1) of quads 2h and 2h + 1.
-        let v: [__m512; 16] = std::array::from_fn(|i| {
+        let mut v = u;
+        for (i, v) in v.iter_mut().enumerate() {
             let (h, o, e) = (i / 8, (i / 4) % 2, i % 4);
             let (a, b) = (u[8 * h + e], u[8 * h + 4 + e]);
-            match o {
-                0 => _mm512_shuffle_f32x4::<0x88>(a, b),
-                _ => _mm512_shuffle_f32x4::<0xDD>(a, b),
-            }
-        });
-        for (j, out) in outs.iter().enumerate() {
-            let (a, b) = (v[j % 8], v[8 + j % 8]);
-            let column = match j / 8 {
+            *v = match o {
                 0 => _mm512_shuffle_f32x4::<0x88>(a, b),
                 _ => _mm512_shuffle_f32x4::<0xDD>(a, b),
             };
-            // SAFETY: every output row holds `starts.len() >= p0 + 16` values (checked).
-            unsafe { _mm512_storeu_ps(out.add(p0), column) };
+        }
+        let mut columns = v;
+        for (j, column) in columns.iter_mut().enumerate() {
+            let (a, b) = (v[j % 8], v[8 + j % 8]);
+            *column = match j / 8 {
+                0 => _mm512_shuffle_f32x4::<0x88>(a, b),
+                _ => _mm512_shuffle_f32x4::<0xDD>(a, b),
+            };
+        }
+        columns
+    }
+}
+
+/// Transposes the first `channels` (1 to 16) planes of `plane` values of `planes` into
+/// pixels of 16 channels: `out[dests[q] * 16 + c] = planes[c * plane + q]` for every pixel
+/// `q < plane`, lanes `channels..16` zero; 16 pixels at a time, transposed in registers
+/// ([`transpose_16x16`]), a last partial block's loads masked.
+///
+/// # Safety
+/// The CPU must support AVX-512 F (the bounds are checked: panics unless `channels` is 1 to
+/// 16, `planes` holds them, `dests` has a destination per pixel and each lies in `out`).
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+pub(crate) unsafe fn transpose_planes_f32_avx512(
+    planes: &[f32],
+    plane: usize,
+    channels: usize,
+    dests: &[usize],
+    out: &mut [f32],
+) {
+    assert!((1..=16).contains(&channels) && planes.len() >= channels * plane);
+    assert!(dests.len() == plane && dests.iter().all(|&d| (d + 1) * 16 <= out.len()));
+    let (planes, out) = (planes.as_ptr(), out.as_mut_ptr());
+    for (q0, dests) in (0..plane).step_by(16).zip(dests.chunks(16)) {
+        let live = ((1u32 << dests.len()) - 1) as __mmask16;
+        let r: [__m512; 16] = std::array::from_fn(|c| match c < channels {
+            // SAFETY: AVX-512 F is present (this function's contract); the lanes of pixels
+            // `q0..q0 + dests.len()` of plane `c < channels`, inside `planes` (checked);
+            // masked loads touch no other lane.
+            true => unsafe { _mm512_maskz_loadu_ps(live, planes.add(c * plane + q0)) },
+            false => _mm512_setzero_ps(),
+        });
+        // SAFETY: AVX-512 F is present (this function's contract).
+        let pixels = unsafe { transpose_16x16(r) };
+        for (&d, pixel) in dests.iter().zip(pixels) {
+            // SAFETY: `(d + 1) * 16 <= out.len()` (checked).
+            unsafe { _mm512_storeu_ps(out.add(d * 16), pixel) };
         }
     }
 }
