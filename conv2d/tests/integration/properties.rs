@@ -374,9 +374,10 @@ fn depthwise_problems() -> impl Strategy<Value = Problem> {
 
 /// Depthwise shapes (one input and one output channel per group) of 1-40 groups on maps of
 /// 1-12 rows and columns, kernels of 1-3 by 1-3, strides and dilations 1-2, padding 0-2,
-/// one or two images: `direct`'s weight gradient on small maps, on AVX-512 vectorised over
-/// blocks of 16 channels (a last block of fewer), their planes transposed into one
-/// zero-padded plane of pixels.
+/// one or two images: `direct`'s forward pass (outputs of up to 64 pixels, and the stride-1
+/// input gradient, a forward pass) and weight gradient (up to 160) on small maps, on AVX-512
+/// vectorised over blocks of 16 channels (a last block of fewer), their planes transposed
+/// into one zero-padded plane of pixels.
 fn depthwise_channel_problems() -> impl Strategy<Value = Problem> {
     (shaped_problems(1..2, 1..2, 1..13, 1..3), 1usize..41).prop_map(|(mut p, groups)| {
         p.groups = groups;

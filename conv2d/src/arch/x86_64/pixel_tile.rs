@@ -444,6 +444,42 @@ fn window_picks(starts: __m512i, [low, high]: [__m512i; 2], t: usize, from: usiz
     _mm512_maskz_permutex2var_epi16(inside, low, index, high)
 }
 
+/// The inverse of [`transpose_planes_f32_avx512`]: `out[c * plane + q] = pixels[q * 16 +
+/// c]` for every pixel `q < plane` and channel `c < channels` (1 to 16); 16 pixels at a
+/// time, transposed in registers, a last partial block's stores masked.
+///
+/// # Safety
+/// The CPU must support AVX-512 F (the bounds are checked: panics unless `channels` is 1 to
+/// 16, `pixels` holds `plane` pixels and `out` the channels' planes).
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+pub(crate) unsafe fn transpose_pixels_f32_avx512(
+    pixels: &[f32],
+    plane: usize,
+    channels: usize,
+    out: &mut [f32],
+) {
+    assert!((1..=16).contains(&channels) && pixels.len() >= plane * 16);
+    assert!(out.len() >= channels * plane);
+    let (pixels, out) = (pixels.as_ptr(), out.as_mut_ptr());
+    for q0 in (0..plane).step_by(16) {
+        let count = 16.min(plane - q0);
+        let live = ((1u32 << count) - 1) as __mmask16;
+        let r: [__m512; 16] = std::array::from_fn(|q| match q < count {
+            // SAFETY: AVX-512 F is present (this function's contract); pixel `q0 + q <
+            // plane` lies inside `pixels` (checked).
+            true => unsafe { _mm512_loadu_ps(pixels.add((q0 + q) * 16)) },
+            false => _mm512_setzero_ps(),
+        });
+        // SAFETY: AVX-512 F is present (this function's contract).
+        let planes = unsafe { transpose_16x16(r) };
+        for (c, row) in planes.iter().enumerate().take(channels) {
+            // SAFETY: lanes `q0..q0 + count` of plane `c < channels`, inside `out`
+            // (checked); masked stores touch no other lane.
+            unsafe { _mm512_mask_storeu_ps(out.add(c * plane + q0), live, *row) };
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::kernels::direct::{ChannelPlanes, PlaneWeightRows, WeightRows, DEPTHWISE_CHANNELS};
+use crate::kernels::direct::{PlaneWeightRows, WeightRows};
 
 use super::windows::{
     flat_offsets, live_lanes, stacked_3x3, window_masks, PlaneRowWindows, SlabRowWindows,
@@ -488,55 +488,6 @@ fn flat_interior(
         false => 0..0,
     }
 }
-
-/// The depthwise weight-gradient kernel for `f32` with AVX-512 on planes transposed to
-/// pixels of 16 channels (`kernels::direct::depthwise_weight`): taps in tiles of
-/// [`CHANNEL_TAPS`], each tap's 16 channels' sums in a register while the output pixels
-/// pass, per pixel one output-gradient vector loaded and fused with each tap's input
-/// vector.
-///
-/// # Safety
-/// The CPU must support AVX-512 F (the job's bounds are checked by
-/// `ChannelPlanes::pointers`).
-#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
-pub(crate) unsafe fn depthwise_channels_weight_f32_avx512(job: &mut ChannelPlanes<'_>) {
-    const C: usize = DEPTHWISE_CHANNELS;
-    let (x, grad_out, sums) = job.pointers();
-    let taps = job.offsets.len();
-    let (oh, ow, wp, (sh, sw)) = (job.oh, job.ow, job.wp, job.stride);
-    for t0 in (0..taps).step_by(CHANNEL_TAPS) {
-        let count = CHANNEL_TAPS.min(taps - t0);
-        // Past the last tap, the tile repeats it; those sums are not stored.
-        let offsets: [usize; CHANNEL_TAPS] =
-            std::array::from_fn(|j| job.offsets[t0 + j.min(count - 1)] * C);
-        // SAFETY: AVX-512 F is present (this function's contract); tap `t0 + j` has a
-        // vector of sums for `j < count`, read and written only then; output pixel (oy,
-        // ox)'s gradient and its taps' inputs lie inside the buffers (`pointers`).
-        unsafe {
-            let mut acc = [_mm512_setzero_ps(); CHANNEL_TAPS];
-            for (j, a) in acc.iter_mut().enumerate().take(count) {
-                *a = _mm512_loadu_ps((*sums.add(t0 + j)).as_ptr());
-            }
-            for oy in 0..oh {
-                let gy = grad_out.add(oy * ow * C);
-                let row = x.add(oy * sh * wp * C);
-                for ox in 0..ow {
-                    let y = _mm512_loadu_ps(gy.add(ox * C));
-                    let window = row.add(ox * sw * C);
-                    for (a, &offset) in acc.iter_mut().zip(&offsets) {
-                        *a = _mm512_fmadd_ps(_mm512_loadu_ps(window.add(offset)), y, *a);
-                    }
-                }
-            }
-            for (j, a) in acc.iter().enumerate().take(count) {
-                _mm512_storeu_ps((*sums.add(t0 + j)).as_mut_ptr(), *a);
-            }
-        }
-    }
-}
-
-/// Taps per tile of [`depthwise_channels_weight_f32_avx512`]: a 3x3 kernel in one.
-const CHANNEL_TAPS: usize = 9;
 
 /// The three windows (kernel columns 0, 1, 2) of a stacked 3x3 weight-gradient kernel
 /// ([`weight_sweep_3x3`]), a trait for the reason [`RowWindows`](super::windows::RowWindows) is.

@@ -5,14 +5,14 @@
 //! each input row for three output rows). The weight gradient reduces against the same
 //! slabs; the stride-1 input gradient is a forward pass on the flipped weight. On AVX-512,
 //! 3x3 depthwise-style layers and stride-1 3x3 weight gradients read the input planes
-//! with no slab ([`in_place`]); depthwise weight gradients on small maps run vectorised over
-//! channels ([`depthwise_weight`]).
+//! with no slab ([`in_place`]); depthwise layers on small maps run vectorised over
+//! channels ([`depthwise_channels`]).
 
 #[allow(unsafe_code)] // dispatch to the AMX kernel in `crate::arch::amx`
 pub(crate) mod amx;
 pub(crate) mod amx_phases;
 pub(crate) mod amx_weight;
-mod depthwise_weight;
+mod depthwise_channels;
 mod implicit_gemm;
 mod in_place;
 mod masked;
@@ -24,7 +24,9 @@ mod tiled_weight;
 mod weight_channels;
 
 pub(crate) use amx::AmxJob;
-pub(crate) use depthwise_weight::{ChannelPlanes, CHANNELS as DEPTHWISE_CHANNELS};
+pub(crate) use depthwise_channels::{
+    ChannelForward, ChannelPlanes, CHANNELS as DEPTHWISE_CHANNELS,
+};
 pub(crate) use implicit_gemm::{
     applies as implicit_gemm, forward as implicit_forward, wins as implicit_gemm_wins, PixelTile,
     TILE_PIXELS,
@@ -169,6 +171,9 @@ pub(crate) fn forward<A: Accumulator>(
     let plane = g.oh * g.ow;
     if plane == 0 || out.is_empty() {
         return;
+    }
+    if depthwise_channels::forward_applies::<A>(g) {
+        return depthwise_channels::forward(g, input, weight, bias, out, scratch);
     }
     if in_place::forward_applies::<A>(g) {
         return in_place::forward(g, input, weight, bias, out);
@@ -539,7 +544,7 @@ fn multiply_add<A: Accumulator>(acc: &mut [A; LANES], w: A, x: &[A]) {
 /// `kh * kw` taps of one (output channel, input channel) pair and, image by image, pads that
 /// input channel into a slab and reduces each tap's window against the output gradient in
 /// vectors of partial sums (a fixed order, whatever the thread count); the depthwise
-/// shapes [`depthwise_weight`] applies to run there.
+/// shapes [`depthwise_channels`] applies to run there.
 pub(crate) fn backward_weight<A: Accumulator>(
     g: &Geometry,
     input: &[A],
@@ -551,8 +556,8 @@ pub(crate) fn backward_weight<A: Accumulator>(
     if taps == 0 {
         return;
     }
-    if depthwise_weight::applies::<A>(g) {
-        return depthwise_weight::backward_weight(g, input, grad_out, grad_w, scratch);
+    if depthwise_channels::weight_applies::<A>(g) {
+        return depthwise_channels::backward_weight(g, input, grad_out, grad_w, scratch);
     }
     let (plane, in_plane) = (g.oh * g.ow, g.h * g.w);
     let cin_g = g.cin_per_group();
