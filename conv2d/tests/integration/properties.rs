@@ -373,16 +373,24 @@ fn depthwise_problems() -> impl Strategy<Value = Problem> {
 }
 
 /// Depthwise shapes (one input and one output channel per group) of 1-40 groups on maps of
-/// 1-12 rows and columns, kernels of 1-3 by 1-3, strides and dilations 1-2, padding 0-2,
-/// one or two images: `direct`'s forward pass (outputs of up to 64 pixels, and the stride-1
-/// input gradient, a forward pass) and weight gradient (up to 160) on small maps, on AVX-512
-/// vectorised over blocks of 16 channels (a last block of fewer), their planes transposed
-/// into one zero-padded plane of pixels.
+/// 1-24 rows and columns, kernels of 1-7 by 1-7, strides and dilations 1-2, padding 0-2,
+/// one or two images: `direct`'s forward pass and weight gradient on AVX-512 vectorised
+/// over blocks of 16 channels (a last block of fewer), their planes transposed into one
+/// zero-padded plane of pixels: every shape but the 3x3 ones the per-plane kernels take,
+/// and those on maps of up to 64 output pixels (forward, and the stride-1 input gradient,
+/// a forward pass) or 160 (weight gradient).
 fn depthwise_channel_problems() -> impl Strategy<Value = Problem> {
-    (shaped_problems(1..2, 1..2, 1..13, 1..3), 1usize..41).prop_map(|(mut p, groups)| {
-        p.groups = groups;
-        p
-    })
+    let shapes = shaped_problems(1..2, 1..2, 1..25, 1..3);
+    (shapes, 1usize..41, (1usize..8, 1usize..8))
+        .prop_map(|(mut p, groups, k)| {
+            p.groups = groups;
+            p.k = k;
+            p
+        })
+        .prop_filter("kernel must fit the padded input", |p| {
+            p.h + 2 * p.pad.0 > p.dilation.0 * (p.k.0 - 1)
+                && p.w + 2 * p.pad.1 > p.dilation.1 * (p.k.1 - 1)
+        })
 }
 
 /// 3x3 stride-1 shapes padded by one column on each side, on maps narrower than a vector

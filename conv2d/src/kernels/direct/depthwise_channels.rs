@@ -34,10 +34,13 @@ const MAX_WEIGHT_PIXELS: usize = 160;
 /// 1.35-1.77x as fast (7x7 1.73x), 6x6 and 8x8 outputs of stride 2 1.51x and 1.02x, 7x7 of
 /// stride 2 1.16x; 9x9 0.98x, 10x10 0.85x.
 const MAX_FORWARD_PIXELS: usize = 64;
-/// Pixels of the padded input plane up to which this kernel runs (its buffer, per thread,
-/// holds 16 channels of each): a strided or dilated window reaching far across a large
-/// input is left to the per-plane kernels.
-const MAX_PADDED_PIXELS: usize = 1024;
+/// Pixels of the padded input plane up to which these kernels run: its buffer, one per
+/// thread, holds 16 channels of each (1 MiB), the output's as many pixels at most. The
+/// shapes the per-plane kernels do not take (kernels other than 3x3, dilated or strided
+/// past 2) ran here 1.5-27x as fast as on the padded slab, whatever the map (5x5 and 7x7
+/// depthwise layers of EfficientNet and ConvNeXt on 7x7-56x56 maps, forward and weight
+/// gradient; 112x112 of 5x5 1.03x; AMD Zen 5, one thread): larger planes stay on the slab.
+const MAX_PADDED_PIXELS: usize = 128 * 128;
 
 /// One task's channels: `sums[t][c] += sum over output pixels (oy, ox) of x[((oy * sh) *
 /// wp + ox * sw + offsets[t]) * CHANNELS + c] * grad_out[(oy * ow + ox) * CHANNELS + c]`.
@@ -121,16 +124,24 @@ fn check_reach(
     assert!((reach + 1) * CHANNELS <= x.len());
 }
 
-/// Whether the forward pass runs the shape here in `A` (see [`suits`]): output planes of at
-/// most [`MAX_FORWARD_PIXELS`] pixels.
+/// Whether the forward pass runs the shape here in `A` (see [`suits`]): any size where the
+/// per-plane kernels of [`in_place`](super::in_place) do not take it, else output planes of
+/// at most [`MAX_FORWARD_PIXELS`] pixels.
 pub(crate) fn forward_applies<A: Accumulator>(g: &Geometry) -> bool {
-    suits::<A>(g, MAX_FORWARD_PIXELS)
+    match super::in_place::forward_applies::<A>(g) {
+        true => suits::<A>(g, MAX_FORWARD_PIXELS),
+        false => suits::<A>(g, usize::MAX),
+    }
 }
 
-/// Whether the weight gradient runs the shape here in `A` (see [`suits`]): output planes
-/// of at most [`MAX_WEIGHT_PIXELS`] pixels.
+/// Whether the weight gradient runs the shape here in `A` (see [`suits`]): any size where
+/// the per-plane kernels of [`in_place`](super::in_place) do not take it, else output
+/// planes of at most [`MAX_WEIGHT_PIXELS`] pixels.
 pub(crate) fn weight_applies<A: Accumulator>(g: &Geometry) -> bool {
-    suits::<A>(g, MAX_WEIGHT_PIXELS)
+    match super::in_place::weight_applies::<A>(g) {
+        true => suits::<A>(g, MAX_WEIGHT_PIXELS),
+        false => suits::<A>(g, usize::MAX),
+    }
 }
 
 /// Whether these kernels suit the shape in `A`: `f32` on AVX-512, one input and one output
