@@ -45,8 +45,7 @@ properties::bf16_strided_tiles_match_reference
 properties::bf16_dot_products_match_reference
 properties::bf16_weights_read_in_place_match_reference
 properties::wide_tiles_across_chunks_match_reference
-properties::wide_tiles_with_large_sums_match_reference
-properties::depthwise_channel_blocks_match_reference"
+properties::wide_tiles_with_large_sums_match_reference"
 cd conv2d  # the fixtures are read relative to the crate
 
 # One binary under valgrind (the tests that any further arguments select); its log shown

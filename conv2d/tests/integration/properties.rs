@@ -374,11 +374,11 @@ fn depthwise_problems() -> impl Strategy<Value = Problem> {
 
 /// Depthwise shapes (one input and one output channel per group) of 1-40 groups on maps of
 /// 1-24 rows and columns, kernels of 1-7 by 1-7, strides and dilations 1-2, padding 0-2,
-/// one or two images: `direct`'s forward pass and weight gradient on AVX-512 vectorised
-/// over blocks of 16 channels (a last block of fewer), their planes transposed into one
-/// zero-padded plane of pixels: every shape but the 3x3 ones the per-plane kernels take,
-/// and those on maps of up to 64 output pixels (forward, and the stride-1 input gradient,
-/// a forward pass) or 160 (weight gradient).
+/// one or two images: `direct`'s forward pass and weight gradient on AVX-512 and AVX2
+/// vectorised over blocks of 16 channels (a last block of fewer), their planes transposed
+/// into one zero-padded plane of pixels: every shape but the 3x3 ones the per-plane kernels
+/// take, and on AVX-512 those on maps of up to 64 output pixels (forward, and the stride-1
+/// input gradient, a forward pass) or 160 (weight gradient).
 fn depthwise_channel_problems() -> impl Strategy<Value = Problem> {
     let shapes = shaped_problems(1..2, 1..2, 1..25, 1..3);
     (shapes, 1usize..41, (1usize..8, 1usize..8))

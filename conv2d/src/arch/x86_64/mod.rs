@@ -16,12 +16,13 @@ mod windows;
 
 pub(crate) use bf16_dot::{bf16_dot_available, bf16_dot_tiles, PAIR_GAPS};
 pub(crate) use channels::{
-    depthwise_channels_forward_f32_avx512, depthwise_channels_weight_f32_avx512,
+    depthwise_channels_forward_f32_avx2, depthwise_channels_forward_f32_avx512,
+    depthwise_channels_weight_f32_avx2, depthwise_channels_weight_f32_avx512,
 };
 pub(crate) use pixel_tile::{
     pixel_tile_f32_avx2, pixel_tile_f32_avx512, transpose16_f32_avx2, transpose16_f32_avx512,
-    transpose_pixels_f32_avx512, transpose_planes_f32_avx512, transpose_taps_avx512,
-    MAX_TRANSPOSED_TAPS,
+    transpose_pixels_f32_avx2, transpose_pixels_f32_avx512, transpose_planes_f32_avx2,
+    transpose_planes_f32_avx512, transpose_taps_avx512, MAX_TRANSPOSED_TAPS,
 };
 pub(crate) use rows::{
     direct_rows_f32_avx512, flat_rows_3x3_f32_avx512, plane_row_masks, plane_rows_3x3_f32_avx512,

@@ -5,7 +5,7 @@ use std::arch::x86_64::*;
 
 use crate::kernels::direct::{PixelTile, TILE_PIXELS};
 
-use super::Register;
+use super::{Avx2F32, MaskedRegister, Register};
 
 /// The implicit-GEMM kernel for `f32` with AVX-512: per tile of [`TILE_PIXELS`] pixels,
 /// the pixels x `width / 16` vectors of channel sums in registers (24 of the 32 at full
@@ -329,16 +329,116 @@ pub(crate) unsafe fn transpose16_f32_avx2(
                 _mm256_loadu_ps(values.as_ptr().add(block[p] + j0))
             });
             // SAFETY: AVX2 is present (this function's contract).
-            let u = unsafe { lane_quads(r) };
-            for (j, out) in outs[j0..j0 + 8].iter().enumerate() {
-                // Column j: element j % 4 of lane j / 4 of rows 0-3, then of rows 4-7.
-                let (a, b) = (u[j % 4], u[4 + j % 4]);
-                let column = match j / 4 {
-                    0 => _mm256_permute2f128_ps::<0x20>(a, b),
-                    _ => _mm256_permute2f128_ps::<0x31>(a, b),
-                };
+            let columns = unsafe { transpose_8x8(r) };
+            for (out, column) in outs[j0..j0 + 8].iter().zip(columns) {
                 // SAFETY: every output row holds `starts.len() >= p0 + 8` values (checked).
                 unsafe { _mm256_storeu_ps(out.add(p0), column) };
+            }
+        }
+    }
+}
+
+/// The columns of the 8 x 8 matrix whose rows are `r`: in-lane unpacks and shuffles
+/// ([`lane_quads`]), then 128-bit lane permutes.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[inline(always)]
+unsafe fn transpose_8x8(r: [__m256; 8]) -> [__m256; 8] {
+    // SAFETY: AVX2 is present (this function's contract).
+    unsafe {
+        let u = lane_quads(r);
+        let mut columns = u;
+        for (j, column) in columns.iter_mut().enumerate() {
+            // Column j: element j % 4 of lane j / 4 of rows 0-3, then of rows 4-7.
+            let (a, b) = (u[j % 4], u[4 + j % 4]);
+            *column = match j / 4 {
+                0 => _mm256_permute2f128_ps::<0x20>(a, b),
+                _ => _mm256_permute2f128_ps::<0x31>(a, b),
+            };
+        }
+        columns
+    }
+}
+
+/// [`transpose_planes_f32_avx512`] with AVX2: 8 pixels at a time, each half of the 16
+/// channels an 8 x 8 block ([`transpose_8x8`]), a last partial block's loads masked.
+///
+/// # Safety
+/// The CPU must support AVX2 (the bounds are checked as by
+/// [`transpose_planes_f32_avx512`]).
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn transpose_planes_f32_avx2(
+    planes: &[f32],
+    plane: usize,
+    channels: usize,
+    dests: &[usize],
+    out: &mut [f32],
+) {
+    assert!((1..=16).contains(&channels) && planes.len() >= channels * plane);
+    assert!(dests.len() == plane && dests.iter().all(|&d| (d + 1) * 16 <= out.len()));
+    let (planes, out) = (planes.as_ptr(), out.as_mut_ptr());
+    for (q0, dests) in (0..plane).step_by(8).zip(dests.chunks(8)) {
+        let live = (1u16 << dests.len()) - 1;
+        for half in [0, 8] {
+            let mut r = [_mm256_setzero_ps(); 8];
+            for (i, row) in r.iter_mut().enumerate() {
+                if half + i < channels {
+                    // SAFETY: AVX2 is present (this function's contract); the lanes of
+                    // pixels `q0..q0 + dests.len()` of plane `half + i < channels`, inside
+                    // `planes` (checked); masked loads touch no other lane.
+                    *row =
+                        unsafe { Avx2F32::load_where(planes.add((half + i) * plane + q0), live).0 };
+                }
+            }
+            // SAFETY: AVX2 is present (this function's contract).
+            let pixels = unsafe { transpose_8x8(r) };
+            for (&d, pixel) in dests.iter().zip(pixels) {
+                // SAFETY: `(d + 1) * 16 <= out.len()` (checked) and `half + 8 <= 16`.
+                unsafe { _mm256_storeu_ps(out.add(d * 16 + half), pixel) };
+            }
+        }
+    }
+}
+
+/// [`transpose_pixels_f32_avx512`] with AVX2: 8 pixels at a time, each half of the 16
+/// channels an 8 x 8 block ([`transpose_8x8`]), a last partial block's stores masked.
+///
+/// # Safety
+/// The CPU must support AVX2 (the bounds are checked as by
+/// [`transpose_pixels_f32_avx512`]).
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn transpose_pixels_f32_avx2(
+    pixels: &[f32],
+    plane: usize,
+    channels: usize,
+    out: &mut [f32],
+) {
+    assert!((1..=16).contains(&channels) && pixels.len() >= plane * 16);
+    assert!(out.len() >= channels * plane);
+    let (pixels, out) = (pixels.as_ptr(), out.as_mut_ptr());
+    for q0 in (0..plane).step_by(8) {
+        let count = 8.min(plane - q0);
+        let live = (1u16 << count) - 1;
+        for half in [0, 8] {
+            let mut r = [_mm256_setzero_ps(); 8];
+            for (q, row) in r.iter_mut().enumerate().take(count) {
+                // SAFETY: AVX2 is present (this function's contract); pixel `q0 + q <
+                // plane` lies inside `pixels` (checked), `half + 8 <= 16`.
+                *row = unsafe { _mm256_loadu_ps(pixels.add((q0 + q) * 16 + half)) };
+            }
+            // SAFETY: AVX2 is present (this function's contract).
+            let planes = unsafe { transpose_8x8(r) };
+            for (i, row) in planes
+                .into_iter()
+                .enumerate()
+                .take(channels.saturating_sub(half))
+            {
+                // SAFETY: lanes `q0..q0 + count` of plane `half + i < channels`, inside
+                // `out` (checked); masked stores touch no other lane.
+                unsafe {
+                    Avx2F32::store_where(out.add((half + i) * plane + q0), Avx2F32(row), live)
+                };
             }
         }
     }

@@ -125,31 +125,32 @@ fn check_reach(
 }
 
 /// Whether the forward pass runs the shape here in `A` (see [`suits`]): any size where the
-/// per-plane kernels of [`in_place`](super::in_place) do not take it, else output planes of
-/// at most [`MAX_FORWARD_PIXELS`] pixels.
+/// per-plane kernels of [`in_place`](super::in_place) do not take it, else, on AVX-512,
+/// output planes of at most [`MAX_FORWARD_PIXELS`] pixels.
 pub(crate) fn forward_applies<A: Accumulator>(g: &Geometry) -> bool {
     match super::in_place::forward_applies::<A>(g) {
-        true => suits::<A>(g, MAX_FORWARD_PIXELS),
+        true => isa() == Isa::Avx512 && suits::<A>(g, MAX_FORWARD_PIXELS),
         false => suits::<A>(g, usize::MAX),
     }
 }
 
 /// Whether the weight gradient runs the shape here in `A` (see [`suits`]): any size where
-/// the per-plane kernels of [`in_place`](super::in_place) do not take it, else output
-/// planes of at most [`MAX_WEIGHT_PIXELS`] pixels.
+/// the per-plane kernels of [`in_place`](super::in_place) do not take it, else, on
+/// AVX-512, output planes of at most [`MAX_WEIGHT_PIXELS`] pixels.
 pub(crate) fn weight_applies<A: Accumulator>(g: &Geometry) -> bool {
     match super::in_place::weight_applies::<A>(g) {
-        true => suits::<A>(g, MAX_WEIGHT_PIXELS),
+        true => isa() == Isa::Avx512 && suits::<A>(g, MAX_WEIGHT_PIXELS),
         false => suits::<A>(g, usize::MAX),
     }
 }
 
-/// Whether these kernels suit the shape in `A`: `f32` on AVX-512, one input and one output
+/// Whether these kernels suit the shape in `A`: `f32` on AVX-512 or AVX2 (whose per-plane
+/// kernels these have not been measured against), one input and one output
 /// channel per group, output planes of 1 to `max_pixels` pixels whose windows reach at most
 /// [`MAX_PADDED_PIXELS`] pixels of the padded input, a non-empty input.
 fn suits<A: Accumulator>(g: &Geometry, max_pixels: usize) -> bool {
     as_f32::<A>(&[]).is_some()
-        && isa() == Isa::Avx512
+        && matches!(isa(), Isa::Avx512 | Isa::Avx2)
         && g.cin_per_group() == 1
         && g.cout_per_group() == 1
         && (1..=max_pixels).contains(&(g.oh * g.ow))
@@ -352,16 +353,32 @@ pub(crate) fn backward_weight<A: Accumulator>(
     );
 }
 
-/// Runs a task on the AVX-512 kernel (see [`suits`]).
+/// Runs a weight-gradient task on the kernel of this CPU (see [`suits`]).
 fn run(job: &mut ChannelPlanes<'_>) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: `suits` admits AVX-512 only, which `isa()` reports only where the CPU has
-    // it; `pointers` checks the job's bounds.
-    unsafe {
-        crate::arch::x86_64::depthwise_channels_weight_f32_avx512(job)
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    unreachable!("suits admits AVX-512 only {}", job.wp);
+    match isa() {
+        // SAFETY: `isa()` returns a level only if the CPU supports it; `pointers` checks
+        // the job's bounds.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { crate::arch::x86_64::depthwise_channels_weight_f32_avx512(job) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { crate::arch::x86_64::depthwise_channels_weight_f32_avx2(job) },
+        _ => unreachable!("suits admits AVX2 and AVX-512 only {}", job.wp),
+    }
+}
+
+/// Runs a forward task on the kernel of this CPU (see [`suits`]).
+fn run_forward(job: &mut ChannelForward<'_>) {
+    match isa() {
+        // SAFETY: `isa()` returns a level only if the CPU supports it; `pointers` checks
+        // the job's bounds.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { crate::arch::x86_64::depthwise_channels_forward_f32_avx512(job) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { crate::arch::x86_64::depthwise_channels_forward_f32_avx2(job) },
+        _ => unreachable!("suits admits AVX2 and AVX-512 only {}", job.wp),
+    }
 }
 
 /// `out[dests[q] * CHANNELS + c] = planes[c * plane + q]` for the `plane` pixels `q` of
@@ -373,43 +390,37 @@ fn transpose_planes(
     dests: &[usize],
     out: &mut [f32],
 ) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: `suits` admits AVX-512 only, which `isa()` reports only where the CPU has
-    // it; the kernel checks its bounds.
-    unsafe {
-        crate::arch::x86_64::transpose_planes_f32_avx512(planes, plane, channels, dests, out)
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    unreachable!(
-        "suits admits AVX-512 only {plane} {channels} {}",
-        dests.len() + out.len()
-    );
-}
-
-/// Runs a forward task on the AVX-512 kernel (see [`suits`]).
-fn run_forward(job: &mut ChannelForward<'_>) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: `suits` admits AVX-512 only, which `isa()` reports only where the CPU has
-    // it; `pointers` checks the job's bounds.
-    unsafe {
-        crate::arch::x86_64::depthwise_channels_forward_f32_avx512(job)
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    unreachable!("suits admits AVX-512 only {}", job.wp);
+    match isa() {
+        // SAFETY: `isa()` returns a level only if the CPU supports it; the kernel checks
+        // its bounds.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe {
+            crate::arch::x86_64::transpose_planes_f32_avx512(planes, plane, channels, dests, out)
+        },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe {
+            crate::arch::x86_64::transpose_planes_f32_avx2(planes, plane, channels, dests, out)
+        },
+        _ => unreachable!("suits admits AVX2 and AVX-512 only {}", planes.len()),
+    }
 }
 
 /// `out[c * plane + q] = pixels[q * CHANNELS + c]` for the `plane` pixels `q` of the first
 /// `channels` planes.
 fn transpose_pixels(pixels: &[f32], plane: usize, channels: usize, out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: `suits` admits AVX-512 only, which `isa()` reports only where the CPU has
-    // it; the kernel checks its bounds.
-    unsafe {
-        crate::arch::x86_64::transpose_pixels_f32_avx512(pixels, plane, channels, out)
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    unreachable!(
-        "suits admits AVX-512 only {plane} {channels} {}",
-        pixels.len() + out.len()
-    );
+    match isa() {
+        // SAFETY: `isa()` returns a level only if the CPU supports it; the kernel checks
+        // its bounds.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe {
+            crate::arch::x86_64::transpose_pixels_f32_avx512(pixels, plane, channels, out)
+        },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe {
+            crate::arch::x86_64::transpose_pixels_f32_avx2(pixels, plane, channels, out)
+        },
+        _ => unreachable!("suits admits AVX2 and AVX-512 only {}", pixels.len()),
+    }
 }
