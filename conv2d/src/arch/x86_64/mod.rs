@@ -6,6 +6,7 @@
 
 mod bf16_dot;
 mod channels;
+mod phases;
 mod pixel_tile;
 mod rows;
 mod rows_avx2;
@@ -19,6 +20,7 @@ pub(crate) use channels::{
     depthwise_channels_forward_f32_avx2, depthwise_channels_forward_f32_avx512,
     depthwise_channels_weight_f32_avx2, depthwise_channels_weight_f32_avx512,
 };
+pub(crate) use phases::split_rows_f32_avx512;
 pub(crate) use pixel_tile::{
     pixel_tile_f32_avx2, pixel_tile_f32_avx512, transpose16_f32_avx2, transpose16_f32_avx512,
     transpose_pixels_f32_avx2, transpose_pixels_f32_avx512, transpose_planes_f32_avx2,
