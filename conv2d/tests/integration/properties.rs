@@ -377,8 +377,8 @@ fn depthwise_problems() -> impl Strategy<Value = Problem> {
 /// one or two images: `direct`'s forward pass and weight gradient on AVX-512 and AVX2
 /// vectorised over blocks of 16 channels (a last block of fewer), their planes transposed
 /// into one zero-padded plane of pixels: every shape but the 3x3 ones the per-plane kernels
-/// take, and on AVX-512 those on maps of up to 64 output pixels (forward, and the stride-1
-/// input gradient, a forward pass) or 160 (weight gradient).
+/// take, and on AVX-512 those of 8 or more channels on maps of up to 64 output pixels
+/// (forward, and the stride-1 input gradient, a forward pass) or 160 (weight gradient).
 fn depthwise_channel_problems() -> impl Strategy<Value = Problem> {
     let shapes = shaped_problems(1..2, 1..2, 1..25, 1..3);
     (shapes, 1usize..41, (1usize..8, 1usize..8))

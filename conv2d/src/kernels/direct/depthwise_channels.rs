@@ -34,6 +34,11 @@ const MAX_WEIGHT_PIXELS: usize = 160;
 /// 1.35-1.77x as fast (7x7 1.73x), 6x6 and 8x8 outputs of stride 2 1.51x and 1.02x, 7x7 of
 /// stride 2 1.16x; 9x9 0.98x, 10x10 0.85x.
 const MAX_FORWARD_PIXELS: usize = 64;
+/// Channels from which these kernels take the 3x3 layers the per-plane kernels also take:
+/// on fewer the per-call setup (the padded plane's layout and buffer) outweighs what the
+/// vectors gain (8x8 maps of 4 channels 0.33x, 7x7 of 1 channel 0.84x, of 8 channels
+/// 1.07x forward and 1.47x as weight gradients; AMD Zen 5, one thread).
+const MIN_GROUPS: usize = 8;
 /// Pixels of the padded input plane up to which these kernels run: its buffer, one per
 /// thread, holds 16 channels of each (1 MiB), the output's as many pixels at most. The
 /// shapes the per-plane kernels do not take (kernels other than 3x3, dilated or strided
@@ -126,20 +131,22 @@ fn check_reach(
 
 /// Whether the forward pass runs the shape here in `A` (see [`suits`]): any size where the
 /// per-plane kernels of [`in_place`](super::in_place) do not take it, else, on AVX-512,
-/// output planes of at most [`MAX_FORWARD_PIXELS`] pixels.
+/// [`MIN_GROUPS`] channels or more and output planes of at most [`MAX_FORWARD_PIXELS`]
+/// pixels.
 pub(crate) fn forward_applies<A: Accumulator>(g: &Geometry) -> bool {
     match super::in_place::forward_applies::<A>(g) {
-        true => isa() == Isa::Avx512 && suits::<A>(g, MAX_FORWARD_PIXELS),
+        true => isa() == Isa::Avx512 && g.groups >= MIN_GROUPS && suits::<A>(g, MAX_FORWARD_PIXELS),
         false => suits::<A>(g, usize::MAX),
     }
 }
 
 /// Whether the weight gradient runs the shape here in `A` (see [`suits`]): any size where
 /// the per-plane kernels of [`in_place`](super::in_place) do not take it, else, on
-/// AVX-512, output planes of at most [`MAX_WEIGHT_PIXELS`] pixels.
+/// AVX-512, [`MIN_GROUPS`] channels or more and output planes of at most
+/// [`MAX_WEIGHT_PIXELS`] pixels.
 pub(crate) fn weight_applies<A: Accumulator>(g: &Geometry) -> bool {
     match super::in_place::weight_applies::<A>(g) {
-        true => isa() == Isa::Avx512 && suits::<A>(g, MAX_WEIGHT_PIXELS),
+        true => isa() == Isa::Avx512 && g.groups >= MIN_GROUPS && suits::<A>(g, MAX_WEIGHT_PIXELS),
         false => suits::<A>(g, usize::MAX),
     }
 }
