@@ -1107,6 +1107,15 @@ proptest! {
     fn flat_runs_do_not_depend_on_the_thread_count(p in flat_problems()) {
         same_bits_on_one_and_three_threads(&p)?;
     }
+
+    /// As above for the depthwise layers vectorised over blocks of 16 channels (a task per
+    /// block, and per image forward; 1-40 groups).
+    #[test]
+    fn depthwise_channel_blocks_do_not_depend_on_the_thread_count(
+        p in depthwise_channel_problems()
+    ) {
+        same_bits_on_one_and_three_threads(&p)?;
+    }
 }
 
 /// Every algorithm's forward pass and input gradient, and the weight gradient, on one
