@@ -1,5 +1,7 @@
-//! Depthwise layers (one input and one output channel per group) on small maps, vectorised
-//! over channels: per task [`CHANNELS`] channels, their input planes transposed into one
+//! Depthwise layers (one input and one output channel per group) vectorised over channels:
+//! those the 3x3 per-plane kernels of [`in_place`](super::in_place) do not take (5x5, 7x7,
+//! dilated, strided past 2) on any map up to [`MAX_PADDED_PIXELS`], and on AVX-512 those
+//! they do take on small maps (see [`forward_applies`], [`weight_applies`]). Per task [`CHANNELS`] channels, their input planes transposed into one
 //! zero-padded plane of pixels of [`CHANNELS`] values, so that every term is a
 //! multiply-add of two whole vectors, with no lane left idle by a narrow row, no padding
 //! mask and, for the weight gradient, no reduction across lanes at the end (on 7x7 maps
@@ -156,13 +158,14 @@ pub(crate) fn weight_applies<A: Accumulator>(g: &Geometry) -> bool {
 /// channel per group, output planes of 1 to `max_pixels` pixels whose windows reach at most
 /// [`MAX_PADDED_PIXELS`] pixels of the padded input, a non-empty input.
 fn suits<A: Accumulator>(g: &Geometry, max_pixels: usize) -> bool {
+    let (hp, wp) = padded_size(g);
     as_f32::<A>(&[]).is_some()
         && matches!(isa(), Isa::Avx512 | Isa::Avx2)
         && g.cin_per_group() == 1
         && g.cout_per_group() == 1
         && (1..=max_pixels).contains(&(g.oh * g.ow))
         && g.h * g.w > 0
-        && padded_size(g).0.saturating_mul(padded_size(g).1) <= MAX_PADDED_PIXELS
+        && hp.saturating_mul(wp) <= MAX_PADDED_PIXELS
 }
 
 /// The rows and columns of the padded input plane that the windows of a non-empty output

@@ -5,8 +5,8 @@
 //! each input row for three output rows). The weight gradient reduces against the same
 //! slabs; the stride-1 input gradient is a forward pass on the flipped weight. On AVX-512,
 //! 3x3 depthwise-style layers and stride-1 3x3 weight gradients read the input planes
-//! with no slab ([`in_place`]); depthwise layers on small maps run vectorised over
-//! channels ([`depthwise_channels`]).
+//! with no slab ([`in_place`]); depthwise layers those do not take, and on small maps
+//! those they do, run vectorised over channels ([`depthwise_channels`]).
 
 #[allow(unsafe_code)] // dispatch to the AMX kernel in `crate::arch::amx`
 pub(crate) mod amx;
