@@ -6,7 +6,7 @@
 use std::arch::x86_64::*;
 
 use super::Register;
-use crate::kernels::direct::{ChannelForward, ChannelPlanes, DEPTHWISE_CHANNELS as CHANNELS};
+use crate::kernels::direct::{ChannelForward, ChannelWeightGrad, DEPTHWISE_CHANNELS as CHANNELS};
 
 /// The depthwise forward kernel with AVX-512 (see [`forward_channels`]).
 ///
@@ -129,9 +129,9 @@ const FORWARD_PIXELS: usize = 8;
 ///
 /// # Safety
 /// The CPU must support AVX-512 F (the job's bounds are checked by
-/// `ChannelPlanes::pointers`).
+/// `ChannelWeightGrad::pointers`).
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
-pub(crate) unsafe fn depthwise_channels_weight_f32_avx512(job: &mut ChannelPlanes<'_>) {
+pub(crate) unsafe fn depthwise_channels_weight_f32_avx512(job: &mut ChannelWeightGrad<'_>) {
     // SAFETY: AVX-512 F is present (this function's contract).
     unsafe { weight_channels::<__m512>(job) }
 }
@@ -140,9 +140,9 @@ pub(crate) unsafe fn depthwise_channels_weight_f32_avx512(job: &mut ChannelPlane
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA (the job's bounds are checked by
-/// `ChannelPlanes::pointers`).
+/// `ChannelWeightGrad::pointers`).
 #[target_feature(enable = "avx2,fma")]
-pub(crate) unsafe fn depthwise_channels_weight_f32_avx2(job: &mut ChannelPlanes<'_>) {
+pub(crate) unsafe fn depthwise_channels_weight_f32_avx2(job: &mut ChannelWeightGrad<'_>) {
     // SAFETY: AVX2 and FMA are present (this function's contract).
     unsafe { weight_channels::<__m256>(job) }
 }
@@ -155,7 +155,7 @@ pub(crate) unsafe fn depthwise_channels_weight_f32_avx2(job: &mut ChannelPlanes<
 /// # Safety
 /// The CPU must support `R`'s instructions (the job's bounds are checked by `pointers`).
 #[inline(always)]
-unsafe fn weight_channels<R: Register<Elem = f32>>(job: &mut ChannelPlanes<'_>) {
+unsafe fn weight_channels<R: Register<Elem = f32>>(job: &mut ChannelWeightGrad<'_>) {
     const C: usize = CHANNELS;
     let (x, grad_out, sums) = job.pointers();
     let taps = job.offsets.len();

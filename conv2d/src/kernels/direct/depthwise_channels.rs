@@ -51,7 +51,7 @@ const MAX_PADDED_PIXELS: usize = 128 * 128;
 
 /// One task's channels: `sums[t][c] += sum over output pixels (oy, ox) of x[((oy * sh) *
 /// wp + ox * sw + offsets[t]) * CHANNELS + c] * grad_out[(oy * ow + ox) * CHANNELS + c]`.
-pub(crate) struct ChannelPlanes<'a> {
+pub(crate) struct ChannelWeightGrad<'a> {
     /// The padded input plane: rows of `wp` pixels of [`CHANNELS`] values.
     pub x: &'a [f32],
     pub wp: usize,
@@ -67,7 +67,7 @@ pub(crate) struct ChannelPlanes<'a> {
     pub sums: &'a mut [[f32; CHANNELS]],
 }
 
-impl ChannelPlanes<'_> {
+impl ChannelWeightGrad<'_> {
     /// The input, output-gradient and sums pointers, after checking every bound the vector
     /// kernel relies on (panics on a bug): every output pixel's every tap inside `x`.
     pub(crate) fn pointers(&mut self) -> (*const f32, *const f32, *mut [f32; CHANNELS]) {
@@ -343,7 +343,7 @@ pub(crate) fn backward_weight<A: Accumulator>(
                 let first = n * g.cin + block * CHANNELS;
                 let gy = &grad_out[first * out_plane..];
                 transpose_planes(gy, out_plane, channels, &gy_dests, gy_t);
-                run(&mut ChannelPlanes {
+                run(&mut ChannelWeightGrad {
                     x: layout.pad(input, first, channels, padded),
                     wp: layout.wp,
                     grad_out: gy_t,
@@ -364,7 +364,7 @@ pub(crate) fn backward_weight<A: Accumulator>(
 }
 
 /// Runs a weight-gradient task on the kernel of this CPU (see [`suits`]).
-fn run(job: &mut ChannelPlanes<'_>) {
+fn run(job: &mut ChannelWeightGrad<'_>) {
     match isa() {
         // SAFETY: `isa()` returns a level only if the CPU supports it; `pointers` checks
         // the job's bounds.

@@ -25,7 +25,7 @@ mod weight_channels;
 
 pub(crate) use amx::AmxJob;
 pub(crate) use depthwise_channels::{
-    ChannelForward, ChannelPlanes, CHANNELS as DEPTHWISE_CHANNELS,
+    ChannelForward, ChannelWeightGrad, CHANNELS as DEPTHWISE_CHANNELS,
 };
 pub(crate) use implicit_gemm::{
     applies as implicit_gemm, forward as implicit_forward, wins as implicit_gemm_wins, PixelTile,
